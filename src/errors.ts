@@ -1,0 +1,105 @@
+/**
+ * One error catalogue for the whole service: a code means the same thing in the CLI, the API and the logs.
+ * Modules throw FgsnError with a code listed here; the API maps `status`, the CLI exits with 2 for 4xx codes.
+ */
+export interface ErrorSpec {
+  status: number;
+  hint: string;
+}
+
+export const ERROR_CATALOGUE = {
+  // checkpoint/: bad input files (safetensors, folders, configs, adapters)
+  CHECKPOINT_NOT_FOUND: { status: 404, hint: 'Check the path; it must be a model folder, a safetensors file or a PEFT adapter folder.' },
+  CHECKPOINT_IO: { status: 422, hint: 'The file could not be read; check permissions and that it is complete.' },
+  CHECKPOINT_FILE_TOO_SMALL: { status: 422, hint: 'A safetensors file starts with an 8-byte header length; the upload may be truncated.' },
+  CHECKPOINT_HEADER_TOO_LARGE: { status: 422, hint: 'The header length exceeds the limit (100 MB); the file is corrupt or not safetensors.' },
+  CHECKPOINT_HEADER_TRUNCATED: { status: 422, hint: 'The file ends inside its JSON header; the upload may be truncated.' },
+  CHECKPOINT_HEADER_NOT_UTF8: { status: 422, hint: 'The safetensors header must be UTF-8 JSON.' },
+  CHECKPOINT_HEADER_NOT_JSON: { status: 422, hint: 'The safetensors header must be a JSON object.' },
+  CHECKPOINT_METADATA_INVALID: { status: 422, hint: '__metadata__ must map strings to strings.' },
+  CHECKPOINT_DUPLICATE_TENSOR: { status: 422, hint: 'Each tensor name may appear once.' },
+  CHECKPOINT_TENSOR_ENTRY_INVALID: { status: 422, hint: 'Each tensor entry needs exactly dtype, shape and data_offsets.' },
+  CHECKPOINT_DTYPE_UNSUPPORTED: { status: 422, hint: 'Supported dtypes: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL.' },
+  CHECKPOINT_SHAPE_INVALID: { status: 422, hint: 'Shapes are lists of non-negative integers whose product fits in memory limits.' },
+  CHECKPOINT_OFFSETS_INVALID: { status: 422, hint: 'data_offsets must be [begin, end] with begin <= end, inside the data section.' },
+  CHECKPOINT_SIZE_MISMATCH: { status: 422, hint: 'A tensor occupies exactly prod(shape) * itemsize bytes.' },
+  CHECKPOINT_OFFSETS_OVERLAP: { status: 422, hint: 'Tensors must not overlap and must be laid out in order.' },
+  CHECKPOINT_DATA_HOLE: { status: 422, hint: 'Tensors must cover the data section with no gaps and nothing after the last one.' },
+  CHECKPOINT_TENSOR_NOT_FOUND: { status: 422, hint: 'A tensor the model needs is missing from the checkpoint.' },
+  CHECKPOINT_ROW_RANGE_INVALID: { status: 400, hint: 'Row ranges apply to 2-D tensors and must lie inside them.' },
+  CHECKPOINT_CONFIG_MISSING: { status: 422, hint: 'A model folder needs config.json (Hugging Face format).' },
+  CHECKPOINT_CONFIG_INVALID: { status: 422, hint: 'config.json is missing a field or has a value of the wrong type.' },
+  CHECKPOINT_ARCH_UNSUPPORTED: { status: 422, hint: 'Supported model_type values: llama, mistral, qwen2.' },
+  CHECKPOINT_TENSOR_SHAPE_MISMATCH: { status: 422, hint: 'A tensor shape differs from what config.json implies.' },
+  CHECKPOINT_TENSOR_UNEXPECTED: { status: 422, hint: 'The checkpoint holds a tensor the architecture does not have.' },
+  CHECKPOINT_INDEX_INVALID: { status: 422, hint: 'model.safetensors.index.json needs a weight_map of tensor name -> shard file.' },
+  CHECKPOINT_PATH_UNSAFE: { status: 422, hint: 'File names must stay inside the model folder: no "..", absolute paths or symlinks leading out.' },
+  CHECKPOINT_PICKLE_REFUSED: { status: 422, hint: 'Pickle files (.bin, .pt, .pkl) are never loaded: convert the checkpoint to safetensors (e.g. save_pretrained(..., safe_serialization=True)).' },
+  CHECKPOINT_NO_WEIGHTS: { status: 422, hint: 'No model.safetensors or model.safetensors.index.json found in the folder.' },
+  ADAPTER_CONFIG_INVALID: { status: 422, hint: 'adapter_config.json must be a PEFT LoRA config (peft_type LORA, r, lora_alpha, target_modules).' },
+  ADAPTER_TENSOR_INVALID: { status: 422, hint: 'Adapter tensors must be lora_A [r, in] / lora_B [out, r] pairs for known target modules.' },
+  ADAPTER_BASE_MISMATCH: { status: 422, hint: 'The adapter shapes do not match the base model.' },
+  // engine/
+  ENGINE_GRAPH_UNSUPPORTED: { status: 422, hint: 'This model configuration is not supported by the graph builder.' },
+  ENGINE_EP_UNAVAILABLE: { status: 500, hint: 'The requested execution provider is not installed; set FGSN_EXECUTION_PROVIDER=cpu or install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12.' },
+  ENGINE_TOKENIZER_INVALID: { status: 422, hint: 'tokenizer.json / tokenizer_config.json are missing or unreadable.' },
+  ENGINE_SEQUENCE_TOO_LONG: { status: 422, hint: 'The prompt is longer than the model context (max_position_embeddings).' },
+  ENGINE_RUN_FAILED: { status: 500, hint: 'onnxruntime failed to run the graph; see details.' },
+  // defense/ and eval/
+  PROBES_INVALID: { status: 422, hint: 'Probe files are JSONL with {"prompt", "category"?, "response"?} per line.' },
+  PROBES_EMPTY: { status: 422, hint: 'A probe set needs at least one prompt.' },
+  DEFENSE_MODEL_MISMATCH: { status: 422, hint: 'base, aligned and fine-tuned checkpoints must share architecture and shapes.' },
+  DEFENSE_OPTION_INVALID: { status: 400, hint: 'See `fgsn harden --help` for valid options.' },
+  ATLAS_NOT_FOUND: { status: 404, hint: 'No atlas with that id; build one with `fgsn atlas build`.' },
+  // cli
+  CLI_USAGE: { status: 400, hint: 'Run `fgsn help` for usage.' },
+  // api / queue / storage
+  VALIDATION_FAILED: { status: 400, hint: 'The request does not match the schema; see details.' },
+  UNAUTHORIZED: { status: 401, hint: 'Send Authorization: Bearer <api key>.' },
+  FORBIDDEN: { status: 403, hint: 'This API key lacks the scope for this operation.' },
+  NOT_FOUND: { status: 404, hint: 'No such resource for this tenant.' },
+  CONFLICT: { status: 409, hint: 'The resource is in a state that does not allow this operation.' },
+  IDEMPOTENCY_CONFLICT: { status: 409, hint: 'This Idempotency-Key was used with a different request body.' },
+  PAYLOAD_TOO_LARGE: { status: 413, hint: 'The file exceeds the configured upload size limit.' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, hint: 'Check the Content-Type of the request.' },
+  RANGE_NOT_SATISFIABLE: { status: 416, hint: 'The requested byte range lies outside the artifact.' },
+  RATE_LIMITED: { status: 429, hint: 'Too many requests for this API key; retry after the given delay.' },
+  UPLOAD_INVALID: { status: 422, hint: 'The uploaded folder is not a valid checkpoint; see details for every problem.' },
+  CONFIG_INVALID: { status: 500, hint: 'Fix the environment variables named in the message.' },
+  STORAGE_ERROR: { status: 500, hint: 'Artifact storage failed; check disk space or S3 settings.' },
+  JOB_CANCELLED: { status: 409, hint: 'The job was cancelled.' },
+  INTERNAL: { status: 500, hint: 'Unexpected error; see the server logs with the request id.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export class FgsnError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly hint: string;
+  readonly details: unknown;
+
+  constructor(code: ErrorCode, message: string, options: { details?: unknown; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'FgsnError';
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code].status;
+    this.hint = ERROR_CATALOGUE[code].hint;
+    this.details = options.details;
+  }
+
+  /** True for problems with the caller's input (4xx): not worth retrying. */
+  get isUserError(): boolean {
+    return this.status >= 400 && this.status < 500;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; hint: string; details?: unknown } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message, hint: this.hint }
+      : { code: this.code, message: this.message, hint: this.hint, details: this.details };
+  }
+}
+
+export function isFgsnError(e: unknown): e is FgsnError {
+  return e instanceof FgsnError;
+}
