@@ -1,0 +1,79 @@
+/**
+ * The contract between the callers of a defense job (CLI, BullMQ worker) and the pipeline that runs it.
+ * The pipeline is the only place that knows the order of stages; callers see progress and artifacts.
+ */
+
+export type DefenseMethod = 'fgsn' | 'safelora' | 'layer' | 'antidote' | 'resta' | 'restore';
+export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
+
+/** One probe: JSONL `{"prompt", "category"?, "response"?}`. */
+export interface ProbeRecord {
+  prompt: string;
+  category?: string;
+  response?: string;
+}
+
+export interface HardenRequest {
+  basePath: string;
+  alignedPath: string;
+  /** Exactly one of finetunedPath (full weights) and adapterPath (PEFT LoRA over aligned). */
+  finetunedPath?: string;
+  adapterPath?: string;
+  harmful: ProbeRecord[];
+  benign: ProbeRecord[];
+  /** Task probes for task-neuron exclusion; default: benign. */
+  task?: ProbeRecord[];
+  method: DefenseMethod;
+  /** Method options (validated by the defense module; unknown keys are an error). */
+  options?: Record<string, unknown>;
+  outputs: OutputKind[];
+  /** Empty or missing folder the pipeline fills with the artifacts (callers publish it atomically). */
+  outDir: string;
+  /** Shared cache for atlases and built graphs (content-addressed, safe to share between jobs). */
+  cacheDir: string;
+  executionProvider?: 'cpu' | 'cuda';
+  /** Optional evaluation sets (prompt/answer JSONL records) for the report. */
+  evaluate?: EvaluationRequest;
+}
+
+export interface EvaluationRequest {
+  harmful?: ProbeRecord[];
+  emerging?: ProbeRecord[];
+  lookalike?: ProbeRecord[];
+  tasks?: Record<string, { prompt: string; answer: string }[]>;
+  maxNewTokens?: number;
+}
+
+export interface StageProgress {
+  stage: string;
+  /** Overall progress of the job, 0..100. */
+  percent: number;
+  message?: string;
+}
+
+export interface ArtifactInfo {
+  /** Relative path inside outDir, e.g. "model/model.safetensors", "diff.safetensors", "report.json". */
+  name: string;
+  bytes: number;
+  sha256: string;
+}
+
+export interface HardenResult {
+  artifacts: ArtifactInfo[];
+  /** The fgsn-report.json content (options, atlas id, rows/params changed, timings, metrics). */
+  report: Record<string, unknown>;
+  summary: {
+    method: DefenseMethod;
+    rowsChanged: number;
+    paramsChanged: number;
+    paramsChangedPctLinear: number;
+    stageSeconds: Record<string, number>;
+    metrics?: Record<string, number>;
+  };
+}
+
+export interface HardenHooks {
+  onProgress?: (p: StageProgress) => void | Promise<void>;
+  /** Checked between stages (and inside long stages where cheap); an aborted job throws JOB_CANCELLED. */
+  signal?: AbortSignal;
+}
