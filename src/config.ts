@@ -1,0 +1,236 @@
+/**
+ * Service configuration from the environment, validated once at start. Every variable the service reads is
+ * listed in CONFIG_ENV_VARS (docker compose / helm are checked against it), and a bad variable is reported
+ * by name with what was expected, all of them at once.
+ */
+import { createHash } from 'node:crypto';
+import { isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import { FgsnError } from './errors.js';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().nonnegative();
+
+const list = (v: string): string[] =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+
+/** `key:tenant` or `sha256=<hex>:tenant`, so operators can keep plaintext keys out of the environment. */
+const apiKeyList = z.string().transform((v, ctx) => {
+  const out: { keyHash: string; tenant: string }[] = [];
+  for (const entry of list(v)) {
+    const sep = entry.lastIndexOf(':');
+    const key = sep > 0 ? entry.slice(0, sep) : '';
+    const tenant = sep > 0 ? entry.slice(sep + 1) : '';
+    if (key.length === 0 || !/^[A-Za-z0-9_.-]{1,64}$/.test(tenant)) {
+      ctx.addIssue({ code: 'custom', message: `entry "${redact(entry)}" must be key:tenant (tenant: letters, digits, _ . -)` });
+      continue;
+    }
+    out.push({ keyHash: hashKeySpec(key), tenant });
+  }
+  return out;
+});
+
+/** Admin keys: `key` (a key already in FGSN_API_KEYS gets the admin scope) or `key:tenant`. */
+const adminKeyList = z.string().transform((v) =>
+  list(v).map((entry) => {
+    const sep = entry.lastIndexOf(':');
+    return sep > 0
+      ? { keyHash: hashKeySpec(entry.slice(0, sep)), tenant: entry.slice(sep + 1) as string | undefined }
+      : { keyHash: hashKeySpec(entry), tenant: undefined };
+  }),
+);
+
+const absoluteDirList = z.string().transform((v, ctx) => {
+  const dirs = list(v);
+  for (const d of dirs) {
+    if (!isAbsolute(d)) ctx.addIssue({ code: 'custom', message: `"${d}" must be an absolute path` });
+  }
+  return dirs.map((d) => resolve(d));
+});
+
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex');
+}
+
+function hashKeySpec(key: string): string {
+  const m = /^sha256=([0-9a-fA-F]{64})$/.exec(key);
+  return m ? m[1].toLowerCase() : hashApiKey(key);
+}
+
+function redact(entry: string): string {
+  const sep = entry.lastIndexOf(':');
+  return sep > 0 ? `***${entry.slice(sep)}` : '***';
+}
+
+/** The raw environment schema: one field per variable, each optional with a documented default. */
+export const ConfigEnvSchema = z.object({
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  FGSN_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  FGSN_HOST: z.string().min(1).default('0.0.0.0'),
+  FGSN_DATA_DIR: z.string().min(1).default('.fgsn/data'),
+  FGSN_API_KEYS: apiKeyList.default([]),
+  FGSN_ADMIN_KEYS: adminKeyList.default([]),
+  FGSN_ALLOWED_MODEL_DIRS: absoluteDirList.default([]),
+  FGSN_EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
+  FGSN_STORAGE: z.enum(['fs', 's3']).default('fs'),
+  FGSN_S3_ENDPOINT: z.string().url().optional(),
+  FGSN_S3_BUCKET: z.string().min(3).optional(),
+  FGSN_S3_REGION: z.string().min(1).default('us-east-1'),
+  FGSN_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  FGSN_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  FGSN_S3_FORCE_PATH_STYLE: bool.default(false),
+  FGSN_S3_PREFIX: z.string().default(''),
+  FGSN_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]+$/).default('fgsn'),
+  FGSN_WORKER_CONCURRENCY: positiveInt.default(1),
+  FGSN_WORKER_MAX_MEMORY_MB: positiveInt.optional(),
+  FGSN_WORKER_LOCK_DURATION_MS: positiveInt.default(30_000),
+  FGSN_WORKER_STALLED_INTERVAL_MS: positiveInt.default(30_000),
+  FGSN_JOB_ATTEMPTS: positiveInt.default(3),
+  FGSN_JOB_BACKOFF_MS: positiveInt.default(5_000),
+  FGSN_UPLOAD_MAX_BYTES: positiveInt.default(64 * 1024 ** 3),
+  FGSN_PROBE_SET_MAX_BYTES: positiveInt.default(16 * 1024 ** 2),
+  FGSN_RATE_LIMIT: nonNegativeInt.default(600),
+  FGSN_RATE_LIMIT_WINDOW_S: positiveInt.default(60),
+  FGSN_MIN_FREE_DISK_MB: nonNegativeInt.default(1024),
+  FGSN_WEBHOOK_ATTEMPTS: positiveInt.default(5),
+  FGSN_WEBHOOK_BACKOFF_MS: positiveInt.default(2_000),
+  FGSN_WEBHOOK_TIMEOUT_MS: positiveInt.default(10_000),
+  FGSN_SHUTDOWN_TIMEOUT_S: positiveInt.default(30),
+  FGSN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+/** Every environment variable the service reads; deployment manifests may set only these. */
+export const CONFIG_ENV_VARS: string[] = Object.keys(ConfigEnvSchema.shape);
+
+export interface ApiKey {
+  keyHash: string;
+  tenant: string;
+  admin: boolean;
+}
+
+export interface S3Config {
+  endpoint?: string;
+  bucket: string;
+  region: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  forcePathStyle: boolean;
+  prefix: string;
+}
+
+export interface Config {
+  redisUrl: string;
+  port: number;
+  host: string;
+  dataDir: string;
+  /** Keys by sha256 of the key: plaintext keys are never kept. */
+  apiKeys: Map<string, ApiKey>;
+  allowedModelDirs: string[];
+  executionProvider: 'cpu' | 'cuda';
+  storage: { kind: 'fs' } | { kind: 's3'; s3: S3Config };
+  queuePrefix: string;
+  worker: {
+    concurrency: number;
+    maxMemoryMb?: number;
+    lockDurationMs: number;
+    stalledIntervalMs: number;
+    attempts: number;
+    backoffMs: number;
+  };
+  uploadMaxBytes: number;
+  probeSetMaxBytes: number;
+  rateLimit: { max: number; windowS: number };
+  minFreeDiskMb: number;
+  webhook: { attempts: number; backoffMs: number; timeoutMs: number };
+  shutdownTimeoutS: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+/** Reads and validates the environment; throws CONFIG_INVALID naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const raw: Record<string, string> = {};
+  for (const name of CONFIG_ENV_VARS) {
+    const v = env[name];
+    if (v !== undefined && v !== '') raw[name] = v;
+  }
+  const parsed = ConfigEnvSchema.safeParse(raw);
+  const problems: { variable: string; message: string }[] = [];
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      problems.push({ variable: String(issue.path[0] ?? '?'), message: issue.message });
+    }
+  }
+  if (raw.FGSN_STORAGE === 's3' && raw.FGSN_S3_BUCKET === undefined) {
+    problems.push({ variable: 'FGSN_S3_BUCKET', message: 'required when FGSN_STORAGE=s3' });
+  }
+  if ((raw.FGSN_S3_ACCESS_KEY_ID === undefined) !== (raw.FGSN_S3_SECRET_ACCESS_KEY === undefined)) {
+    problems.push({ variable: 'FGSN_S3_SECRET_ACCESS_KEY', message: 'FGSN_S3_ACCESS_KEY_ID and FGSN_S3_SECRET_ACCESS_KEY go together' });
+  }
+  if (problems.length > 0 || !parsed.success) {
+    const text = problems.map((p) => `${p.variable}: ${p.message}`).join('; ');
+    throw new FgsnError('CONFIG_INVALID', `invalid configuration: ${text}`, { details: { problems } });
+  }
+  const d = parsed.data;
+  const apiKeys = new Map<string, ApiKey>();
+  for (const k of d.FGSN_API_KEYS) apiKeys.set(k.keyHash, { keyHash: k.keyHash, tenant: k.tenant, admin: false });
+  const adminProblems: string[] = [];
+  for (const k of d.FGSN_ADMIN_KEYS) {
+    const known = apiKeys.get(k.keyHash);
+    if (known) known.admin = true;
+    else if (k.tenant !== undefined) apiKeys.set(k.keyHash, { keyHash: k.keyHash, tenant: k.tenant, admin: true });
+    else adminProblems.push('an admin key without ":tenant" must also be listed in FGSN_API_KEYS');
+  }
+  if (adminProblems.length > 0) {
+    throw new FgsnError('CONFIG_INVALID', `invalid configuration: FGSN_ADMIN_KEYS: ${adminProblems[0]}`, {
+      details: { problems: adminProblems.map((message) => ({ variable: 'FGSN_ADMIN_KEYS', message })) },
+    });
+  }
+  return {
+    redisUrl: d.REDIS_URL,
+    port: d.FGSN_PORT ?? d.PORT ?? 8080,
+    host: d.FGSN_HOST,
+    dataDir: resolve(d.FGSN_DATA_DIR),
+    apiKeys,
+    allowedModelDirs: d.FGSN_ALLOWED_MODEL_DIRS,
+    executionProvider: d.FGSN_EXECUTION_PROVIDER,
+    storage:
+      d.FGSN_STORAGE === 's3'
+        ? {
+            kind: 's3',
+            s3: {
+              endpoint: d.FGSN_S3_ENDPOINT,
+              bucket: d.FGSN_S3_BUCKET as string,
+              region: d.FGSN_S3_REGION,
+              accessKeyId: d.FGSN_S3_ACCESS_KEY_ID,
+              secretAccessKey: d.FGSN_S3_SECRET_ACCESS_KEY,
+              forcePathStyle: d.FGSN_S3_FORCE_PATH_STYLE,
+              prefix: d.FGSN_S3_PREFIX,
+            },
+          }
+        : { kind: 'fs' },
+    queuePrefix: d.FGSN_QUEUE_PREFIX,
+    worker: {
+      concurrency: d.FGSN_WORKER_CONCURRENCY,
+      maxMemoryMb: d.FGSN_WORKER_MAX_MEMORY_MB,
+      lockDurationMs: d.FGSN_WORKER_LOCK_DURATION_MS,
+      stalledIntervalMs: d.FGSN_WORKER_STALLED_INTERVAL_MS,
+      attempts: d.FGSN_JOB_ATTEMPTS,
+      backoffMs: d.FGSN_JOB_BACKOFF_MS,
+    },
+    uploadMaxBytes: d.FGSN_UPLOAD_MAX_BYTES,
+    probeSetMaxBytes: d.FGSN_PROBE_SET_MAX_BYTES,
+    rateLimit: { max: d.FGSN_RATE_LIMIT, windowS: d.FGSN_RATE_LIMIT_WINDOW_S },
+    minFreeDiskMb: d.FGSN_MIN_FREE_DISK_MB,
+    webhook: { attempts: d.FGSN_WEBHOOK_ATTEMPTS, backoffMs: d.FGSN_WEBHOOK_BACKOFF_MS, timeoutMs: d.FGSN_WEBHOOK_TIMEOUT_MS },
+    shutdownTimeoutS: d.FGSN_SHUTDOWN_TIMEOUT_S,
+    logLevel: d.FGSN_LOG_LEVEL,
+  };
+}
