@@ -1,0 +1,75 @@
+/**
+ * Row (neuron) scores of method.md step 2. All take one linear weight [dOut, dIn] (row-major fp32) and
+ * per-input-feature activation statistics, and return one score per output row.
+ */
+import type { Mat } from './matrix.js';
+
+/** sum_j |W_ij| * ||X_j||: Wanda importance summed over a row. */
+export function wandaRowScores(w: Mat, inputNorms: Float32Array): Float32Array {
+  return weightedAbsRowSums(w, inputNorms, 'wandaRowScores');
+}
+
+/** Divides by the mean row score (matrices then compare) and multiplies by the layer weight w(l). */
+export function normaliseRowScores(scores: Float32Array, layerWeight = 1): Float32Array {
+  let mean = 0;
+  for (let i = 0; i < scores.length; i++) mean += scores[i];
+  mean /= scores.length;
+  const out = new Float32Array(scores.length);
+  if (!(mean > 0)) return out;
+  for (let i = 0; i < scores.length; i++) out[i] = (scores[i] / mean) * layerWeight;
+  return out;
+}
+
+/**
+ * Contrastive: weights feature j by how much more energy it carries on harmful than on benign tokens,
+ * max(0, rms_H(j) - rms_B(j)), where rms = sqrt(sum of squares / tokens). Features both sets use equally score 0,
+ * which is exactly what the plain Wanda score fails to discount.
+ */
+export function contrastiveRowScores(
+  w: Mat,
+  harmfulSquareSums: Float32Array,
+  harmfulTokens: number,
+  benignSquareSums: Float32Array,
+  benignTokens: number,
+): Float32Array {
+  if (harmfulTokens <= 0 || benignTokens <= 0) throw new RangeError('contrastiveRowScores: token counts must be positive');
+  const weightsJ = new Float32Array(w.cols);
+  for (let j = 0; j < w.cols; j++) {
+    weightsJ[j] = Math.max(0, Math.sqrt(harmfulSquareSums[j] / harmfulTokens) - Math.sqrt(benignSquareSums[j] / benignTokens));
+  }
+  return weightedAbsRowSums(w, weightsJ, 'contrastiveRowScores');
+}
+
+/** Delta-aware: sum_j |D_ij| * ||X_H,j||: how much the fine-tune changed the row where harmful inputs live. */
+export function deltaRowScores(delta: Mat, harmfulNorms: Float32Array): Float32Array {
+  return weightedAbsRowSums(delta, harmfulNorms, 'deltaRowScores');
+}
+
+/**
+ * First-order attribution: the engine gives s_i = <dL/dW_i, V_i> with L the NLL of the refusals; moving row i
+ * along +V_i changes L by about s_i per unit step, so the gain in refusal likelihood is -s_i.
+ */
+export function attributionRowScores(gradDotV: Float32Array): Float32Array {
+  const out = new Float32Array(gradDotV.length);
+  for (let i = 0; i < out.length; i++) out[i] = -gradDotV[i];
+  return out;
+}
+
+function weightedAbsRowSums(w: Mat, colWeights: Float32Array, what: string): Float32Array {
+  if (colWeights.length !== w.cols) throw new RangeError(`${what}: ${colWeights.length} feature weights for ${w.cols} columns`);
+  const out = new Float32Array(w.rows);
+  for (let i = 0; i < w.rows; i++) {
+    let s = 0;
+    const o = i * w.cols;
+    for (let j = 0; j < w.cols; j++) s += Math.abs(w.data[o + j]) * colWeights[j];
+    out[i] = s;
+  }
+  return out;
+}
+
+/** Per-feature L2 norms from sums of squares. */
+export function normsFromSquareSums(squareSums: Float32Array): Float32Array {
+  const out = new Float32Array(squareSums.length);
+  for (let j = 0; j < out.length; j++) out[j] = Math.sqrt(Math.max(0, squareSums[j]));
+  return out;
+}
