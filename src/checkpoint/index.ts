@@ -1,0 +1,10 @@
+/** Public API of the checkpoint layer: everything other areas import comes through here. */
+export * from './types.js';
+export { bf16ToF32, f32ToBf16, f16ToF32, f32ToF16, decodeToF32, encodeFromF32, FLOAT_DTYPES } from './dtypes.js';
+export { SafetensorsFile, parseSafetensorsHeader, DEFAULT_MAX_HEADER_BYTES, type ParsedHeader, type OpenOptions } from './safetensors-reader.js';
+export { writeSafetensors, layoutOrder, type TensorSource, type WriteResult } from './safetensors-writer.js';
+export {
+  parseModelConfig, expectedTensors, linearWeightNames, linearWeightShape, linearParameterCount, parameterCount,
+  readGenerationConfig, type ExpectedTensor, type GenerationConfig,
+} from './model-config.js';
+export { ModelCheckpoint, SINGLE_FILE, INDEX_FILE } from './model-folder.js';
