@@ -51,6 +51,8 @@ export const ERROR_CATALOGUE = {
   DEFENSE_MODEL_MISMATCH: { status: 422, hint: 'base, aligned and fine-tuned checkpoints must share architecture and shapes.' },
   DEFENSE_OPTION_INVALID: { status: 400, hint: 'See `fgsn harden --help` for valid options.' },
   ATLAS_NOT_FOUND: { status: 404, hint: 'No atlas with that id; build one with `fgsn atlas build`.' },
+  EVAL_OPTION_INVALID: { status: 400, hint: 'See `fgsn eval --help`: judge preset word-level|gcg, non-empty markers, boundary token|word|substring.' },
+  EVAL_DATA_INVALID: { status: 422, hint: 'Eval files are JSONL: harmful {"prompt", "category"?}, task/look-alike {"prompt", "answer"}.' },
   // cli
   CLI_USAGE: { status: 400, hint: 'Run `fgsn help` for usage.' },
   // api / queue / storage
