@@ -8,3 +8,9 @@ export {
   readGenerationConfig, type ExpectedTensor, type GenerationConfig,
 } from './model-config.js';
 export { ModelCheckpoint, SINGLE_FILE, INDEX_FILE } from './model-folder.js';
+export { LoraAdapter, parseAdapterConfig, parseLoraKey, loraDeltaRows, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraConfig, type LoraPair } from './lora.js';
+export {
+  openCheckpoint, validateCheckpointFolder, describeCheckpoint, closeOpened, sha256File,
+  type OpenedCheckpoint, type ValidationResult, type CheckpointSummary, type FileSummary, type TensorSummary, type DescribeOptions,
+} from './detect.js';
+export { isPickleName } from './folder-safety.js';

@@ -12,6 +12,7 @@ import { confinedPath, isPickleName, listFolder, pickleRefused, realDirectory } 
 import { ioError } from './io.js';
 import { expectedTensors, linearWeightShape, readJsonFile, parseModelConfig } from './model-config.js';
 import { SafetensorsFile } from './safetensors-reader.js';
+import { ProblemCollector, STRICT, type ProblemSink } from './problems.js';
 import type { DType, ModelSpec, TensorInfo } from './types.js';
 
 export const SINGLE_FILE = 'model.safetensors';
@@ -22,36 +23,6 @@ export const INDEX_FILE = 'model.safetensors.index.json';
  * derived from config.json, so they are tolerated and ignored rather than refused as unexpected.
  */
 const IGNORED_BUFFER = /^model\.(layers\.\d+\.self_attn\.)?rotary_emb\.inv_freq$/;
-
-/** Where problems go: `strict` throws the first one; validation collects them all. */
-export interface ProblemSink {
-  report(e: FgsnError): void;
-}
-
-export const STRICT: ProblemSink = {
-  report(e) {
-    throw e;
-  },
-};
-
-export class ProblemCollector implements ProblemSink {
-  readonly problems: FgsnError[] = [];
-  report(e: FgsnError): void {
-    this.problems.push(e);
-  }
-  /** Runs `fn`, recording a thrown FgsnError (a problem that stops this branch of checks). */
-  async attempt<T>(fn: () => Promise<T>): Promise<T | null> {
-    try {
-      return await fn();
-    } catch (e) {
-      if (e instanceof FgsnError) {
-        this.report(e);
-        return null;
-      }
-      throw e;
-    }
-  }
-}
 
 const indexSchema = z.object({
   metadata: z.record(z.string(), z.unknown()).nullish(),
@@ -203,8 +174,9 @@ export async function openModelFolder(dirIn: string, sink: ProblemSink): Promise
   }
   const { order, ignored, dtype, parameterCount } = checkTensors(dir, s, byName, collector);
   if (collector.problems.length > 0) return fail();
+  // The canonical path: shard paths (realpaths) are inside it, so relative names are clean.
   return ModelCheckpoint.fromParts({
-    dir, spec: s, config: config as unknown as Record<string, unknown>, dtype, files, sharded, parameterCount, ignored, byName, order,
+    dir: realDir, spec: s, config: config as unknown as Record<string, unknown>, dtype, files, sharded, parameterCount, ignored, byName, order,
   });
 }
 

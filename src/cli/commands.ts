@@ -12,4 +12,5 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: Record<string, CommandEntry> = {
+  inspect: { summary: 'validate a checkpoint (folder, adapter or .safetensors) and print it as JSON', load: () => import('./inspect.js') },
 };
