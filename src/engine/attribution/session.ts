@@ -1,0 +1,135 @@
+/**
+ * One attribution graph (model, optional LoRA adapter, direction count, layer range) as a cached .onnx file
+ * beside hard links to the weight files, and its onnxruntime session. Weights reach onnxruntime as external
+ * data (mapped/read by onnxruntime, never through the JS heap); the direction matrices are graph inputs.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { LoraAdapter } from '../../checkpoint/lora.js';
+import type { ModelCheckpoint } from '../../checkpoint/model-folder.js';
+import type { TensorInfo } from '../../checkpoint/types.js';
+import { FgsnError } from '../../errors.js';
+import type { WeightRef } from '../onnx/blocks.js';
+import type { PaddedBatch } from '../runtime/batch.js';
+import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint } from '../session/model-cache.js';
+import { createSession, ort, type ExecutionProvider } from '../session/session.js';
+import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
+
+/** Bump when the attribution graph changes, so stale cache entries are not reused. */
+export const ATTRIBUTION_GRAPH_VERSION = 1;
+
+export interface AttributionSessionOptions {
+  directionSets: number;
+  layerFrom: number;
+  layerTo: number;
+  cacheRoot?: string;
+  executionProvider?: ExecutionProvider;
+  threads?: number;
+}
+
+/** A padded batch plus what the loss needs: next-token targets and per-position loss weights, [B, T]. */
+export interface AttributionBatch {
+  padded: PaddedBatch;
+  targets: BigInt64Array;
+  lossWeights: Float32Array;
+}
+
+export interface BatchScores {
+  lossSum: number;
+  /** scores[k].get(weight) = [out] gradient-direction inner products of loss_sum. */
+  scores: Map<string, Float32Array>[];
+}
+
+function refOf(t: TensorInfo, location: string): WeightRef {
+  return { dtype: t.dtype, shape: t.shape, location, offset: t.byteOffset, length: t.byteLength };
+}
+
+export class AttributionSession {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly weights: string[],
+    readonly directionSets: number,
+  ) {}
+
+  static async open(ckpt: ModelCheckpoint, lora: LoraAdapter | null, opts: AttributionSessionOptions): Promise<AttributionSession> {
+    const sources = [...ckpt.files];
+    const loraTensors = new Map<string, TensorInfo>();
+    const loraEdges = new Map<string, { a: string; b: string; scaling: number }>();
+    if (lora !== null) {
+      for (const name of lora.targets()) {
+        const p = lora.pair(name);
+        loraTensors.set(`${name}::lora_A`, p.a);
+        loraTensors.set(`${name}::lora_B`, p.b);
+        loraEdges.set(name, { a: `${name}::lora_A`, b: `${name}::lora_B`, scaling: lora.config.scaling });
+        for (const f of [p.a.file, p.b.file]) if (!sources.includes(f)) sources.push(f);
+      }
+    }
+    const key = cacheKey({
+      kind: 'attribution',
+      v: ATTRIBUTION_GRAPH_VERSION,
+      config: await readFile(join(ckpt.dir, 'config.json'), 'utf8'),
+      files: sources.map(fileFingerprint),
+      lora: lora === null ? null : { scaling: lora.config.scaling, targets: lora.targets() },
+      k: opts.directionSets,
+      layers: [opts.layerFrom, opts.layerTo],
+    });
+    const entry = await ensureEntry({
+      cacheRoot: opts.cacheRoot ?? defaultCacheRoot(),
+      key,
+      sources,
+      graph: (locationOf) => {
+        const resolve = (name: string): WeightRef | undefined => {
+          const lt = loraTensors.get(name);
+          if (lt !== undefined) return refOf(lt, locationOf(lt.file));
+          if (!ckpt.has(name)) return undefined;
+          const t = ckpt.tensor(name);
+          return refOf(t, locationOf(t.file));
+        };
+        return buildAttributionGraph(ckpt.spec, resolve, {
+          directionSets: opts.directionSets,
+          layerFrom: opts.layerFrom,
+          layerTo: opts.layerTo,
+          lora: loraEdges.size > 0 ? loraEdges : undefined,
+        }).toModelBytes();
+      },
+    });
+    const session = await createSession(entry.onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads });
+    return new AttributionSession(session, scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo), opts.directionSets);
+  }
+
+  /** Runs one batch; `directions[k]` maps each scored weight to its ort tensor [out, in] (reused across batches). */
+  async run(batch: AttributionBatch, directions: Map<string, ort.Tensor>[]): Promise<BatchScores> {
+    const { padded: p } = batch;
+    const dims = [p.batch, p.length];
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', p.inputIds, dims),
+      attention_mask: new ort.Tensor('int64', p.attentionMask, dims),
+      position_ids: new ort.Tensor('int64', p.positionIds, dims),
+      targets: new ort.Tensor('int64', batch.targets, dims),
+      loss_weights: new ort.Tensor('float32', batch.lossWeights, dims),
+    };
+    for (let k = 0; k < this.directionSets; k++) {
+      for (const name of this.weights) {
+        const t = directions[k]?.get(name);
+        if (t === undefined) throw new FgsnError('ENGINE_RUN_FAILED', `attribution: direction set ${k} has no matrix for ${name}`);
+        feeds[directionInputName(k, name)] = t;
+      }
+    }
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await this.session.run(feeds);
+    } catch (e) {
+      throw new FgsnError('ENGINE_RUN_FAILED', `attribution graph failed: ${(e as Error).message}`, { cause: e });
+    }
+    const scores = Array.from({ length: this.directionSets }, (_, k) => {
+      const m = new Map<string, Float32Array>();
+      for (const name of this.weights) m.set(name, out[scoreOutputName(k, name)].data as Float32Array);
+      return m;
+    });
+    return { lossSum: (out.loss_sum.data as Float32Array)[0], scores };
+  }
+
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}

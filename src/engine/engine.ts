@@ -1,0 +1,301 @@
+/**
+ * The inference engine: a checkpoint (+ optional LoRA adapter) with its tokenizer and onnxruntime sessions.
+ * JavaScript only pads, feeds and slices; every tensor operation runs in onnxruntime.
+ */
+import { LoraAdapter } from '../checkpoint/lora.js';
+import { readGenerationConfig } from '../checkpoint/model-config.js';
+import { ModelCheckpoint } from '../checkpoint/model-folder.js';
+import { LINEAR_MODULES, linearWeightName, type ModelSpec } from '../checkpoint/types.js';
+import { FgsnError } from '../errors.js';
+import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
+import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
+import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
+import { runStep, type KvCache } from './runtime/forward.js';
+import { defaultCacheRoot } from './session/model-cache.js';
+import { executionProviderFromEnv, type ExecutionProvider } from './session/session.js';
+import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
+
+export interface EngineOptions {
+  /** PEFT LoRA adapter folder applied on top of the model. */
+  adapter?: string;
+  /** How the adapter is applied: weights merged into a cached safetensors file (default) or extra MatMuls. */
+  loraMode?: LoraMode;
+  /** Default: FGSN_EXECUTION_PROVIDER, else 'cpu'. */
+  executionProvider?: ExecutionProvider;
+  /** Where graph files live (default FGSN_CACHE_DIR, else <tmpdir>/fgsn-engine-cache). */
+  cacheDir?: string;
+  /** onnxruntime intra-op threads. */
+  threads?: number;
+}
+
+export type CaptureMode = Exclude<Capture, 'none'>;
+
+export interface CaptureRequest {
+  embed?: CaptureMode;
+  /** Residual stream after each decoder layer. */
+  hidden?: CaptureMode;
+  /** silu(gate_proj(x)) * up_proj(x) of each layer. */
+  mlpAct?: CaptureMode;
+  finalNorm?: CaptureMode;
+  logits?: CaptureMode;
+  /** Per linear weight, sum over counted tokens of each input feature squared ([d_in]). */
+  inputSquareSums?: boolean;
+}
+
+/** A prompt (chat-formatted by the engine) or ready token ids (used as is). */
+export type CaptureInput = string | readonly number[];
+
+export interface CaptureOptions {
+  batchSize?: number;
+  /** Teacher-forced responses, one per string prompt: the sequence is prompt + response + end of turn. */
+  responses?: readonly string[];
+  /** Tokens counted in the square sums: every real token (default), only response tokens, or only prompt tokens. */
+  squareSumTokens?: 'all' | 'response' | 'prompt';
+}
+
+export interface SequenceCapture {
+  ids: number[];
+  /** Length of the prompt part (generation prompt included); equals ids.length without a response. */
+  promptLength: number;
+  /** 'all': [len, hidden] row-major; 'last': [hidden]. */
+  embed?: Float32Array;
+  hidden?: Float32Array[];
+  mlpAct?: Float32Array[];
+  finalNorm?: Float32Array;
+  logits?: Float32Array;
+}
+
+export interface CaptureResult {
+  sequences: SequenceCapture[];
+  /**
+   * Weight name -> [d_in] sums over all sequences; weights sharing an input (q/k/v, gate/up) share one array.
+   */
+  inputSquareSums?: Map<string, Float32Array>;
+  /** Number of tokens counted in inputSquareSums. */
+  squareSumTokenCount?: number;
+}
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  batchSize?: number;
+  /** Default: generation_config.json eos_token_id, else config.json's. */
+  stopTokenIds?: readonly number[];
+}
+
+export interface Generation {
+  text: string;
+  /** Generated tokens, the stop token excluded. */
+  ids: number[];
+  promptIds: number[];
+  finishReason: 'stop' | 'length';
+  /** Gap between the best and second-best logit at each generated step (small = near-tie). */
+  margins: number[];
+}
+
+const DEFAULT_BATCH = 16;
+
+export class Engine {
+  private constructor(
+    readonly modelDir: string,
+    readonly checkpoint: ModelCheckpoint,
+    readonly adapter: LoraAdapter | null,
+    readonly tokenizer: ChatTokenizer,
+    readonly eosTokenIds: number[],
+    readonly defaultMaxNewTokens: number,
+    private readonly graphs: GraphSessions,
+  ) {}
+
+  static async load(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
+    const checkpoint = await ModelCheckpoint.open(modelDir);
+    let adapter: LoraAdapter | null = null;
+    try {
+      adapter = opts.adapter === undefined ? null : await LoraAdapter.open(opts.adapter, checkpoint.spec);
+      const tokenizer = await ChatTokenizer.load(modelDir, checkpoint.spec.padTokenId ?? 0);
+      const gen = await readGenerationConfig(modelDir);
+      const eos = gen !== null && gen.eosTokenIds.length > 0 ? gen.eosTokenIds : checkpoint.spec.eosTokenIds;
+      const graphs = new GraphSessions(checkpoint, adapter, {
+        cacheRoot: opts.cacheDir ?? defaultCacheRoot(),
+        loraMode: opts.loraMode,
+        executionProvider: opts.executionProvider ?? executionProviderFromEnv(),
+        threads: opts.threads,
+      });
+      return new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs);
+    } catch (e) {
+      await checkpoint.close();
+      await adapter?.close();
+      throw e;
+    }
+  }
+
+  get spec(): ModelSpec {
+    return this.checkpoint.spec;
+  }
+
+  /** The graph file for a set of options (built on first use); exposed for tooling and tests. */
+  graphEntry(graph: DecoderGraphOptions): ReturnType<GraphSessions['entry']> {
+    return this.graphs.entry(graph);
+  }
+
+  private checkLength(ids: readonly number[]): void {
+    if (ids.length === 0) throw new FgsnError('PROBES_INVALID', 'empty token sequence');
+    if (ids.length > this.spec.maxPositionEmbeddings) {
+      throw new FgsnError('ENGINE_SEQUENCE_TOO_LONG', `sequence of ${ids.length} tokens exceeds max_position_embeddings ${this.spec.maxPositionEmbeddings}`);
+    }
+  }
+
+  private async encodeInputs(inputs: readonly CaptureInput[], responses?: readonly string[]): Promise<{ ids: number[]; promptLength: number }[]> {
+    if (responses !== undefined && responses.length !== inputs.length) {
+      throw new FgsnError('PROBES_INVALID', `${responses.length} responses for ${inputs.length} prompts`);
+    }
+    return Promise.all(inputs.map(async (x, j) => {
+      const enc = typeof x === 'string' ? await this.tokenizer.encodeChat(x, responses?.[j]) : { ids: [...x], promptLength: x.length };
+      this.checkLength(enc.ids);
+      return enc;
+    }));
+  }
+
+  async capture(inputs: readonly CaptureInput[], what: CaptureRequest, opts: CaptureOptions = {}): Promise<CaptureResult> {
+    const spec = this.spec;
+    const graph: DecoderGraphOptions = {
+      kvCache: false,
+      logits: what.logits ?? 'none',
+      hidden: what.hidden ?? 'none',
+      mlpAct: what.mlpAct ?? 'none',
+      embed: what.embed ?? 'none',
+      finalNorm: what.finalNorm ?? 'none',
+      inputSquareSums: what.inputSquareSums ?? false,
+    };
+    const encoded = await this.encodeInputs(inputs, opts.responses);
+    const session = await this.graphs.session(graph);
+    const sequences: SequenceCapture[] = encoded.map((e) => ({ ids: e.ids, promptLength: e.promptLength }));
+    const sums = new Map<string, Float64Array>();
+    let counted = 0;
+    const pick = (data: Float32Array, mode: Capture, p: ReturnType<typeof leftPad>, b: number, features: number): Float32Array =>
+      mode === 'all' ? unpadRows(data, p, b, features) : data.slice(b * features, (b + 1) * features);
+
+    for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH)) {
+      const p = leftPad(bucket.map((j) => encoded[j].ids), this.tokenizer.padTokenId);
+      const which = opts.squareSumTokens ?? 'all';
+      const tw = graph.inputSquareSums
+        ? tokenWeights(
+          p,
+          (b) => (which === 'response' ? encoded[bucket[b]].promptLength : 0),
+          (b) => (which === 'prompt' ? encoded[bucket[b]].promptLength : p.lengths[b]),
+        )
+        : undefined;
+      const { outputs } = await runStep(session, spec, { ...p, tokenWeights: tw });
+      const data = (name: string): Float32Array => outputs[name].data as Float32Array;
+      bucket.forEach((j, b) => {
+        const s = sequences[j];
+        if (graph.embed !== 'none') s.embed = pick(data('embed'), graph.embed, p, b, spec.hiddenSize);
+        if (graph.hidden !== 'none') s.hidden = Array.from({ length: spec.numLayers }, (_, i) => pick(data(`hidden.${i}`), graph.hidden, p, b, spec.hiddenSize));
+        if (graph.mlpAct !== 'none') s.mlpAct = Array.from({ length: spec.numLayers }, (_, i) => pick(data(`mlp_act.${i}`), graph.mlpAct, p, b, spec.intermediateSize));
+        if (graph.finalNorm !== 'none') s.finalNorm = pick(data('final_norm'), graph.finalNorm, p, b, spec.hiddenSize);
+        if (graph.logits !== 'none') s.logits = pick(data('logits'), graph.logits, p, b, spec.vocabSize);
+      });
+      if (tw !== undefined) {
+        for (const v of tw) counted += v;
+        for (const name of Object.keys(outputs)) {
+          if (!name.startsWith('sqsum.')) continue;
+          const src = data(name);
+          let acc = sums.get(name);
+          if (acc === undefined) sums.set(name, (acc = new Float64Array(src.length)));
+          for (let i = 0; i < src.length; i++) acc[i] += src[i];
+        }
+      }
+    }
+    const result: CaptureResult = { sequences };
+    if (graph.inputSquareSums) {
+      const byInput = new Map([...sums].map(([k, v]) => [k, Float32Array.from(v)]));
+      result.inputSquareSums = new Map();
+      for (let i = 0; i < spec.numLayers; i++) {
+        for (const m of LINEAR_MODULES) {
+          const v = byInput.get(`sqsum.${i}.${SQSUM_INPUT_OF[m]}`);
+          if (v !== undefined) result.inputSquareSums.set(linearWeightName(i, m), v);
+        }
+      }
+      result.squareSumTokenCount = counted;
+    }
+    return result;
+  }
+
+  async generate(prompts: readonly CaptureInput[], opts: GenerateOptions = {}): Promise<Generation[]> {
+    const spec = this.spec;
+    const maxNew = opts.maxNewTokens ?? this.defaultMaxNewTokens;
+    const stop = new Set(opts.stopTokenIds ?? this.eosTokenIds);
+    const encoded = await this.encodeInputs(prompts);
+    const session = await this.graphs.session({
+      kvCache: true, logits: 'last', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
+    });
+    const results: Generation[] = new Array(encoded.length);
+    const pad = this.tokenizer.padTokenId;
+    const V = spec.vocabSize;
+
+    for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH)) {
+      const p = leftPad(bucket.map((j) => encoded[j].ids), pad);
+      const B = p.batch;
+      const gen: number[][] = bucket.map(() => []);
+      const margins: number[][] = bucket.map(() => []);
+      const done: ('stop' | 'length' | null)[] = bucket.map(() => null);
+      const lastPos = p.lengths.map((l) => l - 1);
+      let mask = Array.from(p.attentionMask, Number);
+      let total = p.length;
+      let step = await runStep(session, spec, p);
+      for (let n = 0; ; n++) {
+        const logits = step.outputs.logits.data as Float32Array;
+        const next = new BigInt64Array(B);
+        for (let b = 0; b < B; b++) {
+          if (done[b] !== null) {
+            next[b] = BigInt(pad);
+            continue;
+          }
+          const tok = argmax(logits, b * V, V);
+          margins[b].push(topGap(logits, b * V, V, tok));
+          if (stop.has(tok)) {
+            done[b] = 'stop';
+          } else {
+            gen[b].push(tok);
+            if (gen[b].length >= maxNew) done[b] = 'length';
+          }
+          next[b] = BigInt(tok);
+        }
+        if (done.every((d) => d !== null) || n + 1 >= maxNew) break;
+        const grown: number[] = [];
+        for (let b = 0; b < B; b++) grown.push(...mask.slice(b * total, (b + 1) * total), 1);
+        mask = grown;
+        total += 1;
+        const positions = BigInt64Array.from(lastPos.map((l, b) => BigInt((lastPos[b] = l + 1))));
+        step = await runStep(session, spec, {
+          batch: B, length: 1, inputIds: next, attentionMask: BigInt64Array.from(mask, BigInt), positionIds: positions, past: step.present as KvCache,
+        });
+      }
+      await Promise.all(bucket.map(async (j, b) => {
+        results[j] = {
+          text: await this.tokenizer.decode(gen[b]),
+          ids: gen[b],
+          promptIds: encoded[j].ids,
+          finishReason: done[b] ?? 'length',
+          margins: margins[b],
+        };
+      }));
+    }
+    return results;
+  }
+
+  async close(): Promise<void> {
+    await this.graphs.close();
+    await this.checkpoint.close();
+    await this.adapter?.close();
+  }
+}
+
+/** Best logit minus the second best of one row. */
+function topGap(v: Float32Array, offset: number, n: number, best: number): number {
+  let second = -Infinity;
+  for (let i = 0; i < n; i++) if (i !== best && v[offset + i] > second) second = v[offset + i];
+  return v[offset + best] - second;
+}
+
+export function loadEngine(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
+  return Engine.load(modelDir, opts);
+}

@@ -1,0 +1,148 @@
+/**
+ * The decoder forward graph for llama / mistral / qwen2 (HF eager semantics). One graph serves prefill and
+ * KV-cache decode: past keys/values [B, KV, P, D] may have P = 0.
+ *
+ * Inputs: input_ids [B, T] int64, attention_mask [B, P+T] int64, position_ids [B, T] int64,
+ * past_key_values.{i}.key/value [B, KV, P, D] (when kvCache), token_weights [B, T] float32 (when square sums
+ * are captured: 1 for tokens to count, 0 for padding or tokens to leave out).
+ *
+ * Outputs (selected by DecoderGraphOptions): logits, present.{i}.key/value, embed, hidden.{i} (residual after
+ * layer i), mlp_act.{i} (silu(gate) * up), final_norm, and square sums of linear inputs. Square sums are one
+ * output per DISTINCT input (q/k/v share one, gate/up share one): sqsum.{i}.attn_in (q/k/v_proj),
+ * sqsum.{i}.o_in (o_proj), sqsum.{i}.mlp_in (gate/up_proj), sqsum.{i}.down_in (down_proj); each is [d_in],
+ * summed over the batch and over tokens weighted by token_weights. SQSUM_INPUT_OF maps weights to them.
+ */
+import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
+import { FgsnError } from '../../errors.js';
+import {
+  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, loraBranch, rmsNorm, ropeTables,
+  siluGate, toHeads, unflatten, weightedSquareSum, type WeightResolver,
+} from '../onnx/blocks.js';
+import { GraphBuilder, type Dim } from '../onnx/graph-builder.js';
+
+export type Capture = 'none' | 'last' | 'all';
+
+export interface DecoderGraphOptions {
+  kvCache: boolean;
+  logits: Capture;
+  hidden: Capture;
+  mlpAct: Capture;
+  embed: Capture;
+  finalNorm: Capture;
+  inputSquareSums: boolean;
+  /** LoRA applied as extra MatMuls: base weight name -> adapter tensors (refs) and scaling. */
+  lora?: Map<string, { a: string; b: string; scaling: number }>;
+}
+
+export const DEFAULT_GRAPH_OPTIONS: DecoderGraphOptions = {
+  kvCache: false, logits: 'all', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
+};
+
+export type SqsumInput = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
+
+export const SQSUM_INPUT_OF: Record<LinearModule, SqsumInput> = {
+  q_proj: 'attn_in', k_proj: 'attn_in', v_proj: 'attn_in', o_proj: 'o_in', gate_proj: 'mlp_in', up_proj: 'mlp_in', down_proj: 'down_in',
+};
+
+export function checkSupported(spec: ModelSpec): void {
+  const problems: string[] = [];
+  if (spec.hiddenAct !== 'silu') problems.push(`hidden_act ${String(spec.hiddenAct)}`);
+  if (spec.numHeads % spec.numKvHeads !== 0) problems.push('num_attention_heads not a multiple of num_key_value_heads');
+  if (spec.headDim % 2 !== 0) problems.push('odd head_dim');
+  if (problems.length > 0) {
+    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `model not supported by the graph builder: ${problems.join(', ')}`, { details: problems });
+  }
+}
+
+/**
+ * Builds the graph. `resolve` gives, for each checkpoint tensor name (and each LoRA tensor name referenced
+ * in opts.lora), where its bytes live relative to the folder the .onnx file is written into.
+ */
+export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts: DecoderGraphOptions): GraphBuilder {
+  checkSupported(spec);
+  const g = new GraphBuilder(`fgsn_${spec.family}_decoder`);
+  const w = new WeightTable(g, resolve);
+  const H = spec.hiddenSize;
+  const D = spec.headDim;
+  const NH = spec.numHeads;
+  const KV = spec.numKvHeads;
+
+  const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
+  const attnMask = g.input('attention_mask', 'int64', ['batch', 'total']);
+  const positionIds = g.input('position_ids', 'int64', ['batch', 'tokens']);
+  const d = dimsOf(g, inputIds, attnMask);
+  const mask = attentionMask4d(g, attnMask, d);
+  const { cos, sin } = ropeTables(g, positionIds, D, spec.ropeTheta);
+  const tokenWeights = opts.inputSquareSums
+    ? g.op('Reshape', [g.input('token_weights', 'float32', ['batch', 'tokens']), g.constI64([-1, 1])])
+    : '';
+
+  const capture = (name: string, flat: string, features: number, mode: Capture): void => {
+    if (mode === 'none') return;
+    const x3 = unflatten(g, flat, d, features);
+    if (mode === 'all') g.output(name, x3, 'float32', ['batch', 'tokens', features]);
+    else g.output(name, lastToken(g, x3, d), 'float32', ['batch', features]);
+  };
+
+  const proj = (x: string, layer: number, group: 'self_attn' | 'mlp', mod: LinearModule, hasBias: boolean): string => {
+    const name = `model.layers.${layer}.${group}.${mod}.weight`;
+    const bias = hasBias ? w.f32(`model.layers.${layer}.${group}.${mod}.bias`) : undefined;
+    const y = linear(g, x, w.f32(name), bias);
+    const l = opts.lora?.get(name);
+    return l === undefined ? y : g.op('Add', [y, loraBranch(g, x, w.f32(l.a), w.f32(l.b), l.scaling)]);
+  };
+
+  const sqsum = (layer: number, which: SqsumInput, x: string, features: number): void => {
+    if (opts.inputSquareSums) g.output(`sqsum.${layer}.${which}`, weightedSquareSum(g, x, tokenWeights), 'float32', [features]);
+  };
+
+  const embedW = w.f32('model.embed_tokens.weight');
+  let h = g.op('Reshape', [g.op('Gather', [embedW, inputIds], { axis: 0 }), g.constI64([-1, H])]);
+  capture('embed', h, H, opts.embed);
+
+  for (let i = 0; i < spec.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    const xn = rmsNorm(g, h, w.f32(`${p}.input_layernorm.weight`), spec.rmsNormEps);
+    sqsum(i, 'attn_in', xn, H);
+    const q = applyRope(g, toHeads(g, proj(xn, i, 'self_attn', 'q_proj', spec.qkvBias), d, NH, D), cos, sin, D);
+    let k = applyRope(g, toHeads(g, proj(xn, i, 'self_attn', 'k_proj', spec.qkvBias), d, KV, D), cos, sin, D);
+    let v = toHeads(g, proj(xn, i, 'self_attn', 'v_proj', spec.qkvBias), d, KV, D);
+    if (opts.kvCache) {
+      const kvShape: Dim[] = ['batch', KV, 'past', D];
+      const presentShape: Dim[] = ['batch', KV, 'total', D];
+      const pk = g.input(`past_key_values.${i}.key`, 'float32', kvShape);
+      const pv = g.input(`past_key_values.${i}.value`, 'float32', kvShape);
+      k = g.op('Concat', [pk, k], { axis: 2 });
+      v = g.op('Concat', [pv, v], { axis: 2 });
+      g.output(`present.${i}.key`, k, 'float32', presentShape);
+      g.output(`present.${i}.value`, v, 'float32', presentShape);
+    }
+    const ctx = gqaAttention(g, q, k, v, mask, d, { numHeads: NH, numKvHeads: KV, headDim: D });
+    sqsum(i, 'o_in', ctx, NH * D);
+    h = g.op('Add', [h, proj(ctx, i, 'self_attn', 'o_proj', spec.oBias)]);
+
+    const xn2 = rmsNorm(g, h, w.f32(`${p}.post_attention_layernorm.weight`), spec.rmsNormEps);
+    sqsum(i, 'mlp_in', xn2, H);
+    const act = siluGate(g, proj(xn2, i, 'mlp', 'gate_proj', spec.mlpBias), proj(xn2, i, 'mlp', 'up_proj', spec.mlpBias));
+    capture(`mlp_act.${i}`, act, spec.intermediateSize, opts.mlpAct);
+    sqsum(i, 'down_in', act, spec.intermediateSize);
+    h = g.op('Add', [h, proj(act, i, 'mlp', 'down_proj', spec.mlpBias)]);
+    capture(`hidden.${i}`, h, H, opts.hidden);
+  }
+
+  if (opts.logits === 'none' && opts.finalNorm === 'none') return g;
+  const normW = w.f32('model.norm.weight');
+  const headW = spec.tieWordEmbeddings ? embedW : w.f32('lm_head.weight');
+  if (opts.logits === 'last' && opts.finalNorm !== 'all') {
+    // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
+    const hl = lastToken(g, unflatten(g, h, d, H), d);
+    const hn = rmsNorm(g, hl, normW, spec.rmsNormEps);
+    if (opts.finalNorm === 'last') g.output('final_norm', hn, 'float32', ['batch', H]);
+    g.output('logits', linear(g, hn, headW), 'float32', ['batch', spec.vocabSize]);
+    return g;
+  }
+  const hn = rmsNorm(g, h, normW, spec.rmsNormEps);
+  capture('final_norm', hn, H, opts.finalNorm);
+  if (opts.logits !== 'none') capture('logits', linear(g, hn, headW), spec.vocabSize, opts.logits);
+  return g;
+}

@@ -1,0 +1,178 @@
+/**
+ * One loaded model (checkpoint + optional LoRA adapter) and its onnxruntime sessions, one per graph variant
+ * (capture selection, KV cache, LoRA mode). Graph files are cached on disk by model content + options.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ModelCheckpoint } from '../../checkpoint/model-folder.js';
+import type { TensorInfo } from '../../checkpoint/types.js';
+import { encodeFromF32 } from '../../checkpoint/dtypes.js';
+import { SafetensorsFile } from '../../checkpoint/safetensors-reader.js';
+import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
+import { FgsnError } from '../../errors.js';
+import type { WeightRef } from '../onnx/blocks.js';
+import { cacheKey, ensureEntry, fileFingerprint, type CacheEntry } from '../session/model-cache.js';
+import { createSession, ort, type SessionConfig } from '../session/session.js';
+import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
+
+/** Bump when the graph construction changes, so stale cache entries are not reused. */
+export const GRAPH_VERSION = 1;
+
+export type LoraMode = 'merged' | 'matmul';
+
+/** What the engine needs of a PEFT LoRA adapter (src/checkpoint/lora.ts). */
+export interface LoraSource {
+  readonly dir: string;
+  readonly config: { scaling: number };
+  targets(): string[];
+  pair(name: string): { a: TensorInfo; b: TensorInfo; rank: number; dOut: number; dIn: number };
+  deltaRowsF32(name: string, r0: number, r1: number): Promise<Float32Array>;
+}
+
+export interface GraphSessionsOptions extends SessionConfig {
+  cacheRoot: string;
+  loraMode?: LoraMode;
+}
+
+const MERGED_FILE = 'lora_merged.safetensors';
+
+function refOf(t: TensorInfo, location: string): WeightRef {
+  return { dtype: t.dtype, shape: t.shape, location, offset: t.byteOffset, length: t.byteLength };
+}
+
+/**
+ * Writes W + scaling * B @ A of every target as a safetensors file in the base dtype (inspectable, and read
+ * back with the strict reader); returns where each tensor landed. Holds one merged tensor at a time.
+ */
+async function writeMergedWeights(ckpt: ModelCheckpoint, lora: LoraSource, path: string): Promise<Map<string, TensorInfo>> {
+  const sources: TensorSource[] = lora.targets().map((name) => {
+    const t = ckpt.tensor(name);
+    return {
+      name,
+      dtype: t.dtype,
+      shape: t.shape,
+      data: async () => {
+        const w = await ckpt.readF32(name);
+        const dlt = await lora.deltaRowsF32(name, 0, t.shape[0]);
+        for (let i = 0; i < w.length; i++) w[i] += dlt[i];
+        return encodeFromF32(t.dtype, w);
+      },
+    };
+  });
+  await writeSafetensors(path, sources, { format: 'pt', fgsn: 'lora-merged' });
+  const f = await SafetensorsFile.open(path);
+  try {
+    return new Map(lora.targets().map((n) => [n, f.tensor(n)]));
+  } finally {
+    await f.close();
+  }
+}
+
+export class GraphSessions {
+  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly entries = new Map<string, CacheEntry>();
+  private modelIdentity: Promise<unknown> | null = null;
+
+  constructor(
+    readonly checkpoint: ModelCheckpoint,
+    readonly lora: LoraSource | null,
+    private readonly opts: GraphSessionsOptions,
+  ) {}
+
+  get loraMode(): LoraMode {
+    return this.opts.loraMode ?? 'merged';
+  }
+
+  private identity(): Promise<unknown> {
+    this.modelIdentity ??= (async () => ({
+      v: GRAPH_VERSION,
+      config: await readFile(join(this.checkpoint.dir, 'config.json'), 'utf8'),
+      files: this.checkpoint.files.map(fileFingerprint),
+      lora: this.lora === null ? null : {
+        mode: this.loraMode,
+        scaling: this.lora.config.scaling,
+        files: [...new Set(this.lora.targets().map((n) => this.lora!.pair(n).a.file))].map(fileFingerprint),
+      },
+    }))();
+    return this.modelIdentity;
+  }
+
+  /** Builds (or finds) the graph file for these options. */
+  async entry(graph: DecoderGraphOptions): Promise<CacheEntry> {
+    const key = cacheKey({ model: await this.identity(), graph: { ...graph, lora: undefined } });
+    const known = this.entries.get(key);
+    if (known !== undefined) return known;
+    const ckpt = this.checkpoint;
+    const lora = this.lora;
+    const sources = [...ckpt.files];
+    const loraEdges = new Map<string, { a: string; b: string; scaling: number }>();
+    const loraTensors = new Map<string, TensorInfo>();
+    let merged: Map<string, TensorInfo> | null = null;
+    const generated: { location: string; write(path: string): Promise<void> }[] = [];
+    if (lora !== null && this.loraMode === 'matmul') {
+      for (const name of lora.targets()) {
+        const p = lora.pair(name);
+        loraTensors.set(`${name}::lora_A`, p.a);
+        loraTensors.set(`${name}::lora_B`, p.b);
+        loraEdges.set(name, { a: `${name}::lora_A`, b: `${name}::lora_B`, scaling: lora.config.scaling });
+        for (const f of [p.a.file, p.b.file]) if (!sources.includes(f)) sources.push(f);
+      }
+    } else if (lora !== null) {
+      generated.push({
+        location: MERGED_FILE,
+        write: async (path) => {
+          merged = await writeMergedWeights(ckpt, lora, path);
+        },
+      });
+    }
+    const entry = await ensureEntry({
+      cacheRoot: this.opts.cacheRoot,
+      key,
+      sources,
+      generated,
+      graph: async (locationOf) => {
+        if (lora !== null && this.loraMode === 'merged' && merged === null) {
+          // The entry existed only partially (should not happen: entries are renamed into place whole).
+          throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'merged LoRA weights missing while building the graph');
+        }
+        const resolve = (name: string): WeightRef | undefined => {
+          const m = merged?.get(name);
+          if (m !== undefined) return refOf(m, MERGED_FILE);
+          const lt = loraTensors.get(name);
+          if (lt !== undefined) return refOf(lt, locationOf(lt.file));
+          if (!ckpt.has(name)) return undefined;
+          const t = ckpt.tensor(name);
+          return refOf(t, locationOf(t.file));
+        };
+        const g = buildDecoderGraph(ckpt.spec, resolve, { ...graph, lora: loraEdges.size > 0 ? loraEdges : undefined });
+        return g.toModelBytes();
+      },
+    });
+    this.entries.set(key, entry);
+    return entry;
+  }
+
+  session(graph: DecoderGraphOptions): Promise<ort.InferenceSession> {
+    const id = JSON.stringify(graph);
+    let s = this.sessions.get(id);
+    if (s === undefined) {
+      s = this.entry(graph).then((e) => createSession(e.onnxPath, this.opts));
+      // A failed build must not poison later calls.
+      s.catch(() => this.sessions.delete(id));
+      this.sessions.set(id, s);
+    }
+    return s;
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of all) {
+      try {
+        await (await s).release();
+      } catch {
+        // A session that failed to build has nothing to release.
+      }
+    }
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * Decoder building blocks (HF eager semantics) on top of GraphBuilder. Shared by the forward graph and the
+ * attribution graph, so both compute the same numbers. The residual stream is kept flat as [N, hidden]
+ * (N = batch * tokens) so every linear is a Gemm with transB=1 straight on the stored [out, in] weight:
+ * no transposed weight copy is ever made.
+ */
+import type { DType } from '../../checkpoint/types.js';
+import { FgsnError } from '../../errors.js';
+import { GraphBuilder, elemCode, elemTypeOfDType, f } from './graph-builder.js';
+
+/** Where the bytes of one weight live, relative to the folder the .onnx file is written to. */
+export interface WeightRef {
+  dtype: DType;
+  shape: number[];
+  location: string;
+  offset: number;
+  length: number;
+}
+
+export type WeightResolver = (name: string) => WeightRef | undefined;
+
+/** Float32 views of checkpoint weights, each declared once (external data + a Cast for half precision). */
+export class WeightTable {
+  private readonly values = new Map<string, string>();
+
+  constructor(private readonly g: GraphBuilder, private readonly resolve: WeightResolver) {}
+
+  has(name: string): boolean {
+    return this.resolve(name) !== undefined;
+  }
+
+  ref(name: string): WeightRef {
+    const r = this.resolve(name);
+    if (r === undefined) throw new FgsnError('CHECKPOINT_TENSOR_NOT_FOUND', `weight "${name}" is not in the checkpoint`);
+    return r;
+  }
+
+  /** The graph value holding `name` as float32 (bf16/f16 go through a Cast that constant folding removes). */
+  f32(name: string): string {
+    const known = this.values.get(name);
+    if (known !== undefined) return known;
+    const r = this.ref(name);
+    const t = elemTypeOfDType(r.dtype);
+    const raw = this.g.externalInit(t === 'float32' ? name : `${name}::${r.dtype}`, t, r.shape, {
+      location: r.location,
+      offset: r.offset,
+      length: r.length,
+    });
+    const v = t === 'float32' ? raw : this.g.op('Cast', [raw], { to: elemCode('float32') }, `${name}::f32`);
+    this.values.set(name, v);
+    return v;
+  }
+}
+
+/** HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, all in float32. */
+export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number): string {
+  const variance = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+  const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [variance, g.scalarF32(eps)])])]);
+  return g.op('Mul', [g.op('Mul', [x, inv]), weight]);
+}
+
+/** y = x @ W^T (+ b) for flat x [N, in] and W [out, in]. */
+export function linear(g: GraphBuilder, x: string, w: string, bias?: string, alpha = 1): string {
+  const inputs = bias === undefined ? [x, w] : [x, w, bias];
+  return g.op('Gemm', inputs, alpha === 1 ? { transB: 1 } : { transB: 1, alpha: f(alpha) });
+}
+
+/** PEFT LoRA branch: (x @ A^T) @ B^T * scaling, with A [r, in] and B [out, r]. */
+export function loraBranch(g: GraphBuilder, x: string, a: string, b: string, scaling: number): string {
+  return linear(g, linear(g, x, a), b, undefined, scaling);
+}
+
+/** silu(gate) * up. */
+export function siluGate(g: GraphBuilder, gate: string, up: string): string {
+  return g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+}
+
+/** inv_freq = 1 / theta^(arange(0, d, 2) / d), rounded to float32 as torch computes it. */
+export function ropeInvFreq(headDim: number, theta: number): Float32Array {
+  const out = new Float32Array(headDim / 2);
+  for (let i = 0; i < headDim / 2; i++) out[i] = 1 / Math.pow(theta, Math.fround((2 * i) / headDim));
+  return out;
+}
+
+/** cos/sin tables [B, 1, T, D] for position_ids [B, T] (int64): emb = cat(freqs, freqs). */
+export function ropeTables(g: GraphBuilder, positionIds: string, headDim: number, theta: number): { cos: string; sin: string } {
+  const inv = g.constF32(ropeInvFreq(headDim, theta), [headDim / 2], 'inv_freq');
+  const pos = g.op('Unsqueeze', [g.op('Cast', [positionIds], { to: elemCode('float32') }), g.constI64([2])]);
+  const freqs = g.op('Mul', [pos, inv]);
+  const emb = g.op('Concat', [freqs, freqs], { axis: -1 });
+  const axis1 = g.constI64([1]);
+  return {
+    cos: g.op('Unsqueeze', [g.op('Cos', [emb]), axis1]),
+    sin: g.op('Unsqueeze', [g.op('Sin', [emb]), axis1]),
+  };
+}
+
+/** rotate_half(x) = cat(-x[..., d/2:], x[..., :d/2]). */
+export function rotateHalf(g: GraphBuilder, x: string, headDim: number): string {
+  const [x1, x2] = g.node('Split', [x, g.constI64([headDim / 2, headDim / 2])], { outputs: 2, attrs: { axis: -1 } });
+  return g.op('Concat', [g.op('Neg', [x2]), x1], { axis: -1 });
+}
+
+export function applyRope(g: GraphBuilder, x: string, cos: string, sin: string, headDim: number): string {
+  return g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [rotateHalf(g, x, headDim), sin])]);
+}
+
+/** Dynamic sizes shared by all layers: 1-D int64 tensors of length 1. */
+export interface Dims {
+  b: string;
+  t: string;
+  /** past + current length (keys). */
+  s: string;
+}
+
+export function dimsOf(g: GraphBuilder, inputIds: string, attentionMask: string): Dims {
+  const ids = g.op('Shape', [inputIds]);
+  const am = g.op('Shape', [attentionMask]);
+  const slice = (v: string, i: number): string => g.op('Slice', [v, g.constI64([i]), g.constI64([i + 1])]);
+  return { b: slice(ids, 0), t: slice(ids, 1), s: slice(am, 1) };
+}
+
+/** A shape tensor from a mix of fixed sizes and 1-D dynamic sizes. */
+export function shapeOf(g: GraphBuilder, parts: (number | string)[]): string {
+  return g.op('Concat', parts.map((p) => (typeof p === 'number' ? g.constI64([p]) : p)), { axis: 0 });
+}
+
+/**
+ * Boolean mask [B, 1, T, S]: key s is visible to query t when it is not padding and s <= P + t (P = S - T,
+ * the cached length): causal in absolute cache positions, so prefill and decode share it.
+ */
+export function attentionMask4d(g: GraphBuilder, attentionMask: string, d: Dims): string {
+  const scalar = (v: string): string => g.op('Squeeze', [v, g.constI64([0])]);
+  const s = scalar(d.s);
+  const p = g.op('Sub', [s, scalar(d.t)]);
+  const one = g.scalarI64(1);
+  const kpos = g.op('Range', [g.scalarI64(0), s, one]);
+  const qpos = g.op('Range', [p, s, one]);
+  const causal = g.op('LessOrEqual', [g.op('Unsqueeze', [kpos, g.constI64([0])]), g.op('Unsqueeze', [qpos, g.constI64([1])])]);
+  const pad = g.op('Unsqueeze', [g.op('Cast', [attentionMask], { to: elemCode('bool') }), g.constI64([1, 2])]);
+  return g.op('And', [pad, causal]);
+}
+
+export interface AttentionShape {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+/**
+ * Grouped-query attention core. q [B, NH, T, D], k/v [B, KV, S, D] (already roped and concatenated with the
+ * cache). Query heads are grouped per KV head by a reshape (head h uses KV head h / G, as repeat_kv), so keys
+ * and values are never repeated in memory. Masked scores are set to float32 min (HF adds finfo.min): a row
+ * with no visible key (a padding query) stays finite instead of turning into NaN.
+ * Returns the context flattened to [N, NH * D].
+ */
+export function gqaAttention(g: GraphBuilder, q: string, k: string, v: string, mask: string, d: Dims, a: AttentionShape): string {
+  const groups = a.numHeads / a.numKvHeads;
+  const gt = g.op('Mul', [d.t, g.constI64([groups])]);
+  const qg = g.op('Reshape', [q, shapeOf(g, [d.b, a.numKvHeads, gt, a.headDim])]);
+  const kt = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
+  const scores = g.op('Mul', [g.op('MatMul', [qg, kt]), g.scalarF32(1 / Math.sqrt(a.headDim))]);
+  const s4 = g.op('Reshape', [scores, shapeOf(g, [d.b, a.numHeads, d.t, d.s])]);
+  const masked = g.op('Where', [mask, s4, g.scalarF32(-3.4028234663852886e38)]);
+  const probs = g.op('Softmax', [masked], { axis: -1 });
+  const pg = g.op('Reshape', [probs, shapeOf(g, [d.b, a.numKvHeads, gt, d.s])]);
+  const ctx = g.op('MatMul', [pg, v]);
+  const ctx4 = g.op('Reshape', [ctx, shapeOf(g, [d.b, a.numHeads, d.t, a.headDim])]);
+  const bthd = g.op('Transpose', [ctx4], { perm: [0, 2, 1, 3] });
+  return g.op('Reshape', [bthd, g.constI64([-1, a.numHeads * a.headDim])]);
+}
+
+/** Flat [N, heads*D] -> [B, heads, T, D]. */
+export function toHeads(g: GraphBuilder, x: string, d: Dims, heads: number, headDim: number): string {
+  const r = g.op('Reshape', [x, shapeOf(g, [d.b, d.t, heads, headDim])]);
+  return g.op('Transpose', [r], { perm: [0, 2, 1, 3] });
+}
+
+/** Sum over valid tokens of x^2 per feature: x [N, F], weights [N, 1] (1 for counted tokens) -> [F]. */
+export function weightedSquareSum(g: GraphBuilder, x: string, tokenWeights: string): string {
+  const sq = g.op('Mul', [g.op('Mul', [x, x]), tokenWeights]);
+  return g.op('ReduceSum', [sq, g.constI64([0])], { keepdims: 0 });
+}
+
+/** The last position of [B, T, F] (left padding puts every row's last token at T-1) -> [B, F]. */
+export function lastToken(g: GraphBuilder, x3: string, d: Dims): string {
+  const last = g.op('Sub', [g.op('Squeeze', [d.t, g.constI64([0])]), g.scalarI64(1)]);
+  return g.op('Gather', [x3, last], { axis: 1 });
+}
+
+/** Flat [N, F] -> [B, T, F]. */
+export function unflatten(g: GraphBuilder, x: string, d: Dims, features: number): string {
+  return g.op('Reshape', [x, shapeOf(g, [d.b, d.t, features])]);
+}

@@ -1,0 +1,57 @@
+/**
+ * onnxruntime-node sessions. Note: onnxruntime-node's `run()` returns a promise but executes synchronously
+ * on the calling thread (after a setImmediate), so a long run blocks that thread's event loop; the API
+ * therefore runs the engine in a worker thread (see worker/run-in-worker.ts).
+ */
+import * as ort from 'onnxruntime-node';
+import { FgsnError } from '../../errors.js';
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+
+export interface SessionConfig {
+  executionProvider?: ExecutionProvider;
+  /** Intra-op threads (default: onnxruntime's choice, all cores). */
+  threads?: number;
+}
+
+export function executionProviderFromEnv(): ExecutionProvider {
+  const v = (process.env.FGSN_EXECUTION_PROVIDER ?? 'cpu').toLowerCase();
+  if (v !== 'cpu' && v !== 'cuda') {
+    throw new FgsnError('CONFIG_INVALID', `FGSN_EXECUTION_PROVIDER must be cpu or cuda, got "${v}"`);
+  }
+  return v;
+}
+
+/** Throws ENGINE_EP_UNAVAILABLE when onnxruntime-node was installed without the requested provider. */
+export function assertProviderAvailable(ep: ExecutionProvider): void {
+  if (ep === 'cpu') return;
+  const backends = ort.listSupportedBackends();
+  const entry = backends.find((b) => b.name === ep);
+  if (entry === undefined || !entry.bundled) {
+    throw new FgsnError('ENGINE_EP_UNAVAILABLE', `execution provider "${ep}" is not installed in this onnxruntime-node build (available: ${backends.filter((b) => b.bundled).map((b) => b.name).join(', ')})`, {
+      details: { requested: ep, backends },
+    });
+  }
+}
+
+export async function createSession(onnxPath: string, cfg: SessionConfig = {}): Promise<ort.InferenceSession> {
+  const ep = cfg.executionProvider ?? 'cpu';
+  assertProviderAvailable(ep);
+  const options: ort.InferenceSession.SessionOptions = {
+    executionProviders: ep === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
+    graphOptimizationLevel: 'all',
+    logSeverityLevel: 3,
+  };
+  if (cfg.threads !== undefined) options.intraOpNumThreads = cfg.threads;
+  try {
+    return await ort.InferenceSession.create(onnxPath, options);
+  } catch (e) {
+    const msg = (e as Error).message;
+    if (ep === 'cuda' && /cuda|CUDA|libcu/.test(msg)) {
+      throw new FgsnError('ENGINE_EP_UNAVAILABLE', `CUDA execution provider failed to start: ${msg}`, { cause: e });
+    }
+    throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime could not load ${onnxPath}: ${msg}`, { cause: e });
+  }
+}
+
+export { ort };
