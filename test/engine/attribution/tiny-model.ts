@@ -1,4 +1,7 @@
 /** Seeded random tiny decoder models for the attribution tests (llama and qwen2 layouts). */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bf16ToF32, encodeFromF32, f32ToBf16, writeSafetensors } from '../../../src/checkpoint/index.js';
 import type { ModelSpec } from '../../../src/checkpoint/types.js';
 import { expectedTensors, linearWeightNames } from '../../../src/checkpoint/model-config.js';
 import type { RefModel, RefSequence } from '../../../src/engine/attribution/reference.js';
@@ -101,4 +104,47 @@ export function rowsOf(m: RefModel, name: string): number {
   const t = expectedTensors(m.spec).find((e) => e.name === name);
   if (t === undefined) throw new Error(`no tensor ${name}`);
   return t.shape[0];
+}
+
+/** Writes `m` as an HF model folder (config.json + model.safetensors, float32 or bf16). */
+export async function writeModelFolder(m: RefModel, dir: string, dtype: 'F32' | 'BF16' = 'F32'): Promise<void> {
+  const s = m.spec;
+  mkdirSync(dir, { recursive: true });
+  const config = {
+    architectures: [s.family === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: s.family,
+    vocab_size: s.vocabSize,
+    hidden_size: s.hiddenSize,
+    intermediate_size: s.intermediateSize,
+    num_hidden_layers: s.numLayers,
+    num_attention_heads: s.numHeads,
+    num_key_value_heads: s.numKvHeads,
+    head_dim: s.headDim,
+    rope_theta: s.ropeTheta,
+    rms_norm_eps: s.rmsNormEps,
+    max_position_embeddings: s.maxPositionEmbeddings,
+    tie_word_embeddings: s.tieWordEmbeddings,
+    hidden_act: 'silu',
+    attention_bias: false,
+    mlp_bias: false,
+    rope_scaling: null,
+    torch_dtype: dtype === 'F32' ? 'float32' : 'bfloat16',
+    bos_token_id: s.bosTokenId,
+    eos_token_id: s.eosTokenIds[0],
+    pad_token_id: s.padTokenId,
+  };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  await writeSafetensors(join(dir, 'model.safetensors'), expectedTensors(s).map((t) => ({
+    name: t.name,
+    dtype,
+    shape: t.shape,
+    data: () => encodeFromF32(dtype, Float32Array.from(m.tensors.get(t.name) as Float64Array)),
+  })), { format: 'pt' });
+}
+
+/** The model as its bf16 checkpoint would be read back (for comparing against a bf16 folder). */
+export function roundedToBf16(m: RefModel): RefModel {
+  const tensors = new Map<string, Float64Array>();
+  for (const [k, v] of m.tensors) tensors.set(k, Float64Array.from(bf16ToF32(f32ToBf16(Float32Array.from(v)))));
+  return { spec: m.spec, tensors };
 }
