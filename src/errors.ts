@@ -50,6 +50,8 @@ export const ERROR_CATALOGUE = {
   PROBES_EMPTY: { status: 422, hint: 'A probe set needs at least one prompt.' },
   DEFENSE_MODEL_MISMATCH: { status: 422, hint: 'base, aligned and fine-tuned checkpoints must share architecture and shapes.' },
   DEFENSE_OPTION_INVALID: { status: 400, hint: 'See `fgsn harden --help` for valid options.' },
+  DIFF_INVALID: { status: 422, hint: 'A row diff holds <tensor>.rows (I64) and <tensor>.values pairs written by `fgsn harden --format diff`.' },
+  DIFF_SOURCE_MISMATCH: { status: 422, hint: 'The diff was made for another checkpoint (sha256 differs); pass the model it was made from, or --no-verify.' },
   ATLAS_NOT_FOUND: { status: 404, hint: 'No atlas with that id; build one with `fgsn atlas build`.' },
   EVAL_OPTION_INVALID: { status: 400, hint: 'See `fgsn eval --help`: judge preset word-level|gcg, non-empty markers, boundary token|word|substring.' },
   EVAL_DATA_INVALID: { status: 422, hint: 'Eval files are JSONL: harmful {"prompt", "category"?}, task/look-alike {"prompt", "answer"}.' },
@@ -70,6 +72,10 @@ export const ERROR_CATALOGUE = {
   CONFIG_INVALID: { status: 500, hint: 'Fix the environment variables named in the message.' },
   STORAGE_ERROR: { status: 500, hint: 'Artifact storage failed; check disk space or S3 settings.' },
   JOB_CANCELLED: { status: 409, hint: 'The job was cancelled.' },
+  UPLOAD_CHECKSUM_MISMATCH: { status: 422, hint: 'The file bytes do not match the sha256 sent in X-Content-SHA256; upload it again.' },
+  MODEL_DIR_NOT_ALLOWED: { status: 403, hint: 'Server-side model folders must lie inside FGSN_ALLOWED_MODEL_DIRS.' },
+  PIPELINE_UNAVAILABLE: { status: 503, hint: 'This build of the service has no defense pipeline; update the worker image.' },
+  WORKER_LOST: { status: 500, hint: 'The worker running the job stopped repeatedly; check worker memory limits and logs.' },
   INTERNAL: { status: 500, hint: 'Unexpected error; see the server logs with the request id.' },
 } as const satisfies Record<string, ErrorSpec>;
 

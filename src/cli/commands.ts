@@ -12,5 +12,9 @@ export interface CommandEntry {
 }
 
 export const COMMANDS: Record<string, CommandEntry> = {
+  eval: { summary: 'evaluate a model: harmful/emerging ASR + compliance, task exact match, over-refusal', load: () => import('./eval.js') },
+  trace: { summary: 'activations (embed, hidden, mlp_act, final_norm, logits) of chat prompts to safetensors', load: () => import('./trace.js') },
+  generate: { summary: 'greedy batched generation for chat prompts, JSONL on stdout', load: () => import('./generate.js') },
   inspect: { summary: 'validate a checkpoint (folder, adapter or .safetensors) and print it as JSON', load: () => import('./inspect.js') },
+  'apply-diff': { summary: 'rebuild a hardened model from its source checkpoint and a row diff (bit-for-bit)', load: () => import('./apply-diff.js') },
 };

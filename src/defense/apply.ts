@@ -1,0 +1,192 @@
+/**
+ * Streams a hardened checkpoint: matrix by matrix (one matrix triple in memory), the selected rows get new
+ * values; everything is first written as a row diff, and the model folder is rebuilt from the source plus
+ * that diff, so `fgsn apply-diff` reproduces it bit for bit by construction. A LoRA input with gram/subspace
+ * can also come out as an adapter (B rows projected, A kept).
+ */
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { encodeFromF32 } from '../checkpoint/dtypes.js';
+import { linearParameterCount, linearWeightNames } from '../checkpoint/model-config.js';
+import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
+import { FgsnError } from '../errors.js';
+import type { Mat } from './math/matrix.js';
+import { type ProjectionOptions, projectLoraB, projectRows } from './math/project.js';
+import type { Selection } from './math/select.js';
+import { writeModelFolder } from './io/model-writer.js';
+import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
+import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf, sha256File } from './io/sources.js';
+
+/** New fp32 values of `rows` (sorted) of one matrix, [rows.length * dIn]. */
+export type RowCompute = (io: MatrixIO, rows: Uint32Array) => Promise<Float32Array>;
+
+/** The projection of method.md step 3 as a RowCompute. */
+export function projectionCompute(opts: ProjectionOptions): RowCompute {
+  return async (io, rows) => {
+    const [base, aligned, finetuned] = await Promise.all([io.base(), io.aligned(), io.finetuned()]);
+    return projectRows({ base, aligned, finetuned }, rows, opts).values.data;
+  };
+}
+
+export interface EditCounts {
+  rows: number;
+  params: number;
+  pctAllParams: number;
+  pctLinearParams: number;
+  perMatrix: Record<string, { rows: number; params: number; of: number }>;
+  perLayer: Record<string, { rows: number; params: number }>;
+}
+
+export function countEdit(s: WeightSources, sel: Selection): EditCounts {
+  const perMatrix: EditCounts['perMatrix'] = {};
+  const perLayer: EditCounts['perLayer'] = {};
+  let rows = 0;
+  let params = 0;
+  for (const name of linearWeightNames(s.spec)) {
+    const n = sel.get(name)?.length ?? 0;
+    const [dOut, dIn] = shapeOf(s, name);
+    perMatrix[name] = { rows: n, params: n * dIn, of: dOut };
+    const layer = /^model\.layers\.(\d+)\./.exec(name)?.[1] ?? 'other';
+    const l = (perLayer[layer] ??= { rows: 0, params: 0 });
+    l.rows += n;
+    l.params += n * dIn;
+    rows += n;
+    params += n * dIn;
+  }
+  return {
+    rows, params,
+    pctAllParams: (100 * params) / s.layout.parameterCount,
+    pctLinearParams: (100 * params) / linearParameterCount(s.spec),
+    perMatrix, perLayer,
+  };
+}
+
+export interface WriteTargets {
+  /** Row diff path (kept), or undefined to use a temporary one. */
+  diffPath?: string;
+  modelDir?: string;
+  adapterDir?: string;
+  /** Options of gram/subspace for the adapter output. */
+  adapterProjection?: ProjectionOptions;
+}
+
+export interface WriteOutcome {
+  diff?: { path: string; bytes: number; sha256: string };
+  modelFiles?: string[];
+  adapterFiles?: string[];
+  sourceSha256: Record<string, string>;
+}
+
+/**
+ * Writes the requested outputs for `selection` edited by `compute`. For an adapter input the diff is taken
+ * against the aligned model and also carries the merged adapter rows (the model output is a merged model).
+ */
+export async function writeHardened(
+  s: WeightSources,
+  selection: Selection,
+  compute: RowCompute,
+  targets: WriteTargets,
+  metadata: Record<string, string>,
+  onMatrix?: (name: string) => void | Promise<void>,
+): Promise<WriteOutcome> {
+  const sourceSha256 = await checkpointHashes(s.layout);
+  const outcome: WriteOutcome = { sourceSha256 };
+  if (targets.diffPath !== undefined || targets.modelDir !== undefined) {
+    const tmpDir = targets.diffPath === undefined ? await mkdirTmp(targets.modelDir!) : null;
+    const diffPath = targets.diffPath ?? join(tmpDir!, 'rows.diff.safetensors');
+    try {
+      const plans: DiffTensorPlan[] = [];
+      for (const name of linearWeightNames(s.spec)) {
+        const picked = selection.get(name) ?? new Uint32Array(0);
+        const merged = s.adapter !== undefined && s.adapter.targets().includes(name);
+        if (picked.length === 0 && !merged) continue;
+        const [dOut, dIn] = shapeOf(s, name);
+        const rows = merged ? Uint32Array.from({ length: dOut }, (_, i) => i) : picked;
+        plans.push({
+          name, rows, dIn, dtype: outputDType(s, name),
+          values: async () => {
+            await onMatrix?.(name);
+            const io = matrixIO(s, name);
+            const edited = picked.length > 0 ? await compute(io, picked) : new Float32Array(0);
+            if (!merged) return edited;
+            const full: Mat = await io.finetuned();
+            const out = full.data.slice();
+            for (let k = 0; k < picked.length; k++) out.set(edited.subarray(k * dIn, (k + 1) * dIn), picked[k] * dIn);
+            return out;
+          },
+        });
+      }
+      await mkdir(dirname(diffPath), { recursive: true });
+      const md = { ...metadata, 'fgsn.source_sha256': JSON.stringify(sourceSha256) };
+      const w = await writeRowDiff(diffPath, plans, md);
+      if (targets.diffPath !== undefined) outcome.diff = { path: diffPath, ...w };
+      if (targets.modelDir !== undefined) {
+        const diff = await RowDiff.open(diffPath);
+        try {
+          outcome.modelFiles = await writeModelFolder(s.layout, s.configDir, diff, targets.modelDir);
+        } finally {
+          await diff.close();
+        }
+      }
+    } finally {
+      if (tmpDir) await rm(tmpDir, { recursive: true, force: true });
+    }
+  }
+  if (targets.adapterDir !== undefined) {
+    outcome.adapterFiles = await writeProjectedAdapter(s, selection, targets.adapterProjection!, targets.adapterDir);
+  }
+  return outcome;
+}
+
+async function mkdirTmp(near: string): Promise<string> {
+  const dir = join(resolve(near, '..'), `.fgsn-tmp-${process.pid}-${Date.now()}`);
+  await mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** LoRA form (method.md): B'[N] = B[N] + alpha((P B)[N] - B[N]), A and every other tensor byte-for-byte. */
+export async function writeProjectedAdapter(s: WeightSources, selection: Selection, opts: ProjectionOptions, outDir: string): Promise<string[]> {
+  const adapter = s.adapter;
+  if (!adapter) throw new FgsnError('DEFENSE_OPTION_INVALID', 'the adapter output needs a LoRA adapter input (--adapter)');
+  if (opts.mode !== 'gram' && opts.mode !== 'subspace') {
+    throw new FgsnError('DEFENSE_OPTION_INVALID', `the adapter output keeps the LoRA form only for mode gram or subspace, not ${opts.mode}`);
+  }
+  await mkdir(outDir, { recursive: true });
+  const bNames = new Map<string, string>();
+  for (const t of adapter.targets()) bNames.set(adapter.pair(t).b.name, t);
+  const f = adapter.file;
+  await writeSafetensors(
+    join(outDir, 'adapter_model.safetensors'),
+    f.names().map((name) => {
+      const t = f.tensor(name);
+      return {
+        name, dtype: t.dtype, shape: [...t.shape],
+        data: async () => {
+          const bytes = await f.readBytes(name);
+          const target = bNames.get(name);
+          const rows = target === undefined ? undefined : selection.get(target);
+          if (target === undefined || rows === undefined || rows.length === 0) return bytes;
+          const io = matrixIO(s, target);
+          const [base, aligned] = await Promise.all([io.base(), io.aligned()]);
+          const v: Mat = { rows: aligned.rows, cols: aligned.cols, data: aligned.data.map((x, k) => x - base.data[k]) };
+          const bData = await f.readF32(name);
+          const b: Mat = { rows: t.shape[0], cols: t.shape[1], data: bData };
+          const newRows = projectLoraB(v, b, rows, opts).values;
+          const out = bData.slice();
+          for (let k = 0; k < rows.length; k++) out.set(newRows.data.subarray(k * b.cols, (k + 1) * b.cols), rows[k] * b.cols);
+          return encodeFromF32(t.dtype, out);
+        },
+      };
+    }),
+    f.metadata,
+  );
+  const configPath = join(adapter.dir, 'adapter_config.json');
+  const { readFile } = await import('node:fs/promises');
+  const config = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+  // The output folder lives elsewhere: a relative base path would no longer point at the aligned model.
+  config.base_model_name_or_path = s.aligned.dir;
+  await writeFile(join(outDir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
+  return ['adapter_model.safetensors', 'adapter_config.json'];
+}
+
+export { sha256File };

@@ -1,0 +1,145 @@
+/**
+ * The three weight sets a defense reads, matched by tensor name. A fine-tune given as a PEFT adapter is
+ * merged on the fly, one matrix at a time (W_aligned + s·B·A), so callers never see the difference.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { LoraAdapter } from '../../checkpoint/lora.js';
+import { ModelCheckpoint } from '../../checkpoint/model-folder.js';
+import { linearWeightNames } from '../../checkpoint/model-config.js';
+import type { DType, ModelSpec } from '../../checkpoint/types.js';
+import { FgsnError } from '../../errors.js';
+import type { Mat } from '../math/matrix.js';
+
+export interface WeightSources {
+  base: ModelCheckpoint;
+  aligned: ModelCheckpoint;
+  /** Full fine-tune, or undefined when `adapter` is given. */
+  finetuned?: ModelCheckpoint;
+  adapter?: LoraAdapter;
+  spec: ModelSpec;
+  /** The checkpoint whose files, dtype and sharding the hardened model copies. */
+  layout: ModelCheckpoint;
+  /** Folder whose config/tokenizer files the hardened model copies. */
+  configDir: string;
+}
+
+export async function openSources(paths: { basePath: string; alignedPath: string; finetunedPath?: string; adapterPath?: string }): Promise<WeightSources> {
+  if ((paths.finetunedPath === undefined) === (paths.adapterPath === undefined)) {
+    throw new FgsnError('DEFENSE_OPTION_INVALID', 'give exactly one of the fine-tuned model folder and the LoRA adapter folder');
+  }
+  const opened: { close(): Promise<void> }[] = [];
+  try {
+    const base = await ModelCheckpoint.open(paths.basePath);
+    opened.push(base);
+    const aligned = await ModelCheckpoint.open(paths.alignedPath);
+    opened.push(aligned);
+    checkSameShapes(aligned, base, 'base');
+    let finetuned: ModelCheckpoint | undefined;
+    let adapter: LoraAdapter | undefined;
+    if (paths.finetunedPath !== undefined) {
+      finetuned = await ModelCheckpoint.open(paths.finetunedPath);
+      opened.push(finetuned);
+      checkSameShapes(aligned, finetuned, 'fine-tuned');
+    } else {
+      adapter = await LoraAdapter.open(paths.adapterPath!, aligned.spec);
+      opened.push(adapter);
+    }
+    return {
+      base, aligned, finetuned, adapter, spec: aligned.spec,
+      layout: finetuned ?? aligned,
+      configDir: finetuned?.dir ?? aligned.dir,
+    };
+  } catch (e) {
+    await Promise.all(opened.map((o) => o.close().catch(() => undefined)));
+    throw e;
+  }
+}
+
+export async function closeSources(s: WeightSources): Promise<void> {
+  await Promise.all([s.base.close(), s.aligned.close(), s.finetuned?.close(), s.adapter?.close()]);
+}
+
+function checkSameShapes(ref: ModelCheckpoint, other: ModelCheckpoint, what: string): void {
+  for (const name of linearWeightNames(ref.spec)) {
+    const a = ref.tensor(name).shape;
+    if (!other.has(name)) {
+      throw new FgsnError('DEFENSE_MODEL_MISMATCH', `${what} model ${other.dir} has no tensor "${name}"`, { details: { tensor: name } });
+    }
+    const b = other.tensor(name).shape;
+    if (a.length !== b.length || a.some((x, k) => x !== b[k])) {
+      throw new FgsnError('DEFENSE_MODEL_MISMATCH', `${what} model ${other.dir}: "${name}" has shape ${JSON.stringify(b)}, aligned has ${JSON.stringify(a)}`, {
+        details: { tensor: name, shape: b, expected: a },
+      });
+    }
+  }
+}
+
+export function shapeOf(s: WeightSources, name: string): [number, number] {
+  const sh = s.aligned.tensor(name).shape;
+  return [sh[0], sh[1]];
+}
+
+/** dtype the hardened tensor is written in: the fine-tune's own (the aligned one's for an adapter). */
+export function outputDType(s: WeightSources, name: string): DType {
+  return s.layout.tensor(name).dtype;
+}
+
+export async function readMat(ck: ModelCheckpoint, name: string): Promise<Mat> {
+  const t = ck.tensor(name);
+  const data = await ck.readF32(name);
+  return { rows: t.shape[0], cols: t.shape[1], data: data.buffer.byteLength === data.byteLength ? data : data.slice() };
+}
+
+export async function readFinetuned(s: WeightSources, name: string): Promise<Mat> {
+  if (s.finetuned) return readMat(s.finetuned, name);
+  const al = await readMat(s.aligned, name);
+  if (!s.adapter!.targets().includes(name)) return al;
+  const delta = await s.adapter!.deltaRowsF32(name, 0, al.rows);
+  const out = new Float32Array(al.data.length);
+  for (let k = 0; k < out.length; k++) out[k] = Math.fround(al.data[k] + delta[k]);
+  return { rows: al.rows, cols: al.cols, data: out };
+}
+
+/** Lazily read, memoised triple for one matrix. */
+export interface MatrixIO {
+  name: string;
+  base(): Promise<Mat>;
+  aligned(): Promise<Mat>;
+  finetuned(): Promise<Mat>;
+}
+
+export function matrixIO(s: WeightSources, name: string): MatrixIO {
+  const memo = new Map<string, Promise<Mat>>();
+  const once = (k: string, f: () => Promise<Mat>): Promise<Mat> => {
+    let p = memo.get(k);
+    if (!p) memo.set(k, (p = f()));
+    return p;
+  };
+  return {
+    name,
+    base: () => once('b', () => readMat(s.base, name)),
+    aligned: () => once('a', () => readMat(s.aligned, name)),
+    finetuned: () => once('f', () => readFinetuned(s, name)),
+  };
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** sha256 of every weight file of a checkpoint, keyed by file name. */
+export async function checkpointHashes(ck: ModelCheckpoint): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const f of ck.files) out[f.split('/').pop()!] = await sha256File(f);
+  return out;
+}
+
+/** The aligned folder a PEFT adapter points at (base_model_name_or_path, relative to the adapter folder). */
+export function adapterBasePath(adapterDir: string, baseModelNameOrPath: string | null): string | null {
+  if (!baseModelNameOrPath) return null;
+  return isAbsolute(baseModelNameOrPath) ? baseModelNameOrPath : resolve(adapterDir, baseModelNameOrPath);
+}
