@@ -1,0 +1,228 @@
+/**
+ * First-order attribution: for the NLL of given responses under a model W, the per-row inner products of
+ * the gradient with direction matrices, s_k[W][r] = <dL/dW[r, :], M_k[r, :]>, for every linear weight
+ * (q, k, v, o, gate, up, down of every layer) and every direction set k, computed in onnxruntime by a
+ * hand-built backward graph (graph.ts). The defense ranks rows by -s (first-order loss drop when moving
+ * row r along M_k[r]).
+ *
+ * Loss: teacher-forced NLL of the RESPONSE tokens only: the tokens of the chat template's rendering of
+ * prompt + response after the rendering of the prompt with the generation prompt (so the template's own
+ * end-of-turn token after the response, e.g. `<|end|>`, is scored; the prompt and padding never are).
+ * `reduction: 'mean'` (default) divides by the total number of response tokens over ALL sequences (a
+ * token-level mean, independent of how sequences are batched); `'sum'` is the plain sum.
+ *
+ * Memory: the weights of W are external data that onnxruntime maps or reads (as the forward graph);
+ * direction matrices are fed as float32 graph inputs, K * (linear parameters of the scored layers) * 4
+ * bytes. Layers are scored in chunks sized by `maxDirectionBytes` (default 1 GiB): each chunk is one
+ * graph and one forward+backward pass per batch, the backward stopping at the chunk's first layer. A
+ * model whose directions fit the budget costs one pass; an 8B llama with 2 direction sets (about 1.75 GB
+ * per layer) at 1 GiB runs one layer per pass (32 passes): raise the budget to trade memory for time.
+ * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
+ * whole checkpoint.
+ */
+import type { LoraAdapter } from '../../checkpoint/lora.js';
+import { LoraAdapter as LoraAdapterClass } from '../../checkpoint/lora.js';
+import { linearWeightShape } from '../../checkpoint/model-config.js';
+import { ModelCheckpoint } from '../../checkpoint/model-folder.js';
+import type { ModelSpec } from '../../checkpoint/types.js';
+import { FgsnError } from '../../errors.js';
+import { lengthBuckets } from '../runtime/batch.js';
+import { ort, type ExecutionProvider } from '../session/session.js';
+import { ChatTokenizer } from '../tokenizer/chat-tokenizer.js';
+import { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
+import { scoredWeights } from './graph.js';
+import { AttributionSession } from './session.js';
+
+export { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
+export { buildAttributionGraph, scoredWeights, type AttributionGraphOptions } from './graph.js';
+export { AttributionSession, type AttributionBatch, type AttributionSessionOptions, type BatchScores } from './session.js';
+
+/** One direction set: M[weight] rows [r0, r1) as row-major float32 [(r1 - r0) * in]. */
+export interface DirectionSource {
+  name: string;
+  rows(weight: string, r0: number, r1: number): Promise<Float32Array>;
+}
+
+export type Reduction = 'mean' | 'sum';
+
+export interface CommonAttributionOptions {
+  directions: DirectionSource[];
+  reduction?: Reduction;
+  /** Sequences per onnxruntime run (default 8); batches group similar lengths to limit padding. */
+  batchSize?: number;
+  /** Budget for the direction inputs of one pass (default 1 GiB); see the module comment. */
+  maxDirectionBytes?: number;
+  executionProvider?: ExecutionProvider;
+  threads?: number;
+  /** Graph cache folder (default: the engine's, FGSN_CACHE_DIR or <tmp>/fgsn-engine-cache). */
+  cacheRoot?: string;
+}
+
+export interface AttributionOptions extends CommonAttributionOptions {
+  /** Folder of the weights W the loss is evaluated under (usually the fine-tuned model). */
+  model: string;
+  /** PEFT LoRA adapter applied on top of `model` (as extra MatMuls; the gradient flows through them). */
+  adapter?: string;
+  /** Chat-formatted with the model folder's tokenizer and chat template. */
+  sequences: { prompt: string; response: string }[];
+}
+
+export interface AttributionResult {
+  /** Mean (or summed) NLL of the response tokens. */
+  loss: number;
+  reduction: Reduction;
+  /** Response tokens scored, over all sequences. */
+  tokens: number;
+  /** direction name -> weight name -> [out] scores of the (mean or summed) loss. */
+  scores: Map<string, Map<string, Float32Array>>;
+  /** Layer ranges [from, to) run as separate passes. */
+  layerChunks: [number, number][];
+  seconds: number;
+}
+
+const ROW_BLOCK_BYTES = 4 << 20;
+const DEFAULT_DIRECTION_BYTES = 1 << 30;
+
+/** M = a - b, read row block by row block from two checkpoints of the same architecture. */
+export function checkpointDifference(name: string, a: ModelCheckpoint, b: ModelCheckpoint): DirectionSource {
+  return {
+    name,
+    async rows(weight, r0, r1) {
+      const [x, y] = await Promise.all([a.readRowsF32(weight, r0, r1), b.readRowsF32(weight, r0, r1)]);
+      if (x.length !== y.length) {
+        throw new FgsnError('DEFENSE_MODEL_MISMATCH', `${weight}: ${a.dir} and ${b.dir} differ in shape`, { details: { weight } });
+      }
+      for (let i = 0; i < x.length; i++) x[i] -= y[i];
+      return x;
+    },
+  };
+}
+
+/** M = scaling * B A of a LoRA adapter (zero rows for weights it does not target). */
+export function adapterDirection(name: string, adapter: LoraAdapter, spec: ModelSpec): DirectionSource {
+  const targets = new Set(adapter.targets());
+  return {
+    name,
+    async rows(weight, r0, r1) {
+      if (targets.has(weight)) return adapter.deltaRowsF32(weight, r0, r1);
+      const shape = linearWeightShape(spec, weight);
+      return new Float32Array((r1 - r0) * (shape?.[1] ?? 0));
+    },
+  };
+}
+
+/** Greedy contiguous layer chunks whose direction inputs fit `budget` bytes (at least one layer each). */
+export function layerChunks(spec: ModelSpec, directionSets: number, budget: number): [number, number][] {
+  const perLayer = scoredWeights(spec, 0, 1).reduce((n, w) => {
+    const s = linearWeightShape(spec, w) as [number, number];
+    return n + s[0] * s[1];
+  }, 0) * 4 * directionSets;
+  const per = Math.max(1, Math.floor(budget / perLayer));
+  const out: [number, number][] = [];
+  for (let l = 0; l < spec.numLayers; l += per) out.push([l, Math.min(spec.numLayers, l + per)]);
+  return out;
+}
+
+async function loadDirection(src: DirectionSource, spec: ModelSpec, weight: string): Promise<ort.Tensor> {
+  const [rows, cols] = linearWeightShape(spec, weight) as [number, number];
+  const data = new Float32Array(rows * cols);
+  const block = Math.max(1, Math.floor(ROW_BLOCK_BYTES / (4 * cols)));
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const r1 = Math.min(rows, r0 + block);
+    const part = await src.rows(weight, r0, r1);
+    if (!(part instanceof Float32Array) || part.length !== (r1 - r0) * cols) {
+      throw new FgsnError('DEFENSE_MODEL_MISMATCH', `direction "${src.name}" gave ${part?.length} values for rows ${r0}..${r1} of ${weight} [${rows}, ${cols}]`, {
+        details: { direction: src.name, weight },
+      });
+    }
+    data.set(part, r0 * cols);
+  }
+  return new ort.Tensor('float32', data, [rows, cols]);
+}
+
+/**
+ * Scores already tokenized sequences under an opened checkpoint (+ adapter). The building block of
+ * attributionScores, for callers that tokenize themselves.
+ */
+export async function scoreSequences(
+  checkpoint: ModelCheckpoint,
+  adapter: LoraAdapter | null,
+  sequences: ScoredSequence[],
+  opts: CommonAttributionOptions & { padTokenId?: number },
+): Promise<AttributionResult> {
+  const t0 = performance.now();
+  const spec = checkpoint.spec;
+  const K = opts.directions.length;
+  if (K === 0) throw new FgsnError('DEFENSE_OPTION_INVALID', 'attribution needs at least one direction set');
+  const names = opts.directions.map((d) => d.name);
+  if (new Set(names).size !== K) throw new FgsnError('DEFENSE_OPTION_INVALID', `direction names must be distinct: ${names.join(', ')}`);
+  if (sequences.length === 0) throw new FgsnError('PROBES_EMPTY', 'attribution needs at least one sequence');
+  for (const [i, s] of sequences.entries()) {
+    if (s.ids.length > spec.maxPositionEmbeddings) {
+      throw new FgsnError('ENGINE_SEQUENCE_TOO_LONG', `sequence ${i} has ${s.ids.length} tokens, the model takes ${spec.maxPositionEmbeddings}`, { details: { index: i } });
+    }
+  }
+  const tokens = sequences.reduce((n, s) => n + responseTokens(s), 0);
+  if (tokens === 0) throw new FgsnError('PROBES_INVALID', 'no response tokens to score: every response is empty');
+  const reduction = opts.reduction ?? 'mean';
+  const batchSize = Math.max(1, opts.batchSize ?? 8);
+  const padId = opts.padTokenId ?? spec.padTokenId ?? 0;
+  const batches = lengthBuckets(sequences.map((s) => s.ids.length), batchSize).map((idx) => attributionBatch(idx.map((i) => sequences[i]), padId));
+  const chunks = layerChunks(spec, K, opts.maxDirectionBytes ?? DEFAULT_DIRECTION_BYTES);
+
+  const acc = opts.directions.map(() => new Map<string, Float64Array>());
+  let lossSum = 0;
+  for (const [from, to] of chunks) {
+    const session = await AttributionSession.open(checkpoint, adapter, {
+      directionSets: K, layerFrom: from, layerTo: to, cacheRoot: opts.cacheRoot, executionProvider: opts.executionProvider, threads: opts.threads,
+    });
+    try {
+      const dirs: Map<string, ort.Tensor>[] = [];
+      for (const src of opts.directions) {
+        const m = new Map<string, ort.Tensor>();
+        for (const w of session.weights) m.set(w, await loadDirection(src, spec, w));
+        dirs.push(m);
+      }
+      let chunkLoss = 0;
+      for (const b of batches) {
+        const r = await session.run(b, dirs);
+        chunkLoss += r.lossSum;
+        r.scores.forEach((m, k) => m.forEach((v, w) => {
+          const a = acc[k].get(w) ?? new Float64Array(v.length);
+          for (let i = 0; i < v.length; i++) a[i] += v[i];
+          acc[k].set(w, a);
+        }));
+      }
+      lossSum = chunkLoss; // every chunk runs the full forward: the same loss each time
+    } finally {
+      await session.release();
+    }
+  }
+  const div = reduction === 'mean' ? tokens : 1;
+  const scores = new Map<string, Map<string, Float32Array>>();
+  opts.directions.forEach((d, k) => {
+    const m = new Map<string, Float32Array>();
+    for (const w of scoredWeights(spec)) m.set(w, Float32Array.from(acc[k].get(w) as Float64Array, (x) => x / div));
+    scores.set(d.name, m);
+  });
+  return { loss: lossSum / div, reduction, tokens, scores, layerChunks: chunks, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Tokenizes prompt + response with the model's chat template, then scores (see the module comment). */
+export async function attributionScores(opts: AttributionOptions): Promise<AttributionResult> {
+  const checkpoint = await ModelCheckpoint.open(opts.model);
+  let adapter: LoraAdapter | null = null;
+  try {
+    if (opts.adapter !== undefined) adapter = await LoraAdapterClass.open(opts.adapter, checkpoint.spec);
+    const tok = await ChatTokenizer.load(opts.model, checkpoint.spec.padTokenId ?? 0);
+    const sequences: ScoredSequence[] = [];
+    for (const s of opts.sequences) {
+      const enc = await tok.encodeChat(s.prompt, s.response);
+      sequences.push({ ids: enc.ids, promptLength: enc.promptLength });
+    }
+    return await scoreSequences(checkpoint, adapter, sequences, { ...opts, padTokenId: tok.padTokenId });
+  } finally {
+    await adapter?.close();
+    await checkpoint.close();
+  }
+}
