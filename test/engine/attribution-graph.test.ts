@@ -10,10 +10,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelCheckpoint } from '../../src/checkpoint/index.js';
 import { attributionBatch, type ScoredSequence } from '../../src/engine/attribution/batch.js';
+import { scoreSequences } from '../../src/engine/attribution/index.js';
 import { AttributionSession, type BatchScores } from '../../src/engine/attribution/session.js';
 import { referenceLoss, referenceScores, type RefResult } from '../../src/engine/attribution/reference.js';
 import { ort } from '../../src/engine/session/session.js';
-import { differences, perturbed, randomModel, randomSequences, rng, rowsOf, tinySpec, withRowStep, writeModelFolder } from './attribution/tiny-model.js';
+import { differences, perturbed, randomModel, randomSequences, rng, roundedToBf16, rowsOf, tinySpec, withRowStep, writeModelFolder } from './attribution/tiny-model.js';
 
 /** Worst per-row relative error, each row's error relative to max(|ref row|, 1e-3 * max |ref| of the matrix). */
 function worstRel(got: Float32Array, ref: Float64Array): number {
@@ -124,6 +125,52 @@ describe.each(['llama', 'qwen2'] as const)('attribution graph on a tiny %s check
       }
     } finally {
       await part.release();
+    }
+  });
+
+  it('scoreSequences: layer chunks under a small direction budget and mean reduction give the same scores', async () => {
+    const src = dirs.map((m, k) => ({
+      name: `d${k}`,
+      rows: async (w: string, r0: number, r1: number): Promise<Float32Array> => {
+        const cols = (m.get(w) as Float64Array).length / rowsOf(ft, w);
+        return Float32Array.from((m.get(w) as Float64Array).subarray(r0 * cols, r1 * cols));
+      },
+    }));
+    const res = await scoreSequences(ckpt, null, seqs, { directions: src, maxDirectionBytes: 1, batchSize: 3, cacheRoot: join(dir, 'cache'), threads: 1 });
+    expect(res.layerChunks).toEqual([[0, 1], [1, 2]]);
+    expect(res.tokens).toBe(ref.tokens);
+    expect(Math.abs(res.loss - ref.lossSum / ref.tokens) / res.loss).toBeLessThan(1e-5);
+    let worst = 0;
+    for (const k of [0, 1]) {
+      for (const [name, r] of ref.scores[k]) worst = Math.max(worst, worstRel(res.scores.get(`d${k}`)?.get(name) as Float32Array, r.map((x) => x / ref.tokens)));
+    }
+    expect(worst).toBeLessThan(1e-3);
+  });
+});
+
+describe('attribution graph on a bf16 checkpoint', () => {
+  it('upcasts bf16 weights (Cast in the graph) and matches the reference on the rounded weights', async () => {
+    const spec = tinySpec('llama');
+    const ft = randomModel(spec, 31);
+    const dirs = [differences(ft, perturbed(ft, 32, 0.1))];
+    const refSeqs = randomSequences(spec, 33, [6, 4]);
+    const dir = mkdtempSync(join(tmpdir(), 'fgsn-attr-bf16-'));
+    try {
+      await writeModelFolder(ft, join(dir, 'model'), 'BF16');
+      const ckpt = await ModelCheckpoint.open(join(dir, 'model'));
+      const s = await AttributionSession.open(ckpt, null, { directionSets: 1, layerFrom: 0, layerTo: 2, cacheRoot: join(dir, 'cache'), threads: 1 });
+      const got = await s.run(attributionBatch(refSeqs.map((q) => ({ ids: q.ids, promptLength: q.lossPositions[0] })), 0), toTensors(dirs, spec));
+      await s.release();
+      await ckpt.close();
+      const ref = referenceScores(roundedToBf16(ft), refSeqs, dirs);
+      const wrong = referenceScores(ft, refSeqs, dirs);
+      expect(Math.abs(got.lossSum - ref.lossSum) / ref.lossSum).toBeLessThan(1e-5);
+      expect(Math.abs(got.lossSum - wrong.lossSum) / ref.lossSum).toBeGreaterThan(1e-5);
+      let worst = 0;
+      for (const [name, r] of ref.scores[0]) worst = Math.max(worst, worstRel(got.scores[0].get(name) as Float32Array, r));
+      expect(worst).toBeLessThan(1e-3);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

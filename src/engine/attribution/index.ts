@@ -20,8 +20,7 @@
  * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
  * whole checkpoint.
  */
-import type { LoraAdapter } from '../../checkpoint/lora.js';
-import { LoraAdapter as LoraAdapterClass } from '../../checkpoint/lora.js';
+import { LoraAdapter } from '../../checkpoint/lora.js';
 import { linearWeightShape } from '../../checkpoint/model-config.js';
 import { ModelCheckpoint } from '../../checkpoint/model-folder.js';
 import type { ModelSpec } from '../../checkpoint/types.js';
@@ -213,7 +212,7 @@ export async function attributionScores(opts: AttributionOptions): Promise<Attri
   const checkpoint = await ModelCheckpoint.open(opts.model);
   let adapter: LoraAdapter | null = null;
   try {
-    if (opts.adapter !== undefined) adapter = await LoraAdapterClass.open(opts.adapter, checkpoint.spec);
+    if (opts.adapter !== undefined) adapter = await LoraAdapter.open(opts.adapter, checkpoint.spec);
     const tok = await ChatTokenizer.load(opts.model, checkpoint.spec.padTokenId ?? 0);
     const sequences: ScoredSequence[] = [];
     for (const s of opts.sequences) {
