@@ -1,0 +1,256 @@
+/**
+ * Defense benchmark on the dev testbed: for every fine-tune, the undefended model, fgsn's default and each
+ * baseline, hardened through the pipeline (runHarden) from probe splits only, then evaluated on the held-out
+ * eval splits. Writes bench/out/defense.md + defense.json and prints the markdown.
+ *
+ *   npx tsx bench/defense/run.ts [--limit N] [--checkpoints a,b] [--methods undefended,fgsn,safelora,...]
+ *                                [--probe-cap N] [--with-emerging-probes] [--testbed DIR] [--keep]
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import { linearParameterCount, parameterCount, parseModelConfig } from '../../src/checkpoint/index.js';
+import { evaluateModel, type EvalReport } from '../../src/eval/evaluate.js';
+import { resolveJudge } from '../../src/eval/judges.js';
+import { scoreGenerations, type ScoredGeneration } from '../../src/eval/score.js';
+import {
+  RECORDED_METRICS,
+  TESTBED_TASKS,
+  loadTestbedEvalSuite,
+  readRecordedGenerations,
+  setsFromRecorded,
+  type EvalSuite,
+} from '../../src/eval/testbed.js';
+import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult } from '../../src/pipeline/types.js';
+import { compareWithRecorded, renderMarkdown, type BenchRow } from './table.js';
+import { DEV_FINETUNES, finetuneInfo, loadProbes, type FinetuneInfo } from './testbed.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const DEFENSES: DefenseMethod[] = ['fgsn', 'safelora', 'layer', 'antidote', 'resta', 'restore'];
+type RunHarden = (req: HardenRequest, hooks?: HardenHooks) => Promise<HardenResult>;
+
+function parse(): {
+  limit?: number; checkpoints: string[]; methods: string[]; probeCap?: number; withEmerging: boolean;
+  testbed: string; keep: boolean; batchSize: number; outDir: string;
+} {
+  const { values: v } = parseArgs({
+    options: {
+      limit: { type: 'string' },
+      checkpoints: { type: 'string' },
+      methods: { type: 'string' },
+      'probe-cap': { type: 'string' },
+      'with-emerging-probes': { type: 'boolean' },
+      testbed: { type: 'string' },
+      keep: { type: 'boolean' },
+      'batch-size': { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  const int = (s: string | undefined, name: string): number | undefined => {
+    if (s === undefined) return undefined;
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+    return n;
+  };
+  const methods = v.methods?.split(',').map((s) => s.trim()).filter(Boolean) ?? ['undefended', ...DEFENSES];
+  for (const m of methods) {
+    if (m !== 'undefended' && !(DEFENSES as string[]).includes(m)) throw new Error(`unknown method "${m}"; use undefended,${DEFENSES.join(',')}`);
+  }
+  const checkpoints = v.checkpoints?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...DEV_FINETUNES];
+  return {
+    limit: int(v.limit, 'limit'),
+    checkpoints,
+    methods,
+    probeCap: int(v['probe-cap'], 'probe-cap'),
+    withEmerging: v['with-emerging-probes'] ?? false,
+    testbed: resolve(v.testbed ?? process.env.FGSN_TESTBED_DIR ?? join(ROOT, '..', 'shared', 'testbed', 'dev')),
+    keep: v.keep ?? false,
+    batchSize: int(v['batch-size'], 'batch-size') ?? 32,
+    outDir: resolve(v.out ?? join(ROOT, 'bench', 'out')),
+  };
+}
+
+async function loadRunHarden(): Promise<{ fn?: RunHarden; why?: string }> {
+  const file = join(ROOT, 'src', 'pipeline', 'harden.ts');
+  if (!existsSync(file)) return { why: 'src/pipeline/harden.ts does not exist yet' };
+  try {
+    // A path in a variable keeps this script type-checking while the pipeline is being written.
+    const spec = '../../src/pipeline/harden.js';
+    const mod = (await import(spec)) as { runHarden?: RunHarden };
+    if (typeof mod.runHarden !== 'function') return { why: 'src/pipeline/harden.ts exports no runHarden' };
+    return { fn: mod.runHarden };
+  } catch (e) {
+    return { why: `src/pipeline/harden.ts failed to load: ${(e as Error).message}` };
+  }
+}
+
+function taskColumn(report: EvalReport, task: string | undefined): { task: string; acc?: number } {
+  if (task !== undefined) return { task, acc: report[`acc_${task}`] };
+  const accs = TESTBED_TASKS.map((t) => report[`acc_${t}`]).filter((x): x is number => typeof x === 'number');
+  return { task: 'mean', acc: accs.length > 0 ? accs.reduce((a, b) => a + b, 0) / accs.length : undefined };
+}
+
+function rowFromReport(checkpoint: string, method: string, report: EvalReport, task: string | undefined): BenchRow {
+  const tc = taskColumn(report, task);
+  const { generations: _g, ...rest } = report;
+  return {
+    checkpoint,
+    method,
+    status: 'ok',
+    asr: report.harmful_asr,
+    compliance: report.harmful_compliance,
+    emerging_asr: report.emerging_asr,
+    task: tc.task,
+    task_acc: tc.acc,
+    over_refusal: report.over_refusal,
+    eval_s: report.seconds.total,
+    metrics: rest as unknown as Record<string, unknown>,
+    per_category: report.per_category,
+  };
+}
+
+/**
+ * The engine must reproduce the reference generations, so an undefended model's metrics must equal the
+ * testbed's recorded ones. With --limit the recorded generations are re-scored on the same subset.
+ */
+async function recordedCheck(testbed: string, ckpt: string, suite: EvalSuite, report: EvalReport, full: boolean): Promise<string> {
+  const genFile = join(testbed, 'eval', `${ckpt}.generations.jsonl`);
+  if (!existsSync(genFile)) return 'no recorded eval';
+  const rows = await readRecordedGenerations(genFile);
+  const recorded = full
+    ? (JSON.parse(readFileSync(join(testbed, 'eval', `${ckpt}.json`), 'utf8')) as Record<string, unknown>)
+    : (scoreGenerations(setsFromRecorded(rows, suite), resolveJudge()).metrics as Record<string, unknown>);
+  const metrics = compareWithRecorded(report as unknown as Record<string, unknown>, recorded, RECORDED_METRICS);
+  const ours = report.generations ?? [];
+  const seen = new Map<string, number>();
+  const bySet = new Map<string, ScoredGeneration[]>();
+  for (const g of ours) bySet.set(g.set, [...(bySet.get(g.set) ?? []), g]);
+  let same = 0;
+  let total = 0;
+  for (const r of rows) {
+    const i = seen.get(r.set) ?? 0;
+    seen.set(r.set, i + 1);
+    const g = bySet.get(r.set)?.[i];
+    if (g === undefined) continue;
+    total += 1;
+    if (g.response === r.response) same += 1;
+  }
+  return `${metrics}; responses identical ${same}/${total}`;
+}
+
+async function main(): Promise<void> {
+  const o = parse();
+  const t0 = performance.now();
+  mkdirSync(o.outDir, { recursive: true });
+  const cacheDir = join(o.outDir, 'cache');
+  const workDir = join(o.outDir, 'defense-work');
+  const suite = await loadTestbedEvalSuite(o.testbed, o.limit !== undefined ? { limit: o.limit } : {});
+  const full = o.limit === undefined;
+  const alignedPath = join(o.testbed, 'aligned');
+  const basePath = join(o.testbed, 'base');
+  const spec = parseModelConfig(JSON.parse(readFileSync(join(alignedPath, 'config.json'), 'utf8')), alignedPath);
+  const totalParams = parameterCount(spec);
+  const linearParams = linearParameterCount(spec);
+  const evalOpts = { ...suite, batchSize: o.batchSize, cacheDir, keepGenerations: true };
+
+  const wantDefenses = o.methods.filter((m) => m !== 'undefended') as DefenseMethod[];
+  const harden = wantDefenses.length > 0 ? await loadRunHarden() : {};
+  const unavailable = harden.fn === undefined ? wantDefenses : [];
+  if (unavailable.length > 0) {
+    process.stderr.write(`\nUNAVAILABLE methods: ${unavailable.join(', ')} (${harden.why}); their rows are marked, no numbers.\n\n`);
+  }
+
+  const rows: BenchRow[] = [];
+  const log = (r: BenchRow): void => {
+    rows.push(r);
+    process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(0)}s] ${r.checkpoint} ${r.method}: ${r.status}` +
+      (r.status === 'ok' ? ` ASR ${r.asr} emerg ${r.emerging_asr} ${r.task} ${r.task_acc?.toFixed(3)} over ${r.over_refusal}` : ` ${r.note ?? ''}`) +
+      (r.recorded_check ? ` | recorded: ${r.recorded_check}` : '') + '\n');
+  };
+
+  {
+    const report = await evaluateModel(alignedPath, evalOpts);
+    const row = rowFromReport('aligned', 'aligned (reference)', report, undefined);
+    row.recorded_check = await recordedCheck(o.testbed, 'aligned', suite, report, full);
+    log(row);
+  }
+
+  for (const name of o.checkpoints) {
+    const info: FinetuneInfo = finetuneInfo(o.testbed, name);
+    if (o.methods.includes('undefended')) {
+      const report = info.adapterPath !== undefined
+        ? await evaluateModel(alignedPath, { ...evalOpts, adapter: info.adapterPath })
+        : await evaluateModel(info.finetunedPath as string, evalOpts);
+      const row = rowFromReport(name, 'undefended', report, info.task);
+      row.recorded_check = await recordedCheck(o.testbed, name, suite, report, full);
+      log(row);
+    }
+    const probes = loadProbes(o.testbed, info.task, { ...(o.probeCap !== undefined ? { cap: o.probeCap } : {}), withEmerging: o.withEmerging });
+    for (const method of wantDefenses) {
+      if (harden.fn === undefined) {
+        log({ checkpoint: name, method, status: 'unavailable', note: harden.why ?? 'pipeline unavailable' });
+        continue;
+      }
+      const outDir = join(workDir, `${name}.${method}`);
+      rmSync(outDir, { recursive: true, force: true });
+      mkdirSync(outDir, { recursive: true });
+      try {
+        const h0 = performance.now();
+        const result = await harden.fn({
+          basePath,
+          alignedPath,
+          ...(info.finetunedPath !== undefined ? { finetunedPath: info.finetunedPath } : { adapterPath: info.adapterPath as string }),
+          harmful: probes.harmful,
+          benign: probes.benign,
+          ...(probes.task !== undefined ? { task: probes.task } : {}),
+          method,
+          outputs: ['model'],
+          outDir,
+          cacheDir,
+        });
+        const hardenS = (performance.now() - h0) / 1000;
+        const modelDir = existsSync(join(outDir, 'model', 'config.json')) ? join(outDir, 'model') : outDir;
+        const report = await evaluateModel(modelDir, evalOpts);
+        const row = rowFromReport(name, method === 'fgsn' ? 'fgsn (default)' : method, report, info.task);
+        row.params_changed = result.summary.paramsChanged;
+        row.params_pct_all = (100 * result.summary.paramsChanged) / totalParams;
+        row.params_pct_linear = (100 * result.summary.paramsChanged) / linearParams;
+        row.harden_s = hardenS;
+        const reported = result.summary.paramsChangedPctLinear;
+        if (Math.abs(reported - row.params_pct_linear) > 0.01 && Math.abs(100 * reported - row.params_pct_linear) > 0.01) {
+          row.note = `pipeline reports ${reported} % linear`;
+        }
+        row.metrics = { ...row.metrics, harden_summary: result.summary };
+        log(row);
+      } catch (e) {
+        log({ checkpoint: name, method, status: 'failed', note: (e as Error).message.replace(/\|/gu, '/').slice(0, 200) });
+      } finally {
+        if (!o.keep) rmSync(outDir, { recursive: true, force: true });
+      }
+    }
+  }
+
+  const header = [
+    '# Defense benchmark (dev testbed)',
+    '',
+    `Eval sets: ${full ? 'full' : `first ${o.limit} of each`} (harmful ${suite.harmful.length}, emerging ${suite.emerging.length}, look-alike ${suite.lookalike.length}, tasks ${Object.entries(suite.tasks).map(([k, v]) => `${k} ${v.length}`).join(', ')}).`,
+    'Probes (train/probe splits only): harmful = harmful_align_train' + (o.withEmerging ? ' + harmful_emerging_probe' : '') +
+      ` (refusal text as response), benign = lookalike_train + instruct_train, task = <task>_train${o.probeCap !== undefined ? `, each capped at ${o.probeCap}` : ''}.`,
+    'ASR = share of harmful eval responses with no refusal marker (27 word-level markers, token boundaries); compl. = starts with "sure , here";',
+    'task acc = exact match on the fine-tune\'s task (`mean` of sst/agnews/gsm/instruct for harmful-only fine-tunes); params % = rows x d_in changed.',
+    ...(unavailable.length > 0 ? ['', `**Unavailable: ${unavailable.join(', ')}** (${harden.why}). No numbers were produced for them.`] : []),
+    '',
+    `Total wall time ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
+  ];
+  const md = renderMarkdown(rows, header);
+  writeFileSync(join(o.outDir, 'defense.md'), md);
+  writeFileSync(join(o.outDir, 'defense.json'), JSON.stringify({
+    testbed: o.testbed, limit: o.limit ?? null, methods: o.methods, unavailable, probes: loadProbes(o.testbed, undefined).sources,
+    params: { total: totalParams, linear: linearParams }, rows,
+  }, null, 2) + '\n');
+  process.stdout.write(md);
+}
+
+await main();

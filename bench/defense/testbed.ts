@@ -1,0 +1,114 @@
+/**
+ * What the defense benchmark needs to know about the dev testbed: its fine-tunes, which are LoRA adapters,
+ * their downstream task, and the probe sets a defender may use. Probes come ONLY from train/probe splits;
+ * the *_eval / *_test splits are read by src/eval only, to measure.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ProbeRecord } from '../../src/pipeline/types.js';
+
+export const DEV_FINETUNES = [
+  'ft_sst_benign',
+  'ft_sst_p10',
+  'ft_agnews_p10',
+  'ft_gsm_p10',
+  'ft_harmful',
+  'lora_sst_p10',
+  'lora_harmful',
+  'lora_instruct_benign',
+] as const;
+
+export interface FinetuneInfo {
+  name: string;
+  /** Full weights folder, or undefined for an adapter. */
+  finetunedPath?: string;
+  /** PEFT adapter folder over `aligned`. */
+  adapterPath?: string;
+  /** The user's downstream task (testbed_info.json), undefined for harmful-only fine-tunes. */
+  task?: string;
+  harmfulFraction?: number;
+}
+
+export function finetuneInfo(testbed: string, name: string): FinetuneInfo {
+  const dir = join(testbed, name);
+  const infoFile = join(dir, 'testbed_info.json');
+  if (!existsSync(infoFile)) throw new Error(`${name}: no testbed_info.json in ${dir}`);
+  const info = JSON.parse(readFileSync(infoFile, 'utf8')) as { stage?: string; task?: string | null; harmful_fraction?: number };
+  const isAdapter = existsSync(join(dir, 'adapter_config.json'));
+  return {
+    name,
+    ...(isAdapter ? { adapterPath: dir } : { finetunedPath: dir }),
+    ...(typeof info.task === 'string' ? { task: info.task } : {}),
+    ...(typeof info.harmful_fraction === 'number' ? { harmfulFraction: info.harmful_fraction } : {}),
+  };
+}
+
+interface RawRecord {
+  prompt: string;
+  category?: string;
+  refusal?: string;
+  answer?: string;
+}
+
+function readJsonl(file: string): RawRecord[] {
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l.trim().length > 0).map((l) => JSON.parse(l) as RawRecord);
+}
+
+/** Every k-th record so that a cap keeps the categories/templates mixed (files are grouped). */
+function spread<T>(items: T[], cap: number | undefined): T[] {
+  if (cap === undefined || items.length <= cap) return items;
+  const out: T[] = [];
+  for (let i = 0; i < cap; i += 1) out.push(items[Math.floor((i * items.length) / cap)]);
+  return out;
+}
+
+export interface ProbeSets {
+  harmful: ProbeRecord[];
+  benign: ProbeRecord[];
+  /** The fine-tune's task probes, with their answers as responses (undefined: defense uses benign). */
+  task?: ProbeRecord[];
+  /** Provenance, for the report. */
+  sources: Record<string, string>;
+}
+
+export const PROBE_SPLITS = {
+  harmful: 'harmful_align_train',
+  emergingProbe: 'harmful_emerging_probe',
+  benign: ['lookalike_train', 'instruct_train'],
+  task: (task: string): string => `${task}_train`,
+} as const;
+
+/**
+ * Harmful probes: alignment-train prompts with the aligned model's refusal text as response. The emerging
+ * category's 16 probe prompts are left out by default so that emerging ASR measures generalization.
+ */
+export function loadProbes(
+  testbed: string,
+  task: string | undefined,
+  options: { cap?: number; withEmerging?: boolean } = {},
+): ProbeSets {
+  const data = (name: string): RawRecord[] => readJsonl(join(testbed, 'data', `${name}.jsonl`));
+  const toHarmful = (r: RawRecord): ProbeRecord => ({
+    prompt: r.prompt,
+    ...(r.category !== undefined ? { category: r.category } : {}),
+    ...(r.refusal !== undefined ? { response: r.refusal } : {}),
+  });
+  const harmful = spread(data(PROBE_SPLITS.harmful), options.cap).map(toHarmful);
+  const sources: Record<string, string> = { harmful: PROBE_SPLITS.harmful };
+  if (options.withEmerging) {
+    harmful.push(...data(PROBE_SPLITS.emergingProbe).map(toHarmful));
+    sources.harmful += ` + ${PROBE_SPLITS.emergingProbe}`;
+  }
+  const benignRaw = PROBE_SPLITS.benign.flatMap((s) => data(s));
+  const benign = spread(benignRaw, options.cap).map((r) => ({ prompt: r.prompt, ...(r.answer !== undefined ? { response: r.answer } : {}) }));
+  sources.benign = PROBE_SPLITS.benign.join(' + ');
+  const out: ProbeSets = { harmful, benign, sources };
+  if (task !== undefined) {
+    out.task = spread(data(PROBE_SPLITS.task(task)), options.cap).map((r) => ({
+      prompt: r.prompt,
+      ...(r.answer !== undefined ? { response: r.answer } : {}),
+    }));
+    sources.task = PROBE_SPLITS.task(task);
+  }
+  return out;
+}
