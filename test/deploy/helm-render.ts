@@ -514,7 +514,7 @@ export class Renderer {
       case 'lit':
         return o.v;
       case 'field':
-        return walk(dot, o.path, where, '.');
+        return walk(dot, o.path, where, '');
       case 'var':
         return walk(scope.get(o.name), o.path, where, o.name);
       case 'sub':
