@@ -122,6 +122,17 @@ export function layerChunks(spec: ModelSpec, directionSets: number, budget: numb
   return out;
 }
 
+/** The direction matrices of `weights` for each source, as float32 graph inputs [out, in]. */
+export async function loadDirections(sources: DirectionSource[], spec: ModelSpec, weights: string[]): Promise<Map<string, ort.Tensor>[]> {
+  const out: Map<string, ort.Tensor>[] = [];
+  for (const src of sources) {
+    const m = new Map<string, ort.Tensor>();
+    for (const w of weights) m.set(w, await loadDirection(src, spec, w));
+    out.push(m);
+  }
+  return out;
+}
+
 async function loadDirection(src: DirectionSource, spec: ModelSpec, weight: string): Promise<ort.Tensor> {
   const [rows, cols] = linearWeightShape(spec, weight) as [number, number];
   const data = new Float32Array(rows * cols);
@@ -176,12 +187,7 @@ export async function scoreSequences(
       directionSets: K, layerFrom: from, layerTo: to, cacheRoot: opts.cacheRoot, executionProvider: opts.executionProvider, threads: opts.threads,
     });
     try {
-      const dirs: Map<string, ort.Tensor>[] = [];
-      for (const src of opts.directions) {
-        const m = new Map<string, ort.Tensor>();
-        for (const w of session.weights) m.set(w, await loadDirection(src, spec, w));
-        dirs.push(m);
-      }
+      const dirs = await loadDirections(opts.directions, spec, session.weights);
       let chunkLoss = 0;
       for (const b of batches) {
         const r = await session.run(b, dirs);
