@@ -226,10 +226,12 @@ async function openShards(
   // Every tensor stored anywhere must be the one the index names: a second copy in another shard is ambiguous.
   for (const [shard, f] of shards) {
     for (const name of f.tensors.keys()) {
-      if (weightMap[name] === shard) continue;
-      const where = weightMap[name] === undefined ? 'is not listed in weight_map' : `is mapped to ${weightMap[name]}`;
+      const mapped = weightMap[name];
+      if (mapped === shard) continue;
+      const duplicate = mapped !== undefined && shards.get(mapped)?.tensors.has(name) === true;
+      const where = mapped === undefined ? 'is not listed in weight_map' : duplicate ? `is also stored in ${mapped}` : `but weight_map maps it to ${mapped}`;
       collector.report(
-        new FgsnError(weightMap[name] === undefined ? 'CHECKPOINT_INDEX_INVALID' : 'CHECKPOINT_DUPLICATE_TENSOR', `${indexPath}: "${name}" stored in ${shard} ${where}`, {
+        new FgsnError(duplicate ? 'CHECKPOINT_DUPLICATE_TENSOR' : 'CHECKPOINT_INDEX_INVALID', `${indexPath}: "${name}" stored in ${shard} ${where}`, {
           details: { file: indexPath, tensor: name, shard },
         }),
       );
