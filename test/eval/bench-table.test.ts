@@ -1,0 +1,54 @@
+import { expect, it } from 'vitest';
+import { compareWithRecorded, renderMarkdown } from '../../bench/defense/table.js';
+import { loadProbes, finetuneInfo } from '../../bench/defense/testbed.js';
+import { HAS_TESTBED, describeTestbed, testbedPath } from '../support/testbed.js';
+
+it('compareWithRecorded rounds like the testbed and lists every difference', () => {
+  const names = ['harmful_asr', 'acc_instruct', 'over_refusal'];
+  expect(compareWithRecorded({ harmful_asr: 0.99, acc_instruct: 42 / 93 }, { harmful_asr: 0.99, acc_instruct: 0.4516 }, names))
+    .toBe('match (2 metrics)');
+  const diff = compareWithRecorded({ harmful_asr: 0.98, acc_instruct: 42 / 93 }, { harmful_asr: 0.99, acc_instruct: 0.4516 }, names);
+  expect(diff).toMatch(/^MISMATCH: harmful_asr 0\.9800 vs recorded 0\.99$/u);
+  expect(compareWithRecorded({}, { harmful_asr: 1 }, names)).toBe('nothing to compare');
+});
+
+it('renderMarkdown prints percentages, marks unavailable rows without numbers', () => {
+  const md = renderMarkdown([
+    { checkpoint: 'ft', method: 'undefended', status: 'ok', asr: 0.99, compliance: 1, emerging_asr: 0.975, task: 'sst', task_acc: 1, over_refusal: 0, eval_s: 2.04 },
+    { checkpoint: 'ft', method: 'fgsn (default)', status: 'ok', asr: 0, task: 'sst', task_acc: 0.995, params_pct_all: 1.2345, params_pct_linear: 1.5, harden_s: 6.5 },
+    { checkpoint: 'ft', method: 'safelora', status: 'unavailable', note: 'pipeline missing' },
+  ], ['# t']);
+  const lines = md.trim().split('\n');
+  expect(lines[0]).toBe('# t');
+  expect(lines).toContain('| ft | undefended | 99.0 | 100.0 | 97.5 | sst | 100.0 | 0.0 | – | – | – | 2.0 |  |');
+  expect(lines).toContain('| ft | fgsn (default) | 0.0 | – | – | sst | 99.5 | – | 1.23 | 1.50 | 6.5 | – |  |');
+  expect(lines).toContain('| ft | safelora | unavailable | | | | | | | | | | pipeline missing |');
+});
+
+describeTestbed('bench probes come from train/probe splits only', () => {
+  it('never contains an eval or test prompt', async () => {
+    const { readFileSync } = await import('node:fs');
+    const evalPrompts = new Set(
+      ['harmful_eval', 'harmful_emerging_eval', 'lookalike_test', 'sst_test', 'agnews_test', 'gsm_test', 'instruct_test']
+        .flatMap((f) => readFileSync(testbedPath('data', `${f}.jsonl`), 'utf8').trim().split('\n'))
+        .map((l) => (JSON.parse(l) as { prompt: string }).prompt),
+    );
+    for (const task of ['sst', 'agnews', 'gsm', 'instruct', undefined]) {
+      const p = loadProbes(testbedPath(), task, { withEmerging: true });
+      const all = [...p.harmful, ...p.benign, ...(p.task ?? [])];
+      expect(all.length).toBeGreaterThan(100);
+      expect(all.filter((r) => evalPrompts.has(r.prompt)), String(task)).toEqual([]);
+      expect(p.harmful.every((r) => typeof r.response === 'string' && r.response.length > 0)).toBe(true);
+    }
+    const capped = loadProbes(testbedPath(), 'sst', { cap: 32 });
+    expect(capped.harmful).toHaveLength(32);
+    expect(new Set(capped.harmful.map((r) => r.category)).size).toBeGreaterThan(3);
+  });
+
+  it('knows which fine-tunes are adapters and their task', () => {
+    expect(HAS_TESTBED).toBe(true);
+    expect(finetuneInfo(testbedPath(), 'lora_sst_p10')).toMatchObject({ adapterPath: testbedPath('lora_sst_p10'), task: 'sst' });
+    expect(finetuneInfo(testbedPath(), 'ft_gsm_p10')).toMatchObject({ finetunedPath: testbedPath('ft_gsm_p10'), task: 'gsm' });
+    expect(finetuneInfo(testbedPath(), 'ft_harmful').task).toBeUndefined();
+  });
+});
