@@ -79,19 +79,21 @@ export const PROBE_SPLITS = {
 } as const;
 
 /**
- * Harmful probes: alignment-train prompts with the aligned model's refusal text as response. The emerging
- * category's 16 probe prompts are left out by default so that emerging ASR measures generalization.
+ * Harmful probes: alignment-train prompts, by default without a response, as `fgsn harden` gets them from
+ * the file (the defense then uses the aligned model's own refusals); `harmfulResponses` passes the dataset's
+ * refusal text instead. The emerging category's 16 probe prompts are left out by default so that emerging
+ * ASR measures generalization. Benign and task probes carry their reference answers as responses.
  */
 export function loadProbes(
   testbed: string,
   task: string | undefined,
-  options: { cap?: number; withEmerging?: boolean } = {},
+  options: { cap?: number; withEmerging?: boolean; harmfulResponses?: boolean } = {},
 ): ProbeSets {
   const data = (name: string): RawRecord[] => readJsonl(join(testbed, 'data', `${name}.jsonl`));
   const toHarmful = (r: RawRecord): ProbeRecord => ({
     prompt: r.prompt,
     ...(r.category !== undefined ? { category: r.category } : {}),
-    ...(r.refusal !== undefined ? { response: r.refusal } : {}),
+    ...(options.harmfulResponses && r.refusal !== undefined ? { response: r.refusal } : {}),
   });
   const harmful = spread(data(PROBE_SPLITS.harmful), options.cap).map(toHarmful);
   const sources: Record<string, string> = { harmful: PROBE_SPLITS.harmful };

@@ -38,8 +38,11 @@ describeTestbed('bench probes come from train/probe splits only', () => {
       const all = [...p.harmful, ...p.benign, ...(p.task ?? [])];
       expect(all.length).toBeGreaterThan(100);
       expect(all.filter((r) => evalPrompts.has(r.prompt)), String(task)).toEqual([]);
-      expect(p.harmful.every((r) => typeof r.response === 'string' && r.response.length > 0)).toBe(true);
+      expect(p.harmful.every((r) => r.response === undefined)).toBe(true);
+      if (task !== undefined) expect(p.task?.every((r) => typeof r.response === 'string' && r.response.length > 0)).toBe(true);
     }
+    const withRefusals = loadProbes(testbedPath(), 'sst', { harmfulResponses: true });
+    expect(withRefusals.harmful.every((r) => typeof r.response === 'string' && r.response.length > 0)).toBe(true);
     const capped = loadProbes(testbedPath(), 'sst', { cap: 32 });
     expect(capped.harmful).toHaveLength(32);
     expect(new Set(capped.harmful.map((r) => r.category)).size).toBeGreaterThan(3);
