@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import Ajv from 'ajv';
+import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_ENV_VARS, loadConfig } from '../../src/config.js';
 import { deepMerge, manifestObjects, readYaml, renderChart, templateFiles } from './helm-render.js';
