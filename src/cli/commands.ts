@@ -17,5 +17,6 @@ export const COMMANDS: Record<string, CommandEntry> = {
   generate: { summary: 'greedy batched generation for chat prompts, JSONL on stdout', load: () => import('./generate.js') },
   inspect: { summary: 'validate a checkpoint (folder, adapter or .safetensors) and print it as JSON', load: () => import('./inspect.js') },
   attribute: { summary: 'first-order attribution: per-row <dLoss/dW, M> of every linear weight for response NLL', load: () => import('./attribute.js') },
+  harden: { summary: 'harden a fine-tuned model (or LoRA adapter): find the safety neurons and project them', load: () => import('./harden.js') },
   'apply-diff': { summary: 'rebuild a hardened model from its source checkpoint and a row diff (bit-for-bit)', load: () => import('./apply-diff.js') },
 };

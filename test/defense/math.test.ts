@@ -237,3 +237,19 @@ describe('eigen / SVD', () => {
     expect([...tall.u.data].map((x) => Number(x.toFixed(5)))).toEqual([0.6, 0.8, 0]);
   });
 });
+
+describe('k-means', () => {
+  it('separates two obvious groups deterministically', async () => {
+    const { kmeans } = await import('../../src/defense/math/kmeans.js');
+    const pts = [f(0, 0), f(0, 1), f(10, 10), f(10, 11), f(1, 0)];
+    const a = kmeans(pts, 2, 7);
+    const b = kmeans(pts, 2, 7);
+    expect(a.assignment).toEqual(b.assignment);
+    expect(a.assignment[0]).toBe(a.assignment[1]);
+    expect(a.assignment[0]).toBe(a.assignment[4]);
+    expect(a.assignment[2]).toBe(a.assignment[3]);
+    expect(a.assignment[0]).not.toBe(a.assignment[2]);
+    expect([...a.sizes].sort()).toEqual([2, 3]);
+    expect(kmeans(pts, 9).centroids.length).toBe(5);
+  });
+});

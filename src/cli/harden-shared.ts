@@ -1,0 +1,40 @@
+/** Bits shared by `fgsn harden` and `fgsn continue`: cache location and evaluation-set flags. */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FgsnError } from '../errors.js';
+import { readProbes } from '../pipeline/probes.js';
+import type { EvaluationRequest } from '../pipeline/types.js';
+
+export function defaultCacheDir(): string {
+  return process.env.FGSN_CACHE_DIR ?? join(process.cwd(), '.fgsn', 'cache');
+}
+
+async function readAnswered(path: string): Promise<{ prompt: string; answer: string }[]> {
+  const text = await readFile(path, 'utf8');
+  return text.split('\n').filter((l) => l.trim() !== '').map((l, i) => {
+    const o = JSON.parse(l) as { prompt?: unknown; answer?: unknown };
+    if (typeof o.prompt !== 'string' || typeof o.answer !== 'string') {
+      throw new FgsnError('PROBES_INVALID', `${path}:${i + 1}: task records need string "prompt" and "answer"`);
+    }
+    return { prompt: o.prompt, answer: o.answer };
+  });
+}
+
+export async function readEvalSets(values: Record<string, unknown>): Promise<EvaluationRequest | undefined> {
+  const e: EvaluationRequest = {};
+  if (typeof values['eval-harmful'] === 'string') e.harmful = await readProbes(values['eval-harmful']);
+  if (typeof values['eval-emerging'] === 'string') e.emerging = await readProbes(values['eval-emerging']);
+  if (typeof values['eval-lookalike'] === 'string') {
+    e.lookalike = (await readAnswered(values['eval-lookalike'])).map((x) => ({ prompt: x.prompt, response: x.answer }));
+  }
+  const tasks = values['eval-task'];
+  if (Array.isArray(tasks)) {
+    e.tasks = {};
+    for (const t of tasks as string[]) {
+      const i = t.indexOf('=');
+      if (i <= 0) throw new FgsnError('CLI_USAGE', `--eval-task needs NAME=FILE, got "${t}"`);
+      e.tasks[t.slice(0, i)] = await readAnswered(t.slice(i + 1));
+    }
+  }
+  return Object.keys(e).length > 0 ? e : undefined;
+}

@@ -1,0 +1,120 @@
+/**
+ * Method options: parsed from the loose `Record<string, unknown>` of a HardenRequest (or CLI strings) into
+ * typed, validated values. Unknown keys are an error, so a typo never silently runs the default.
+ */
+import { FgsnError } from '../errors.js';
+import type { DefenseMethod } from '../pipeline/types.js';
+import { PROJECTION_MODES, type ProjectionMode } from './math/project.js';
+
+export const SCORINGS = ['attribution', 'wanda', 'contrastive', 'delta'] as const;
+export type Scoring = (typeof SCORINGS)[number];
+
+export interface FgsnOptions {
+  scoring: Scoring;
+  /** Share of rows in N_H (of all linear rows when scope is global, of each matrix otherwise). */
+  q: number;
+  scope: 'global' | 'per-matrix';
+  /** Share of each matrix's rows excluded as task neurons (N = N_H minus N_T). */
+  p: number;
+  /** 'all', 'band' (safety band by share) or an explicit list "10-15". */
+  layers: string;
+  bandShare: number;
+  mode: ProjectionMode;
+  /** g of add. */
+  strength: number;
+  alpha: number;
+  energyShare: number;
+  /** Target-driven budget: grow q until the refusal rate on the harmful probes reaches 1 - targetAsr. */
+  targetAsr?: number;
+  /** Cap on parameters changed, % of linear-weight parameters. */
+  maxParams: number;
+  /** Largest task-probe accuracy drop (absolute) the target-driven loop accepts. */
+  taskTolerance: number;
+  /** Attribution: sequences per backward batch and layers per pass. */
+  batchSize: number;
+  layersPerPass?: number;
+}
+
+export const FGSN_DEFAULTS: FgsnOptions = {
+  scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
+  energyShare: 0.9, maxParams: 3, taskTolerance: 0.01, batchSize: 16,
+};
+
+export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
+export interface LayerOptions { layers: string; bandShare: number; mode: ProjectionMode; alpha: number; strength: number; energyShare: number }
+export interface AntidoteOptions { share: number }
+export interface RestaOptions { gamma: number }
+
+export type MethodOptions =
+  | { method: 'fgsn'; o: FgsnOptions }
+  | { method: 'safelora'; o: SafeLoraOptions }
+  | { method: 'layer'; o: LayerOptions }
+  | { method: 'restore'; o: LayerOptions }
+  | { method: 'antidote'; o: AntidoteOptions }
+  | { method: 'resta'; o: RestaOptions };
+
+type Spec = Record<string, 'share' | 'pos' | 'num' | 'int' | 'string' | readonly string[]>;
+
+const FGSN_SPEC: Spec = {
+  scoring: SCORINGS, q: 'share', scope: ['global', 'per-matrix'], p: 'share', layers: 'string', bandShare: 'share', mode: PROJECTION_MODES,
+  strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', maxParams: 'pos', taskTolerance: 'share', batchSize: 'int', layersPerPass: 'int',
+};
+const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
+
+function parseWith(method: string, raw: Record<string, unknown>, spec: Spec): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) {
+    if (value === undefined) continue;
+    const kind = spec[key];
+    const bad = (why: string): FgsnError => new FgsnError('DEFENSE_OPTION_INVALID', `method ${method}: option ${key}=${JSON.stringify(value)} ${why}`, { details: { method, option: key } });
+    if (kind === undefined) throw bad(`is unknown (valid: ${Object.keys(spec).join(', ')})`);
+    if (Array.isArray(kind)) {
+      if (typeof value !== 'string' || !kind.includes(value)) throw bad(`must be one of ${kind.join(', ')}`);
+      out[key] = value;
+      continue;
+    }
+    if (kind === 'string') {
+      if (typeof value !== 'string' && typeof value !== 'number') throw bad('must be a string');
+      out[key] = String(value);
+      continue;
+    }
+    const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+    if (typeof n !== 'number' || !Number.isFinite(n)) throw bad('must be a number');
+    if (kind === 'share' && !(n >= 0 && n <= 1)) throw bad('must lie in [0, 1]');
+    if (kind === 'pos' && !(n > 0)) throw bad('must be positive');
+    if (kind === 'int' && !(Number.isInteger(n) && n >= 1)) throw bad('must be a positive integer');
+    out[key] = n;
+  }
+  return out;
+}
+
+export function parseMethodOptions(method: DefenseMethod, raw: Record<string, unknown> = {}): MethodOptions {
+  switch (method) {
+    case 'fgsn':
+      return { method, o: { ...FGSN_DEFAULTS, ...(parseWith(method, raw, FGSN_SPEC) as Partial<FgsnOptions>) } };
+    case 'safelora': {
+      const o = parseWith(method, raw, { threshold: 'share', topK: 'int', alpha: 'num' }) as Partial<SafeLoraOptions>;
+      if (o.threshold !== undefined && o.topK !== undefined) {
+        throw new FgsnError('DEFENSE_OPTION_INVALID', 'method safelora: give threshold or topK, not both');
+      }
+      return { method, o: { alpha: o.alpha ?? 1, ...(o.topK !== undefined ? { topK: o.topK } : { threshold: o.threshold ?? 0.65 }) } };
+    }
+    case 'layer':
+    case 'restore': {
+      const o = parseWith(method, raw, LAYER_SPEC) as Partial<LayerOptions>;
+      if (method === 'restore' && o.mode !== undefined && o.mode !== 'restore') {
+        throw new FgsnError('DEFENSE_OPTION_INVALID', 'method restore always uses mode restore; use method layer for other modes');
+      }
+      return {
+        method,
+        o: { layers: 'band', bandShare: 0.6, mode: method === 'restore' ? 'restore' : 'gram', alpha: 1, strength: 1, energyShare: 0.9, ...o },
+      } as MethodOptions;
+    }
+    case 'antidote':
+      return { method, o: { share: 0.05, ...(parseWith(method, raw, { share: 'share' }) as Partial<AntidoteOptions>) } };
+    case 'resta':
+      return { method, o: { gamma: 0.5, ...(parseWith(method, raw, { gamma: 'num' }) as Partial<RestaOptions>) } };
+    default:
+      throw new FgsnError('DEFENSE_OPTION_INVALID', `unknown method "${String(method)}" (fgsn, safelora, layer, antidote, resta, restore)`);
+  }
+}

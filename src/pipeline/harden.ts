@@ -1,0 +1,296 @@
+/**
+ * One defense job, stage by stage: validate -> atlas (cached) -> task neurons -> selection (with the
+ * target-driven budget when asked) -> projection (streamed outputs) -> optional evaluation -> report.
+ * Progress is reported per stage; cancellation is checked between stages and between budget steps.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { evaluateModel } from '../eval/evaluate.js';
+import { FgsnError } from '../errors.js';
+import { type EditCounts, countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
+import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
+import { type Selection, countRows, selectionToJSON } from '../defense/math/select.js';
+import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, planMethod } from '../defense/methods.js';
+import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
+import { type WeightSources, closeSources, openSources } from '../defense/io/sources.js';
+import { measureOnProbes } from './probe-eval.js';
+import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
+
+export const STAGES = ['validate', 'atlas', 'task-neurons', 'selection', 'projection', 'evaluation', 'report'] as const;
+export type Stage = (typeof STAGES)[number];
+
+/** Overall percent at the start of each stage. */
+const STAGE_START: Record<Stage, number> = { validate: 0, atlas: 5, 'task-neurons': 30, selection: 40, projection: 70, evaluation: 90, report: 98 };
+
+class Run {
+  readonly seconds: Record<string, number> = {};
+  private t = performance.now();
+  private current: Stage | null = null;
+
+  constructor(private readonly hooks: HardenHooks) {}
+
+  checkCancelled(): void {
+    if (this.hooks.signal?.aborted) {
+      throw new FgsnError('JOB_CANCELLED', `job cancelled${this.current ? ` during ${this.current}` : ''}`, { details: { stage: this.current } });
+    }
+  }
+
+  async stage(s: Stage, message?: string): Promise<void> {
+    this.end();
+    this.checkCancelled();
+    this.current = s;
+    this.t = performance.now();
+    await this.progress({ stage: s, percent: STAGE_START[s], ...(message ? { message } : {}) });
+  }
+
+  async progress(p: StageProgress): Promise<void> {
+    await this.hooks.onProgress?.(p);
+  }
+
+  /** Progress inside the current stage, `frac` in [0, 1]. */
+  async within(frac: number, message?: string): Promise<void> {
+    if (!this.current) return;
+    const i = STAGES.indexOf(this.current);
+    const next = i + 1 < STAGES.length ? STAGE_START[STAGES[i + 1]] : 100;
+    const start = STAGE_START[this.current];
+    await this.progress({ stage: this.current, percent: Math.round((start + (next - start) * Math.min(1, frac)) * 10) / 10, ...(message ? { message } : {}) });
+  }
+
+  end(): void {
+    if (this.current) this.seconds[this.current] = (this.seconds[this.current] ?? 0) + (performance.now() - this.t) / 1000;
+    this.current = null;
+  }
+}
+
+function checkProbes(name: string, probes: ProbeRecord[] | undefined, min: number): void {
+  if (!probes || probes.length < min) {
+    throw new FgsnError('PROBES_EMPTY', `${name} probes: need at least ${min}, got ${probes?.length ?? 0}`);
+  }
+  probes.forEach((p, i) => {
+    if (typeof p.prompt !== 'string' || p.prompt.trim() === '') {
+      throw new FgsnError('PROBES_INVALID', `${name} probe ${i + 1}: "prompt" must be a non-empty string`, { details: { set: name, index: i } });
+    }
+  });
+}
+
+async function ensureEmptyDir(dir: string): Promise<void> {
+  try {
+    const entries = await readdir(dir);
+    if (entries.length > 0) throw new FgsnError('DEFENSE_OPTION_INVALID', `output folder ${dir} is not empty`, { details: { dir } });
+  } catch (e) {
+    if (e instanceof FgsnError) throw e;
+    await mkdir(dir, { recursive: true });
+  }
+}
+
+export interface TargetStep {
+  q: number;
+  rows: number;
+  pctLinearParams: number;
+  probeAsr: number;
+  taskAccuracy: number | null;
+  accepted: boolean;
+}
+
+/**
+ * The defense issue's target-driven budget: q grows along a fixed schedule until the harmful-probe ASR of the
+ * edited model is <= targetAsr; a step whose task-probe accuracy falls more than taskTolerance below the
+ * fine-tune's, or whose edit exceeds maxParams (% of linear parameters), ends the search. The last accepted
+ * step wins; with none accepted, the smallest step is used (and the report says the target was missed).
+ */
+async function targetDrivenSelection(
+  run: Run,
+  req: HardenRequest,
+  s: WeightSources,
+  atlas: Atlas,
+  job: JobScores,
+  o: FgsnOptions,
+  task: ProbeRecord[],
+): Promise<{ selection: Selection; details: Record<string, unknown> }> {
+  const ranking = await fgsnRanking(job, o);
+  const projection = fgsnProjection(o);
+  const ctx = { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) };
+  const prompts = atlas.harmful.map((p) => p.prompt);
+  const taskAnswered = task.filter((p) => p.response !== undefined).slice(0, 200);
+  const ref = await measureOnProbes(
+    { dir: s.finetuned?.dir ?? s.aligned.dir, ...(s.adapter ? { adapter: s.adapter.dir } : {}) },
+    [], taskAnswered, ctx,
+  );
+  const schedule: number[] = [];
+  for (let k = 0; k < 16; k++) schedule.push(o.q * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
+  const steps: TargetStep[] = [];
+  let chosen: Selection | null = null;
+  const tmpRoot = join(req.outDir, '.fgsn-target');
+  try {
+    for (const q of schedule) {
+      run.checkCancelled();
+      const sel = ranking.select(q);
+      const counts = countEdit(s, sel);
+      if (counts.pctLinearParams > o.maxParams) break;
+      const dir = join(tmpRoot, `q${steps.length}`);
+      await writeHardened(s, sel, projectionCompute(projection), { modelDir: dir }, {});
+      const m = await measureOnProbes({ dir }, prompts, taskAnswered, ctx);
+      await rm(dir, { recursive: true, force: true });
+      const taskOk = m.taskAccuracy === null || ref.taskAccuracy === null || m.taskAccuracy >= ref.taskAccuracy - o.taskTolerance;
+      const step: TargetStep = { q, rows: counts.rows, pctLinearParams: counts.pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy, accepted: taskOk };
+      steps.push(step);
+      await run.within(Math.min(0.95, steps.length / 8), `q=${q.toFixed(4)}: probe ASR ${m.asr.toFixed(3)}, task ${m.taskAccuracy?.toFixed(3) ?? 'n/a'}`);
+      if (!taskOk) break;
+      chosen = sel;
+      if (m.asr <= o.targetAsr!) break;
+    }
+  } finally {
+    await rm(tmpRoot, { recursive: true, force: true });
+  }
+  const reached = steps.some((st) => st.accepted && st.probeAsr <= o.targetAsr!);
+  return {
+    selection: chosen ?? ranking.select(schedule[0]),
+    details: {
+      layers: ranking.layers, p: o.p, taskRowsExcluded: countRows(ranking.taskSet), scoring: o.scoring, scope: o.scope,
+      target: { targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, reached, finetunedTaskAccuracy: ref.taskAccuracy, steps },
+      q: steps.filter((st) => st.accepted).at(-1)?.q ?? schedule[0],
+    },
+  };
+}
+
+async function artifactList(outDir: string): Promise<ArtifactInfo[]> {
+  const out: ArtifactInfo[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const name of (await readdir(dir)).sort()) {
+      const p = join(dir, name);
+      const st = await stat(p);
+      if (st.isDirectory()) await walk(p);
+      else {
+        const h = createHash('sha256');
+        for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
+        out.push({ name: relative(outDir, p), bytes: st.size, sha256: h.digest('hex') });
+      }
+    }
+  };
+  await walk(outDir);
+  return out;
+}
+
+export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Promise<HardenResult> {
+  const run = new Run(hooks);
+  const started = new Date().toISOString();
+  await run.stage('validate');
+  const parsed = parseMethodOptions(req.method, req.options ?? {});
+  checkProbes('harmful', req.harmful, 1);
+  checkProbes('benign', req.benign, 2);
+  if (req.task) checkProbes('task', req.task, 1);
+  const outputs = new Set(req.outputs.length > 0 ? req.outputs : ['model']);
+  for (const o of outputs) {
+    if (!['model', 'diff', 'adapter', 'report'].includes(o)) throw new FgsnError('DEFENSE_OPTION_INVALID', `unknown output "${o}" (model, diff, adapter, report)`);
+  }
+  if (outputs.has('adapter')) {
+    if (req.adapterPath === undefined) throw new FgsnError('DEFENSE_OPTION_INVALID', 'output "adapter" needs a LoRA adapter input');
+  }
+  await ensureEmptyDir(req.outDir);
+  const sources = await openSources(req);
+  try {
+    await run.stage('atlas');
+    const { atlas, cached } = await getOrBuildAtlas(sources.aligned.dir, req.harmful, req.benign, req.cacheDir, {
+      ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}),
+    }, (msg) => run.within(0.5, msg));
+    const task = req.task ?? req.benign;
+    const job = new JobScores(sources, atlas, task, {
+      cacheDir: req.cacheDir,
+      ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}),
+      ...(parsed.method === 'fgsn' ? { batchSize: parsed.o.batchSize, layersPerPass: parsed.o.layersPerPass } : {}),
+    });
+
+    await run.stage('task-neurons');
+    if (parsed.method === 'fgsn' && parsed.o.p > 0) await job.taskScores();
+
+    await run.stage('selection');
+    let plan: EditPlan;
+    if (parsed.method === 'fgsn' && parsed.o.targetAsr !== undefined) {
+      const t = await targetDrivenSelection(run, req, sources, atlas, job, parsed.o, task);
+      const projection = fgsnProjection(parsed.o);
+      plan = { selection: t.selection, compute: projectionCompute(projection), projection, details: t.details };
+    } else {
+      plan = await planMethod(job, parsed);
+    }
+    const counts: EditCounts = countEdit(sources, plan.selection);
+    if (outputs.has('adapter') && (plan.projection === undefined || !['gram', 'subspace'].includes(plan.projection.mode))) {
+      throw new FgsnError('DEFENSE_OPTION_INVALID', `output "adapter" keeps the LoRA form only for projection modes gram and subspace (method ${req.method} uses ${plan.projection?.mode ?? 'an element-wise edit'})`);
+    }
+
+    await run.stage('projection');
+    const modelDir = outputs.has('model') ? join(req.outDir, 'model') : undefined;
+    const methodMeta = JSON.stringify({ method: req.method, options: parsed.o, atlas: atlas.id });
+    let done = 0;
+    const total = Math.max(1, [...plan.selection.values()].filter((r) => r.length > 0).length + (sources.adapter?.targets().length ?? 0));
+    const outcome = await writeHardened(sources, plan.selection, plan.compute, {
+      ...(outputs.has('diff') ? { diffPath: join(req.outDir, 'diff.safetensors') } : {}),
+      ...(modelDir ? { modelDir } : {}),
+      ...(outputs.has('adapter') ? { adapterDir: join(req.outDir, 'adapter'), adapterProjection: plan.projection } : {}),
+    }, { 'fgsn.method': methodMeta, 'fgsn.atlas': atlas.id }, async (name) => {
+      run.checkCancelled();
+      await run.within(++done / total, name);
+    });
+
+    await run.stage('evaluation');
+    let metrics: Record<string, number> | undefined;
+    let evalReport: unknown;
+    if (req.evaluate && (modelDir || outputs.has('adapter'))) {
+      const e = req.evaluate;
+      const report = await evaluateModel(modelDir ?? sources.aligned.dir, {
+        ...(modelDir ? {} : { adapter: join(req.outDir, 'adapter') }),
+        ...(e.harmful ? { harmful: e.harmful.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
+        ...(e.emerging ? { emerging: e.emerging.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
+        ...(e.lookalike ? { lookalike: e.lookalike.map((p) => ({ prompt: p.prompt, ...(p.response ? { answer: p.response } : {}) })) } : {}),
+        ...(e.tasks ? { tasks: e.tasks } : {}),
+        ...(e.maxNewTokens ? { maxNewTokens: e.maxNewTokens } : {}),
+        cacheDir: join(req.cacheDir, 'engine'),
+        ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}),
+      });
+      evalReport = report;
+      metrics = {};
+      for (const [k, v] of Object.entries(report)) if (typeof v === 'number' && k !== 'max_new_tokens') metrics[k] = v;
+    }
+
+    await run.stage('report');
+    run.end();
+    const report: Record<string, unknown> = {
+      fgsn: { version: 1, startedAt: started, finishedAt: new Date().toISOString() },
+      method: req.method,
+      options: parsed.o,
+      inputs: {
+        base: sources.base.dir, aligned: sources.aligned.dir,
+        ...(sources.finetuned ? { finetuned: sources.finetuned.dir } : { adapter: sources.adapter!.dir }),
+        sourceSha256: outcome.sourceSha256,
+        probes: { harmful: req.harmful.length, benign: req.benign.length, task: task.length, taskIsBenign: req.task === undefined },
+      },
+      atlas: { id: atlas.id, cached, band: atlas.band, layerWeights: atlas.layerWeights, curve: atlas.curve },
+      selection: plan.details,
+      edit: counts,
+      rows: selectionToJSON(plan.selection),
+      outputs: [...outputs],
+      timings: { ...run.seconds },
+      ...(metrics ? { metrics, evaluation: evalReport } : {}),
+    };
+    const text = JSON.stringify(report, null, 1) + '\n';
+    if (modelDir) await writeFile(join(modelDir, 'fgsn-report.json'), text);
+    await writeFile(join(req.outDir, 'report.json'), text);
+    const artifacts = await artifactList(req.outDir);
+    await run.progress({ stage: 'report', percent: 100 });
+    return {
+      artifacts,
+      report,
+      summary: {
+        method: req.method,
+        rowsChanged: counts.rows,
+        paramsChanged: counts.params,
+        paramsChangedPctLinear: counts.pctLinearParams,
+        stageSeconds: { ...run.seconds },
+        ...(metrics ? { metrics } : {}),
+      },
+    };
+  } finally {
+    await closeSources(sources);
+  }
+}
