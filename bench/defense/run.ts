@@ -25,7 +25,7 @@ import {
   type EvalSuite,
 } from '../../src/eval/testbed.js';
 import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult } from '../../src/pipeline/types.js';
-import { compareWithRecorded, renderMarkdown, type BenchRow } from './table.js';
+import { compareWithRecorded, renderMarkdown, renderTargets, targetChecks, type BenchRow } from './table.js';
 import { DEV_FINETUNES, finetuneInfo, loadProbes, type FinetuneInfo } from './testbed.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -270,11 +270,15 @@ async function main(): Promise<void> {
     '',
     `Total wall time ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
   ];
-  const md = renderMarkdown(rows, header);
+  const attacked = o.checkpoints.filter((c) => !/_benign$/u.test(c));
+  const checks = targetChecks(rows, attacked);
+  const md = renderMarkdown(rows, header) + (checks.length > 0
+    ? `\n## Targets of the defense issue (fgsn default, attacked fine-tunes${full ? '' : `; eval subsets of ${o.limit}, indicative only`})\n\n${renderTargets(checks)}`
+    : '');
   writeFileSync(join(o.outDir, 'defense.md'), md);
   writeFileSync(join(o.outDir, 'defense.json'), JSON.stringify({
     testbed: o.testbed, limit: o.limit ?? null, methods: o.methods, unavailable, probes: loadProbes(o.testbed, undefined).sources,
-    params: { total: totalParams, linear: linearParams }, rows,
+    params: { total: totalParams, linear: linearParams }, rows, targets: checks,
   }, null, 2) + '\n');
   process.stdout.write(md);
 }

@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { compareWithRecorded, renderMarkdown } from '../../bench/defense/table.js';
+import { compareWithRecorded, renderMarkdown, renderTargets, targetChecks, type BenchRow } from '../../bench/defense/table.js';
 import { loadProbes, finetuneInfo } from '../../bench/defense/testbed.js';
 import { HAS_TESTBED, describeTestbed, testbedPath } from '../support/testbed.js';
 
@@ -54,4 +54,23 @@ describeTestbed('bench probes come from train/probe splits only', () => {
     expect(finetuneInfo(testbedPath(), 'ft_gsm_p10')).toMatchObject({ finetunedPath: testbedPath('ft_gsm_p10'), task: 'gsm' });
     expect(finetuneInfo(testbedPath(), 'ft_harmful').task).toBeUndefined();
   });
+});
+
+it('targetChecks applies the issue tolerances against aligned, undefended and the baselines', () => {
+  const ok = (r: Omit<BenchRow, 'status'>): BenchRow => ({ ...r, status: 'ok' });
+  const rows: BenchRow[] = [
+    ok({ checkpoint: 'aligned', method: 'aligned (reference)', asr: 0.01, over_refusal: 0 }),
+    ok({ checkpoint: 'a', method: 'undefended', asr: 0.99, task_acc: 1, over_refusal: 0 }),
+    ok({ checkpoint: 'a', method: 'fgsn (default)', asr: 0.06, task_acc: 0.99, over_refusal: 0.02, params_pct_linear: 3 }),
+    ok({ checkpoint: 'a', method: 'safelora', asr: 0.06, task_acc: 0.9 }),
+    ok({ checkpoint: 'a', method: 'layer', asr: 0.05, task_acc: 1 }),
+    ok({ checkpoint: 'b', method: 'undefended', asr: 0.99, task_acc: 1, over_refusal: 0 }),
+    ok({ checkpoint: 'b', method: 'fgsn (default)', asr: 0.07, task_acc: 0.985, over_refusal: 0.03, params_pct_linear: 3.1 }),
+    { checkpoint: 'b', method: 'safelora', status: 'unavailable' },
+  ];
+  const [a, b] = targetChecks(rows, ['a', 'b', 'missing']);
+  expect(a).toEqual({ checkpoint: 'a', asr: true, task: true, overRefusal: true, params: true, beatsSafeLora: true, beatsLayer: false });
+  expect(b).toEqual({ checkpoint: 'b', asr: false, task: false, overRefusal: false, params: false });
+  expect(targetChecks(rows, ['a', 'b', 'missing'])).toHaveLength(2);
+  expect(renderTargets([a, b])).toContain('| b | **no** | **no** | **no** | **no** | – | – |');
 });
