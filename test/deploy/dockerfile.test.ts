@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -68,6 +68,13 @@ function envOf(s: Stage): Map<string, string> {
   return env;
 }
 
+/** Sources COPY'd from the build stage into a stage. */
+function runtimeCopies(s: Stage): string[] {
+  return of(s, 'COPY')
+    .filter((i) => flags(i).get('from') === 'build')
+    .map((i) => args(i).split(/\s+/)[0]);
+}
+
 function jsonArgs(i: Instruction): string[] {
   return JSON.parse(args(i)) as string[];
 }
@@ -113,6 +120,18 @@ describe.each(Object.entries(files))('%s image', (name, text) => {
     expect(runs.some((r) => /npm run build/.test(r))).toBe(true);
   });
 
+  it('ships the data files that live beside the sources (tsc emits only .js)', () => {
+    const build = all.find((s) => of(s, 'RUN').some((i) => args(i).includes('npm run build')));
+    const step = of(build as Stage, 'RUN').map(args).find((r) => r.includes('npm run build')) ?? '';
+    expect(step).toContain("(cd src && find . -type f ! -name '*.ts' ! -name '*.md' -exec cp --parents {} ../dist/ \\;)");
+    // What that step carries today: at least the default probe sets the API serves.
+    const data = readdirSync(join(REPO_ROOT, 'src'), { recursive: true, encoding: 'utf8' }).filter(
+      (f) => !f.endsWith('.ts') && !f.endsWith('.md') && statSync(join(REPO_ROOT, 'src', f)).isFile(),
+    );
+    expect(data.map((f) => f.replaceAll('\\', '/'))).toEqual(expect.arrayContaining(['api/default-probes/harmful.jsonl']));
+    expect(runtimeCopies(runtime)).toContain('/app/dist');
+  });
+
   it('prunes onnxruntime binaries of other platforms', () => {
     const prune = runs.find((r) => r.includes('for napi in node_modules/onnxruntime-node/bin/napi-v*')) ?? '';
     expect(prune).toMatch(/rm -rf "\$napi\/darwin" "\$napi\/win32"/);
@@ -149,7 +168,8 @@ describe.each(Object.entries(files))('%s image', (name, text) => {
         if (flags(i).has('from')) continue;
         for (const src of args(i).split(/\s+/).slice(0, -1)) {
           expect(existsSync(join(REPO_ROOT, src)), `${src} is missing from the repository`).toBe(true);
-          expect(ignore.some((l) => l === `!${src}` || l === `!${src}/**`), `${src} is not allowed by .dockerignore`).toBe(true);
+          const allowed = ignore.some((l) => l === `!${src}` || l === `!${src}/**` || (l.endsWith('/**') && src.startsWith(l.slice(1, -2))));
+          expect(allowed, `${src} is not allowed by .dockerignore`).toBe(true);
         }
       }
     }
