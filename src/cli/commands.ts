@@ -19,4 +19,7 @@ export const COMMANDS: Record<string, CommandEntry> = {
   attribute: { summary: 'first-order attribution: per-row <dLoss/dW, M> of every linear weight for response NLL', load: () => import('./attribute.js') },
   harden: { summary: 'harden a fine-tuned model (or LoRA adapter): find the safety neurons and project them', load: () => import('./harden.js') },
   'apply-diff': { summary: 'rebuild a hardened model from its source checkpoint and a row diff (bit-for-bit)', load: () => import('./apply-diff.js') },
+  serve: { summary: 'run the HTTP API (--with-worker: and one harden worker in-process)', load: () => import('./serve.js') },
+  worker: { summary: 'run a harden worker (BullMQ queue "harden", sandboxed processors)', load: () => import('./worker.js') },
+  openapi: { summary: 'print the OpenAPI 3.1 document of the HTTP API', load: () => import('./openapi.js') },
 };

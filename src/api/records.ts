@@ -1,0 +1,199 @@
+/**
+ * Resource records (checkpoints, references, probe sets, jobs) kept in Redis under the service prefix, so
+ * that every API replica and worker sees the same state. Records are JSON; the files behind checkpoints live
+ * on the shared data volume, artifact bytes in the BlobStore, job execution state in BullMQ.
+ */
+import type { Redis } from 'ioredis';
+import type { ProbeRecord } from '../pipeline/types.js';
+import { cancelFlagKey } from '../queue/names.js';
+
+export type CheckpointState = 'uploading' | 'validating' | 'ready';
+
+export interface UploadedFile {
+  name: string;
+  bytes: number;
+  sha256: string;
+}
+
+export interface CheckpointRecord {
+  id: string;
+  tenant: string;
+  name?: string;
+  state: CheckpointState;
+  createdAt: string;
+  completedAt?: string;
+  /** What the checkpoint layer detected when the upload was completed. */
+  kind?: 'model' | 'adapter';
+  summary?: Record<string, unknown>;
+}
+
+export interface ModelLocation {
+  checkpointId?: string;
+  path: string;
+}
+
+export interface ReferenceRecord {
+  id: string;
+  tenant: string;
+  /** global references are usable (read-only) by every tenant; tenant ones only by their owner. */
+  visibility: 'global' | 'tenant';
+  name?: string;
+  aligned: ModelLocation;
+  base: ModelLocation;
+  createdAt: string;
+}
+
+export interface ProbeSetRecord {
+  id: string;
+  tenant: string;
+  name?: string;
+  kind: 'harmful' | 'benign' | 'task';
+  count: number;
+  categories: Record<string, number>;
+  bytes: number;
+  createdAt: string;
+}
+
+export interface JobRecord {
+  id: string;
+  tenant: string;
+  createdAt: string;
+  /** The request as accepted (webhook secret removed). */
+  request: Record<string, unknown>;
+  webhook?: { url: string; secret?: string };
+  cancelRequestedAt?: string;
+}
+
+export class Records {
+  constructor(
+    readonly redis: Redis,
+    readonly prefix: string,
+  ) {}
+
+  key(...parts: string[]): string {
+    return [this.prefix, ...parts].join(':');
+  }
+
+  private async getJson<T>(key: string): Promise<T | undefined> {
+    const raw = await this.redis.get(key);
+    return raw === null ? undefined : (JSON.parse(raw) as T);
+  }
+
+  // checkpoints
+  async putCheckpoint(r: CheckpointRecord): Promise<void> {
+    await this.redis.set(this.key('ckpt', r.id), JSON.stringify(r));
+  }
+  getCheckpoint(id: string): Promise<CheckpointRecord | undefined> {
+    return this.getJson(this.key('ckpt', id));
+  }
+  /** Moves a checkpoint between states only if it is in `from` (a Lua CAS: concurrent completes race safely). */
+  async transitionCheckpoint(id: string, from: CheckpointState, patch: Partial<CheckpointRecord>): Promise<CheckpointRecord | undefined> {
+    const script = `
+      local raw = redis.call('GET', KEYS[1])
+      if not raw then return nil end
+      local r = cjson.decode(raw)
+      if r.state ~= ARGV[1] then return nil end
+      local patch = cjson.decode(ARGV[2])
+      for k, v in pairs(patch) do r[k] = v end
+      local out = cjson.encode(r)
+      redis.call('SET', KEYS[1], out)
+      return out`;
+    const out = (await this.redis.eval(script, 1, this.key('ckpt', id), from, JSON.stringify(patch))) as string | null;
+    return out === null ? undefined : (JSON.parse(out) as CheckpointRecord);
+  }
+  async putFile(id: string, f: UploadedFile): Promise<void> {
+    await this.redis.hset(this.key('ckpt', id, 'files'), f.name, JSON.stringify(f));
+  }
+  async listFiles(id: string): Promise<UploadedFile[]> {
+    const all = await this.redis.hgetall(this.key('ckpt', id, 'files'));
+    return Object.values(all)
+      .map((v) => JSON.parse(v) as UploadedFile)
+      .sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  // references
+  async putReference(r: ReferenceRecord): Promise<void> {
+    const m = this.redis.multi().set(this.key('ref', r.id), JSON.stringify(r));
+    m.zadd(r.visibility === 'global' ? this.key('refs', 'global') : this.key('tenant', r.tenant, 'refs'), Date.parse(r.createdAt), r.id);
+    await m.exec();
+  }
+  getReference(id: string): Promise<ReferenceRecord | undefined> {
+    return this.getJson(this.key('ref', id));
+  }
+  async listReferences(tenant: string): Promise<ReferenceRecord[]> {
+    const ids = [
+      ...(await this.redis.zrange(this.key('refs', 'global'), '0', '-1')),
+      ...(await this.redis.zrange(this.key('tenant', tenant, 'refs'), '0', '-1')),
+    ];
+    if (ids.length === 0) return [];
+    const raws = await this.redis.mget(...ids.map((i) => this.key('ref', i)));
+    return raws.flatMap((r) => (r === null ? [] : [JSON.parse(r) as ReferenceRecord]));
+  }
+
+  // probe sets
+  async putProbeSet(r: ProbeSetRecord, ndjson: string): Promise<void> {
+    await this.redis.multi().set(this.key('probes', r.id, 'records'), ndjson).set(this.key('probes', r.id), JSON.stringify(r)).exec();
+  }
+  getProbeSet(id: string): Promise<ProbeSetRecord | undefined> {
+    return this.getJson(this.key('probes', id));
+  }
+  async getProbeRecords(id: string): Promise<ProbeRecord[] | undefined> {
+    const raw = await this.redis.get(this.key('probes', id, 'records'));
+    if (raw === null) return undefined;
+    return raw.length === 0 ? [] : raw.split('\n').map((l) => JSON.parse(l) as ProbeRecord);
+  }
+
+  // jobs
+  async putJob(r: JobRecord): Promise<void> {
+    await this.redis
+      .multi()
+      .set(this.key('job', r.id), JSON.stringify(r))
+      .zadd(this.key('tenant', r.tenant, 'jobs'), Date.parse(r.createdAt), r.id)
+      .exec();
+  }
+  getJob(id: string): Promise<JobRecord | undefined> {
+    return this.getJson(this.key('job', id));
+  }
+  async getJobs(ids: string[]): Promise<(JobRecord | undefined)[]> {
+    if (ids.length === 0) return [];
+    const raws = await this.redis.mget(...ids.map((i) => this.key('job', i)));
+    return raws.map((r) => (r === null ? undefined : (JSON.parse(r) as JobRecord)));
+  }
+  /** Job ids of a tenant, newest first, strictly older than (score, id) when a cursor is given. */
+  async pageJobIds(tenant: string, before: { score: number; id: string } | undefined, count: number): Promise<{ id: string; score: number }[]> {
+    const key = this.key('tenant', tenant, 'jobs');
+    const max = before === undefined ? '+inf' : String(before.score);
+    const raw = await this.redis.zrevrangebyscore(key, max, '-inf', 'WITHSCORES', 'LIMIT', '0', String(count + 64));
+    const out: { id: string; score: number }[] = [];
+    for (let i = 0; i < raw.length; i += 2) {
+      const id = raw[i];
+      const score = Number(raw[i + 1]);
+      // Same-millisecond jobs are ordered by id (descending, as ZREVRANGE does) to make the cursor total.
+      if (before !== undefined && score === before.score && id >= before.id) continue;
+      out.push({ id, score });
+      if (out.length >= count) break;
+    }
+    return out;
+  }
+  cancelKey(jobId: string): string {
+    return cancelFlagKey(this.prefix, jobId);
+  }
+  async requestCancel(jobId: string): Promise<void> {
+    await this.redis.set(this.cancelKey(jobId), '1', 'EX', 7 * 24 * 3600);
+  }
+  async isCancelRequested(jobId: string): Promise<boolean> {
+    return (await this.redis.exists(this.cancelKey(jobId))) === 1;
+  }
+
+  /**
+   * Idempotency: the first request with a key stores (bodyHash, jobId); later ones get the stored entry.
+   * Returns undefined when this call claimed the key.
+   */
+  async claimIdempotencyKey(tenant: string, keyHash: string, bodyHash: string, jobId: string): Promise<{ bodyHash: string; jobId: string } | undefined> {
+    const k = this.key('idem', tenant, keyHash);
+    const ok = await this.redis.set(k, JSON.stringify({ bodyHash, jobId }), 'EX', 24 * 3600, 'NX');
+    if (ok === 'OK') return undefined;
+    const existing = await this.getJson<{ bodyHash: string; jobId: string }>(k);
+    return existing ?? { bodyHash, jobId };
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * Uploads: create -> PUT files (raw body or multipart, streamed to disk with a size limit and sha256) ->
+ * complete (validated by the checkpoint layer, then read-only). Bytes never pass through the JS heap whole.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import multipart from '@fastify/multipart';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { validateCheckpointFolder, type CheckpointSummary } from '../../checkpoint/index.js';
+import { FgsnError } from '../../errors.js';
+import { authenticate } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { ID_PATTERN, newId } from '../ids.js';
+import type { CheckpointRecord, Records, UploadedFile } from '../records.js';
+import { checkUploadName } from '../upload-names.js';
+import { CheckpointCreateBody, CheckpointSchema, ErrorBody, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
+import { toJsonSchema } from '../zod-schema.js';
+
+export function uploadDir(dataDir: string, id: string): string {
+  return join(dataDir, 'uploads', id);
+}
+export function uploadFilesDir(dataDir: string, id: string): string {
+  return join(uploadDir(dataDir, id), 'files');
+}
+
+/** The tenant's checkpoint or a 404 (another tenant's id is indistinguishable from a missing one). */
+export async function ownCheckpoint(records: Records, tenant: string, id: string): Promise<CheckpointRecord> {
+  const r = ID_PATTERN.test(id) ? await records.getCheckpoint(id) : undefined;
+  if (r === undefined || r.tenant !== tenant) throw new FgsnError('NOT_FOUND', `no checkpoint ${id}`);
+  return r;
+}
+
+async function view(records: Records, r: CheckpointRecord): Promise<Record<string, unknown>> {
+  return {
+    id: r.id,
+    name: r.name,
+    state: r.state,
+    kind: r.kind,
+    detected: r.summary,
+    files: await records.listFiles(r.id),
+    createdAt: r.createdAt,
+    completedAt: r.completedAt,
+  };
+}
+
+/** What GET shows of the checkpoint layer's summary: the facts, not the full tensor table. */
+export function compactSummary(s: CheckpointSummary): Record<string, unknown> {
+  return {
+    kind: s.kind,
+    family: s.family,
+    modelType: s.modelType,
+    architectures: s.architectures,
+    dtype: s.dtype,
+    parameterCount: s.parameterCount,
+    linearParameterCount: s.linearParameterCount,
+    sharded: s.sharded,
+    tensorCount: s.tensors.length,
+    layers: s.spec?.numLayers ?? null,
+    hiddenSize: s.spec?.hiddenSize ?? null,
+    adapter: s.adapter,
+  };
+}
+
+const errorResponses = (...codes: number[]): Record<number, unknown> =>
+  Object.fromEntries(codes.map((c) => [c, toJsonSchema(ErrorBody, 'output')]));
+
+class LimitedHasher extends Transform {
+  readonly hash = createHash('sha256');
+  bytes = 0;
+  constructor(
+    private readonly limit: number,
+    private readonly name: string,
+  ) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null, d?: Buffer) => void): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.limit) {
+      cb(new FgsnError('PAYLOAD_TOO_LARGE', `${this.name} exceeds the upload limit of ${this.limit} bytes`, { details: { limit: this.limit } }));
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+}
+
+export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const { records, config } = ctx;
+  const auth = authenticate(ctx);
+
+  app.post(
+    '/v1/checkpoints',
+    {
+      onRequest: auth,
+      schema: {
+        tags: ['checkpoints'],
+        summary: 'Create an upload',
+        body: toJsonSchema(CheckpointCreateBody),
+        response: { 201: toJsonSchema(CheckpointSchema, 'output'), ...errorResponses(400, 401) },
+      },
+    },
+    async (request, reply) => {
+      const body = (request.body ?? {}) as { name?: string };
+      const r: CheckpointRecord = { id: newId('ckpt'), tenant: request.auth.tenant, name: body.name, state: 'uploading', createdAt: new Date().toISOString() };
+      await mkdir(uploadFilesDir(config.dataDir, r.id), { recursive: true });
+      await records.putCheckpoint(r);
+      request.log.info({ checkpointId: r.id }, 'upload created');
+      return reply.status(201).header('location', `/v1/checkpoints/${r.id}`).send(await view(records, r));
+    },
+  );
+
+  app.get(
+    '/v1/checkpoints/:id',
+    {
+      onRequest: auth,
+      schema: { tags: ['checkpoints'], summary: 'Upload state and what was detected', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(CheckpointSchema, 'output'), ...errorResponses(401, 404) } },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      return view(records, await ownCheckpoint(records, request.auth.tenant, id));
+    },
+  );
+
+  // Uploads live in their own plugin scope: its catch-all parser leaves bodies unread for streaming.
+  await app.register(async (scope) => {
+    await scope.register(multipart, { limits: { files: 1, fileSize: config.uploadMaxBytes + 1, fields: 10, parts: 11 } });
+    scope.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+
+    scope.put(
+      '/v1/checkpoints/:id/files/:name',
+      {
+        onRequest: auth,
+        schema: {
+          tags: ['checkpoints'],
+          summary: 'Upload one file (raw body, e.g. curl -T; or multipart/form-data with one file part)',
+          description:
+            'Streams the body to disk. Optional header X-Content-SHA256 (hex) is checked against the received bytes. ' +
+            'Names are flat (no "/", "..", NUL, leading "."); pickle files are refused.',
+          params: toJsonSchema(FileParams),
+          response: { 201: toJsonSchema(UploadedFileSchema, 'output'), ...errorResponses(401, 404, 409, 413, 422) },
+        },
+      },
+      async (request, reply) => {
+        const { id, name } = request.params as { id: string; name: string };
+        const r = await ownCheckpoint(records, request.auth.tenant, id);
+        checkUploadName(name);
+        if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
+        const declared = Number(request.headers['content-length'] ?? NaN);
+        if (Number.isFinite(declared) && declared > config.uploadMaxBytes) {
+          throw new FgsnError('PAYLOAD_TOO_LARGE', `${name} (${declared} bytes) exceeds the upload limit of ${config.uploadMaxBytes} bytes`, {
+            details: { limit: config.uploadMaxBytes },
+          });
+        }
+        const file = await receive(request, name, config.uploadMaxBytes, join(uploadDir(config.dataDir, id), 'partial'));
+        try {
+          ctx.metrics.bytesIn.inc(file.bytes);
+          const expected = request.headers['x-content-sha256'];
+          if (typeof expected === 'string' && expected.toLowerCase() !== file.sha256) {
+            throw new FgsnError('UPLOAD_CHECKSUM_MISMATCH', `${name}: received sha256 ${file.sha256}, header says ${expected}`, {
+              details: { name, received: file.sha256, expected },
+            });
+          }
+          const now = await records.getCheckpoint(id);
+          if (now?.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} was completed during the upload of ${name}`);
+          await rename(file.tmp, join(uploadFilesDir(config.dataDir, id), name));
+        } catch (e) {
+          await rm(file.tmp, { force: true });
+          throw e;
+        }
+        const entry: UploadedFile = { name, bytes: file.bytes, sha256: file.sha256 };
+        await records.putFile(id, entry);
+        request.log.info({ checkpointId: id, file: name, bytes: file.bytes }, 'file uploaded');
+        return reply.status(201).send(entry);
+      },
+    );
+  });
+
+  app.post(
+    '/v1/checkpoints/:id/complete',
+    {
+      onRequest: auth,
+      schema: {
+        tags: ['checkpoints'],
+        summary: 'Validate the uploaded folder (model or LoRA adapter) and make it immutable',
+        description: 'On failure: 422 UPLOAD_INVALID whose details.problems lists every problem found, each with its code.',
+        params: toJsonSchema(IdParams),
+        response: { 200: toJsonSchema(CheckpointSchema, 'output'), ...errorResponses(401, 404, 409, 422) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params as { id: string };
+      const r = await ownCheckpoint(records, request.auth.tenant, id);
+      if (r.state === 'ready') return view(records, r);
+      const claimed = await records.transitionCheckpoint(id, 'uploading', { state: 'validating' });
+      if (claimed === undefined) throw new FgsnError('CONFLICT', `checkpoint ${id} is being validated by another request`);
+      try {
+        const dir = uploadFilesDir(config.dataDir, id);
+        const files = await records.listFiles(id);
+        if (files.length === 0) throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} has no files`, { details: { problems: [] } });
+        const v = await validateCheckpointFolder(dir);
+        if (!v.ok) {
+          const problems = v.problems.map((p) => ({ code: p.code, message: p.message.split(dir).join('.'), details: p.details }));
+          throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} is not a valid model or adapter folder: ${problems.map((p) => p.code).join(', ')}`, {
+            details: { problems },
+          });
+        }
+        for (const f of files) await chmod(join(dir, f.name), 0o444);
+        await chmod(dir, 0o555);
+        const done = await records.transitionCheckpoint(id, 'validating', {
+          state: 'ready',
+          kind: v.kind,
+          summary: compactSummary(v.summary),
+          completedAt: new Date().toISOString(),
+        });
+        if (done === undefined) throw new FgsnError('INTERNAL', `checkpoint ${id} changed state during validation`);
+        request.log.info({ checkpointId: id, kind: v.kind }, 'upload completed');
+        return view(records, done);
+      } catch (e) {
+        await records.transitionCheckpoint(id, 'validating', { state: 'uploading' });
+        throw e;
+      }
+    },
+  );
+}
+
+async function receive(request: FastifyRequest, name: string, limit: number, partialDir: string): Promise<{ tmp: string; bytes: number; sha256: string }> {
+  let source: Readable = request.raw;
+  if (request.isMultipart()) {
+    const part = await request.file();
+    if (part === undefined) throw new FgsnError('VALIDATION_FAILED', 'multipart body has no file part');
+    source = part.file;
+  }
+  await mkdir(partialDir, { recursive: true });
+  const tmp = join(partialDir, `${randomUUID()}`);
+  const hasher = new LimitedHasher(limit, name);
+  try {
+    await pipeline(source, hasher, createWriteStream(tmp, { flags: 'wx' }));
+  } catch (e) {
+    await rm(tmp, { force: true });
+    if (e instanceof FgsnError) throw e;
+    const code = (e as { code?: string }).code;
+    if (code === 'FST_REQ_FILE_TOO_LARGE') throw new FgsnError('PAYLOAD_TOO_LARGE', `${name} exceeds the upload limit of ${limit} bytes`);
+    throw new FgsnError('VALIDATION_FAILED', `upload of ${name} was interrupted: ${(e as Error).message}`);
+  }
+  return { tmp, bytes: hasher.bytes, sha256: hasher.hash.digest('hex') };
+}

@@ -1,0 +1,225 @@
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { FgsnError } from '../../errors.js';
+import type { HardenJobData } from '../../queue/job-data.js';
+import { enqueueHarden, getHardenJob } from '../../queue/queue.js';
+import { describeJob, type JobStatus } from '../../queue/status.js';
+import { enqueueWebhook } from '../../queue/webhooks.js';
+import { authenticate } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { ID_PATTERN, newId } from '../ids.js';
+import type { JobRecord } from '../records.js';
+import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
+import { toJsonSchema } from '../zod-schema.js';
+import { ownCheckpoint, uploadFilesDir } from './checkpoints.js';
+import { visibleProbeSet } from './probe-sets.js';
+import { visibleReference } from './references.js';
+import type { z } from 'zod';
+
+type JobBody = z.output<typeof JobCreateBody>;
+
+/** Canonical JSON (sorted keys) so the same body in another key order is the same request. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+export async function jobStatusFor(ctx: ApiContext, record: JobRecord): Promise<JobStatus> {
+  const job = await getHardenJob(ctx.queue, record.id);
+  return describeJob(job, { id: record.id, createdAt: record.createdAt, request: record.request, cancelRequested: record.cancelRequestedAt !== undefined });
+}
+
+export async function ownJob(ctx: ApiContext, tenant: string, id: string): Promise<JobRecord> {
+  const r = ID_PATTERN.test(id) ? await ctx.records.getJob(id) : undefined;
+  if (r === undefined || r.tenant !== tenant) throw new FgsnError('NOT_FOUND', `no job ${id}`);
+  return r;
+}
+
+function encodeCursor(c: { score: number; id: string }): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+function decodeCursor(s: string): { score: number; id: string } {
+  try {
+    const c = JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as { score: unknown; id: unknown };
+    if (typeof c.score === 'number' && typeof c.id === 'string') return { score: c.score, id: c.id };
+  } catch {
+    // fall through
+  }
+  throw new FgsnError('VALIDATION_FAILED', 'cursor is not one this API returned');
+}
+
+export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const { records, config } = ctx;
+  const auth = authenticate(ctx);
+  const err = toJsonSchema(ErrorBody, 'output');
+
+  /** Resolves ids to server-side inputs, checking the tenant may use each; the job then needs nothing else. */
+  const resolve = async (tenant: string, body: JobBody, jobId: string): Promise<HardenJobData> => {
+    const ft = await ownCheckpoint(records, tenant, body.finetuned);
+    if (ft.state !== 'ready') throw new FgsnError('CONFLICT', `checkpoint ${ft.id} is not completed; POST /v1/checkpoints/${ft.id}/complete first`);
+    const ref = await visibleReference(records, tenant, body.reference);
+    const harmful = await visibleProbeSet(records, tenant, body.probes?.harmful ?? 'default-harmful');
+    const benign = await visibleProbeSet(records, tenant, body.probes?.benign ?? 'default-benign');
+    const task = body.task === undefined ? undefined : await visibleProbeSet(records, tenant, body.task);
+    const ftPath = uploadFilesDir(config.dataDir, ft.id);
+    const { webhook, ...publicRequest } = body;
+    return {
+      jobId,
+      tenant,
+      input: {
+        basePath: ref.base.path,
+        alignedPath: ref.aligned.path,
+        ...(ft.kind === 'adapter' ? { adapterPath: ftPath } : { finetunedPath: ftPath }),
+        harmful: harmful.probes,
+        benign: benign.probes,
+        task: task?.probes,
+        method: body.method,
+        options: body.options,
+        outputs: body.outputs,
+        evaluate: body.evaluate ? {} : undefined,
+      },
+      webhook,
+      request: { ...publicRequest, ...(webhook ? { webhook: { url: webhook.url } } : {}) },
+    };
+  };
+
+  const accepted = (reply: FastifyReply, status: JobStatus, replayed: boolean) =>
+    reply
+      .status(202)
+      .header('location', `/v1/jobs/${status.id}`)
+      .header('idempotent-replayed', replayed ? 'true' : 'false')
+      .send(status);
+
+  app.post(
+    '/v1/jobs',
+    {
+      onRequest: auth,
+      schema: {
+        tags: ['jobs'],
+        summary: 'Submit a hardening job',
+        description: 'Idempotency-Key header: the same key with the same body returns the same job; with another body, 409.',
+        headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', maxLength: 255 } } },
+        body: toJsonSchema(JobCreateBody),
+        response: { 202: toJsonSchema(JobSchema, 'output'), 400: err, 401: err, 404: err, 409: err, 429: err },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as JobBody;
+      const tenant = request.auth.tenant;
+      const id = newId('job');
+      const idemKey = request.headers['idempotency-key'];
+      let claimedKey: string | undefined;
+      if (typeof idemKey === 'string' && idemKey.length > 0) {
+        const keyHash = sha256(idemKey);
+        const existing = await records.claimIdempotencyKey(tenant, keyHash, sha256(canonical(body)), id);
+        if (existing !== undefined) {
+          if (existing.bodyHash !== sha256(canonical(body))) {
+            throw new FgsnError('IDEMPOTENCY_CONFLICT', 'this Idempotency-Key was already used with a different request body');
+          }
+          // The first request may still be creating its job: wait briefly for its record.
+          for (let i = 0; i < 50; i++) {
+            const r = await records.getJob(existing.jobId);
+            if (r !== undefined) return accepted(reply, await jobStatusFor(ctx, r), true);
+            await new Promise((res) => setTimeout(res, 100));
+          }
+          throw new FgsnError('CONFLICT', 'a request with this Idempotency-Key is still being processed; retry shortly');
+        }
+        claimedKey = keyHash;
+      }
+      try {
+        const data = await resolve(tenant, body, id);
+        const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook };
+        await records.putJob(record);
+        await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs });
+        request.log.info({ jobId: id, method: body.method }, 'job queued');
+        return accepted(reply, await jobStatusFor(ctx, record), false);
+      } catch (e) {
+        if (claimedKey !== undefined) await ctx.redis.del(records.key('idem', tenant, claimedKey));
+        throw e;
+      }
+    },
+  );
+
+  app.get(
+    '/v1/jobs/:id',
+    { onRequest: auth, schema: { tags: ['jobs'], summary: 'Job state, stage, progress, timings, error', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(JobSchema, 'output'), 401: err, 404: err } } },
+    async (request) => jobStatusFor(ctx, await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id)),
+  );
+
+  app.get(
+    '/v1/jobs',
+    { onRequest: auth, schema: { tags: ['jobs'], summary: "The tenant's jobs, newest first", querystring: toJsonSchema(JobListQuery), response: { 200: toJsonSchema(JobList, 'output'), 400: err, 401: err } } },
+    async (request) => {
+      const q = request.query as z.output<typeof JobListQuery>;
+      let cursor = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
+      const items: JobStatus[] = [];
+      let exhausted = false;
+      // Filtering by state happens after paging, so scan forward until the page is full or the list ends.
+      while (items.length < q.limit && !exhausted) {
+        const page = await records.pageJobIds(request.auth.tenant, cursor, Math.max(q.limit, 50));
+        if (page.length === 0) {
+          exhausted = true;
+          break;
+        }
+        const recs = await records.getJobs(page.map((p) => p.id));
+        for (let i = 0; i < page.length; i++) {
+          cursor = page[i];
+          const rec = recs[i];
+          if (rec === undefined) continue;
+          const s = await jobStatusFor(ctx, rec);
+          if (q.state === undefined || s.state === q.state) items.push(s);
+          if (items.length >= q.limit) break;
+        }
+      }
+      return { items, nextCursor: !exhausted && cursor !== undefined ? encodeCursor(cursor) : null };
+    },
+  );
+
+  app.post(
+    '/v1/jobs/:id/cancel',
+    {
+      onRequest: auth,
+      schema: { tags: ['jobs'], summary: 'Cancel a queued or running job (running jobs stop at the next stage boundary)', params: toJsonSchema(IdParams), response: { 202: toJsonSchema(JobSchema, 'output'), 401: err, 404: err, 409: err } },
+    },
+    async (request, reply) => {
+      const record = await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id);
+      const before = await jobStatusFor(ctx, record);
+      if (before.state === 'cancelled') return reply.status(202).send(before);
+      if (before.state === 'completed' || before.state === 'failed') throw new FgsnError('CONFLICT', `job ${record.id} already ${before.state}`);
+      await records.requestCancel(record.id);
+      record.cancelRequestedAt = new Date().toISOString();
+      await records.putJob(record);
+      const job = await getHardenJob(ctx.queue, record.id);
+      if (job !== undefined) {
+        const state = await job.getState();
+        if (state !== 'active') {
+          // Not running: take it off the queue. If a worker grabbed it meanwhile, remove fails on the lock
+          // and the worker sees the flag instead.
+          const removed = await job.remove().then(
+            () => true,
+            () => false,
+          );
+          if (removed) {
+            const status = await jobStatusFor(ctx, record);
+            if (record.webhook?.secret) {
+              await enqueueWebhook(ctx.webhookQueue, { url: record.webhook.url, secret: record.webhook.secret, event: 'job.cancelled', job: status }, config.webhook);
+            }
+            request.log.info({ jobId: record.id }, 'queued job cancelled');
+            return reply.status(202).send(status);
+          }
+        }
+      }
+      request.log.info({ jobId: record.id }, 'cancel requested for running job');
+      return reply.status(202).send(await jobStatusFor(ctx, record));
+    },
+  );
+}

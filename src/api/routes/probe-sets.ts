@@ -1,0 +1,88 @@
+import type { FastifyInstance } from 'fastify';
+import { FgsnError } from '../../errors.js';
+import type { ProbeRecord } from '../../pipeline/types.js';
+import { authenticate } from '../auth.js';
+import type { ApiContext } from '../context.js';
+import { ID_PATTERN, newId } from '../ids.js';
+import { categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes, parseProbeNdjson } from '../probes.js';
+import type { ProbeSetRecord, Records } from '../records.js';
+import { ErrorBody, IdParams, ProbeSetList, ProbeSetQuery, ProbeSetSchema } from '../schemas.js';
+import { toJsonSchema } from '../zod-schema.js';
+
+const view = (r: ProbeSetRecord): Record<string, unknown> => ({
+  id: r.id,
+  name: r.name,
+  kind: r.kind,
+  count: r.count,
+  categories: r.categories,
+  builtIn: r.tenant === '*',
+  createdAt: r.createdAt,
+});
+
+/** A probe set the tenant may use (its own or a built-in one) with its records; 404 otherwise. */
+export async function visibleProbeSet(records: Records, tenant: string, id: string): Promise<{ meta: ProbeSetRecord; probes: ProbeRecord[] }> {
+  if (isDefaultProbeSet(id)) return { meta: await defaultProbeSetRecord(id), probes: await loadDefaultProbes(id) };
+  const meta = ID_PATTERN.test(id) ? await records.getProbeSet(id) : undefined;
+  if (meta === undefined || meta.tenant !== tenant) throw new FgsnError('NOT_FOUND', `no probe set ${id}`);
+  const probes = await records.getProbeRecords(id);
+  if (probes === undefined) throw new FgsnError('NOT_FOUND', `no probe set ${id}`);
+  return { meta, probes };
+}
+
+export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const { records, config } = ctx;
+  const auth = authenticate(ctx);
+  const err = toJsonSchema(ErrorBody, 'output');
+
+  await app.register(async (scope) => {
+    scope.addContentTypeParser(['application/x-ndjson', 'application/jsonl'], { parseAs: 'string', bodyLimit: config.probeSetMaxBytes }, (_req, body, done) =>
+      done(null, body),
+    );
+    scope.post(
+      '/v1/probe-sets',
+      {
+        onRequest: auth,
+        schema: {
+          tags: ['probe-sets'],
+          summary: 'Upload a probe set (application/x-ndjson: one {"prompt", "category"?, "response"?} per line)',
+          querystring: toJsonSchema(ProbeSetQuery),
+          consumes: ['application/x-ndjson'],
+          response: { 201: toJsonSchema(ProbeSetSchema, 'output'), 400: err, 401: err, 413: err, 415: err, 422: err },
+        },
+      },
+      async (request, reply) => {
+        const ct = (request.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+        if (ct !== 'application/x-ndjson' && ct !== 'application/jsonl') {
+          throw new FgsnError('UNSUPPORTED_MEDIA_TYPE', 'send the probe set as application/x-ndjson');
+        }
+        const q = request.query as { kind: 'harmful' | 'benign' | 'task'; name?: string };
+        const text = typeof request.body === 'string' ? request.body : '';
+        const probes = parseProbeNdjson(text);
+        const r: ProbeSetRecord = {
+          id: newId('probes'),
+          tenant: request.auth.tenant,
+          name: q.name,
+          kind: q.kind,
+          count: probes.length,
+          categories: categoryCounts(probes),
+          bytes: Buffer.byteLength(text),
+          createdAt: new Date().toISOString(),
+        };
+        await records.putProbeSet(r, probes.map((p) => JSON.stringify(p)).join('\n'));
+        return reply.status(201).header('location', `/v1/probe-sets/${r.id}`).send(view(r));
+      },
+    );
+  });
+
+  app.get(
+    '/v1/probe-sets',
+    { onRequest: auth, schema: { tags: ['probe-sets'], summary: 'Built-in probe sets', response: { 200: toJsonSchema(ProbeSetList, 'output'), 401: err } } },
+    async () => ({ items: await Promise.all(Object.keys(DEFAULT_PROBE_SETS).map(async (id) => view(await defaultProbeSetRecord(id as keyof typeof DEFAULT_PROBE_SETS)))) }),
+  );
+
+  app.get(
+    '/v1/probe-sets/:id',
+    { onRequest: auth, schema: { tags: ['probe-sets'], summary: 'One probe set', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(ProbeSetSchema, 'output'), 401: err, 404: err } } },
+    async (request) => view((await visibleProbeSet(records, request.auth.tenant, (request.params as { id: string }).id)).meta),
+  );
+}

@@ -1,0 +1,154 @@
+/** Request and response shapes of the /v1 API (the single source of validation and of the OpenAPI document). */
+import { z } from 'zod';
+
+const ResourceId = z.string().min(1).max(64).describe('Resource id as returned on creation');
+
+export const ErrorBody = z
+  .object({
+    code: z.string().describe('Stable error code from the catalogue (src/errors.ts)'),
+    message: z.string(),
+    hint: z.string().optional(),
+    details: z.unknown().optional(),
+    requestId: z.string().optional(),
+  });
+
+export const IdParams = z.object({ id: ResourceId });
+export const FileParams = z.object({ id: ResourceId, name: z.string().min(1).max(1024) });
+export const ArtifactParams = z.object({ id: ResourceId, '*': z.string().min(1).max(2048) });
+
+// checkpoints
+export const CheckpointCreateBody = z
+  .object({ name: z.string().min(1).max(200).optional().describe('Free-form label') })
+  .strict()
+  .default({});
+
+export const UploadedFileSchema = z.object({ name: z.string(), bytes: z.number().int(), sha256: z.string() });
+
+export const CheckpointSchema = z
+  .object({
+    id: z.string(),
+    name: z.string().optional(),
+    state: z.enum(['uploading', 'validating', 'ready']),
+    kind: z.enum(['model', 'adapter']).optional().describe('Detected on complete: full model or PEFT LoRA adapter'),
+    detected: z.record(z.string(), z.unknown()).optional().describe('Architecture, dtype, parameter counts, adapter settings'),
+    files: z.array(UploadedFileSchema),
+    createdAt: z.string(),
+    completedAt: z.string().optional(),
+  });
+
+// references
+export const ReferenceCreateBody = z
+  .object({
+    aligned: ResourceId.optional().describe('Completed upload of the safety-aligned model'),
+    base: ResourceId.optional().describe('Completed upload of its base (pre-alignment) model'),
+    alignedPath: z.string().min(1).optional().describe('Server-side folder inside FGSN_ALLOWED_MODEL_DIRS'),
+    basePath: z.string().min(1).optional(),
+    name: z.string().min(1).max(200).optional(),
+    visibility: z.enum(['global', 'tenant']).default('global').describe('global: usable by every tenant'),
+  })
+  .strict()
+  .refine((b) => (b.aligned !== undefined && b.base !== undefined && b.alignedPath === undefined && b.basePath === undefined) ||
+    (b.alignedPath !== undefined && b.basePath !== undefined && b.aligned === undefined && b.base === undefined), {
+    message: 'give either {aligned, base} checkpoint ids or {alignedPath, basePath} server-side folders',
+  });
+
+export const ReferenceSchema = z
+  .object({
+    id: z.string(),
+    name: z.string().optional(),
+    visibility: z.enum(['global', 'tenant']),
+    aligned: z.object({ checkpointId: z.string().optional(), source: z.enum(['upload', 'server']) }),
+    base: z.object({ checkpointId: z.string().optional(), source: z.enum(['upload', 'server']) }),
+    createdAt: z.string(),
+  });
+
+export const ReferenceList = z.object({ items: z.array(ReferenceSchema) });
+
+// probe sets
+export const ProbeLine = z
+  .object({
+    prompt: z.string().min(1).max(16_384),
+    category: z.string().min(1).max(100).optional(),
+    response: z.string().max(65_536).optional(),
+  })
+  .describe('One probe; other keys on the line are ignored');
+
+export const ProbeSetQuery = z.object({
+  kind: z.enum(['harmful', 'benign', 'task']).describe('What the prompts are for'),
+  name: z.string().min(1).max(200).optional(),
+});
+
+export const ProbeSetSchema = z
+  .object({
+    id: z.string(),
+    name: z.string().optional(),
+    kind: z.enum(['harmful', 'benign', 'task']),
+    count: z.number().int(),
+    categories: z.record(z.string(), z.number().int()),
+    builtIn: z.boolean(),
+    createdAt: z.string(),
+  });
+
+export const ProbeSetList = z.object({ items: z.array(ProbeSetSchema) });
+
+// jobs
+export const Method = z.enum(['fgsn', 'safelora', 'layer', 'antidote', 'resta', 'restore']);
+export const Output = z.enum(['model', 'diff', 'adapter', 'report']);
+
+export const JobCreateBody = z
+  .object({
+    finetuned: ResourceId.describe('Completed upload: full fine-tune or LoRA adapter over the aligned model'),
+    reference: ResourceId.describe('Reference (aligned + base)'),
+    method: Method.default('fgsn'),
+    options: z.record(z.string(), z.unknown()).optional().describe('Method options, validated by the defense'),
+    probes: z
+      .object({ harmful: ResourceId.optional(), benign: ResourceId.optional() })
+      .strict()
+      .optional()
+      .describe('Probe sets; default: the built-in default-harmful / default-benign'),
+    task: ResourceId.optional().describe('Task probe set for task-neuron exclusion (default: benign)'),
+    outputs: z.array(Output).min(1).default(['model', 'diff', 'report']),
+    evaluate: z.boolean().default(false),
+    webhook: z
+      .object({
+        url: z.url({ protocol: /^https?$/ }).max(2048).describe('http(s) URL called on the terminal state'),
+        secret: z.string().min(16).max(256).describe('HMAC-SHA256 key for X-FGSN-Signature'),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export const JobState = z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']);
+
+const ArtifactEntry = z.object({ name: z.string(), bytes: z.number().int(), sha256: z.string() });
+
+export const JobSchema = z
+  .object({
+    id: z.string(),
+    state: JobState,
+    stage: z.string().nullable(),
+    progress: z.number().describe('0..100'),
+    attempts: z.object({ made: z.number().int(), max: z.number().int() }),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    finishedAt: z.string().nullable(),
+    timings: z.record(z.string(), z.number()).describe('Seconds per finished stage'),
+    summary: z.record(z.string(), z.unknown()).nullable(),
+    artifacts: z.array(ArtifactEntry).nullable(),
+    error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).nullable(),
+    request: z.record(z.string(), z.unknown()),
+  });
+
+export const JobListQuery = z.object({
+  state: JobState.optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(200).optional(),
+});
+
+export const JobList = z.object({ items: z.array(JobSchema), nextCursor: z.string().nullable() });
+
+export const ArtifactSchema = ArtifactEntry.extend({ url: z.string() });
+export const ArtifactList = z.object({ jobId: z.string(), state: JobState, items: z.array(ArtifactSchema) });
+
+export const Health = z.object({ status: z.string(), checks: z.record(z.string(), z.object({ ok: z.boolean(), detail: z.string().optional() })).optional() });

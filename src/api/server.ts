@@ -1,0 +1,62 @@
+/**
+ * Process-level wiring for `fgsn serve` and `fgsn worker`: logger, listening, embedded worker, and a
+ * graceful stop on SIGTERM/SIGINT (stop accepting, finish in-flight requests and jobs, close connections).
+ */
+import pino, { type Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { Config } from '../config.js';
+import { startWorker, type RunningWorker } from '../queue/worker.js';
+import { buildApp, type BuiltApp } from './app.js';
+
+export function createLogger(config: Config, name: string): Logger {
+  return pino({ name, level: config.logLevel, base: { service: 'fgsn', role: name, pid: process.pid } });
+}
+
+export interface RunningServer {
+  built: BuiltApp;
+  worker?: RunningWorker;
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config, opts: { withWorker?: boolean; logger?: Logger } = {}): Promise<RunningServer> {
+  const logger = opts.logger ?? createLogger(config, 'api');
+  const registry = new Registry();
+  const built = await buildApp(config, { logger, registry });
+  const worker = opts.withWorker ? startWorker(config, { logger: logger.child({ role: 'worker' }), registry }) : undefined;
+  const url = await built.app.listen({ port: config.port, host: config.host });
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      await built.close();
+      await worker?.close();
+    })());
+  return { built, worker, url, stop };
+}
+
+/** Runs until SIGTERM/SIGINT, then stops once; a second signal exits at once. */
+export function stopOnSignals(stop: () => Promise<void>, logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    let signalled = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (signalled) {
+        logger.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      signalled = true;
+      logger.info({ signal: sig }, 'shutting down');
+      stop().then(
+        () => {
+          logger.info('stopped');
+          resolve();
+        },
+        (e) => {
+          logger.error({ err: e }, 'shutdown failed');
+          resolve();
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

@@ -1,0 +1,70 @@
+import type { DefenseMethod, EvaluationRequest, OutputKind, ProbeRecord } from '../pipeline/types.js';
+
+/**
+ * What a harden job carries in Redis: everything resolved by the API at submission (server-side paths of
+ * the checkpoints, probe records), so a worker needs neither the API's records nor its authorization.
+ */
+export interface HardenJobData {
+  jobId: string;
+  tenant: string;
+  input: {
+    basePath: string;
+    alignedPath: string;
+    finetunedPath?: string;
+    adapterPath?: string;
+    harmful: ProbeRecord[];
+    benign: ProbeRecord[];
+    task?: ProbeRecord[];
+    method: DefenseMethod;
+    options?: Record<string, unknown>;
+    outputs: OutputKind[];
+    evaluate?: EvaluationRequest;
+  };
+  webhook?: { url: string; secret?: string };
+  /** The request as the client sent it (secrets removed), echoed in status and webhooks. */
+  request: Record<string, unknown>;
+}
+
+/** Progress as the processor reports it through BullMQ's updateProgress. */
+export interface HardenProgress {
+  stage: string;
+  percent: number;
+  message?: string;
+  /** Seconds spent in each finished stage, in order. */
+  timings: Record<string, number>;
+  attempt: number;
+}
+
+export interface HardenJobResult {
+  artifacts: { name: string; bytes: number; sha256: string }[];
+  summary: Record<string, unknown>;
+  timings: Record<string, number>;
+}
+
+/** How the processor reports a coded failure through BullMQ's string failedReason. */
+export const CODED_ERROR_PREFIX = 'FGSN ';
+
+export interface CodedError {
+  code: string;
+  message: string;
+  details?: unknown;
+}
+
+export function encodeCodedError(e: CodedError): string {
+  return CODED_ERROR_PREFIX + JSON.stringify(e);
+}
+
+export function decodeCodedError(failedReason: string | undefined): CodedError | undefined {
+  if (failedReason === undefined || failedReason === '') return undefined;
+  if (failedReason.startsWith(CODED_ERROR_PREFIX)) {
+    try {
+      return JSON.parse(failedReason.slice(CODED_ERROR_PREFIX.length)) as CodedError;
+    } catch {
+      // fall through: report the raw text
+    }
+  }
+  if (/stalled more than allowable limit/i.test(failedReason)) {
+    return { code: 'WORKER_LOST', message: failedReason };
+  }
+  return { code: 'INTERNAL', message: failedReason };
+}

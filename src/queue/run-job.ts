@@ -1,0 +1,103 @@
+/**
+ * One attempt of a harden job, as the sandboxed processor runs it: validate inputs, run the pipeline into
+ * a private folder, publish the artifacts atomically. Progress and cancellation come through `ctx`.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { validateCheckpointFolder } from '../checkpoint/index.js';
+import { FgsnError } from '../errors.js';
+import type { HardenHooks, HardenRequest, HardenResult } from '../pipeline/types.js';
+import { publishArtifacts } from '../storage/artifacts.js';
+import type { BlobStore } from '../storage/index.js';
+import type { HardenJobData, HardenJobResult, HardenProgress } from './job-data.js';
+import { importIfPresent } from './optional-import.js';
+
+export interface RunContext {
+  attempt: number;
+  dataDir: string;
+  store: BlobStore;
+  executionProvider: 'cpu' | 'cuda';
+  signal?: AbortSignal;
+  report(p: HardenProgress): Promise<void>;
+}
+
+type PipelineModule = { runHarden(req: HardenRequest, hooks?: HardenHooks): Promise<HardenResult> };
+
+/** Share of the overall progress each stage of an attempt covers. */
+const VALIDATE_END = 5;
+const PIPELINE_END = 95;
+
+export function throwIfCancelled(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new FgsnError('JOB_CANCELLED', 'the job was cancelled');
+}
+
+export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promise<HardenJobResult> {
+  const timings: Record<string, number> = {};
+  let stage = 'validate';
+  let stageStart = performance.now();
+  const enter = async (next: string, percent: number): Promise<void> => {
+    timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
+    stage = next;
+    stageStart = performance.now();
+    await ctx.report({ stage, percent, timings: { ...timings }, attempt: ctx.attempt });
+  };
+  await ctx.report({ stage, percent: 0, timings: {}, attempt: ctx.attempt });
+  throwIfCancelled(ctx.signal);
+
+  const inputs: [string, string][] = [
+    ['base', data.input.basePath],
+    ['aligned', data.input.alignedPath],
+    ...(data.input.finetunedPath ? [['finetuned', data.input.finetunedPath] as [string, string]] : []),
+    ...(data.input.adapterPath ? [['adapter', data.input.adapterPath] as [string, string]] : []),
+  ];
+  for (const [role, path] of inputs) {
+    const v = await validateCheckpointFolder(path);
+    if (!v.ok) {
+      const first = v.problems[0];
+      throw new FgsnError(first?.code ?? 'CHECKPOINT_IO', `${role} checkpoint is invalid: ${first?.message ?? 'unknown problem'}`, {
+        details: { role, problems: v.problems.map((p) => ({ code: p.code, message: p.message })) },
+      });
+    }
+    throwIfCancelled(ctx.signal);
+  }
+
+  const pipeline = await importIfPresent<PipelineModule>('../pipeline/harden.js', import.meta.url);
+  if (pipeline === undefined) {
+    throw new FgsnError('PIPELINE_UNAVAILABLE', 'the defense pipeline (src/pipeline/harden) is not part of this build; inputs were validated, nothing was produced');
+  }
+
+  // A fresh folder per attempt: a retried attempt never sees (or publishes) files of a crashed one.
+  const outDir = join(ctx.dataDir, 'work', data.jobId, `attempt-${ctx.attempt}-${process.pid}-${Date.now()}`);
+  await mkdir(outDir, { recursive: true });
+  try {
+    await enter('pipeline', VALIDATE_END);
+    const result = await pipeline.runHarden(
+      {
+        ...data.input,
+        outDir,
+        cacheDir: join(ctx.dataDir, 'cache'),
+        executionProvider: ctx.executionProvider,
+      },
+      {
+        signal: ctx.signal,
+        onProgress: async (p) => {
+          const percent = VALIDATE_END + ((PIPELINE_END - VALIDATE_END) * Math.max(0, Math.min(100, p.percent))) / 100;
+          await ctx.report({ stage: p.stage, percent, message: p.message, timings: { ...timings }, attempt: ctx.attempt });
+        },
+      },
+    );
+    throwIfCancelled(ctx.signal);
+    for (const [name, seconds] of Object.entries(result.summary.stageSeconds ?? {})) timings[`pipeline.${name}`] = seconds;
+    await enter('publish', PIPELINE_END);
+    const manifest = await publishArtifacts(ctx.store, data.jobId, outDir, result.artifacts, { move: ctx.store.kind === 'fs' });
+    timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
+    await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
+    return {
+      artifacts: manifest.artifacts.map(({ name, bytes, sha256 }) => ({ name, bytes, sha256 })),
+      summary: { ...result.summary },
+      timings,
+    };
+  } finally {
+    await rm(outDir, { recursive: true, force: true });
+  }
+}
