@@ -259,12 +259,17 @@ describe('rendered chart', () => {
     expect((rendered.s3Keda.objs.get('Deployment/fgsn-api') as { spec: Obj }).spec.replicas).toBe(3);
   });
 
-  it('fs storage mounts one claim everywhere; s3 storage uses node-local scratch', () => {
-    const vol = (name: string, id: string): Obj => podSpec(rendered[name].objs.get(id)).volumes.find((v) => v.name === 'data') as Obj;
-    expect(vol('defaults', 'Deployment/fgsn-api')).toEqual({ name: 'data', persistentVolumeClaim: { claimName: 'fgsn-data' } });
-    expect(vol('defaults', 'Deployment/fgsn-worker')).toEqual({ name: 'data', persistentVolumeClaim: { claimName: 'fgsn-data' } });
-    expect(vol('s3Keda', 'Deployment/fgsn-worker')).toEqual({ name: 'data', emptyDir: { sizeLimit: '100Gi' } });
-    expect(rendered.s3Keda.objs.has('PersistentVolumeClaim/fgsn-data')).toBe(false);
+  it('every pod mounts the one data claim, whatever the artifact storage (uploads are shared)', () => {
+    for (const name of Object.keys(SCENARIOS)) {
+      for (const id of ['Deployment/fgsn-api', 'Deployment/fgsn-worker']) {
+        const vol = podSpec(rendered[name].objs.get(id)).volumes.find((v) => v.name === 'data');
+        expect(vol, `${name} ${id}`).toEqual({ name: 'data', persistentVolumeClaim: { claimName: 'fgsn-data' } });
+      }
+      expect(rendered[name].objs.has('PersistentVolumeClaim/fgsn-data')).toBe(true);
+    }
+    const existing = renderChart(CHART_DIR, { values: deepMerge(SCENARIOS.defaults, { storage: { persistence: { existingClaim: 'nfs-data' } } }) as Obj });
+    expect(existing.manifests.has('templates/pvc.yaml')).toBe(false);
+    expect(existing.manifests.get('templates/worker-deployment.yaml')).toContain('claimName: nfs-data');
   });
 
   it('Secret references point at keys the chart writes (or at the operator-made Secrets)', () => {

@@ -115,16 +115,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
-{{/* /data: the shared artifact volume (fs storage) or node-local scratch (s3 storage). */}}
+{{/* /data: one claim shared by the API and the workers (uploads are written by one, read by the other). */}}
 {{- define "fgsn.dataVolume" -}}
 - name: data
-{{- if eq .Values.storage.type "fs" }}
   persistentVolumeClaim:
     claimName: {{ default (printf "%s-data" (include "fgsn.fullname" .)) .Values.storage.persistence.existingClaim }}
-{{- else }}
-  emptyDir:
-    sizeLimit: {{ .Values.storage.scratch.sizeLimit }}
-{{- end }}
 {{- end }}
 
 {{/* Checksums of the settings, so pods restart when the ConfigMap or the Secret changes. */}}
