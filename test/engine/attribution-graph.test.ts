@@ -148,6 +148,38 @@ describe.each(['llama', 'qwen2'] as const)('attribution graph on a tiny %s check
   });
 });
 
+describe('attribution in segments (directions over budget) on a 3-layer qwen2 checkpoint', () => {
+  it('chains boundary residuals and gradients through every segment and matches the reference', async () => {
+    const spec = { ...tinySpec('qwen2'), numLayers: 3 };
+    const ft = randomModel(spec, 41);
+    const dirs = [differences(ft, perturbed(ft, 42, 0.1)), differences(perturbed(ft, 43, 0.1), ft)];
+    const refSeqs = randomSequences(spec, 44, [7, 4, 10]);
+    const seqs = refSeqs.map((q) => ({ ids: q.ids, promptLength: q.lossPositions[0] }));
+    const dir = mkdtempSync(join(tmpdir(), 'fgsn-attr-seg-'));
+    try {
+      await writeModelFolder(ft, join(dir, 'model'));
+      const ckpt = await ModelCheckpoint.open(join(dir, 'model'));
+      const src = dirs.map((m, k) => ({
+        name: `d${k}`,
+        rows: async (w: string, r0: number, r1: number): Promise<Float32Array> => {
+          const cols = (m.get(w) as Float64Array).length / rowsOf(ft, w);
+          return Float32Array.from((m.get(w) as Float64Array).subarray(r0 * cols, r1 * cols));
+        },
+      }));
+      const res = await scoreSequences(ckpt, null, seqs, { directions: src, reduction: 'sum', maxDirectionBytes: 1, batchSize: 2, cacheRoot: join(dir, 'cache'), threads: 1 });
+      await ckpt.close();
+      expect(res.layerChunks).toEqual([[0, 1], [1, 2], [2, 3]]);
+      const ref = referenceScores(ft, refSeqs, dirs);
+      expect(Math.abs(res.loss - ref.lossSum) / ref.lossSum).toBeLessThan(1e-5);
+      let worst = 0;
+      for (const k of [0, 1]) for (const [name, r] of ref.scores[k]) worst = Math.max(worst, worstRel(res.scores.get(`d${k}`)?.get(name) as Float32Array, r));
+      expect(worst).toBeLessThan(1e-3);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('attribution graph on a bf16 checkpoint', () => {
   it('upcasts bf16 weights (Cast in the graph) and matches the reference on the rounded weights', async () => {
     const spec = tinySpec('llama');

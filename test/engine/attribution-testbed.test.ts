@@ -87,6 +87,16 @@ describeTestbed('attribution on the dev testbed (ft_sst_p10, aligned refusals)',
     expect(worst).toBeLessThan(1e-4);
   });
 
+  it('in one-layer segments (small direction budget) gives the same scores as one pass', async () => {
+    const directions = [checkpointDifference('safety', ckpts.aligned, ckpts.base), checkpointDifference('finetune', ckpts.ft, ckpts.aligned)];
+    const seg = await scoreSequences(ckpts.ft, null, seqs, { directions, reduction: 'sum', batchSize: 2, maxDirectionBytes: 1, cacheRoot: cache, threads: 2 });
+    expect(seg.layerChunks).toHaveLength(4);
+    expect(Math.abs(seg.loss - got.loss) / got.loss).toBeLessThan(1e-5);
+    let worst = 0;
+    for (const d of ['safety', 'finetune']) for (const [w, v] of got.scores.get(d)!) worst = Math.max(worst, relNorm(seg.scores.get(d)!.get(w)!, Float64Array.from(v)));
+    expect(worst).toBeLessThan(1e-5);
+  });
+
   it('ranks the same top rows as the reference (the defense uses the ranking)', () => {
     const rows = (get: (w: string) => ArrayLike<number>): string[] => {
       const all: [string, number][] = [];

@@ -38,10 +38,21 @@ export interface AttributionGraphOptions {
   layerTo?: number;
   /** LoRA branches (x A^T) B^T * scaling added to base weights, as the engine's forward graph takes them. */
   lora?: Map<string, { a: string; b: string; scaling: number }>;
+  /**
+   * 'full' (default): tokens in, every layer forward, loss at the top, backward down to layerFrom.
+   * 'segment': only layers [layerFrom, layerTo) are built. When layerFrom > 0 the residual entering it is the
+   * input hidden_in [N, H] and the output grad_in [N, H] is dLoss/d(hidden_in); when layerTo < numLayers,
+   * grad_out [N, H] = dLoss/d(residual leaving layerTo - 1) is an input and no loss head is built.
+   * Chained top-down, segments cost one forward and one backward in all, whatever their number.
+   */
+  mode?: 'full' | 'segment';
+  /** Forward-only graph: outputs hidden.{l} [N, H], the residual entering layer l, for each l here. */
+  boundaries?: number[];
 }
 
 export const directionInputName = (k: number, weight: string): string => `dir.${k}.${weight}`;
 export const scoreOutputName = (k: number, weight: string): string => `score.${k}.${weight}`;
+export const boundaryOutputName = (layer: number): string => `hidden.${layer}`;
 
 /** Weight names scored by a graph built with these options, layer-major in LINEAR_MODULES order. */
 export function scoredWeights(spec: ModelSpec, layerFrom = 0, layerTo = spec.numLayers): string[] {
@@ -102,6 +113,15 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && lo < hi && hi <= L) || !(opts.directionSets >= 1)) {
     throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: bad layer range [${lo}, ${hi}) or direction count ${opts.directionSets} for a ${L}-layer model`);
   }
+  const boundaries = opts.boundaries ?? null;
+  if (boundaries !== null && (boundaries.length === 0 || boundaries.some((b) => !Number.isInteger(b) || b < 1 || b >= L))) {
+    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: boundaries must be layers in [1, ${L}), got ${JSON.stringify(boundaries)}`);
+  }
+  const segment = opts.mode === 'segment';
+  // Layers built: [first, last).
+  const first = segment ? lo : 0;
+  const last = boundaries !== null ? Math.max(...boundaries) : segment ? hi : L;
+  const withHead = last === L;
   const K = opts.directionSets;
   const g = new GraphBuilder(`fgsn_${spec.family}_attribution`);
   const w = new WeightTable(g, resolve);
@@ -116,8 +136,6 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
   const attnMask = g.input('attention_mask', 'int64', ['batch', 'tokens']);
   const positionIds = g.input('position_ids', 'int64', ['batch', 'tokens']);
-  const targets = g.input('targets', 'int64', ['batch', 'tokens']);
-  const lossWeights = g.input('loss_weights', 'float32', ['batch', 'tokens']);
   const d: Dims = dimsOf(g, inputIds, attnMask);
   const mask = attentionMask4d(g, attnMask, d);
   const { cos, sin } = ropeTables(g, positionIds, D, spec.ropeTheta);
@@ -152,14 +170,17 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   };
 
   // ---- forward, keeping what the backward needs ----
-  const embedW = w.f32('model.embed_tokens.weight');
-  let h = g.op('Reshape', [g.op('Gather', [embedW, inputIds], { axis: 0 }), g.constI64([-1, H])]);
+  const flat = ['rows', H];
+  let h = first === 0
+    ? g.op('Reshape', [g.op('Gather', [w.f32('model.embed_tokens.weight'), inputIds], { axis: 0 }), g.constI64([-1, H])])
+    : g.input('hidden_in', 'float32', flat);
   interface Saved {
     hIn: string; n1: Norm; q: Linear; k: Linear; v: Linear; o: Linear; qg: string; kh: string; vh: string; pg: string; ctx: string;
     hMid: string; n2: Norm; gate: Linear; up: Linear; down: Linear; gateOut: string; sig: string; upOut: string; act: string;
   }
   const saved: Saved[] = [];
-  for (let i = 0; i < L; i++) {
+  for (let i = first; i < last; i++) {
+    if (boundaries?.includes(i)) g.output(boundaryOutputName(i), h, 'float32', flat);
     const p = `model.layers.${i}`;
     const n1 = rmsNormKeep(g, h, w.f32(`${p}.input_layernorm.weight`), spec.rmsNormEps);
     const q = lin(i, 'q_proj', NH * D);
@@ -192,26 +213,35 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     saved.push({ hIn: h, n1, q, k, v, o, qg, kh, vh, pg, ctx, hMid, n2, gate, up, down, gateOut, sig, upOut, act });
     h = hOut;
   }
-  const normW = w.f32('model.norm.weight');
-  const nf = rmsNormKeep(g, h, normW, spec.rmsNormEps);
-  const headW = spec.tieWordEmbeddings ? embedW : w.f32('lm_head.weight');
-  const logits = linear(g, nf.y, headW);
+  if (boundaries !== null) {
+    g.output(boundaryOutputName(last), h, 'float32', flat);
+    return g;
+  }
+  let dh = withHead ? lossHead(h) : g.input('grad_out', 'float32', flat);
 
-  // ---- loss: sum of weighted NLL; its gradient wrt logits is (softmax - onehot) * weight ----
-  const tgt = g.op('Reshape', [targets, g.constI64([-1, 1])]);
-  const wcol = g.op('Reshape', [lossWeights, g.constI64([-1, 1])]);
-  const logp = g.op('LogSoftmax', [logits], { axis: -1 });
-  const nll = g.op('Neg', [g.op('GatherElements', [logp, tgt], { axis: 1 })]);
-  g.output('loss_sum', g.op('ReduceSum', [g.op('Mul', [nll, wcol])], { keepdims: 0 }), 'float32', []);
-  const onehot = g.op('OneHot', [g.op('Reshape', [targets, g.constI64([-1])]), g.scalarI64(V), g.constF32([0, 1], [2])], { axis: -1 });
-  const dlogits = g.op('Mul', [g.op('Sub', [g.op('Exp', [logp]), onehot]), wcol]);
-  let dh = rmsNormBack(g, g.op('MatMul', [dlogits, headW]), h, nf.inv, normW);
+  function lossHead(hTop: string): string {
+    const normW = w.f32('model.norm.weight');
+    const nf = rmsNormKeep(g, hTop, normW, spec.rmsNormEps);
+    const headW = w.f32(spec.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+    const logits = linear(g, nf.y, headW);
+    // Sum of weighted NLL; its gradient wrt the logits is (softmax - onehot) * weight.
+    const targets = g.input('targets', 'int64', ['batch', 'tokens']);
+    const lossWeights = g.input('loss_weights', 'float32', ['batch', 'tokens']);
+    const tgt = g.op('Reshape', [targets, g.constI64([-1, 1])]);
+    const wcol = g.op('Reshape', [lossWeights, g.constI64([-1, 1])]);
+    const logp = g.op('LogSoftmax', [logits], { axis: -1 });
+    const nll = g.op('Neg', [g.op('GatherElements', [logp, tgt], { axis: 1 })]);
+    g.output('loss_sum', g.op('ReduceSum', [g.op('Mul', [nll, wcol])], { keepdims: 0 }), 'float32', []);
+    const onehot = g.op('OneHot', [g.op('Reshape', [targets, g.constI64([-1])]), g.scalarI64(V), g.constF32([0, 1], [2])], { axis: -1 });
+    const dlogits = g.op('Mul', [g.op('Sub', [g.op('Exp', [logp]), onehot]), wcol]);
+    return rmsNormBack(g, g.op('MatMul', [dlogits, headW]), hTop, nf.inv, normW);
+  }
 
   // ---- backward through the layers, down to the first scored one ----
   const gOf = (x: string): string => g.op('Reshape', [x, shapeOf(g, [d.b, KV, g.op('Mul', [d.t, g.constI64([G])]), D])]);
   const tr = (x: string): string => g.op('Transpose', [x], { perm: [0, 1, 3, 2] });
-  for (let i = L - 1; i >= lo; i--) {
-    const s = saved[i];
+  for (let i = last - 1; i >= lo; i--) {
+    const s = saved[i - first];
     const p = `model.layers.${i}`;
     // MLP. The residual passes dh on unchanged; down_proj's output gradient is dh itself.
     score(i, s.down, s.act, dh, I);
@@ -242,9 +272,11 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     score(i, s.q, s.n1.y, dq, H);
     score(i, s.k, s.n1.y, dkf, H);
     score(i, s.v, s.n1.y, dvf, H);
-    if (i === lo) break;
+    // Below the first scored layer only a segment's caller needs the gradient (for the segment below).
+    if (i === lo && !(segment && lo > 0)) break;
     const dn1 = g.op('Add', [g.op('Add', [back(dq, s.q), back(dkf, s.k)]), back(dvf, s.v)]);
     dh = g.op('Add', [dMid, rmsNormBack(g, dn1, s.hIn, s.n1.inv, w.f32(`${p}.input_layernorm.weight`))]);
   }
+  if (segment && lo > 0) g.output('grad_in', dh, 'float32', flat);
   return g;
 }

@@ -13,10 +13,13 @@
  *
  * Memory: the weights of W are external data that onnxruntime maps or reads (as the forward graph);
  * direction matrices are fed as float32 graph inputs, K * (linear parameters of the scored layers) * 4
- * bytes. Layers are scored in chunks sized by `maxDirectionBytes` (default 1 GiB): each chunk is one
- * graph and one forward+backward pass per batch, the backward stopping at the chunk's first layer. A
- * model whose directions fit the budget costs one pass; an 8B llama with 2 direction sets (about 1.75 GB
- * per layer) at 1 GiB runs one layer per pass (32 passes): raise the budget to trade memory for time.
+ * bytes. Layers are scored in chunks sized by `maxDirectionBytes` (default 1 GiB), so at most one chunk's
+ * directions are in memory. A model whose directions fit the budget runs one graph (forward + backward per
+ * batch). Otherwise a forward-only graph first keeps the residual stream at every chunk boundary
+ * (4 * tokens * hidden bytes per boundary), then the chunks run top-down as segments, each passing the
+ * gradient at its lower boundary to the next: still one forward + one backward in all (plus one more
+ * forward), e.g. an 8B llama with 2 direction sets (about 1.75 GB per layer) at 1 GiB runs 32 one-layer
+ * segments and holds 32 boundaries (0.5 GB per 1000 tokens).
  * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
  * whole checkpoint.
  */
@@ -181,26 +184,53 @@ export async function scoreSequences(
   const chunks = layerChunks(spec, K, opts.maxDirectionBytes ?? DEFAULT_DIRECTION_BYTES);
 
   const acc = opts.directions.map(() => new Map<string, Float64Array>());
+  const add = (scores: Map<string, Float32Array>[]): void => scores.forEach((m, k) => m.forEach((v, w) => {
+    const a = acc[k].get(w) ?? new Float64Array(v.length);
+    for (let i = 0; i < v.length; i++) a[i] += v[i];
+    acc[k].set(w, a);
+  }));
+  const sessionOpts = { directionSets: K, cacheRoot: opts.cacheRoot, executionProvider: opts.executionProvider, threads: opts.threads };
+  const L = spec.numLayers;
   let lossSum = 0;
-  for (const [from, to] of chunks) {
-    const session = await AttributionSession.open(checkpoint, adapter, {
-      directionSets: K, layerFrom: from, layerTo: to, cacheRoot: opts.cacheRoot, executionProvider: opts.executionProvider, threads: opts.threads,
-    });
+  if (chunks.length === 1) {
+    const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: 0, layerTo: L });
     try {
       const dirs = await loadDirections(opts.directions, spec, session.weights);
-      let chunkLoss = 0;
       for (const b of batches) {
         const r = await session.run(b, dirs);
-        chunkLoss += r.lossSum;
-        r.scores.forEach((m, k) => m.forEach((v, w) => {
-          const a = acc[k].get(w) ?? new Float64Array(v.length);
-          for (let i = 0; i < v.length; i++) a[i] += v[i];
-          acc[k].set(w, a);
-        }));
+        lossSum += r.lossSum;
+        add(r.scores);
       }
-      lossSum = chunkLoss; // every chunk runs the full forward: the same loss each time
     } finally {
       await session.release();
+    }
+  } else {
+    // One forward for the residual at every chunk boundary, then the segments top-down, each handing the
+    // gradient at its lower boundary to the one below: one forward + one backward in all.
+    const boundaries = chunks.slice(1).map(([from]) => from);
+    const fwd = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: 0, layerTo: L, boundaries });
+    const hiddens: Map<number, Float32Array>[] = [];
+    try {
+      for (const b of batches) hiddens.push(await fwd.boundaryHiddens(b));
+    } finally {
+      await fwd.release();
+    }
+    let grads: (Float32Array | undefined)[] = batches.map(() => undefined);
+    for (const [from, to] of [...chunks].reverse()) {
+      const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment' });
+      try {
+        const dirs = await loadDirections(opts.directions, spec, session.weights);
+        const below: (Float32Array | undefined)[] = [];
+        for (const [i, b] of batches.entries()) {
+          const r = await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
+          if (to === L) lossSum += r.lossSum;
+          add(r.scores);
+          below.push(r.gradIn);
+        }
+        grads = below;
+      } finally {
+        await session.release();
+      }
     }
   }
   const div = reduction === 'mean' ? tokens : 1;

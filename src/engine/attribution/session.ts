@@ -22,6 +22,10 @@ export interface AttributionSessionOptions {
   directionSets: number;
   layerFrom: number;
   layerTo: number;
+  /** See AttributionGraphOptions: 'full' (default) or 'segment'. */
+  mode?: 'full' | 'segment';
+  /** A forward-only graph giving the residual entering each of these layers (see boundaryHiddens). */
+  boundaries?: number[];
   cacheRoot?: string;
   executionProvider?: ExecutionProvider;
   threads?: number;
@@ -35,7 +39,10 @@ export interface AttributionBatch {
 }
 
 export interface BatchScores {
+  /** Summed NLL (0 for a segment without the loss head). */
   lossSum: number;
+  /** dLoss/d(residual entering layerFrom), [N, H], from a segment with layerFrom > 0. */
+  gradIn?: Float32Array;
   /** scores[k].get(weight) = [out] gradient-direction inner products of loss_sum. */
   scores: Map<string, Float32Array>[];
 }
@@ -49,6 +56,7 @@ export class AttributionSession {
     private readonly session: ort.InferenceSession,
     readonly weights: string[],
     readonly directionSets: number,
+    private readonly hidden: number,
   ) {}
 
   static async open(ckpt: ModelCheckpoint, lora: LoraAdapter | null, opts: AttributionSessionOptions): Promise<AttributionSession> {
@@ -72,6 +80,8 @@ export class AttributionSession {
       lora: lora === null ? null : { scaling: lora.config.scaling, targets: lora.targets() },
       k: opts.directionSets,
       layers: [opts.layerFrom, opts.layerTo],
+      mode: opts.mode ?? 'full',
+      boundaries: opts.boundaries ?? null,
     });
     const entry = await ensureEntry({
       cacheRoot: opts.cacheRoot ?? defaultCacheRoot(),
@@ -89,25 +99,63 @@ export class AttributionSession {
           directionSets: opts.directionSets,
           layerFrom: opts.layerFrom,
           layerTo: opts.layerTo,
+          mode: opts.mode,
+          boundaries: opts.boundaries,
           lora: loraEdges.size > 0 ? loraEdges : undefined,
         }).toModelBytes();
       },
     });
     const session = await createSession(entry.onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads });
-    return new AttributionSession(session, scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo), opts.directionSets);
+    const weights = opts.boundaries === undefined ? scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo) : [];
+    return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize);
   }
 
-  /** Runs one batch; `directions[k]` maps each scored weight to its ort tensor [out, in] (reused across batches). */
-  async run(batch: AttributionBatch, directions: Map<string, ort.Tensor>[]): Promise<BatchScores> {
+  private feeds(batch: AttributionBatch, seg: { hiddenIn?: Float32Array; gradOut?: Float32Array }): Record<string, ort.Tensor> {
     const { padded: p } = batch;
     const dims = [p.batch, p.length];
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', p.inputIds, dims),
-      attention_mask: new ort.Tensor('int64', p.attentionMask, dims),
-      position_ids: new ort.Tensor('int64', p.positionIds, dims),
-      targets: new ort.Tensor('int64', batch.targets, dims),
-      loss_weights: new ort.Tensor('float32', batch.lossWeights, dims),
+    const rows = [p.batch * p.length, this.hidden];
+    const all: Record<string, () => ort.Tensor | undefined> = {
+      input_ids: () => new ort.Tensor('int64', p.inputIds, dims),
+      attention_mask: () => new ort.Tensor('int64', p.attentionMask, dims),
+      position_ids: () => new ort.Tensor('int64', p.positionIds, dims),
+      targets: () => new ort.Tensor('int64', batch.targets, dims),
+      loss_weights: () => new ort.Tensor('float32', batch.lossWeights, dims),
+      hidden_in: () => (seg.hiddenIn === undefined ? undefined : new ort.Tensor('float32', seg.hiddenIn, rows)),
+      grad_out: () => (seg.gradOut === undefined ? undefined : new ort.Tensor('float32', seg.gradOut, rows)),
     };
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const name of this.session.inputNames) {
+      const make = all[name];
+      if (make === undefined) continue;
+      const t = make();
+      if (t === undefined) throw new FgsnError('ENGINE_RUN_FAILED', `attribution: the graph needs input ${name}`);
+      feeds[name] = t;
+    }
+    return feeds;
+  }
+
+  private async exec(feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+    try {
+      return await this.session.run(feeds);
+    } catch (e) {
+      throw new FgsnError('ENGINE_RUN_FAILED', `attribution graph failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  /** Forward-only graph (opened with `boundaries`): the residual entering each boundary layer, [N, H]. */
+  async boundaryHiddens(batch: AttributionBatch): Promise<Map<number, Float32Array>> {
+    const out = await this.exec(this.feeds(batch, {}));
+    const res = new Map<number, Float32Array>();
+    for (const name of this.session.outputNames) res.set(Number(name.slice('hidden.'.length)), out[name].data as Float32Array);
+    return res;
+  }
+
+  /**
+   * Runs one batch; `directions[k]` maps each scored weight to its ort tensor [out, in] (reused across
+   * batches). A segment takes the residual entering it (`hiddenIn`) and the gradient leaving it (`gradOut`).
+   */
+  async run(batch: AttributionBatch, directions: Map<string, ort.Tensor>[], seg: { hiddenIn?: Float32Array; gradOut?: Float32Array } = {}): Promise<BatchScores> {
+    const feeds = this.feeds(batch, seg);
     for (let k = 0; k < this.directionSets; k++) {
       for (const name of this.weights) {
         const t = directions[k]?.get(name);
@@ -115,18 +163,17 @@ export class AttributionSession {
         feeds[directionInputName(k, name)] = t;
       }
     }
-    let out: ort.InferenceSession.OnnxValueMapType;
-    try {
-      out = await this.session.run(feeds);
-    } catch (e) {
-      throw new FgsnError('ENGINE_RUN_FAILED', `attribution graph failed: ${(e as Error).message}`, { cause: e });
-    }
+    const out = await this.exec(feeds);
     const scores = Array.from({ length: this.directionSets }, (_, k) => {
       const m = new Map<string, Float32Array>();
       for (const name of this.weights) m.set(name, out[scoreOutputName(k, name)].data as Float32Array);
       return m;
     });
-    return { lossSum: (out.loss_sum.data as Float32Array)[0], scores };
+    return {
+      lossSum: 'loss_sum' in out ? (out.loss_sum.data as Float32Array)[0] : 0,
+      gradIn: 'grad_in' in out ? (out.grad_in.data as Float32Array) : undefined,
+      scores,
+    };
   }
 
   release(): Promise<void> {
