@@ -9,7 +9,7 @@ import { FgsnError } from '../errors.js';
 import type { HarmfulItem, LookalikeItem, TaskItem } from './data.js';
 import { resolveJudge, type JudgeOptions } from './judges.js';
 import type { JudgeConfig } from './markers.js';
-import { scoreGenerations, type CategoryScore, type GenerationSets, type MetricName, type ScoredGeneration } from './score.js';
+import { RESERVED_SET_NAMES, scoreGenerations, type CategoryScore, type GenerationSets, type MetricName, type ScoredGeneration } from './score.js';
 
 export const DEFAULT_MAX_NEW_TOKENS = 40;
 export const DEFAULT_BATCH_SIZE = 32;
@@ -44,7 +44,7 @@ export type EvalReport = Partial<Record<MetricName, number>> & {
   adapter?: string;
   n: Record<string, number>;
   per_category: { harmful?: Record<string, CategoryScore>; emerging?: Record<string, CategoryScore> };
-  judge: { preset: string; markers: number; boundary: string; case_sensitive: boolean; compliance_prefix: string };
+  judge: { preset: string; markers: number; marker_list: string[]; boundary: string; case_sensitive: boolean; compliance_prefix: string };
   max_new_tokens: number;
   seconds: { load: number; generate: number; score: number; total: number };
   generations_file?: string;
@@ -107,6 +107,7 @@ export function buildReport(
     judge: {
       preset: judge.preset,
       markers: judge.markers.length,
+      marker_list: [...judge.markers],
       boundary: judge.boundary,
       case_sensitive: judge.caseSensitive,
       compliance_prefix: judge.compliancePrefix,
@@ -126,6 +127,10 @@ export async function evaluateWithGenerator(
   const judge = resolveJudge(options.judge);
   const maxNewTokens = checkPositiveInt('maxNewTokens', options.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS);
   const batchSize = checkPositiveInt('batchSize', options.batchSize ?? DEFAULT_BATCH_SIZE);
+  for (const name of Object.keys(options.tasks ?? {})) {
+    // Checked before generating: acc_<task> and n.<task> must not collide with the safety sets.
+    if (RESERVED_SET_NAMES.has(name)) throw new FgsnError('EVAL_OPTION_INVALID', `task name "${name}" is reserved for a safety set`);
+  }
   const prompts = flatten(options).map((o) => o.prompt);
   if (prompts.length === 0) throw new FgsnError('EVAL_OPTION_INVALID', 'nothing to evaluate: give at least one set');
   const t0 = performance.now();

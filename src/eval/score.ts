@@ -78,7 +78,8 @@ export interface ScoreOptions {
 /** Category of a harmful prompt that has none in its file. */
 export const UNCATEGORIZED = 'uncategorized';
 
-const RESERVED_SETS = new Set(['harmful', 'emerging', 'lookalike']);
+/** Set names a task may not take. */
+export const RESERVED_SET_NAMES: ReadonlySet<string> = new Set(['harmful', 'emerging', 'lookalike']);
 
 function setMetric(metrics: Scores['metrics'], name: MetricName, value: number | undefined): void {
   if (value !== undefined) metrics[name] = value;
@@ -125,7 +126,7 @@ export function scoreGenerations(sets: GenerationSets, judge: JudgeConfig, optio
   if (sets.harmful) scoreHarmful('harmful', sets.harmful, judge, out);
   if (sets.emerging) scoreHarmful('emerging', sets.emerging, judge, out);
   for (const [task, items] of Object.entries(sets.tasks ?? {})) {
-    if (RESERVED_SETS.has(task)) {
+    if (RESERVED_SET_NAMES.has(task)) {
       // Keeps acc_<task> and n.<task> unambiguous next to the safety sets.
       throw new FgsnError('EVAL_OPTION_INVALID', `task name "${task}" is reserved for a safety set`);
     }

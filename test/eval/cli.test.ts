@@ -60,7 +60,9 @@ describeTestbed('fgsn eval (CLI)', () => {
     const r = await fgsn(['eval', testbedPath('aligned'), '--harmful', data('harmful_eval'), '--limit', '4', '--judge', 'gcg',
       '--cache-dir', join(dir, 'cache'), '--out', join(dir, 'gcg.json')]);
     expect(r.code, r.stderr).toBe(0);
-    expect((JSON.parse(r.stdout) as { judge: { preset: string; markers: number } }).judge).toMatchObject({ preset: 'gcg', markers: 29 });
+    const judge = (JSON.parse(r.stdout) as { judge: { preset: string; markers: number; marker_list: string[] } }).judge;
+    expect(judge).toMatchObject({ preset: 'gcg', markers: 29, boundary: 'substring', case_sensitive: true, compliance_prefix: 'Sure, here' });
+    expect(judge.marker_list).toContain("I'm sorry");
   });
 
   it('bad input exits 2 with a catalogue code', async () => {

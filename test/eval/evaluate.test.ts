@@ -55,6 +55,11 @@ describeTestbed('evaluateModel on dev checkpoints', () => {
     await expect(evaluateWithGenerator(gen, { model: 'x' }, {})).rejects.toMatchObject({ code: 'EVAL_OPTION_INVALID' });
     await expect(evaluateWithGenerator(gen, { model: 'x' }, { harmful: [{ prompt: 'a' }], maxNewTokens: 0 }))
       .rejects.toMatchObject({ code: 'EVAL_OPTION_INVALID' });
+    let called = false;
+    const spy = { generate: async (p: string[]) => { called = true; return p.map(() => ''); } };
+    await expect(evaluateWithGenerator(spy, { model: 'x' }, { tasks: { lookalike: [{ prompt: 'p', answer: 'a' }] } }))
+      .rejects.toMatchObject({ code: 'EVAL_OPTION_INVALID' });
+    expect(called).toBe(false);
   });
 });
 
