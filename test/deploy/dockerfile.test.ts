@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { DockerfileParser, type Instruction } from 'dockerfile-ast';
 import { validate, ValidationSeverity, type ValidatorSettings } from 'dockerfile-utils';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { COMMANDS } from '../../src/cli/commands.js';
 import { CONFIG_ENV_VARS } from '../../src/config.js';
 import { REPO_ROOT } from '../support/testbed.js';
 import { DOCKER_DIR } from './scenarios.js';
@@ -187,6 +188,14 @@ describe.each(Object.entries(files))('%s image', (name, text) => {
       expect(all.find((s) => s.name === 'node')?.image).toBe('node:20-bookworm-slim');
     });
   }
+});
+
+describe('roles', () => {
+  it('the roles the images, compose and the chart run are CLI commands', () => {
+    // Dockerfile CMD, compose `command:` and the chart's `args:` all name one of these.
+    expect(Object.keys(COMMANDS)).toEqual(expect.arrayContaining(['serve', 'worker']));
+    expect(readFileSync(join(REPO_ROOT, 'bin', 'fgsn.js'), 'utf8')).toContain("join(root, 'dist', 'cli', 'main.js')");
+  });
 });
 
 describe('docker/healthcheck.mjs against a real HTTP server', () => {
