@@ -203,8 +203,9 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
         if (files.length === 0) throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} has no files`, { details: { problems: [] } });
         const v = await validateCheckpointFolder(dir);
         if (!v.ok) {
-          const problems = v.problems.map((p) => ({ code: p.code, message: p.message.split(dir).join('.'), details: p.details }));
-          throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} is not a valid model or adapter folder: ${problems.map((p) => p.code).join(', ')}`, {
+          const problems = v.problems.map((p) => scrubPaths({ code: p.code, message: p.message, details: p.details }, dir));
+          const codes = [...new Set(problems.map((p) => p.code))];
+          throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} is not a valid model or adapter folder: ${problems.length} problem(s): ${codes.join(', ')}`, {
             details: { problems },
           });
         }
@@ -225,6 +226,11 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       }
     },
   );
+}
+
+/** Server paths are no business of the client: the upload folder is shown as ".". */
+export function scrubPaths<T>(value: T, dir: string): T {
+  return JSON.parse(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'string' ? v.split(dir + '/').join('').split(dir).join('.') : v))) as T;
 }
 
 async function receive(request: FastifyRequest, name: string, limit: number, partialDir: string): Promise<{ tmp: string; bytes: number; sha256: string }> {
