@@ -3,6 +3,7 @@
  * beside hard links to the weight files, and its onnxruntime session. Weights reach onnxruntime as external
  * data (mapped/read by onnxruntime, never through the JS heap); the direction matrices are graph inputs.
  */
+import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LoraAdapter } from '../../checkpoint/lora.js';
@@ -11,7 +12,7 @@ import type { TensorInfo } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
 import type { WeightRef } from '../onnx/blocks.js';
 import type { PaddedBatch } from '../runtime/batch.js';
-import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint } from '../session/model-cache.js';
+import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint, locationFor } from '../session/model-cache.js';
 import { createSession, ort, type ExecutionProvider } from '../session/session.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
 
@@ -72,40 +73,48 @@ export class AttributionSession {
         for (const f of [p.a.file, p.b.file]) if (!sources.includes(f)) sources.push(f);
       }
     }
-    const key = cacheKey({
-      kind: 'attribution',
-      v: ATTRIBUTION_GRAPH_VERSION,
-      config: await readFile(join(ckpt.dir, 'config.json'), 'utf8'),
-      files: sources.map(fileFingerprint),
-      lora: lora === null ? null : { scaling: lora.config.scaling, targets: lora.targets() },
-      k: opts.directionSets,
-      layers: [opts.layerFrom, opts.layerTo],
-      mode: opts.mode ?? 'full',
-      boundaries: opts.boundaries ?? null,
-    });
+    // One cache folder per model (weights linked or, across devices, copied once); every attribution graph
+    // variant (direction count, layer range, segment) is a further .onnx file in it.
     const entry = await ensureEntry({
       cacheRoot: opts.cacheRoot ?? defaultCacheRoot(),
-      key,
+      key: cacheKey({
+        kind: 'attribution',
+        v: ATTRIBUTION_GRAPH_VERSION,
+        config: await readFile(join(ckpt.dir, 'config.json'), 'utf8'),
+        files: sources.map(fileFingerprint),
+        lora: lora === null ? null : { scaling: lora.config.scaling, targets: lora.targets() },
+      }),
       sources,
-      graph: (locationOf) => {
-        const resolve = (name: string): WeightRef | undefined => {
-          const lt = loraTensors.get(name);
-          if (lt !== undefined) return refOf(lt, locationOf(lt.file));
-          if (!ckpt.has(name)) return undefined;
-          const t = ckpt.tensor(name);
-          return refOf(t, locationOf(t.file));
-        };
-        return buildAttributionGraph(ckpt.spec, resolve, {
-          directionSets: opts.directionSets,
-          layerFrom: opts.layerFrom,
-          layerTo: opts.layerTo,
-          mode: opts.mode,
-          boundaries: opts.boundaries,
-          lora: loraEdges.size > 0 ? loraEdges : undefined,
-        }).toModelBytes();
-      },
+      graph: () => new Uint8Array(0), // placeholder model.onnx: the variants below are the graphs
     });
-    const session = await createSession(entry.onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads });
+    const variant = {
+      directionSets: opts.directionSets,
+      layerFrom: opts.layerFrom,
+      layerTo: opts.layerTo,
+      mode: opts.mode,
+      boundaries: opts.boundaries,
+      lora: loraEdges.size > 0 ? loraEdges : undefined,
+    };
+    const onnxPath = join(entry.dir, `attribution-${cacheKey({ ...variant, lora: [...loraEdges.keys()] })}.onnx`);
+    if (!existsSync(onnxPath)) {
+      const resolve = (name: string): WeightRef | undefined => {
+        const t = loraTensors.get(name) ?? (ckpt.has(name) ? ckpt.tensor(name) : undefined);
+        if (t === undefined) return undefined;
+        const i = sources.indexOf(t.file);
+        if (i < 0) throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `weight ${name} lives in ${t.file}, which is not linked beside the graph`);
+        return refOf(t, locationFor(i));
+      };
+      const tmp = `${onnxPath}.${process.pid}.${Date.now()}.tmp`;
+      try {
+        writeFileSync(tmp, buildAttributionGraph(ckpt.spec, resolve, variant).toModelBytes());
+        renameSync(tmp, onnxPath);
+      } catch (e) {
+        rmSync(tmp, { force: true });
+        if (e instanceof FgsnError) throw e;
+        throw new FgsnError('STORAGE_ERROR', `cannot write the attribution graph ${onnxPath}: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads });
     const weights = opts.boundaries === undefined ? scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo) : [];
     return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize);
   }

@@ -2,6 +2,8 @@
  * One loaded model (checkpoint + optional LoRA adapter) and its onnxruntime sessions, one per graph variant
  * (capture selection, KV cache, LoRA mode). Graph files are cached on disk by model content + options.
  */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ModelCheckpoint } from '../../checkpoint/model-folder.js';
@@ -11,7 +13,7 @@ import { SafetensorsFile } from '../../checkpoint/safetensors-reader.js';
 import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
 import { FgsnError } from '../../errors.js';
 import type { WeightRef } from '../onnx/blocks.js';
-import { cacheKey, ensureEntry, fileFingerprint, type CacheEntry } from '../session/model-cache.js';
+import { cacheKey, ensureEntry, fileFingerprint, linkOrCopy, locationFor, type CacheEntry } from '../session/model-cache.js';
 import { createSession, ort, type SessionConfig } from '../session/session.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
 
@@ -72,6 +74,7 @@ export class GraphSessions {
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
   private readonly entries = new Map<string, CacheEntry>();
   private modelIdentity: Promise<unknown> | null = null;
+  private mergedFile: { path: string; layout: Map<string, TensorInfo> } | null = null;
 
   constructor(
     readonly checkpoint: ModelCheckpoint,
@@ -99,9 +102,6 @@ export class GraphSessions {
 
   /** Builds (or finds) the graph file for these options. */
   async entry(graph: DecoderGraphOptions): Promise<CacheEntry> {
-    const key = cacheKey({ model: await this.identity(), graph: { ...graph, lora: undefined } });
-    const known = this.entries.get(key);
-    if (known !== undefined) return known;
     const ckpt = this.checkpoint;
     const lora = this.lora;
     const sources = [...ckpt.files];
@@ -121,10 +121,36 @@ export class GraphSessions {
       generated.push({
         location: MERGED_FILE,
         write: async (path) => {
+          // One merge per loaded model: later graph variants hard-link (or copy) the first file.
+          if (this.mergedFile !== null && existsSync(this.mergedFile.path)) {
+            linkOrCopy(this.mergedFile.path, path);
+            merged = this.mergedFile.layout;
+            return;
+          }
           merged = await writeMergedWeights(ckpt, lora, path);
+          this.mergedFile = { path: join(this.opts.cacheRoot, key, MERGED_FILE), layout: merged };
         },
       });
     }
+    const build = (locationOf: (file: string) => string): Uint8Array => {
+      const resolve = (name: string): WeightRef | undefined => {
+        const m = (merged as Map<string, TensorInfo> | null)?.get(name);
+        if (m !== undefined) return refOf(m, MERGED_FILE);
+        const lt = loraTensors.get(name);
+        if (lt !== undefined) return refOf(lt, locationOf(lt.file));
+        if (!ckpt.has(name)) return undefined;
+        const t = ckpt.tensor(name);
+        return refOf(t, locationOf(t.file));
+      };
+      return buildDecoderGraph(ckpt.spec, resolve, { ...graph, lora: loraEdges.size > 0 ? loraEdges : undefined }).toModelBytes();
+    };
+    // The key covers the graph as this code builds it (cheap: no weights involved), so a changed builder
+    // never reuses a stale entry; merged LoRA weights are covered by the adapter's identity.
+    const index = new Map(sources.map((f, i) => [f, locationFor(i)]));
+    const probe = build((f) => index.get(f) ?? f);
+    const key = cacheKey({ model: await this.identity(), graph: createHash('sha256').update(probe).digest('hex') });
+    const known = this.entries.get(key);
+    if (known !== undefined) return known;
     const entry = await ensureEntry({
       cacheRoot: this.opts.cacheRoot,
       key,
@@ -132,20 +158,9 @@ export class GraphSessions {
       generated,
       graph: async (locationOf) => {
         if (lora !== null && this.loraMode === 'merged' && merged === null) {
-          // The entry existed only partially (should not happen: entries are renamed into place whole).
           throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'merged LoRA weights missing while building the graph');
         }
-        const resolve = (name: string): WeightRef | undefined => {
-          const m = merged?.get(name);
-          if (m !== undefined) return refOf(m, MERGED_FILE);
-          const lt = loraTensors.get(name);
-          if (lt !== undefined) return refOf(lt, locationOf(lt.file));
-          if (!ckpt.has(name)) return undefined;
-          const t = ckpt.tensor(name);
-          return refOf(t, locationOf(t.file));
-        };
-        const g = buildDecoderGraph(ckpt.spec, resolve, { ...graph, lora: loraEdges.size > 0 ? loraEdges : undefined });
-        return g.toModelBytes();
+        return build(locationOf);
       },
     });
     this.entries.set(key, entry);

@@ -63,7 +63,8 @@ export function cacheKey(parts: unknown): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 32);
 }
 
-function linkOrCopy(source: string, dest: string): LinkMode {
+/** Hard link when possible (same filesystem, permitted), else a copy. */
+export function linkOrCopy(source: string, dest: string): LinkMode {
   try {
     linkSync(source, dest);
     return 'hardlink';

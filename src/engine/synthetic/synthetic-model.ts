@@ -1,0 +1,150 @@
+/**
+ * Random-weight HF model folders (config.json, generation_config.json, model.safetensors, a word-level
+ * tokenizer with a chat template) for tests and benchmarks: any llama/qwen2 layout, any float dtype, from a
+ * seed. Weights are generated tensor by tensor while writing, so a 350M-parameter model never sits in the
+ * JS heap as a whole.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { encodeFromF32 } from '../../checkpoint/dtypes.js';
+import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
+import type { DType } from '../../checkpoint/types.js';
+
+export interface SyntheticModelOptions {
+  family: 'llama' | 'qwen2';
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim?: number;
+  tieWordEmbeddings: boolean;
+  dtype: 'F32' | 'BF16' | 'F16';
+  seed?: number;
+  /** Standard deviation of linear weights (default 0.05). */
+  std?: number;
+  ropeTheta?: number;
+  rmsNormEps?: number;
+  maxPositionEmbeddings?: number;
+}
+
+const SPECIALS = ['<pad>', '<unk>', '<s>', '</s>', '<|user|>', '<|assistant|>', '<|end|>'];
+const CHAT_TEMPLATE = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|> ' + message['content'] + ' ' }}{% else %}{{ '<|assistant|> ' + message['content'] + ' <|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+const TORCH_NAME: Record<SyntheticModelOptions['dtype'], string> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
+
+/** mulberry32: small, fast, seedable; plenty for test weights. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function hashName(name: string, seed: number): number {
+  let h = 2166136261 ^ seed;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/** Uniform values with the given standard deviation and mean, reproducible per (seed, tensor name). */
+export function syntheticValues(name: string, n: number, std: number, mean: number, seed: number): Float32Array {
+  const r = prng(hashName(name, seed));
+  const half = std * Math.sqrt(3);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = mean + (2 * r() - 1) * half;
+  return out;
+}
+
+export function syntheticTensors(o: SyntheticModelOptions): { name: string; shape: number[]; std: number; mean: number }[] {
+  const D = o.headDim ?? o.hiddenSize / o.numHeads;
+  const H = o.hiddenSize;
+  const std = o.std ?? 0.05;
+  const t: { name: string; shape: number[]; std: number; mean: number }[] = [{ name: 'model.embed_tokens.weight', shape: [o.vocabSize, H], std: 0.5, mean: 0 }];
+  for (let i = 0; i < o.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    t.push({ name: `${p}.input_layernorm.weight`, shape: [H], std: 0.1, mean: 1 });
+    t.push({ name: `${p}.post_attention_layernorm.weight`, shape: [H], std: 0.1, mean: 1 });
+    t.push({ name: `${p}.self_attn.q_proj.weight`, shape: [o.numHeads * D, H], std, mean: 0 });
+    t.push({ name: `${p}.self_attn.k_proj.weight`, shape: [o.numKvHeads * D, H], std, mean: 0 });
+    t.push({ name: `${p}.self_attn.v_proj.weight`, shape: [o.numKvHeads * D, H], std, mean: 0 });
+    t.push({ name: `${p}.self_attn.o_proj.weight`, shape: [H, o.numHeads * D], std, mean: 0 });
+    if (o.family === 'qwen2') {
+      t.push({ name: `${p}.self_attn.q_proj.bias`, shape: [o.numHeads * D], std: 0.1, mean: 0 });
+      t.push({ name: `${p}.self_attn.k_proj.bias`, shape: [o.numKvHeads * D], std: 0.1, mean: 0 });
+      t.push({ name: `${p}.self_attn.v_proj.bias`, shape: [o.numKvHeads * D], std: 0.1, mean: 0 });
+    }
+    t.push({ name: `${p}.mlp.gate_proj.weight`, shape: [o.intermediateSize, H], std, mean: 0 });
+    t.push({ name: `${p}.mlp.up_proj.weight`, shape: [o.intermediateSize, H], std, mean: 0 });
+    t.push({ name: `${p}.mlp.down_proj.weight`, shape: [H, o.intermediateSize], std, mean: 0 });
+  }
+  t.push({ name: 'model.norm.weight', shape: [H], std: 0.1, mean: 1 });
+  if (!o.tieWordEmbeddings) t.push({ name: 'lm_head.weight', shape: [o.vocabSize, H], std, mean: 0 });
+  return t;
+}
+
+export function syntheticParameterCount(o: SyntheticModelOptions): number {
+  return syntheticTensors(o).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+function tokenizerJson(vocabSize: number): unknown {
+  const vocab: Record<string, number> = {};
+  SPECIALS.forEach((s, i) => (vocab[s] = i));
+  for (let i = SPECIALS.length; i < vocabSize; i++) vocab[`w${i}`] = i;
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: SPECIALS.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: { type: 'Lowercase' },
+    pre_tokenizer: { type: 'Whitespace' },
+    post_processor: null,
+    decoder: null,
+    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
+  };
+}
+
+export async function writeSyntheticModel(dir: string, o: SyntheticModelOptions): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const seed = o.seed ?? 1;
+  const config = {
+    architectures: [o.family === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: o.family,
+    vocab_size: o.vocabSize,
+    hidden_size: o.hiddenSize,
+    intermediate_size: o.intermediateSize,
+    num_hidden_layers: o.numLayers,
+    num_attention_heads: o.numHeads,
+    num_key_value_heads: o.numKvHeads,
+    head_dim: o.headDim ?? o.hiddenSize / o.numHeads,
+    hidden_act: 'silu',
+    max_position_embeddings: o.maxPositionEmbeddings ?? 256,
+    rope_theta: o.ropeTheta ?? (o.family === 'qwen2' ? 1000000 : 10000),
+    rms_norm_eps: o.rmsNormEps ?? 1e-6,
+    tie_word_embeddings: o.tieWordEmbeddings,
+    rope_scaling: null,
+    torch_dtype: TORCH_NAME[o.dtype],
+    bos_token_id: 2,
+    eos_token_id: 3,
+    pad_token_id: 0,
+    ...(o.family === 'qwen2' ? { use_sliding_window: false, sliding_window: null, max_window_layers: o.numLayers } : { attention_bias: false, mlp_bias: false }),
+  };
+  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: 2, eos_token_id: [3, 6], pad_token_id: 0, do_sample: false }));
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson(o.vocabSize)));
+  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({
+    bos_token: '<s>', eos_token: '</s>', pad_token: '<pad>', unk_token: '<unk>', chat_template: CHAT_TEMPLATE, padding_side: 'left',
+  }));
+  const dtype: DType = o.dtype;
+  const sources: TensorSource[] = syntheticTensors(o).map((t) => ({
+    name: t.name,
+    dtype,
+    shape: t.shape,
+    data: () => encodeFromF32(dtype, syntheticValues(t.name, t.shape.reduce((a, b) => a * b, 1), t.std, t.mean, seed)),
+  }));
+  await writeSafetensors(join(dir, 'model.safetensors'), sources, { format: 'pt' });
+}

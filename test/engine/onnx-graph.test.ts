@@ -1,0 +1,119 @@
+/**
+ * GraphBuilder and the on-disk graph cache, run through real onnxruntime sessions: attribute encoding,
+ * external-data initializers (with a file offset, in f32 and bf16), the path rules onnxruntime 1.30 enforces
+ * for external data, hard links vs copies, and cache keys following file content.
+ */
+import { existsSync, mkdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import { bf16ToF32, f32ToBf16 } from '../../src/checkpoint/dtypes.js';
+import { GraphBuilder, f } from '../../src/engine/onnx/graph-builder.js';
+import { ensureEntry, fileFingerprint } from '../../src/engine/session/model-cache.js';
+import { tempDir } from './helpers.js';
+
+const tmp = tempDir('fgsn-onnx-');
+afterAll(() => tmp.remove());
+
+/** A file with 16 junk bytes, then W = [[1,2,3],[4,5,6]] as f32 (24 bytes), then W as bf16 (12 bytes). */
+function weightFile(path: string): void {
+  const w = new Float32Array([1, 2, 3, 4, 5, 6]);
+  const bf = f32ToBf16(w);
+  const buf = Buffer.alloc(16 + 24 + 12, 0xab);
+  Buffer.from(w.buffer).copy(buf, 16);
+  Buffer.from(bf.buffer).copy(buf, 40);
+  writeFileSync(path, buf);
+}
+
+function gemmGraph(location: string, bf16 = false): GraphBuilder {
+  const g = new GraphBuilder('t');
+  const x = g.input('x', 'float32', ['n', 3]);
+  const w = bf16
+    ? g.op('Cast', [g.externalInit('w', 'bfloat16', [2, 3], { location, offset: 40, length: 12 })], { to: 1 })
+    : g.externalInit('w', 'float32', [2, 3], { location, offset: 16, length: 24 });
+  g.output('y', g.op('Gemm', [x, w], { transB: 1, alpha: f(2) }), 'float32', ['n', 2]);
+  return g;
+}
+
+async function runGemm(onnxPath: string): Promise<number[]> {
+  const s = await ort.InferenceSession.create(onnxPath);
+  try {
+    const r = await s.run({ x: new ort.Tensor('float32', new Float32Array([1, 0, -1, 0.5, 0.5, 0.5]), [2, 3]) });
+    return Array.from(r.y.data as Float32Array);
+  } finally {
+    await s.release();
+  }
+}
+
+describe('GraphBuilder', () => {
+  it('runs external f32 and bf16 initializers read at a file offset, with a FLOAT attribute', async () => {
+    for (const bf16 of [false, true]) {
+      const dir = join(tmp.path, `ext-${bf16}`);
+      mkdirSync(dir);
+      weightFile(join(dir, 'weights.bin'));
+      writeFileSync(join(dir, 'm.onnx'), gemmGraph('weights.bin', bf16).toModelBytes());
+      // y = 2 * x @ W^T
+      expect(await runGemm(join(dir, 'm.onnx'))).toEqual([2 * (1 - 3), 2 * (4 - 6), 2 * 3, 2 * 7.5]);
+    }
+    expect(Array.from(bf16ToF32(f32ToBf16(new Float32Array([1, 2, 3]))))).toEqual([1, 2, 3]);
+  });
+
+  it('refuses external locations that leave the graph folder', () => {
+    for (const bad of ['../w.bin', '/abs/w.bin', 'a/../../w.bin', 'a\\w.bin']) {
+      expect(() => gemmGraph(bad), bad).toThrow(expect.objectContaining({ code: 'ENGINE_GRAPH_UNSUPPORTED' }));
+    }
+  });
+
+  it('refuses a value defined twice', () => {
+    const g = new GraphBuilder('t');
+    g.input('x', 'float32', [1]);
+    expect(() => g.input('x', 'float32', [1])).toThrow(expect.objectContaining({ code: 'ENGINE_GRAPH_UNSUPPORTED' }));
+  });
+
+  it('onnxruntime refuses a symlink to a weight file outside the folder (why the cache hard-links or copies)', async () => {
+    const outside = join(tmp.path, 'outside.bin');
+    weightFile(outside);
+    const dir = join(tmp.path, 'symlinked');
+    mkdirSync(dir);
+    symlinkSync(outside, join(dir, 'weights.bin'));
+    writeFileSync(join(dir, 'm.onnx'), gemmGraph('weights.bin').toModelBytes());
+    await expect(ort.InferenceSession.create(join(dir, 'm.onnx'))).rejects.toThrow(/escapes model directory|External data/);
+  });
+});
+
+describe('graph cache entries', () => {
+  const graph = (locationOf: (s: string) => string): Uint8Array => gemmGraph(locationOf(src)).toModelBytes();
+  const src = join(tmp.path, 'shard.bin');
+  weightFile(src);
+
+  it('hard-links weight files beside model.onnx on the same filesystem and reuses the entry', async () => {
+    const root = join(tmp.path, 'cache');
+    const first = await ensureEntry({ cacheRoot: root, key: 'k1', sources: [src], graph });
+    expect(first.created).toBe(true);
+    expect(first.files[0]).toMatchObject({ location: 'w0.safetensors', mode: 'hardlink' });
+    expect(statSync(join(first.dir, 'w0.safetensors')).ino).toBe(statSync(src).ino);
+    expect(await runGemm(first.onnxPath)).toEqual([-4, -4, 6, 15]);
+    const again = await ensureEntry({ cacheRoot: root, key: 'k1', sources: [src], graph: () => { throw new Error('must not rebuild'); } });
+    expect(again.created).toBe(false);
+  });
+
+  it.skipIf(!existsSync('/dev/shm') || statSync('/dev/shm').dev === statSync(tmp.path).dev)('copies when the source is on another filesystem', async () => {
+    const other = join('/dev/shm', `fgsn-${process.pid}-w.bin`);
+    try {
+      weightFile(other);
+      const e = await ensureEntry({ cacheRoot: join(tmp.path, 'cache2'), key: 'k', sources: [other], graph: () => gemmGraph('w0.safetensors').toModelBytes() });
+      expect(e.files[0].mode).toBe('copy');
+      expect(await runGemm(e.onnxPath)).toEqual([-4, -4, 6, 15]);
+    } finally {
+      rmSync(other, { force: true });
+    }
+  });
+
+  it('fingerprints change when a file is rewritten', () => {
+    const p = join(tmp.path, 'fp.bin');
+    weightFile(p);
+    const a = fileFingerprint(p);
+    utimesSync(p, new Date(), new Date(Date.now() + 5000));
+    expect(fileFingerprint(p)).not.toBe(a);
+  });
+});
