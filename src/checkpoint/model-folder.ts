@@ -79,20 +79,21 @@ export class ModelCheckpoint {
     return this.file(name).tensor(name);
   }
 
-  readBytes(name: string): Promise<Uint8Array> {
-    return this.file(name).readBytes(name);
+  readBytes(name: string, out?: Uint8Array): Promise<Uint8Array> {
+    return this.file(name).readBytes(name, out);
   }
 
-  readRowsBytes(name: string, rowStart: number, rowEnd: number): Promise<Uint8Array> {
-    return this.file(name).readRowsBytes(name, rowStart, rowEnd);
+  readRowsBytes(name: string, rowStart: number, rowEnd: number, out?: Uint8Array): Promise<Uint8Array> {
+    return this.file(name).readRowsBytes(name, rowStart, rowEnd, out);
   }
 
-  readF32(name: string): Promise<Float32Array> {
-    return this.file(name).readF32(name);
+  /** Upcast to float32; `out` (optional, long enough) is reused instead of allocating. */
+  readF32(name: string, out?: Float32Array): Promise<Float32Array> {
+    return this.file(name).readF32(name, out);
   }
 
-  readRowsF32(name: string, rowStart: number, rowEnd: number): Promise<Float32Array> {
-    return this.file(name).readRowsF32(name, rowStart, rowEnd);
+  readRowsF32(name: string, rowStart: number, rowEnd: number, out?: Float32Array): Promise<Float32Array> {
+    return this.file(name).readRowsF32(name, rowStart, rowEnd, out);
   }
 
   async close(): Promise<void> {

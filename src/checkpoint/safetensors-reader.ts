@@ -84,31 +84,35 @@ export class SafetensorsFile {
     return [...this.tensors.keys()];
   }
 
-  /** Raw little-endian bytes of a whole tensor (fresh, zero-offset storage). */
-  async readBytes(name: string): Promise<Uint8Array> {
+  /**
+   * Raw little-endian bytes of a whole tensor: fresh, zero-offset storage, or a prefix of `out` when given
+   * (reusing one buffer across tensors avoids page-faulting fresh memory for every tensor).
+   */
+  async readBytes(name: string, out?: Uint8Array): Promise<Uint8Array> {
     const t = this.tensor(name);
-    return this.readAt(t.byteOffset, t.byteLength);
+    return this.readAt(t.byteOffset, t.byteLength, out);
   }
 
   /**
    * Raw bytes of rows [rowStart, rowEnd) along the first dimension; a row is everything after it
    * (a 2-D weight's output rows; a 1-D tensor's elements). One contiguous positional read.
    */
-  async readRowsBytes(name: string, rowStart: number, rowEnd: number): Promise<Uint8Array> {
+  async readRowsBytes(name: string, rowStart: number, rowEnd: number, out?: Uint8Array): Promise<Uint8Array> {
     const t = this.tensor(name);
     const rowBytes = rowByteSize(t, this.path, rowStart, rowEnd);
-    return this.readAt(t.byteOffset + rowStart * rowBytes, (rowEnd - rowStart) * rowBytes);
+    return this.readAt(t.byteOffset + rowStart * rowBytes, (rowEnd - rowStart) * rowBytes, out);
   }
 
-  /** A whole tensor upcast to float32 (a view over the read buffer when already F32: no second copy). */
-  async readF32(name: string): Promise<Float32Array> {
+  /** A whole tensor upcast to float32, into a prefix of `out` when given. */
+  async readF32(name: string, out?: Float32Array): Promise<Float32Array> {
     const t = this.tensor(name);
-    return toF32(t, await this.readAt(t.byteOffset, t.byteLength));
+    return this.readF32At(t, t.byteOffset, t.byteLength, out);
   }
 
-  async readRowsF32(name: string, rowStart: number, rowEnd: number): Promise<Float32Array> {
+  async readRowsF32(name: string, rowStart: number, rowEnd: number, out?: Float32Array): Promise<Float32Array> {
     const t = this.tensor(name);
-    return toF32(t, await this.readRowsBytes(name, rowStart, rowEnd));
+    const rowBytes = rowByteSize(t, this.path, rowStart, rowEnd);
+    return this.readF32At(t, t.byteOffset + rowStart * rowBytes, (rowEnd - rowStart) * rowBytes, out);
   }
 
   async close(): Promise<void> {
@@ -117,18 +121,48 @@ export class SafetensorsFile {
     await this.fh.close();
   }
 
-  private async readAt(position: number, length: number): Promise<Uint8Array> {
+  private checkOpen(): void {
     if (this.closed) throw new FgsnError('CHECKPOINT_IO', `${this.path}: read after close`, { details: { file: this.path } });
-    const buf = allocBytes(length);
+  }
+
+  private async readAt(position: number, length: number, out?: Uint8Array): Promise<Uint8Array> {
+    this.checkOpen();
+    const buf = out === undefined ? allocBytes(length) : prefix(out, length, 'readBytes');
     await readFully(this.fh, buf, position, this.path);
     return buf;
   }
+
+  /**
+   * F32 data is read straight into the output. Other dtypes are read through a bounded scratch buffer and
+   * decoded chunk by chunk, so converting a tensor never holds its encoded bytes and its f32 copy at once.
+   */
+  private async readF32At(t: TensorInfo, position: number, length: number, out?: Float32Array): Promise<Float32Array> {
+    this.checkOpen();
+    const item = DTYPE_SIZE[t.dtype];
+    const n = length / item;
+    const dst = out === undefined ? new Float32Array(n) : prefix(out, n, 'readF32');
+    if (t.dtype === 'F32') {
+      await readFully(this.fh, new Uint8Array(dst.buffer, dst.byteOffset, length), position, this.path);
+      return dst;
+    }
+    const chunkElems = Math.max(1, Math.floor(DECODE_CHUNK_BYTES / item));
+    const scratch = allocBytes(Math.min(length, chunkElems * item));
+    for (let done = 0; done < n; done += chunkElems) {
+      const count = Math.min(chunkElems, n - done);
+      const bytes = scratch.subarray(0, count * item);
+      await readFully(this.fh, bytes, position + done * item, this.path);
+      decodeToF32(t.dtype, bytes, dst.subarray(done, done + count));
+    }
+    return dst;
+  }
 }
 
-function toF32(t: TensorInfo, bytes: Uint8Array): Float32Array {
-  // allocBytes storage is fresh and aligned, so an F32 tensor can be viewed in place.
-  if (t.dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-  return decodeToF32(t.dtype, bytes);
+/** Size of the scratch buffer for decoding non-F32 tensors: large enough for full-speed reads. */
+const DECODE_CHUNK_BYTES = 8 << 20;
+
+function prefix<T extends Uint8Array | Float32Array>(out: T, n: number, what: string): T {
+  if (out.length < n) throw new RangeError(`${what}: output holds ${out.length} elements, need ${n}`);
+  return out.subarray(0, n) as T;
 }
 
 /** Validates a row range of `t` and returns the byte size of one row. */

@@ -84,6 +84,43 @@ describe('SafetensorsFile (hand-written bytes)', () => {
   });
 });
 
+describe('SafetensorsFile reads into caller buffers and in chunks', () => {
+  it('decodes a BF16/F16 tensor larger than the decode chunk, whole and by rows, into fresh or given buffers', async () => {
+    const n = 5_000_000; // 10 MB of bf16: more than one 8 MB decode chunk
+    const values = new Float32Array(n);
+    for (let i = 0; i < n; i++) values[i] = ((i % 251) - 125) / 64; // 8 significant bits at most: exact in bf16 and f16
+    const path = join(dir, 'big.safetensors');
+    const { encodeFromF32 } = await import('../../src/checkpoint/dtypes.js');
+    await writeSafetensors(path, [
+      { name: 'b', dtype: 'BF16', shape: [1000, 5000], data: () => encodeFromF32('BF16', values) },
+      { name: 'h', dtype: 'F16', shape: [n], data: () => encodeFromF32('F16', values) },
+      { name: 'f', dtype: 'F32', shape: [1000, 5000], data: () => encodeFromF32('F32', values) },
+    ]);
+    const f = await SafetensorsFile.open(path);
+    try {
+      const whole = await f.readF32('b');
+      expect(whole.length).toBe(n);
+      expect(Buffer.compare(Buffer.from(whole.buffer, whole.byteOffset, whole.byteLength), Buffer.from(values.buffer))).toBe(0);
+      expect(Array.from((await f.readF32('h')).subarray(n - 3))).toEqual(Array.from(values.subarray(n - 3)));
+      const out = new Float32Array(n + 7).fill(-1);
+      const rows = await f.readRowsF32('b', 998, 1000, out);
+      expect(rows.buffer).toBe(out.buffer);
+      expect(rows.length).toBe(10000);
+      expect(Array.from(rows.subarray(0, 5))).toEqual(Array.from(values.subarray(998 * 5000, 998 * 5000 + 5)));
+      expect(out[10000]).toBe(-1);
+      const fOut = await f.readRowsF32('f', 1, 2, out);
+      expect(Array.from(fOut.subarray(0, 3))).toEqual(Array.from(values.subarray(5000, 5003)));
+      const bytesOut = new Uint8Array(20);
+      const raw = await f.readRowsBytes('b', 0, 1, new Uint8Array(10000));
+      expect(raw.length).toBe(10000);
+      await expect(f.readBytes('b', bytesOut)).rejects.toThrow(RangeError);
+      await expect(f.readF32('b', new Float32Array(10))).rejects.toThrow(RangeError);
+    } finally {
+      await f.close();
+    }
+  });
+});
+
 describe('writeSafetensors', () => {
   it('writes the HF layout: metadata first, sorted by dtype size then name, padded to 8 bytes', async () => {
     const path = join(dir, 'w.safetensors');
