@@ -13,7 +13,8 @@ if (port === null) throw new Error('engine-worker must run in a worker thread');
 const { modelDir, options } = workerData as { modelDir: string; options: EngineOptions };
 let engine: Engine | null = null;
 const ready = loadEngine(modelDir, options).then((e) => (engine = e));
-let queue: Promise<unknown> = ready;
+// The queue only orders requests; a failed load surfaces through handle()'s `await ready` as a reply.
+let queue: Promise<unknown> = ready.then(() => undefined, () => undefined);
 
 async function handle(req: Request): Promise<unknown> {
   await ready;
@@ -50,8 +51,6 @@ port.on('message', (req: Request) => {
       }
       if (req.method === 'close') port.close();
     },
-  );
+  ).catch(() => undefined);
 });
 
-// A failed load is reported on the first request; keep the rejection from crashing the thread meanwhile.
-ready.catch(() => undefined);
