@@ -4,7 +4,7 @@
  * qwen2 (q/k/v biases, tied embeddings) checkpoints written as real model folders. Sequences of different
  * lengths go through one left-padded batch, so padding is exercised on every comparison.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -117,6 +117,10 @@ describe.each(['llama', 'qwen2'] as const)('attribution graph on a tiny %s check
       const sub = (m: Map<string, ort.Tensor>): Map<string, ort.Tensor> => new Map([...m].filter(([n]) => part.weights.includes(n)));
       const res = await part.run(attributionBatch(seqs, 0), toTensors(dirs, spec).map(sub));
       expect(part.weights).toHaveLength(7);
+      // Graph variants share one cache folder, so the weights are linked (or copied) once per model.
+      const entries = readdirSync(join(dir, 'cache'));
+      expect(entries).toHaveLength(1);
+      expect(readdirSync(join(dir, 'cache', entries[0])).filter((f) => f.startsWith('attribution-')).length).toBeGreaterThanOrEqual(2);
       expect(res.lossSum).toBeCloseTo(got.lossSum, 5);
       for (const k of [0, 1]) {
         for (const name of part.weights) {
