@@ -13,6 +13,8 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { startWorker, type RunningWorker } from '../../src/queue/worker.js';
 import { REDIS_URL } from '../support/redis.js';
 
+type Body = RequestInit['body'];
+
 export const KEYS = { a: 'key-tenant-a', b: 'key-tenant-b', admin: 'key-admin' } as const;
 
 export interface Harness {
@@ -22,8 +24,8 @@ export interface Harness {
   worker?: RunningWorker;
   dataDir: string;
   env: Record<string, string>;
-  req(method: string, path: string, opts?: { key?: string | null; json?: unknown; body?: BodyInit; headers?: Record<string, string> }): Promise<Response>;
-  json<T = Record<string, unknown>>(method: string, path: string, opts?: { key?: string | null; json?: unknown; body?: BodyInit; headers?: Record<string, string> }): Promise<{ status: number; body: T; res: Response }>;
+  req(method: string, path: string, opts?: { key?: string | null; json?: unknown; body?: Body; headers?: Record<string, string> }): Promise<Response>;
+  json<T = Record<string, unknown>>(method: string, path: string, opts?: { key?: string | null; json?: unknown; body?: Body; headers?: Record<string, string> }): Promise<{ status: number; body: T; res: Response }>;
   close(): Promise<void>;
 }
 
@@ -101,9 +103,9 @@ export async function deleteKeys(prefix: string): Promise<void> {
 }
 
 /** Streams a file from disk as the request body (never read whole). */
-export async function fileBody(path: string): Promise<{ body: BodyInit; length: number }> {
+export async function fileBody(path: string): Promise<{ body: Body; length: number }> {
   const length = (await stat(path)).size;
-  return { body: createReadStream(path) as unknown as BodyInit, length };
+  return { body: createReadStream(path) as unknown as Body, length };
 }
 
 /** Creates an upload and PUTs every named file of a folder into it; returns the checkpoint id. */

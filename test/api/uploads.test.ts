@@ -55,7 +55,7 @@ describeTestbed('uploads of testbed checkpoints', () => {
 
     const again = await h.req('PUT', `/v1/checkpoints/${id}/files/extra.json`, { body: '{}', headers: { 'content-type': 'application/octet-stream' } });
     expect(again.status).toBe(409);
-    expect((await again.json()).code).toBe('CONFLICT');
+    expect(((await again.json()) as { code: string }).code).toBe('CONFLICT');
     // complete is idempotent once ready
     expect((await h.json('POST', `/v1/checkpoints/${id}/complete`)).status).toBe(200);
   });
@@ -204,7 +204,7 @@ describe('malformed uploads', () => {
     const streamed = await h.req('PUT', `/v1/checkpoints/${c.body.id}/files/big2.safetensors`, { body: big, headers: { 'content-type': 'application/octet-stream' } }).catch((e: Error) => e);
     if (streamed instanceof Response) {
       expect(streamed.status).toBe(413);
-      expect((await streamed.json()).code).toBe('PAYLOAD_TOO_LARGE');
+      expect(((await streamed.json()) as { code: string }).code).toBe('PAYLOAD_TOO_LARGE');
     }
     const tooBig = await rawRequest(h.base, 'PUT', `/v1/checkpoints/${c.body.id}/files/big3.safetensors`, { authorization: `Bearer ${KEYS.a}`, 'content-type': 'application/octet-stream', 'content-length': String(64 * 1024 * 1024) });
     expect(tooBig.status).toBe(413);
