@@ -6,6 +6,7 @@
  *   npx tsx bench/defense/run.ts [--limit N] [--checkpoints a,b] [--methods undefended,fgsn,safelora,...]
  *                                [--probe-cap N] [--with-emerging-probes] [--harmful-responses]
  *                                [--options METHOD:key=value,...]... [--testbed DIR] [--keep] [--out DIR]
+ * A method may be given as METHOD@label (e.g. fgsn@paper) to add a variant row with its own --options.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -60,7 +61,9 @@ function parse(): {
   };
   const methods = v.methods?.split(',').map((s) => s.trim()).filter(Boolean) ?? ['undefended', ...DEFENSES];
   for (const m of methods) {
-    if (m !== 'undefended' && !(DEFENSES as string[]).includes(m)) throw new Error(`unknown method "${m}"; use undefended,${DEFENSES.join(',')}`);
+    if (m !== 'undefended' && !(DEFENSES as string[]).includes(baseMethod(m))) {
+      throw new Error(`unknown method "${m}"; use undefended,${DEFENSES.join(',')} (optionally METHOD@label)`);
+    }
   }
   const checkpoints = v.checkpoints?.split(',').map((s) => s.trim()).filter(Boolean) ?? [...DEV_FINETUNES];
   return {
@@ -94,6 +97,10 @@ function parseMethodOptions(specs: string[]): Record<string, Record<string, unkn
     }
   }
   return out;
+}
+
+function baseMethod(label: string): DefenseMethod {
+  return label.split('@')[0] as DefenseMethod;
 }
 
 async function loadRunHarden(): Promise<{ fn?: RunHarden; why?: string }> {
@@ -179,7 +186,8 @@ async function main(): Promise<void> {
   const linearParams = linearParameterCount(spec);
   const evalOpts = { ...suite, batchSize: o.batchSize, cacheDir, keepGenerations: true };
 
-  const wantDefenses = o.methods.filter((m) => m !== 'undefended') as DefenseMethod[];
+  // A row label: a method, or METHOD@label for a variant whose options come from --options METHOD@label:...
+  const wantDefenses = o.methods.filter((m) => m !== 'undefended');
   const harden = wantDefenses.length > 0 ? await loadRunHarden() : {};
   const unavailable = harden.fn === undefined ? wantDefenses : [];
   if (unavailable.length > 0) {
@@ -229,7 +237,7 @@ async function main(): Promise<void> {
           harmful: probes.harmful,
           benign: probes.benign,
           ...(probes.task !== undefined ? { task: probes.task } : {}),
-          method,
+          method: baseMethod(method),
           ...(o.methodOptions[method] !== undefined ? { options: o.methodOptions[method] } : {}),
           outputs: ['model'],
           outDir,
@@ -238,7 +246,7 @@ async function main(): Promise<void> {
         const hardenS = (performance.now() - h0) / 1000;
         const modelDir = existsSync(join(outDir, 'model', 'config.json')) ? join(outDir, 'model') : outDir;
         const report = await evaluateModel(modelDir, evalOpts);
-        const row = rowFromReport(name, method === 'fgsn' ? 'fgsn (default)' : method, report, info.task);
+        const row = rowFromReport(name, method === 'fgsn' && o.methodOptions.fgsn === undefined ? 'fgsn (default)' : method, report, info.task);
         row.params_changed = result.summary.paramsChanged;
         row.params_pct_all = (100 * result.summary.paramsChanged) / totalParams;
         row.params_pct_linear = (100 * result.summary.paramsChanged) / linearParams;
