@@ -201,6 +201,7 @@ export async function readJsonFile(path: string, invalidCode: 'CHECKPOINT_CONFIG
   try {
     // Config files are small; a multi-MB "config" is not one (and must not be read whole).
     const st = await stat(path);
+    if (!st.isFile()) throw new FgsnError(invalidCode, `${path}: not a regular file`, { details: { file: path } });
     if (st.size > 16 * 1024 * 1024) throw new FgsnError(invalidCode, `${path}: ${st.size} bytes is too large for a JSON config`, { details: { file: path } });
     text = await readFile(path, 'utf8');
   } catch (e) {

@@ -3,7 +3,7 @@
  * for (a tensor or a row range of it). The file is never loaded whole, so memory tracks the largest tensor
  * (or row block) read, not the checkpoint.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { FgsnError } from '../errors.js';
 import { decodeToF32 } from './dtypes.js';
@@ -35,6 +35,8 @@ export class SafetensorsFile {
     const maxHeader = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
     let fh: FileHandle;
     try {
+      // Checked before open(): opening a FIFO or device would block or stream forever.
+      if (!(await stat(abs)).isFile()) throw new FgsnError('CHECKPOINT_IO', `${abs}: not a regular file`, { details: { file: abs } });
       fh = await open(abs, 'r');
     } catch (e) {
       throw ioError(abs, e);

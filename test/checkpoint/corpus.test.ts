@@ -3,6 +3,7 @@
  * tensor problems, unsafe paths, pickle files and bad adapters. Each must be refused with its catalogue
  * code (not a crash, not INTERNAL), and claims of huge sizes must be refused before any allocation.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -151,6 +152,18 @@ const CASES: Case[] = [
   folderCase('weights file is corrupt', 'CHECKPOINT_HEADER_NOT_JSON', async (dir) => {
     await writeModelFolder(dir);
     await writeFile(join(dir, 'model.safetensors'), rawSafetensors('{nope}'));
+    return dir;
+  }),
+  folderCase('weights file is a FIFO (must not block)', 'CHECKPOINT_IO', async (dir) => {
+    await writeModelFolder(dir);
+    await (await import('node:fs/promises')).unlink(join(dir, 'model.safetensors'));
+    execFileSync('mkfifo', [join(dir, 'model.safetensors')]);
+    return dir;
+  }),
+  folderCase('config.json is a directory', 'CHECKPOINT_CONFIG_INVALID', async (dir) => {
+    await writeModelFolder(dir);
+    await (await import('node:fs/promises')).unlink(join(dir, 'config.json'));
+    await mkdir(join(dir, 'config.json'));
     return dir;
   }),
   folderCase('index with ".." shard name', 'CHECKPOINT_PATH_UNSAFE', (dir) => shardedWithName(dir, '../outside.safetensors')),

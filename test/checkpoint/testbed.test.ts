@@ -172,3 +172,11 @@ describeTestbed('checkpoint layer on the dev testbed', () => {
     expect(g.files[0].sha256).toBeNull();
   });
 });
+
+describeTestbed('generation_config.json', () => {
+  it('reads the eos ids the chat model stops on', async () => {
+    const { readGenerationConfig } = await import('../../src/checkpoint/model-config.js');
+    expect(await readGenerationConfig(testbedPath('aligned'))).toEqual({ eosTokenIds: [3, 6], bosTokenId: 2, padTokenId: 0, maxNewTokens: 40 });
+    expect(await readGenerationConfig(testbedPath('lora_sst_p10'))).toBeNull();
+  });
+});
