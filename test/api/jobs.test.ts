@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir, writeModelFolder } from '../checkpoint/fixtures.js';
 import { KEYS, startHarness, uploadFolder, type Harness } from './harness.js';
 
-type Job = { id: string; state: string; error: { code: string } | null };
+type Job = { id: string; state: string; error: { code: string } | null; code?: string };
 
 let h: Harness;
 let work: { dir: string; cleanup: () => Promise<void> };
