@@ -108,7 +108,8 @@ function isTargeted(config: LoraConfig, baseName: string, raw: unknown): boolean
       return false;
     }
   }
-  return config.targetModules.includes(moduleOf(baseName)) || config.targetModules.includes(modulePath);
+  // PEFT: a list entry matches the whole module path or a dotted suffix of it ("q_proj", "self_attn.q_proj").
+  return config.targetModules.some((t) => modulePath === t || modulePath.endsWith(`.${t}`));
 }
 
 export class LoraAdapter {

@@ -97,7 +97,7 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
   if (headDim % 2 !== 0) invalid(source, `head_dim ${headDim} must be even for rotary embeddings`);
 
   const dtypeName = c.torch_dtype ?? c.dtype ?? 'float32';
-  const torchDtype = TORCH_DTYPES[dtypeName];
+  const torchDtype = Object.prototype.hasOwnProperty.call(TORCH_DTYPES, dtypeName) ? TORCH_DTYPES[dtypeName] : undefined;
   if (torchDtype === undefined) invalid(source, `torch_dtype "${dtypeName}" is not a float dtype we can read`);
 
   const attentionBias = family === 'llama' ? (c.attention_bias ?? false) : false;

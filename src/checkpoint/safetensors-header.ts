@@ -118,17 +118,19 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, fileSize: number
     fail('CHECKPOINT_TENSOR_ENTRY_INVALID', source, `key "${dup.key}" appears twice inside one header entry`);
   }
 
-  const metadata: Record<string, string> = {};
+  let metadata: Record<string, string> = {};
   const entries: { info: TensorInfo; begin: number; end: number }[] = [];
   for (const [name, value] of Object.entries(root as Record<string, unknown>)) {
     if (name === '__metadata__') {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {
         fail('CHECKPOINT_METADATA_INVALID', source, '__metadata__ is not an object');
       }
-      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      const pairs = Object.entries(value as Record<string, unknown>);
+      for (const [k, v] of pairs) {
         if (typeof v !== 'string') fail('CHECKPOINT_METADATA_INVALID', source, `__metadata__["${k}"] is a ${typeof v}, not a string`);
-        metadata[k] = v;
       }
+      // fromEntries defines own properties, so even a "__proto__" key is kept as data, not a prototype.
+      metadata = Object.fromEntries(pairs) as Record<string, string>;
       continue;
     }
     entries.push(parseEntry(name, value, dataStart, dataSize, source));

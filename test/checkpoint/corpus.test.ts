@@ -137,6 +137,8 @@ const CASES: Case[] = [
     writeModelFolder(dir, { config: tinyConfig({ tie_word_embeddings: true }), extra: [{ name: 'lm_head.weight', dtype: 'F32', shape: [10, 8], data: () => new Uint8Array(320) }] })),
   folderCase('integer weights', 'CHECKPOINT_DTYPE_UNSUPPORTED', (dir) =>
     writeModelFolder(dir, { extra: [{ name: `${L0}.mlp.gate_proj.weight`, dtype: 'I32', shape: [12, 8], data: () => new Uint8Array(384) }] })),
+  folderCase('linear weights in mixed dtypes', 'CHECKPOINT_DTYPE_UNSUPPORTED', (dir) =>
+    writeModelFolder(dir, { extra: [{ name: `${L0}.mlp.gate_proj.weight`, dtype: 'BF16', shape: [12, 8], data: () => new Uint8Array(192) }] })),
   folderCase('only pytorch_model.bin (pickle)', 'CHECKPOINT_PICKLE_REFUSED', async (dir) => {
     await mkdir(dir);
     await writeFile(join(dir, 'config.json'), JSON.stringify(tinyConfig()));
@@ -367,6 +369,8 @@ describe('malformed checkpoint corpus', () => {
       await writeModelFolder(join(root, 'ok-qwen2'), { config: tinyConfig({ model_type: 'qwen2', tie_word_embeddings: true, architectures: ['Qwen2ForCausalLM'] }) }),
       await writeModelFolder(join(root, 'ok-inv-freq'), { extra: [{ name: `${L0}.self_attn.rotary_emb.inv_freq`, dtype: 'F32', shape: [2], data: () => f32Bytes([1, 0.01]) }] }),
       await writeAdapterFolder(join(root, 'ok-adapter')),
+      await writeAdapterFolder(join(root, 'ok-adapter-suffix-targets'), { config: adapterConfig({ target_modules: ['self_attn.q_proj', 'v_proj', 'mlp.down_proj'] }) }),
+      await writeAdapterFolder(join(root, 'ok-adapter-regex-targets'), { config: adapterConfig({ target_modules: '.*\\.(q_proj|v_proj|down_proj)' }) }),
     ];
     for (const d of dirs) {
       const v = await validateCheckpointFolder(d);

@@ -62,6 +62,7 @@ describe('parseModelConfig', () => {
     [{ head_dim: undefined, num_attention_heads: 3 }, 'CHECKPOINT_CONFIG_INVALID'],
     [{ head_dim: 3 }, 'CHECKPOINT_CONFIG_INVALID'],
     [{ torch_dtype: 'int8' }, 'CHECKPOINT_CONFIG_INVALID'],
+    [{ torch_dtype: 'constructor' }, 'CHECKPOINT_CONFIG_INVALID'],
     [{ eos_token_id: 'x' }, 'CHECKPOINT_CONFIG_INVALID'],
   ])('refuses %j with %s', (over, code) => {
     expect(() => parseModelConfig(tinyConfig(over), 'cfg.json')).toThrow(expect.objectContaining({ code }));

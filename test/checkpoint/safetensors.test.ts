@@ -60,6 +60,14 @@ describe('SafetensorsFile (hand-written bytes)', () => {
     await g.close();
   });
 
+  it('keeps a "__proto__" metadata key and tensor name as plain data', () => {
+    const header = Buffer.from('{"__metadata__":{"__proto__":"x","k":"v"},"__proto__":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}');
+    const parsed = parseSafetensorsHeader(header, 8 + header.length + 1, 'p');
+    expect(Object.keys(parsed.metadata)).toEqual(['__proto__', 'k']);
+    expect(Object.getOwnPropertyDescriptor(parsed.metadata, '__proto__')?.value).toBe('x');
+    expect([...parsed.tensors.keys()]).toEqual(['__proto__']);
+  });
+
   it('fails with a coded error naming the file and tensor', () => {
     const header = Buffer.from('{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}');
     try {
