@@ -1,0 +1,70 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas } from '../../src/defense/atlas.js';
+import { FGSN_DEFAULTS, parseMethodOptions } from '../../src/defense/options.js';
+import { readProbes } from '../../src/pipeline/probes.js';
+import { describeTestbed, testbedPath } from '../support/testbed.js';
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'fgsn-atlas-'));
+});
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe('method options', () => {
+  it('fills defaults, parses CLI strings, rejects unknown keys and out-of-range values', () => {
+    expect(parseMethodOptions('fgsn', {}).o).toEqual(FGSN_DEFAULTS);
+    expect(parseMethodOptions('fgsn', { q: '0.02', mode: 'gram' }).o).toMatchObject({ q: 0.02, mode: 'gram' });
+    expect(() => parseMethodOptions('fgsn', { q: 1.5 })).toThrow(/\[0, 1\]/);
+    expect(() => parseMethodOptions('fgsn', { mode: 'nope' })).toThrow(/one of/);
+    expect(() => parseMethodOptions('resta', { q: 0.1 })).toThrow(/unknown/);
+    expect(parseMethodOptions('safelora', {}).o).toEqual({ alpha: 1, threshold: 0.65 });
+    expect(parseMethodOptions('safelora', { topK: 3 }).o).toEqual({ alpha: 1, topK: 3 });
+    expect(() => parseMethodOptions('safelora', { topK: 3, threshold: 0.5 })).toThrow(/not both/);
+    expect(() => parseMethodOptions('restore', { mode: 'gram' })).toThrow(/restore/);
+    expect(() => parseMethodOptions('bogus' as 'fgsn', {})).toThrow(expect.objectContaining({ code: 'DEFENSE_OPTION_INVALID' }));
+  });
+});
+
+describeTestbed('safety atlas on the dev aligned model', () => {
+  it('is built once, cached by content, inspectable, and extended by a category', async () => {
+    const harmful = (await readProbes(testbedPath('data', 'harmful_attack_pool.jsonl'))).slice(0, 40);
+    const benign = (await readProbes(testbedPath('data', 'lookalike_train.jsonl'))).slice(0, 30);
+    const cache = join(tmp, 'cache');
+    const first = await getOrBuildAtlas(testbedPath('aligned'), harmful, benign, cache);
+    expect(first.cached).toBe(false);
+    const a = first.atlas;
+    expect(a.curve.gap).toHaveLength(4);
+    expect(a.layerWeights.reduce((x, y) => x + y, 0)).toBeCloseTo(1, 6);
+    expect(a.harmfulResponses).toHaveLength(40);
+    // the aligned model refuses its probes: the attribution target is a refusal
+    expect(a.harmfulResponses.filter((r) => /sorry|cannot|not able/.test(r)).length).toBeGreaterThan(35);
+    expect(a.wanda.get('model.layers.0.mlp.down_proj.weight')).toHaveLength(256);
+    expect(a.harmfulSqSums.get('model.layers.0.mlp.down_proj.weight')).toHaveLength(704);
+    const sizes = a.categories.flatMap((c) => c.clusters.map((k) => k.size));
+    expect(sizes.reduce((x, y) => x + y, 0)).toBe(40);
+
+    const again = await getOrBuildAtlas(testbedPath('aligned'), harmful, benign, cache);
+    expect(again.cached).toBe(true);
+    expect(again.atlas.id).toBe(a.id);
+    expect([...again.atlas.wanda.get('model.layers.1.self_attn.q_proj.weight')!]).toEqual([...a.wanda.get('model.layers.1.self_attn.q_proj.weight')!]);
+    const other = await getOrBuildAtlas(testbedPath('aligned'), harmful.slice(1), benign, cache);
+    expect(other.atlas.id).not.toBe(a.id);
+
+    expect((await findAtlas(cache, a.id.slice(0, 8))).id).toBe(a.id);
+    expect(summarizeAtlas(a)).toMatchObject({ id: a.id, probes: { harmful: 40, benign: 30 } });
+    expect((await listAtlases(cache)).map((x) => x.id).sort()).toEqual([a.id, other.atlas.id].sort());
+
+    const emerging = await readProbes(testbedPath('data', 'harmful_emerging_probe.jsonl'));
+    const grown = await addCategory(a, emerging, 'misinformation_manipulation', cache);
+    expect(grown.atlas.parent).toBe(a.id);
+    expect(grown.atlas.harmful).toHaveLength(56);
+    expect(grown.atlas.categories.map((c) => c.name)).toContain('misinformation_manipulation');
+    expect((await loadAtlas(grown.atlas.dir)).parent).toBe(a.id);
+    await expect(findAtlas(cache, 'ffffffff')).rejects.toMatchObject({ code: 'ATLAS_NOT_FOUND' });
+  });
+});
