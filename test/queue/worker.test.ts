@@ -1,0 +1,146 @@
+/**
+ * Worker behaviour with the real pipeline: cancelling a running job, bad input failed at once with its
+ * code (no retry), and a transient storage outage (S3 server down) retried with backoff until it succeeds,
+ * with the artifacts then served from S3.
+ */
+import { createHash } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import S3rver from 's3rver';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { KEYS, startHarness, uploadFolder, waitFor, type Harness } from '../api/harness.js';
+import { testbedProbeNdjson } from '../api/testbed-probes.js';
+import { startReceiver } from '../api/webhook-receiver.js';
+import { TESTBED_DEV, describeTestbed, testbedPath } from '../support/testbed.js';
+
+type Job = { id: string; state: string; attempts: { made: number; max: number }; error: { code: string; message: string } | null };
+
+const MODEL_FILES = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
+
+async function setup(h: Harness): Promise<{ ft: string; reference: string; harmful: string; benign: string }> {
+  const ref = await h.json<{ id: string }>('POST', '/v1/references', { key: KEYS.admin, json: { alignedPath: testbedPath('aligned'), basePath: testbedPath('base') } });
+  const post = async (kind: string, body: string) =>
+    (await h.json<{ id: string }>('POST', `/v1/probe-sets?kind=${kind}`, { body, headers: { 'content-type': 'application/x-ndjson' } })).body.id;
+  const ft = await uploadFolder(h, testbedPath('ft_gsm_p10'), MODEL_FILES);
+  expect((await h.json('POST', `/v1/checkpoints/${ft}/complete`)).status).toBe(200);
+  return {
+    ft,
+    reference: ref.body.id,
+    harmful: await post('harmful', await testbedProbeNdjson('harmful_align_train.jsonl', 24)),
+    benign: await post('benign', await testbedProbeNdjson('lookalike_train.jsonl', 24, false)),
+  };
+}
+
+const terminal = (h: Harness, id: string) =>
+  waitFor(async () => {
+    const j = await h.json<Job>('GET', `/v1/jobs/${id}`);
+    return ['completed', 'failed', 'cancelled'].includes(j.body.state) ? j.body : undefined;
+  }, `job ${id}`, 150_000, 100);
+
+describeTestbed('worker: cancel and bad input (fs storage)', () => {
+  let h: Harness;
+  let ids: Awaited<ReturnType<typeof setup>>;
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
+
+  beforeAll(async () => {
+    h = await startHarness({ worker: true, env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV } });
+    ids = await setup(h);
+    receiver = await startReceiver();
+  });
+  afterAll(async () => {
+    await receiver?.close();
+    await h?.close();
+  });
+
+  it('cancels a running job between stages; it is not retried and leaves no artifacts', async () => {
+    const secret = 'cancel-webhook-secret-123';
+    const sub = await h.json<Job>('POST', '/v1/jobs', {
+      json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, webhook: { url: receiver.url, secret } },
+    });
+    await waitFor(async () => ((await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body.state === 'running' ? true : undefined), 'running', 60_000, 20);
+    const c = await h.json<Job>('POST', `/v1/jobs/${sub.body.id}/cancel`);
+    expect(c.status).toBe(202);
+    const done = await terminal(h, sub.body.id);
+    expect(done.state).toBe('cancelled');
+    expect(done.error?.code).toBe('JOB_CANCELLED');
+    expect(done.attempts.made).toBe(1);
+    expect((await h.json<{ items: unknown[] }>('GET', `/v1/jobs/${sub.body.id}/artifacts`)).body.items).toEqual([]);
+    const hook = await waitFor(async () => receiver.received.find((r) => JSON.parse(r.body).job.id === sub.body.id), 'webhook', 30_000);
+    expect(JSON.parse(hook.body).event).toBe('job.cancelled');
+    const completed = await h.json('POST', `/v1/jobs/${sub.body.id}/cancel`);
+    expect(completed.body.state).toBe('cancelled');
+  });
+
+  it('fails bad input at once with its code, without retries', async () => {
+    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, options: { notAnOption: 1 } } });
+    const done = await terminal(h, sub.body.id);
+    expect(done.state).toBe('failed');
+    expect(done.error?.code).toBe('DEFENSE_OPTION_INVALID');
+    expect(done.attempts.made).toBe(1);
+    expect((await h.json('POST', `/v1/jobs/${sub.body.id}/cancel`)).status).toBe(409);
+  });
+});
+
+describeTestbed('worker: transient storage outage is retried (S3 storage)', () => {
+  let h: Harness;
+  let s3: S3rver;
+  let s3dir: string;
+  let port: number;
+  let ids: Awaited<ReturnType<typeof setup>>;
+
+  const startS3 = async (p: number) => {
+    s3 = new S3rver({ address: '127.0.0.1', port: p, silent: true, directory: s3dir, configureBuckets: [{ name: 'artifacts', configs: [] }] });
+    port = ((await s3.run()) as AddressInfo).port;
+  };
+
+  beforeAll(async () => {
+    s3dir = await mkdtemp(join(tmpdir(), 'fgsn-s3-'));
+    await startS3(0);
+    h = await startHarness({
+      worker: true,
+      env: {
+        FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV,
+        FGSN_STORAGE: 's3',
+        FGSN_S3_ENDPOINT: `http://127.0.0.1:${port}`,
+        FGSN_S3_BUCKET: 'artifacts',
+        FGSN_S3_FORCE_PATH_STYLE: 'true',
+        FGSN_S3_ACCESS_KEY_ID: 'S3RVER',
+        FGSN_S3_SECRET_ACCESS_KEY: 'S3RVER',
+        FGSN_JOB_BACKOFF_MS: '2000',
+      },
+    });
+    ids = await setup(h);
+  });
+  afterAll(async () => {
+    await h?.close();
+    await s3?.close().catch(() => undefined);
+    await rm(s3dir, { recursive: true, force: true });
+  });
+
+  it('a job whose artifact upload fails is retried with backoff and completes once S3 is back', async () => {
+    await s3.close();
+    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, outputs: ['diff', 'report'] } });
+    const failedOnce = await waitFor(async () => {
+      const j = (await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body;
+      return j.attempts.made >= 1 ? j : undefined;
+    }, 'first attempt to fail', 120_000, 50);
+    expect(failedOnce.state).toBe('queued');
+    expect(failedOnce.error?.code).toBe('STORAGE_ERROR');
+    await startS3(port);
+    const done = await terminal(h, sub.body.id);
+    expect(done.error).toBeNull();
+    expect(done.state).toBe('completed');
+    expect(done.attempts.made).toBeGreaterThanOrEqual(1);
+
+    const list = await h.json<{ items: { name: string; sha256: string; url: string; bytes: number }[] }>('GET', `/v1/jobs/${sub.body.id}/artifacts`);
+    const diff = list.body.items.find((a) => a.name === 'diff.safetensors');
+    expect(diff).toBeDefined();
+    const whole = Buffer.from(await (await h.req('GET', diff!.url)).arrayBuffer());
+    expect(createHash('sha256').update(whole).digest('hex')).toBe(diff!.sha256);
+    const part = await h.req('GET', diff!.url, { headers: { range: 'bytes=8-71' } });
+    expect(part.status).toBe(206);
+    expect(Buffer.from(await part.arrayBuffer()).equals(whole.subarray(8, 72))).toBe(true);
+  });
+});
