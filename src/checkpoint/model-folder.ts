@@ -130,22 +130,24 @@ export async function openModelFolder(dirIn: string, sink: ProblemSink): Promise
 
   const entries = await listFolder(dir);
   // Config and weights are checked independently so a validation pass can name problems in both.
-  let config: Record<string, unknown> | null = null;
-  let spec: ModelSpec | null = null;
+  let parsed: { json: Record<string, unknown>; spec: ModelSpec } | null = null;
   if (!entries.includes('config.json')) {
     collector.report(new FgsnError('CHECKPOINT_CONFIG_MISSING', `${dir}: no config.json`, { details: { dir } }));
   } else {
-    await collector.attempt(async () => {
+    parsed = await collector.attempt(async () => {
       const path = join(dir, 'config.json');
-      const json = await readJsonFile(path, 'CHECKPOINT_CONFIG_INVALID');
-      spec = parseModelConfig(json, path);
-      config = json as Record<string, unknown>;
+      const real = await confinedPath(realDir, 'config.json', dir);
+      if (real === null) throw new FgsnError('CHECKPOINT_CONFIG_MISSING', `${path}: dangling link`, { details: { dir } });
+      const json = await readJsonFile(real, 'CHECKPOINT_CONFIG_INVALID');
+      return { json: json as Record<string, unknown>, spec: parseModelConfig(json, path) };
     });
   }
 
   const byName = new Map<string, SafetensorsFile>();
-  let sharded = false;
   const files: string[] = [];
+  const problemsBeforeWeights = collector.problems.length;
+  // Pickle files next to safetensors weights are simply never looked at; only a folder with nothing else is refused.
+  const sharded = !entries.includes(SINGLE_FILE) && entries.includes(INDEX_FILE);
   if (entries.includes(SINGLE_FILE)) {
     // transformers prefers model.safetensors over an index too.
     await collector.attempt(async () => {
@@ -156,8 +158,7 @@ export async function openModelFolder(dirIn: string, sink: ProblemSink): Promise
       files.push(real);
       for (const name of f.tensors.keys()) byName.set(name, f);
     });
-  } else if (entries.includes(INDEX_FILE)) {
-    sharded = true;
+  } else if (sharded) {
     await collector.attempt(() => openShards(dir, realDir, collector, opened, files, byName));
   } else {
     const pickles = entries.filter(isPickleName);
@@ -167,17 +168,14 @@ export async function openModelFolder(dirIn: string, sink: ProblemSink): Promise
         : new FgsnError('CHECKPOINT_NO_WEIGHTS', `${dir}: no ${SINGLE_FILE} or ${INDEX_FILE}`, { details: { dir, files: entries } }),
     );
   }
-
-  const s = spec as ModelSpec | null;
-  if (s === null || collector.problems.length > 0) {
-    if (s !== null) checkTensors(dir, s, byName, collector);
-    return fail();
-  }
-  const { order, ignored, dtype, parameterCount } = checkTensors(dir, s, byName, collector);
+  // With a broken weights file every tensor in it would also be "missing": skip that noise.
+  const weightsReadable = collector.problems.length === problemsBeforeWeights;
+  if (parsed === null || !weightsReadable) return fail();
+  const { order, ignored, dtype, parameterCount } = checkTensors(dir, parsed.spec, byName, collector);
   if (collector.problems.length > 0) return fail();
   // The canonical path: shard paths (realpaths) are inside it, so relative names are clean.
   return ModelCheckpoint.fromParts({
-    dir: realDir, spec: s, config: config as unknown as Record<string, unknown>, dtype, files, sharded, parameterCount, ignored, byName, order,
+    dir: realDir, spec: parsed.spec, config: parsed.json, dtype, files, sharded, parameterCount, ignored, byName, order,
   });
 }
 

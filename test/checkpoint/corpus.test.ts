@@ -185,6 +185,13 @@ const CASES: Case[] = [
     await symlink(join(real, 'model.safetensors'), join(dir, 'model.safetensors'));
     return dir;
   }),
+  folderCase('config.json is a symlink out of the folder', 'CHECKPOINT_PATH_UNSAFE', async (dir) => {
+    await writeModelFolder(dir);
+    const outside = `${dir}-config.json`;
+    await (await import('node:fs/promises')).rename(join(dir, 'config.json'), outside);
+    await symlink(outside, join(dir, 'config.json'));
+    return dir;
+  }),
   folderCase('index names a missing shard', 'CHECKPOINT_INDEX_INVALID', async (dir) => {
     await writeModelFolder(dir, { sharded: true });
     await (await import('node:fs/promises')).unlink(join(dir, 'model-00002-of-00002.safetensors'));
