@@ -12,7 +12,7 @@ import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
 import { runStep, type KvCache } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
-import { executionProviderFromEnv, type ExecutionProvider } from './session/session.js';
+import { executionProviderFromEnv, type ExecutionProvider, type ort } from './session/session.js';
 import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
 
 export interface EngineOptions {
@@ -26,6 +26,11 @@ export interface EngineOptions {
   cacheDir?: string;
   /** onnxruntime intra-op threads. */
   threads?: number;
+  /**
+   * Graph variants (capture selections, generation) kept loaded at once; each holds a float32 copy of the
+   * weights. Default 2; use 1 for models near the memory limit (peak RSS is then ~2x a bf16 checkpoint).
+   */
+  maxSessions?: number;
 }
 
 export type CaptureMode = Exclude<Capture, 'none'>;
@@ -118,6 +123,7 @@ export class Engine {
         loraMode: opts.loraMode,
         executionProvider: opts.executionProvider ?? executionProviderFromEnv(),
         threads: opts.threads,
+        maxSessions: opts.maxSessions,
       });
       return new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs);
     } catch (e) {
@@ -129,6 +135,11 @@ export class Engine {
 
   get spec(): ModelSpec {
     return this.checkpoint.spec;
+  }
+
+  /** onnxruntime sessions currently loaded (each holds a float32 copy of the weights). */
+  get liveSessions(): number {
+    return this.graphs.liveSessions;
   }
 
   /** The graph file for a set of options (built on first use); exposed for tooling and tests. */
@@ -155,7 +166,6 @@ export class Engine {
   }
 
   async capture(inputs: readonly CaptureInput[], what: CaptureRequest, opts: CaptureOptions = {}): Promise<CaptureResult> {
-    const spec = this.spec;
     const graph: DecoderGraphOptions = {
       kvCache: false,
       logits: what.logits ?? 'none',
@@ -166,7 +176,17 @@ export class Engine {
       inputSquareSums: what.inputSquareSums ?? false,
     };
     const encoded = await this.encodeInputs(inputs, opts.responses);
-    const session = await this.graphs.session(graph);
+    const lease = await this.graphs.acquire(graph);
+    const session = lease.session;
+    try {
+      return await this.captureWith(session, graph, encoded, opts);
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async captureWith(session: ort.InferenceSession, graph: DecoderGraphOptions, encoded: { ids: number[]; promptLength: number }[], opts: CaptureOptions): Promise<CaptureResult> {
+    const spec = this.spec;
     const sequences: SequenceCapture[] = encoded.map((e) => ({ ids: e.ids, promptLength: e.promptLength }));
     const sums = new Map<string, Float64Array>();
     let counted = 0;
@@ -220,18 +240,26 @@ export class Engine {
   }
 
   async generate(prompts: readonly CaptureInput[], opts: GenerateOptions = {}): Promise<Generation[]> {
-    const spec = this.spec;
     const maxNew = opts.maxNewTokens ?? this.defaultMaxNewTokens;
     const stop = new Set(opts.stopTokenIds ?? this.eosTokenIds);
     const encoded = await this.encodeInputs(prompts);
-    const session = await this.graphs.session({
+    const lease = await this.graphs.acquire({
       kvCache: true, logits: 'last', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
     });
+    try {
+      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH);
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async generateWith(session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number): Promise<Generation[]> {
+    const spec = this.spec;
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
     const V = spec.vocabSize;
 
-    for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH)) {
+    for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), batchSize)) {
       const p = leftPad(bucket.map((j) => encoded[j].ids), pad);
       const B = p.batch;
       const gen: number[][] = bucket.map(() => []);

@@ -116,6 +116,26 @@ describeTestbed('engine batching', () => {
     expect(maxAbsDiff(sum, all.inputSquareSums!.get(name)!)).toBeLessThan(1e-3 * Math.max(...all.inputSquareSums!.get(name)!));
   });
 
+  it('keeps at most maxSessions sessions loaded, with unchanged results', async () => {
+    const one = await loadEngine(testbedPath('aligned'), { cacheDir: cache.path, maxSessions: 1 });
+    try {
+      const a = await one.capture([PROMPTS[0]], { logits: 'last' });
+      expect(one.liveSessions).toBe(1);
+      const g = await one.generate([PROMPTS[0]], { maxNewTokens: 4 });
+      expect(one.liveSessions).toBe(1);
+      const b = await one.capture([PROMPTS[0]], { logits: 'last' });
+      expect(one.liveSessions).toBe(1);
+      expect(maxAbsDiff(a.sequences[0].logits!, b.sequences[0].logits!)).toBe(0);
+      expect(g[0].ids).toEqual((await engine.generate([PROMPTS[0]], { maxNewTokens: 4 }))[0].ids);
+      // Concurrent calls on different graphs: the busy session is not released under a running call.
+      const [c, d] = await Promise.all([one.capture(PROMPTS, { hidden: 'last' }), one.generate(PROMPTS, { maxNewTokens: 3 })]);
+      expect(c.sequences).toHaveLength(4);
+      expect(d).toHaveLength(4);
+    } finally {
+      await one.close();
+    }
+  });
+
   it('rejects sequences longer than the context', async () => {
     const long = Array.from({ length: engine.spec.maxPositionEmbeddings + 1 }, () => 7);
     await expect(engine.capture([long], { logits: 'last' })).rejects.toMatchObject({ code: 'ENGINE_SEQUENCE_TOO_LONG' });

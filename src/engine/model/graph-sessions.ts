@@ -34,6 +34,8 @@ export interface LoraSource {
 export interface GraphSessionsOptions extends SessionConfig {
   cacheRoot: string;
   loraMode?: LoraMode;
+  /** Sessions kept alive at once (each holds a float32 copy of the weights); default 2. */
+  maxSessions?: number;
 }
 
 const MERGED_FILE = 'lora_merged.safetensors';
@@ -71,7 +73,8 @@ async function writeMergedWeights(ckpt: ModelCheckpoint, lora: LoraSource, path:
 }
 
 export class GraphSessions {
-  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+  private readonly sessions = new Map<string, { session: Promise<ort.InferenceSession>; users: number; lastUsed: number }>();
+  private clock = 0;
   private readonly entries = new Map<string, CacheEntry>();
   private modelIdentity: Promise<unknown> | null = null;
   private mergedFile: { path: string; layout: Map<string, TensorInfo> } | null = null;
@@ -167,16 +170,70 @@ export class GraphSessions {
     return entry;
   }
 
-  session(graph: DecoderGraphOptions): Promise<ort.InferenceSession> {
+  /**
+   * A session for these options, held until `release()`. Each session holds its own float32 copy of the
+   * weights, so at most `maxSessions` stay alive: idle ones are released least recently used first (one in
+   * use is never released; the limit is exceeded instead until it is returned).
+   */
+  async acquire(graph: DecoderGraphOptions): Promise<{ session: ort.InferenceSession; release(): void }> {
     const id = JSON.stringify(graph);
-    let s = this.sessions.get(id);
-    if (s === undefined) {
-      s = this.entry(graph).then((e) => createSession(e.onnxPath, this.opts));
+    let slot = this.sessions.get(id);
+    if (slot === undefined) {
+      await this.evictIdle(this.maxSessions - 1);
+      slot = { session: this.entry(graph).then((e) => createSession(e.onnxPath, this.opts)), users: 0, lastUsed: 0 };
+      const created = slot;
       // A failed build must not poison later calls.
-      s.catch(() => this.sessions.delete(id));
-      this.sessions.set(id, s);
+      created.session.catch(() => {
+        if (this.sessions.get(id) === created) this.sessions.delete(id);
+      });
+      this.sessions.set(id, slot);
     }
-    return s;
+    slot.users++;
+    slot.lastUsed = ++this.clock;
+    const held = slot;
+    try {
+      const session = await held.session;
+      let released = false;
+      return {
+        session,
+        release: () => {
+          if (!released) held.users--;
+          released = true;
+        },
+      };
+    } catch (e) {
+      held.users--;
+      throw e;
+    }
+  }
+
+  /** A session kept for the life of this object (never evicted): for callers that hold it throughout. */
+  async session(graph: DecoderGraphOptions): Promise<ort.InferenceSession> {
+    return (await this.acquire(graph)).session;
+  }
+
+  private get maxSessions(): number {
+    return Math.max(1, this.opts.maxSessions ?? 2);
+  }
+
+  private async evictIdle(keep: number): Promise<void> {
+    const idle = [...this.sessions].filter(([, v]) => v.users === 0).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    let excess = this.sessions.size - keep;
+    for (const [id, slot] of idle) {
+      if (excess <= 0) break;
+      this.sessions.delete(id);
+      excess--;
+      try {
+        await (await slot.session).release();
+      } catch {
+        // Never built: nothing to release.
+      }
+    }
+  }
+
+  /** Live sessions (for tests and metrics). */
+  get liveSessions(): number {
+    return this.sessions.size;
   }
 
   async close(): Promise<void> {
@@ -184,7 +241,7 @@ export class GraphSessions {
     this.sessions.clear();
     for (const s of all) {
       try {
-        await (await s).release();
+        await (await s.session).release();
       } catch {
         // A session that failed to build has nothing to release.
       }
