@@ -45,7 +45,7 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
   let receiver: Awaited<ReturnType<typeof startReceiver>>;
 
   beforeAll(async () => {
-    h = await startHarness({ worker: true, env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV } });
+    h = await startHarness({ worker: true, env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV, FGSN_SHUTDOWN_TIMEOUT_S: '300' } });
     ids = await setup(h);
     receiver = await startReceiver();
   });
@@ -80,6 +80,15 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
     expect(done.error?.code).toBe('DEFENSE_OPTION_INVALID');
     expect(done.attempts.made).toBe(1);
     expect((await h.json('POST', `/v1/jobs/${sub.body.id}/cancel`)).status).toBe(409);
+  });
+
+  it('graceful shutdown lets the running job finish (runs last: it stops this suite\'s worker)', async () => {
+    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, outputs: ['diff', 'report'] } });
+    await waitFor(async () => ((await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body.state === 'running' ? true : undefined), 'running', 60_000, 20);
+    await h.worker!.close();
+    const after = (await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body;
+    expect(after.state).toBe('completed');
+    expect((await h.json<{ items: unknown[] }>('GET', `/v1/jobs/${sub.body.id}/artifacts`)).body.items.length).toBeGreaterThan(0);
   });
 });
 
