@@ -41,6 +41,7 @@ export async function createSession(onnxPath: string, cfg: SessionConfig = {}): 
     executionProviders: ep === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
+    enableCpuMemArena: process.env.FGSN_ORT_ARENA === '1',
   };
   if (cfg.threads !== undefined) options.intraOpNumThreads = cfg.threads;
   try {
