@@ -3,6 +3,9 @@
  * decode step vs a full forward over the longer sequence; and the in-graph square sums vs sums computed in
  * JS from captured activations (q/k/v, o, gate/up and down inputs), padding excluded.
  */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LINEAR_MODULES, linearWeightName } from '../../src/checkpoint/types.js';
@@ -142,7 +145,8 @@ describeTestbed('engine batching', () => {
   });
 });
 
-const cudaBundled = ort.listSupportedBackends().some((b) => b.name === 'cuda' && b.bundled);
+const cudaBundled = ort.listSupportedBackends().some((b) => b.name === 'cuda' && b.bundled)
+  || existsSync(join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json')), 'bin', 'napi-v6', 'linux', 'x64', 'libonnxruntime_providers_cuda.so'));
 
 describe('engine execution provider', () => {
   // On a CUDA build this is covered by bench/engine/device-check.ts instead.

@@ -3,6 +3,9 @@
  * on the calling thread (after a setImmediate), so a long run blocks that thread's event loop; the API
  * therefore runs the engine in a worker thread (see worker/run-in-worker.ts).
  */
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { FgsnError } from '../../errors.js';
 
@@ -22,13 +25,29 @@ export function executionProviderFromEnv(): ExecutionProvider {
   return v;
 }
 
+/**
+ * The CUDA provider library installed beside onnxruntime-node's binding (the package lists 'cuda' as a
+ * backend but does not bundle it: `ONNXRUNTIME_NODE_INSTALL=cuda12 npm install` downloads it there).
+ */
+function cudaProviderInstalled(): boolean {
+  try {
+    const pkgDir = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    const binRoot = join(pkgDir, 'bin');
+    const napi = readdirSync(binRoot).filter((d) => d.startsWith('napi-v'));
+    const lib = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
+    return napi.some((d) => existsSync(join(binRoot, d, process.platform, process.arch, lib)));
+  } catch {
+    return false;
+  }
+}
+
 /** Throws ENGINE_EP_UNAVAILABLE when onnxruntime-node was installed without the requested provider. */
 export function assertProviderAvailable(ep: ExecutionProvider): void {
   if (ep === 'cpu') return;
   const backends = ort.listSupportedBackends();
   const entry = backends.find((b) => b.name === ep);
-  if (entry === undefined || !entry.bundled) {
-    throw new FgsnError('ENGINE_EP_UNAVAILABLE', `execution provider "${ep}" is not installed in this onnxruntime-node build (available: ${backends.filter((b) => b.bundled).map((b) => b.name).join(', ')})`, {
+  if (entry === undefined || (!entry.bundled && !cudaProviderInstalled())) {
+    throw new FgsnError('ENGINE_EP_UNAVAILABLE', `execution provider "${ep}" is not installed in this onnxruntime-node (libonnxruntime_providers_cuda missing; installed: ${backends.filter((b) => b.bundled).map((b) => b.name).join(', ')})`, {
       details: { requested: ep, backends },
     });
   }
