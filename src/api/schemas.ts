@@ -108,7 +108,21 @@ export const JobCreateBody = z
       .describe('Probe sets; default: the built-in default-harmful / default-benign'),
     task: ResourceId.optional().describe('Task probe set for task-neuron exclusion (default: benign)'),
     outputs: z.array(Output).min(1).default(['model', 'diff', 'report']),
-    evaluate: z.boolean().default(false),
+    evaluate: z
+      .union([
+        z.boolean(),
+        z
+          .object({
+            harmful: ResourceId.optional().describe('Probe set of held-out harmful prompts (attack success rate)'),
+            emerging: ResourceId.optional().describe('Probe set of harmful prompts of a category not in the probes'),
+            lookalike: ResourceId.optional().describe('Benign look-alike prompts (over-refusal); response = expected answer'),
+            tasks: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,40}$/), ResourceId).optional().describe('Task name -> probe set whose response is the exact answer'),
+            maxNewTokens: z.number().int().min(1).max(512).optional(),
+          })
+          .strict(),
+      ])
+      .default(false)
+      .describe('true: evaluate on the job\'s harmful probes and benign look-alikes; or name the evaluation probe sets'),
     webhook: z
       .object({
         url: z.url({ protocol: /^https?$/ }).max(2048).describe('http(s) URL called on the terminal state'),

@@ -43,6 +43,8 @@ export function mapState(bullState: string, error: CodedError | undefined, cance
 export async function describeJob(
   job: Job<HardenJobData, HardenJobResult> | undefined,
   record: { id: string; createdAt: string; request: Record<string, unknown>; cancelRequested: boolean },
+  /** The job's state read BEFORE `job` was loaded, so the data is never older than the state. */
+  knownState?: string,
 ): Promise<JobStatus> {
   const base: JobStatus = {
     id: record.id,
@@ -60,7 +62,7 @@ export async function describeJob(
     request: record.request,
   };
   if (job === undefined) return base;
-  const bullState = await job.getState();
+  const bullState = knownState ?? (await job.getState());
   const error = decodeCodedError(job.failedReason);
   const state = mapState(bullState, error, record.cancelRequested);
   const progress = (typeof job.progress === 'object' && job.progress !== null ? job.progress : {}) as Partial<HardenProgress>;

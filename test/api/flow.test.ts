@@ -143,11 +143,11 @@ describeTestbed('end to end: upload -> job -> artifacts', () => {
     expect(await readdir(join(h.dataDir, 'work', sub.body.id)).catch(() => [])).toEqual([]);
   });
 
-  it('hardens an uploaded LoRA adapter', async () => {
+  it('hardens an uploaded LoRA adapter, with evaluation', async () => {
     const files = ['adapter_config.json', 'adapter_model.safetensors'];
     const lora = await uploadFolder(h, testbedPath('lora_sst_p10'), files);
     expect((await h.json('POST', `/v1/checkpoints/${lora}/complete`)).body).toMatchObject({ kind: 'adapter' });
-    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: lora, reference, probes: { harmful, benign }, outputs: ['model', 'diff', 'report'] } });
+    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: lora, reference, probes: { harmful, benign }, outputs: ['model', 'diff', 'report'], evaluate: { harmful, maxNewTokens: 8 } } });
     expect(sub.status).toBe(202);
     const done = await poll(sub.body.id);
     expect(done.error).toBeNull();
@@ -156,5 +156,9 @@ describeTestbed('end to end: upload -> job -> artifacts', () => {
     expect(list.body.items.map((a) => a.name)).toEqual(expect.arrayContaining(['model/model.safetensors', 'diff.safetensors', 'report.json']));
     const report = JSON.parse(await (await h.req('GET', `/v1/jobs/${sub.body.id}/artifacts/report.json`)).text()) as Record<string, unknown>;
     expect(report.method).toBe('fgsn');
+    // evaluation ran in the job and its metrics are in the status summary
+    const metrics = (done.summary as { metrics?: Record<string, number> }).metrics;
+    expect(metrics?.harmful_asr).toBeGreaterThanOrEqual(0);
+    expect(metrics?.harmful_asr).toBeLessThanOrEqual(1);
   });
 });

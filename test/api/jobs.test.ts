@@ -122,6 +122,11 @@ describe('jobs', () => {
     // tenant b cannot use tenant a's checkpoint
     const other = await submit({ finetuned: ftA, reference }, {}, KEYS.b);
     expect(other.status).toBe(404);
+    const noAnswers = await h.json<{ id: string }>('POST', '/v1/probe-sets?kind=task', { body: '{"prompt":"q"}', headers: { 'content-type': 'application/x-ndjson' } });
+    const evalBad = await submit({ finetuned: ftA, reference, evaluate: { tasks: { sst: noAnswers.body.id } } });
+    expect(evalBad.status).toBe(422);
+    expect(evalBad.body.code).toBe('PROBES_INVALID');
+    expect((await submit({ finetuned: ftA, reference, evaluate: { bogus: 1 } })).status).toBe(400);
     const open = await h.json<{ id: string }>('POST', '/v1/checkpoints', { json: {} });
     expect((await submit({ finetuned: open.body.id, reference })).body.code).toBe('CONFLICT');
   });

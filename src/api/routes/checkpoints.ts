@@ -141,6 +141,8 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
             'Streams the body to disk. Optional header X-Content-SHA256 (hex) is checked against the received bytes. ' +
             'Names are flat (no "/", "..", NUL, leading "."); pickle files are refused.',
           params: toJsonSchema(FileParams),
+          consumes: ['application/octet-stream', 'multipart/form-data'],
+          body: { type: 'string', format: 'binary', description: 'The file bytes (or a multipart form with one file part)' },
           response: { 201: toJsonSchema(UploadedFileSchema, 'output'), ...errorResponses(401, 404, 409, 413, 422) },
         },
       },

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { FgsnError } from '../../errors.js';
+import type { EvaluationRequest, ProbeRecord } from '../../pipeline/types.js';
 import type { HardenJobData } from '../../queue/job-data.js';
 import { enqueueHarden, getHardenJob } from '../../queue/queue.js';
 import { describeJob, type JobStatus } from '../../queue/status.js';
@@ -34,8 +35,11 @@ function canonical(v: unknown): string {
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 export async function jobStatusFor(ctx: ApiContext, record: JobRecord): Promise<JobStatus> {
+  // State first, then the job's data: a job finishing in between shows as still running, never as
+  // completed without its result.
+  const state = await ctx.queue.getJobState(record.id);
   const job = await getHardenJob(ctx.queue, record.id);
-  return describeJob(job, { id: record.id, createdAt: record.createdAt, request: record.request, cancelRequested: record.cancelRequestedAt !== undefined });
+  return describeJob(job, { id: record.id, createdAt: record.createdAt, request: record.request, cancelRequested: record.cancelRequestedAt !== undefined }, state);
 }
 
 export async function ownJob(ctx: ApiContext, tenant: string, id: string): Promise<JobRecord> {
@@ -85,11 +89,35 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         method: body.method,
         options: body.options,
         outputs: body.outputs,
-        evaluate: body.evaluate ? {} : undefined,
+        evaluate: await evaluationSets(tenant, body.evaluate, harmful.probes, benign.probes),
       },
       webhook,
       request: { ...publicRequest, ...(webhook ? { webhook: { url: webhook.url } } : {}) },
     };
+  };
+
+  const evaluationSets = async (tenant: string, e: JobBody['evaluate'], harmful: ProbeRecord[], benign: ProbeRecord[]): Promise<EvaluationRequest | undefined> => {
+    if (e === false) return undefined;
+    if (e === true) return { harmful, lookalike: benign };
+    const load = async (id: string | undefined) => (id === undefined ? undefined : (await visibleProbeSet(records, tenant, id)).probes);
+    const out: EvaluationRequest = {};
+    const h = await load(e.harmful);
+    const em = await load(e.emerging);
+    const l = await load(e.lookalike);
+    if (h) out.harmful = h;
+    if (em) out.emerging = em;
+    if (l) out.lookalike = l;
+    if (e.maxNewTokens !== undefined) out.maxNewTokens = e.maxNewTokens;
+    if (e.tasks) {
+      out.tasks = {};
+      for (const [name, id] of Object.entries(e.tasks)) {
+        const probes = (await load(id)) as ProbeRecord[];
+        const missing = probes.findIndex((p) => p.response === undefined);
+        if (missing >= 0) throw new FgsnError('PROBES_INVALID', `task probe set ${id} (${name}): record ${missing + 1} has no "response" (the expected answer)`);
+        out.tasks[name] = probes.map((p) => ({ prompt: p.prompt, answer: p.response as string }));
+      }
+    }
+    return out;
   };
 
   const accepted = (reply: FastifyReply, status: JobStatus, replayed: boolean) =>

@@ -47,6 +47,7 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           summary: 'Upload a probe set (application/x-ndjson: one {"prompt", "category"?, "response"?} per line)',
           querystring: toJsonSchema(ProbeSetQuery),
           consumes: ['application/x-ndjson'],
+          body: { type: 'string', description: 'One JSON object per line: {"prompt", "category"?, "response"?}' },
           response: { 201: toJsonSchema(ProbeSetSchema, 'output'), 400: err, 401: err, 413: err, 415: err, 422: err },
         },
       },
