@@ -76,6 +76,8 @@ describeTestbed('fgsn eval (CLI)', () => {
       [['eval', testbedPath('aligned'), '--harmful', data('harmful_eval'), '--task', 'nofile', '--out', join(dir, 'x.json')], 'CLI_USAGE'],
       [['eval', testbedPath('aligned'), '--harmful', data('harmful_eval'), '--judge', 'nope', '--out', join(dir, 'x.json')], 'EVAL_OPTION_INVALID'],
       [['eval', testbedPath('aligned'), '--harmful', data('harmful_eval'), '--limit', '0', '--out', join(dir, 'x.json')], 'CLI_USAGE'],
+      [['eval', join(dir, 'no-such-model'), '--harmful', data('harmful_eval'), '--out', join(dir, 'x.json')], 'CHECKPOINT_NOT_FOUND'],
+      [['eval', testbedPath('aligned'), '--harmful', data('harmful_eval'), '--task', `harmful=${data('sst_test')}`, '--out', join(dir, 'x.json')], 'EVAL_OPTION_INVALID'],
     ];
     const results = await Promise.all(cases.map(([args]) => fgsn(args)));
     for (const [i, [args, code]] of cases.entries()) {
