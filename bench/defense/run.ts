@@ -289,6 +289,11 @@ async function main(): Promise<void> {
     params: { total: totalParams, linear: linearParams }, rows, targets: checks,
   }, null, 2) + '\n');
   process.stdout.write(md);
+  const mismatched = rows.filter((r) => r.recorded_check?.startsWith('MISMATCH') || /identical (\d+)\/(?!\1\b)/u.test(r.recorded_check ?? ''));
+  if (mismatched.length > 0) {
+    process.stderr.write(`\nRECORDED EVAL NOT REPRODUCED for ${mismatched.map((r) => r.checkpoint).join(', ')}: see recorded_check in defense.json\n`);
+    process.exitCode = 1;
+  }
 }
 
 await main();
