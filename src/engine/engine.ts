@@ -283,7 +283,8 @@ export class Engine {
             done[b] = 'stop';
           } else {
             gen[b].push(tok);
-            if (gen[b].length >= maxNew) done[b] = 'length';
+            // The context is full once the token just chosen would sit past max_position_embeddings.
+            if (gen[b].length >= maxNew || p.lengths[b] + gen[b].length >= spec.maxPositionEmbeddings) done[b] = 'length';
           }
           next[b] = BigInt(tok);
         }

@@ -87,6 +87,11 @@ for (const dtype of ['F32', 'BF16'] as const) {
         });
         // Random weights rarely stop early: make sure the KV cache ran several steps.
         expect(Math.max(...gens.map((g) => g.ids.length))).toBeGreaterThan(3);
+        // Generation stops when the context (max_position_embeddings) is full.
+        const nearlyFull = Array.from({ length: ckpt.spec.maxPositionEmbeddings - 2 }, (_, i) => 7 + (i % 50));
+        const [edge] = await engine.generate([nearlyFull], { maxNewTokens: 10, stopTokenIds: [] });
+        expect(edge.ids).toHaveLength(2);
+        expect(edge.finishReason).toBe('length');
       } finally {
         await engine.close();
       }
