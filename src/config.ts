@@ -91,6 +91,7 @@ export const ConfigEnvSchema = z.object({
   FGSN_QUEUE_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]+$/).default('fgsn'),
   FGSN_WORKER_CONCURRENCY: positiveInt.default(1),
   FGSN_WORKER_MAX_MEMORY_MB: positiveInt.optional(),
+  FGSN_WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   FGSN_WORKER_LOCK_DURATION_MS: positiveInt.default(30_000),
   FGSN_WORKER_STALLED_INTERVAL_MS: positiveInt.default(30_000),
   FGSN_JOB_ATTEMPTS: positiveInt.default(3),
@@ -140,6 +141,8 @@ export interface Config {
   worker: {
     concurrency: number;
     maxMemoryMb?: number;
+    /** `fgsn worker` serves /metrics and /healthz here when set (stage durations of its jobs). */
+    metricsPort?: number;
     lockDurationMs: number;
     stalledIntervalMs: number;
     attempts: number;
@@ -220,6 +223,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     worker: {
       concurrency: d.FGSN_WORKER_CONCURRENCY,
       maxMemoryMb: d.FGSN_WORKER_MAX_MEMORY_MB,
+      metricsPort: d.FGSN_WORKER_METRICS_PORT,
       lockDurationMs: d.FGSN_WORKER_LOCK_DURATION_MS,
       stalledIntervalMs: d.FGSN_WORKER_STALLED_INTERVAL_MS,
       attempts: d.FGSN_JOB_ATTEMPTS,

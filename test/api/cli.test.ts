@@ -64,3 +64,25 @@ it('refuses a bad environment, naming the variable', async () => {
   expect(err.error.message).toContain('FGSN_PORT');
   expect(err.error.message).toContain('FGSN_STORAGE');
 });
+
+it('worker serves its metrics when FGSN_WORKER_METRICS_PORT is set and exits 0 on SIGTERM', async () => {
+  const prefix = `fgsn-test-${randomBytes(4).toString('hex')}`;
+  const p = runCli(['worker'], { REDIS_URL, FGSN_QUEUE_PREFIX: prefix, FGSN_WORKER_METRICS_PORT: '0', FGSN_HOST: '127.0.0.1', FGSN_LOG_LEVEL: 'info' });
+  try {
+    let port: number | undefined;
+    for (let i = 0; i < 300 && port === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      for (const line of p.out().split('\n')) if (line.includes('worker metrics listening')) port = (JSON.parse(line) as { metricsPort: number }).metricsPort;
+    }
+    expect(port, p.err()).toBeDefined();
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(text).toContain('fgsn_stage_duration_seconds');
+    expect(text).toContain('fgsn_jobs_finished_total');
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    p.child.kill('SIGTERM');
+    expect(await p.exited).toBe(0);
+  } finally {
+    if (p.child.exitCode === null) p.child.kill('SIGKILL');
+    await deleteKeys(prefix);
+  }
+});

@@ -211,8 +211,9 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
             details: { problems },
           });
         }
+        // Read-only files (the state already refuses changes); the folder stays writable so an operator's
+        // cleanup can delete it without root.
         for (const f of files) await chmod(join(dir, f.name), 0o444);
-        await chmod(dir, 0o555);
         const done = await records.transitionCheckpoint(id, 'validating', {
           state: 'ready',
           kind: v.kind,
