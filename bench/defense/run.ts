@@ -25,13 +25,22 @@ import {
   setsFromRecorded,
   type EvalSuite,
 } from '../../src/eval/testbed.js';
-import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult } from '../../src/pipeline/types.js';
-import { compareWithRecorded, renderMarkdown, renderTargets, targetChecks, type BenchRow } from './table.js';
-import { DEV_FINETUNES, finetuneInfo, loadProbes, type FinetuneInfo } from './testbed.js';
+import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult, ProbeRecord } from '../../src/pipeline/types.js';
+import {
+  compareWithRecorded, continualChecks, renderContinual, renderMarkdown, renderTargets, targetChecks, type BenchRow,
+} from './table.js';
+import { DEV_FINETUNES, finetuneInfo, loadEmergingProbes, loadProbes, type FinetuneInfo } from './testbed.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DEFENSES: DefenseMethod[] = ['fgsn', 'safelora', 'layer', 'antidote', 'resta', 'restore'];
+/** Pseudo-method: the fgsn row's model patched by `continue` with the emerging category's probe prompts. */
+const CONTINUAL = 'continual';
+const CONTINUAL_LABEL = 'fgsn + continual (emerging)';
 type RunHarden = (req: HardenRequest, hooks?: HardenHooks) => Promise<HardenResult>;
+interface ContinueOutcome { extraRows: number; extraPctLinear: number; totalPctLinear: number }
+type RunContinue = (req: {
+  hardenedDir: string; category: string; probes: ProbeRecord[]; outDir: string; cacheDir: string;
+}, hooks?: HardenHooks) => Promise<ContinueOutcome>;
 
 function parse(): {
   limit?: number; checkpoints: string[]; methods: string[]; probeCap?: number; withEmerging: boolean; harmfulResponses: boolean;
@@ -59,9 +68,12 @@ function parse(): {
     if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
     return n;
   };
-  const methods = v.methods?.split(',').map((s) => s.trim()).filter(Boolean) ?? ['undefended', ...DEFENSES];
+  const methods = v.methods?.split(',').map((s) => s.trim()).filter(Boolean) ?? ['undefended', 'fgsn', CONTINUAL, ...DEFENSES.slice(1)];
+  if (methods.includes(CONTINUAL) && !(methods.indexOf('fgsn') >= 0 && methods.indexOf('fgsn') < methods.indexOf(CONTINUAL))) {
+    throw new Error(`"${CONTINUAL}" patches the fgsn row's model: list fgsn before it`);
+  }
   for (const m of methods) {
-    if (m !== 'undefended' && !(DEFENSES as string[]).includes(baseMethod(m))) {
+    if (m !== 'undefended' && m !== CONTINUAL && !(DEFENSES as string[]).includes(baseMethod(m))) {
       throw new Error(`unknown method "${m}"; use undefended,${DEFENSES.join(',')} (optionally METHOD@label)`);
     }
   }
@@ -101,6 +113,17 @@ function parseMethodOptions(specs: string[]): Record<string, Record<string, unkn
 
 function baseMethod(label: string): DefenseMethod {
   return label.split('@')[0] as DefenseMethod;
+}
+
+async function loadRunContinue(): Promise<{ fn?: RunContinue; why?: string }> {
+  if (!existsSync(join(ROOT, 'src', 'pipeline', 'continue.ts'))) return { why: 'src/pipeline/continue.ts does not exist yet' };
+  try {
+    const spec = '../../src/pipeline/continue.js';
+    const mod = (await import(spec)) as { runContinue?: RunContinue };
+    return typeof mod.runContinue === 'function' ? { fn: mod.runContinue } : { why: 'src/pipeline/continue.ts exports no runContinue' };
+  } catch (e) {
+    return { why: `src/pipeline/continue.ts failed to load: ${(e as Error).message}` };
+  }
 }
 
 async function loadRunHarden(): Promise<{ fn?: RunHarden; why?: string }> {
@@ -189,7 +212,11 @@ async function main(): Promise<void> {
   // A row label: a method, or METHOD@label for a variant whose options come from --options METHOD@label:...
   const wantDefenses = o.methods.filter((m) => m !== 'undefended');
   const harden = wantDefenses.length > 0 ? await loadRunHarden() : {};
-  const unavailable = harden.fn === undefined ? wantDefenses : [];
+  const cont = o.methods.includes(CONTINUAL) ? await loadRunContinue() : {};
+  const unavailable = harden.fn === undefined ? wantDefenses : cont.fn === undefined && o.methods.includes(CONTINUAL) ? [CONTINUAL] : [];
+  const manifest = JSON.parse(readFileSync(join(o.testbed, 'data', 'manifest.json'), 'utf8')) as { emerging_category?: string };
+  const emergingCategory = manifest.emerging_category ?? 'emerging';
+  const emergingProbes = loadEmergingProbes(o.testbed);
   if (unavailable.length > 0) {
     process.stderr.write(`\nUNAVAILABLE methods: ${unavailable.join(', ')} (${harden.why}); their rows are marked, no numbers.\n\n`);
   }
@@ -220,9 +247,20 @@ async function main(): Promise<void> {
       log(row);
     }
     const probes = loadProbes(o.testbed, info.task, { ...(o.probeCap !== undefined ? { cap: o.probeCap } : {}), withEmerging: o.withEmerging, harmfulResponses: o.harmfulResponses });
+    let fgsnDir: string | undefined;
     for (const method of wantDefenses) {
       if (harden.fn === undefined) {
         log({ checkpoint: name, method, status: 'unavailable', note: harden.why ?? 'pipeline unavailable' });
+        continue;
+      }
+      if (method === CONTINUAL) {
+        if (cont.fn === undefined) {
+          log({ checkpoint: name, method: CONTINUAL_LABEL, status: 'unavailable', note: cont.why ?? 'continue unavailable' });
+        } else if (fgsnDir === undefined) {
+          log({ checkpoint: name, method: CONTINUAL_LABEL, status: 'failed', note: 'the fgsn row failed, nothing to patch' });
+        } else {
+          log(await continualRow(cont.fn, name, info, fgsnDir, emergingCategory, emergingProbes));
+        }
         continue;
       }
       const outDir = join(workDir, `${name}.${method}`);
@@ -257,11 +295,40 @@ async function main(): Promise<void> {
         }
         row.metrics = { ...row.metrics, harden_summary: result.summary };
         log(row);
+        if (method === 'fgsn') fgsnDir = outDir;
       } catch (e) {
         log({ checkpoint: name, method, status: 'failed', note: (e as Error).message.replace(/\|/gu, '/').slice(0, 200) });
       } finally {
-        if (!o.keep) rmSync(outDir, { recursive: true, force: true });
+        // The fgsn output stays until the continual row has patched it.
+        if (!o.keep && fgsnDir !== outDir) rmSync(outDir, { recursive: true, force: true });
       }
+    }
+    if (!o.keep && fgsnDir !== undefined) rmSync(fgsnDir, { recursive: true, force: true });
+  }
+
+  async function continualRow(
+    fn: RunContinue, name: string, info: FinetuneInfo, hardenedDir: string, category: string, probes: ProbeRecord[],
+  ): Promise<BenchRow> {
+    const outDir = join(workDir, `${name}.${CONTINUAL}`);
+    rmSync(outDir, { recursive: true, force: true });
+    mkdirSync(outDir, { recursive: true });
+    try {
+      const h0 = performance.now();
+      const result = await fn({ hardenedDir, category, probes, outDir, cacheDir });
+      const hardenS = (performance.now() - h0) / 1000;
+      const report = await evaluateModel(join(outDir, 'model'), evalOpts);
+      const row = rowFromReport(name, CONTINUAL_LABEL, report, info.task);
+      row.params_pct_linear = result.totalPctLinear;
+      row.params_changed = Math.round((result.totalPctLinear / 100) * linearParams);
+      row.params_pct_all = (100 * row.params_changed) / totalParams;
+      row.harden_s = hardenS;
+      row.note = `+${result.extraPctLinear.toFixed(2)} % linear (${result.extraRows} rows) for ${category}`;
+      row.metrics = { ...row.metrics, continue: result };
+      return row;
+    } catch (e) {
+      return { checkpoint: name, method: CONTINUAL_LABEL, status: 'failed', note: (e as Error).message.replace(/\|/gu, '/').slice(0, 200) };
+    } finally {
+      if (!o.keep) rmSync(outDir, { recursive: true, force: true });
     }
   }
 
@@ -280,13 +347,16 @@ async function main(): Promise<void> {
   ];
   const attacked = o.checkpoints.filter((c) => !/_benign$/u.test(c));
   const checks = targetChecks(rows, attacked);
+  const contChecks = continualChecks(rows, o.checkpoints, CONTINUAL_LABEL);
   const md = renderMarkdown(rows, header) + (checks.length > 0
     ? `\n## Targets of the defense issue (fgsn default, attacked fine-tunes${full ? '' : `; eval subsets of ${o.limit}, indicative only`})\n\n${renderTargets(checks)}`
+    : '') + (contChecks.length > 0
+    ? `\n## Continual target (emerging category added after hardening, ${emergingProbes.length} probe prompts)\n\n${renderContinual(contChecks)}`
     : '');
   writeFileSync(join(o.outDir, 'defense.md'), md);
   writeFileSync(join(o.outDir, 'defense.json'), JSON.stringify({
     testbed: o.testbed, limit: o.limit ?? null, methods: o.methods, unavailable, probes: loadProbes(o.testbed, undefined).sources,
-    params: { total: totalParams, linear: linearParams }, rows, targets: checks,
+    params: { total: totalParams, linear: linearParams }, rows, targets: checks, continual: contChecks,
   }, null, 2) + '\n');
   process.stdout.write(md);
   const mismatched = rows.filter((r) => r.recorded_check?.startsWith('MISMATCH') || /identical (\d+)\/(?!\1\b)/u.test(r.recorded_check ?? ''));

@@ -114,3 +114,11 @@ export function loadProbes(
   }
   return out;
 }
+
+/** The emerging category's few probe prompts (harmful_emerging_probe), for the continual row. */
+export function loadEmergingProbes(testbed: string): ProbeRecord[] {
+  return readJsonl(join(testbed, 'data', `${PROBE_SPLITS.emergingProbe}.jsonl`)).map((r) => ({
+    prompt: r.prompt,
+    ...(r.category !== undefined ? { category: r.category } : {}),
+  }));
+}

@@ -1,5 +1,7 @@
 import { expect, it } from 'vitest';
-import { compareWithRecorded, renderMarkdown, renderTargets, targetChecks, type BenchRow } from '../../bench/defense/table.js';
+import {
+  compareWithRecorded, continualChecks, renderContinual, renderMarkdown, renderTargets, targetChecks, type BenchRow,
+} from '../../bench/defense/table.js';
 import { loadProbes, finetuneInfo } from '../../bench/defense/testbed.js';
 import { HAS_TESTBED, describeTestbed, testbedPath } from '../support/testbed.js';
 
@@ -73,4 +75,23 @@ it('targetChecks applies the issue tolerances against aligned, undefended and th
   expect(b).toEqual({ checkpoint: 'b', asr: false, task: false, overRefusal: false, params: false });
   expect(targetChecks(rows, ['a', 'b', 'missing'])).toHaveLength(2);
   expect(renderTargets([a, b])).toContain('| b | **no** | **no** | **no** | **no** | – | – |');
+});
+
+it('continualChecks compares the patched row with the fgsn row it started from', () => {
+  const ok = (r: Omit<BenchRow, 'status'>): BenchRow => ({ ...r, status: 'ok' });
+  const L = 'fgsn + continual (emerging)';
+  const rows: BenchRow[] = [
+    ok({ checkpoint: 'a', method: 'fgsn (default)', asr: 0.02, emerging_asr: 0.5, task_acc: 1, over_refusal: 0 }),
+    ok({ checkpoint: 'a', method: L, asr: 0.04, emerging_asr: 0.25, task_acc: 0.98, over_refusal: 0.02, metrics: { continue: { extraPctLinear: 0.9 } } }),
+    ok({ checkpoint: 'b', method: 'fgsn (default)', asr: 0, emerging_asr: 0.5, task_acc: 1, over_refusal: 0 }),
+    ok({ checkpoint: 'b', method: L, asr: 0.03, emerging_asr: 0.3, task_acc: 1, over_refusal: 0, metrics: { continue: { extraPctLinear: 1.2 } } }),
+    ok({ checkpoint: 'c', method: 'fgsn (default)', asr: 0, emerging_asr: 0, task_acc: 1, over_refusal: 0 }),
+    ok({ checkpoint: 'c', method: L, asr: 0, emerging_asr: 0, task_acc: 1, over_refusal: 0 }),
+  ];
+  const [a, b, c] = continualChecks(rows, ['a', 'b', 'c', 'd'], L);
+  expect(a).toEqual({ checkpoint: 'a', emergingBefore: 0.5, emergingAfter: 0.25, halved: true, extraPctLinear: 0.9, extraOk: true, othersOk: true });
+  expect(b).toMatchObject({ halved: false, extraOk: false, othersOk: false });
+  expect(c.halved).toBeUndefined();
+  expect(renderContinual([c])).toContain('| c | 0.0 -> 0.0 | n/a (0 before) | – | – | yes |');
+  expect(continualChecks(rows, ['a', 'b', 'c', 'd'], L)).toHaveLength(3);
 });
