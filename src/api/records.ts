@@ -132,7 +132,18 @@ export class Records {
 
   // probe sets
   async putProbeSet(r: ProbeSetRecord, ndjson: string): Promise<void> {
-    await this.redis.multi().set(this.key('probes', r.id, 'records'), ndjson).set(this.key('probes', r.id), JSON.stringify(r)).exec();
+    await this.redis
+      .multi()
+      .set(this.key('probes', r.id, 'records'), ndjson)
+      .set(this.key('probes', r.id), JSON.stringify(r))
+      .zadd(this.key('tenant', r.tenant, 'probes'), Date.parse(r.createdAt), r.id)
+      .exec();
+  }
+  async listProbeSets(tenant: string): Promise<ProbeSetRecord[]> {
+    const ids = await this.redis.zrange(this.key('tenant', tenant, 'probes'), '0', '-1');
+    if (ids.length === 0) return [];
+    const raws = await this.redis.mget(...ids.map((i) => this.key('probes', i)));
+    return raws.flatMap((r) => (r === null ? [] : [JSON.parse(r) as ProbeSetRecord]));
   }
   getProbeSet(id: string): Promise<ProbeSetRecord | undefined> {
     return this.getJson(this.key('probes', id));

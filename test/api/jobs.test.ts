@@ -87,6 +87,10 @@ describe('probe sets', () => {
     expect(r.body).toMatchObject({ count: 3, categories: { x: 2, uncategorized: 1 } });
     expect((await h.json('GET', `/v1/probe-sets/${r.body.id}`)).status).toBe(200);
     expect((await h.json('GET', `/v1/probe-sets/${r.body.id}`, { key: KEYS.b })).status).toBe(404);
+    const own = await h.json<{ items: { id: string }[] }>('GET', '/v1/probe-sets');
+    expect(own.body.items.map((i) => i.id)).toContain(r.body.id);
+    const others = await h.json<{ items: { id: string }[] }>('GET', '/v1/probe-sets', { key: KEYS.b });
+    expect(others.body.items.map((i) => i.id)).not.toContain(r.body.id);
   });
 
   it('names every bad line, refuses empty sets and other media types', async () => {

@@ -77,8 +77,13 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
 
   app.get(
     '/v1/probe-sets',
-    { onRequest: auth, schema: { tags: ['probe-sets'], summary: 'Built-in probe sets', response: { 200: toJsonSchema(ProbeSetList, 'output'), 401: err } } },
-    async () => ({ items: await Promise.all(Object.keys(DEFAULT_PROBE_SETS).map(async (id) => view(await defaultProbeSetRecord(id as keyof typeof DEFAULT_PROBE_SETS)))) }),
+    { onRequest: auth, schema: { tags: ['probe-sets'], summary: "Built-in probe sets and this tenant's own", response: { 200: toJsonSchema(ProbeSetList, 'output'), 401: err } } },
+    async (request) => ({
+      items: [
+        ...(await Promise.all(Object.keys(DEFAULT_PROBE_SETS).map(async (id) => view(await defaultProbeSetRecord(id as keyof typeof DEFAULT_PROBE_SETS))))),
+        ...(await records.listProbeSets(request.auth.tenant)).map(view),
+      ],
+    }),
   );
 
   app.get(
