@@ -6,7 +6,10 @@
  *   npx tsx bench/defense/run.ts [--limit N] [--checkpoints a,b] [--methods undefended,fgsn,safelora,...]
  *                                [--probe-cap N] [--with-emerging-probes] [--harmful-responses]
  *                                [--options METHOD:key=value,...]... [--testbed DIR] [--keep] [--out DIR]
+ * Default methods: undefended,fgsn,continual,safelora,layer,antidote,resta,restore. `continual` patches the fgsn
+ * row's model with `continue` on the emerging category's 16 probe prompts (held out of the atlas).
  * A method may be given as METHOD@label (e.g. fgsn@paper) to add a variant row with its own --options.
+ * Exit status 1 when an undefended/aligned row does not reproduce the testbed's recorded eval.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
