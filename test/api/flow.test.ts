@@ -139,6 +139,13 @@ describeTestbed('end to end: upload -> job -> artifacts', () => {
     // the job status never shows the secret either
     expect(JSON.stringify((await h.json('GET', `/v1/jobs/${sub.body.id}`)).body)).not.toContain(secret);
 
+    // metrics saw the bytes and the finished job
+    const metrics = await (await h.req('GET', '/metrics', { key: null })).text();
+    const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}"=]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    expect(value('fgsn_upload_bytes_total')).toBeGreaterThan(15_000_000);
+    expect(value('fgsn_artifact_bytes_total')).toBeGreaterThan(15_000_000);
+    expect(value('fgsn_jobs{state="completed"}')).toBeGreaterThanOrEqual(1);
+
     // nothing was left in the worker's scratch space
     expect(await readdir(join(h.dataDir, 'work', sub.body.id)).catch(() => [])).toEqual([]);
   });

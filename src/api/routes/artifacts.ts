@@ -97,7 +97,8 @@ export async function artifactRoutes(app: FastifyInstance, ctx: ApiContext): Pro
       if (request.method === 'HEAD') return reply.send();
       if (length === 0) return reply.send(Buffer.alloc(0));
       const stream = await ctx.store.read(art.key, range ?? undefined);
-      stream.on('data', (chunk: Buffer) => ctx.metrics.bytesOut.inc(chunk.length));
+      // Counted when the response went out whole, without tapping the stream itself.
+      reply.raw.once('finish', () => ctx.metrics.bytesOut.inc(length));
       return reply.send(stream);
     },
   });

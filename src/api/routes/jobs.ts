@@ -134,7 +134,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
       schema: {
         tags: ['jobs'],
         summary: 'Submit a hardening job',
-        description: 'Idempotency-Key header: the same key with the same body returns the same job; with another body, 409.',
+        description: 'Idempotency-Key header (kept 24 h per tenant): the same key with the same body returns the same job (Idempotent-Replayed: true); with another body, 409 IDEMPOTENCY_CONFLICT.',
         headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', maxLength: 255 } } },
         body: toJsonSchema(JobCreateBody),
         response: { 202: toJsonSchema(JobSchema, 'output'), 400: err, 401: err, 404: err, 409: err, 429: err },
