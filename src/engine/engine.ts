@@ -12,7 +12,9 @@ import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
 import { runStep, type KvCache } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
-import { executionProviderFromEnv, type ExecutionProvider, type ort } from './session/session.js';
+import { executionProviderFromEnv, ort, type ExecutionProvider } from './session/session.js';
+
+const OrtTensor = ort.Tensor;
 import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
 
 export interface EngineOptions {
@@ -261,24 +263,20 @@ export class Engine {
 
     for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), batchSize)) {
       const p = leftPad(bucket.map((j) => encoded[j].ids), pad);
-      const B = p.batch;
       const gen: number[][] = bucket.map(() => []);
       const margins: number[][] = bucket.map(() => []);
       const done: ('stop' | 'length' | null)[] = bucket.map(() => null);
       const lastPos = p.lengths.map((l) => l - 1);
-      let mask = Array.from(p.attentionMask, Number);
-      let total = p.length;
+      // Rows still generating (indices into the bucket), and their attention-mask rows.
+      let rows = bucket.map((_, b) => b);
+      let masks = rows.map((b) => Array.from(p.attentionMask.subarray(b * p.length, (b + 1) * p.length), Number));
       let step = await runStep(session, spec, p);
       for (let n = 0; ; n++) {
         const logits = step.outputs.logits.data as Float32Array;
-        const next = new BigInt64Array(B);
-        for (let b = 0; b < B; b++) {
-          if (done[b] !== null) {
-            next[b] = BigInt(pad);
-            continue;
-          }
-          const tok = argmax(logits, b * V, V);
-          margins[b].push(topGap(logits, b * V, V, tok));
+        const next: number[] = [];
+        rows.forEach((b, r) => {
+          const tok = argmax(logits, r * V, V);
+          margins[b].push(topGap(logits, r * V, V, tok));
           if (stop.has(tok)) {
             done[b] = 'stop';
           } else {
@@ -286,16 +284,26 @@ export class Engine {
             // The context is full once the token just chosen would sit past max_position_embeddings.
             if (gen[b].length >= maxNew || p.lengths[b] + gen[b].length >= spec.maxPositionEmbeddings) done[b] = 'length';
           }
-          next[b] = BigInt(tok);
-        }
+          next.push(tok);
+        });
         if (done.every((d) => d !== null) || n + 1 >= maxNew) break;
-        const grown: number[] = [];
-        for (let b = 0; b < B; b++) grown.push(...mask.slice(b * total, (b + 1) * total), 1);
-        mask = grown;
-        total += 1;
-        const positions = BigInt64Array.from(lastPos.map((l, b) => BigInt((lastPos[b] = l + 1))));
+        // Finished rows leave the batch (their cache rows are dropped): the others' results do not depend on them.
+        const keep = rows.map((b, r) => (done[b] === null ? r : -1)).filter((r) => r >= 0);
+        let past = step.present as KvCache;
+        if (keep.length < rows.length) {
+          past = selectCacheRows(past, keep);
+          rows = keep.map((r) => rows[r]);
+          masks = keep.map((r) => masks[r]);
+        }
+        const tokens = keep.map((r) => next[r]);
+        masks = masks.map((m) => [...m, 1]);
         step = await runStep(session, spec, {
-          batch: B, length: 1, inputIds: next, attentionMask: BigInt64Array.from(mask, BigInt), positionIds: positions, past: step.present as KvCache,
+          batch: rows.length,
+          length: 1,
+          inputIds: BigInt64Array.from(tokens, BigInt),
+          attentionMask: BigInt64Array.from(masks.flat(), BigInt),
+          positionIds: BigInt64Array.from(rows, (b) => BigInt(++lastPos[b])),
+          past,
         });
       }
       await Promise.all(bucket.map(async (j, b) => {
@@ -316,6 +324,19 @@ export class Engine {
     await this.checkpoint.close();
     await this.adapter?.close();
   }
+}
+
+/** The cache rows `keep` (batch indices) of every layer, as new tensors. */
+function selectCacheRows(kv: KvCache, keep: number[]): KvCache {
+  const pick = (t: ort.Tensor): ort.Tensor => {
+    const [, heads, len, dim] = t.dims;
+    const rowSize = heads * len * dim;
+    const src = t.data as Float32Array;
+    const out = new Float32Array(keep.length * rowSize);
+    keep.forEach((r, i) => out.set(src.subarray(r * rowSize, (r + 1) * rowSize), i * rowSize));
+    return new OrtTensor('float32', out, [keep.length, heads, len, dim]);
+  };
+  return { keys: kv.keys.map(pick), values: kv.values.map(pick), length: kv.length };
 }
 
 /** Best logit minus the second best of one row. */
