@@ -104,6 +104,9 @@ export class Records {
   async putFile(id: string, f: UploadedFile): Promise<void> {
     await this.redis.hset(this.key('ckpt', id, 'files'), f.name, JSON.stringify(f));
   }
+  async deleteFile(id: string, name: string): Promise<boolean> {
+    return (await this.redis.hdel(this.key('ckpt', id, 'files'), name)) === 1;
+  }
   async listFiles(id: string): Promise<UploadedFile[]> {
     const all = await this.redis.hgetall(this.key('ckpt', id, 'files'));
     return Object.values(all)

@@ -55,6 +55,7 @@ describeTestbed('uploads of testbed checkpoints', () => {
     const again = await h.req('PUT', `/v1/checkpoints/${id}/files/extra.json`, { body: '{}', headers: { 'content-type': 'application/octet-stream' } });
     expect(again.status).toBe(409);
     expect(((await again.json()) as { code: string }).code).toBe('CONFLICT');
+    expect((await h.json('DELETE', `/v1/checkpoints/${id}/files/model.safetensors`)).status).toBe(409);
     // complete is idempotent once ready
     expect((await h.json('POST', `/v1/checkpoints/${id}/complete`)).status).toBe(200);
   });
@@ -167,6 +168,11 @@ describe('malformed uploads', () => {
     expect(good.status).toBe(201);
     const files = (await h.json<{ files: { name: string }[] }>('GET', `/v1/checkpoints/${c.body.id}`)).body.files.map((f) => f.name);
     expect(files).toEqual(['big.safetensors', 'x.json']);
+    // a stray file can be removed before completing
+    expect((await h.req('DELETE', `/v1/checkpoints/${c.body.id}/files/big.safetensors`)).status).toBe(204);
+    expect((await h.json('DELETE', `/v1/checkpoints/${c.body.id}/files/big.safetensors`)).status).toBe(404);
+    expect((await h.json('DELETE', `/v1/checkpoints/${c.body.id}/files/x.json`, { key: KEYS.b })).status).toBe(404);
+    expect(await readdir(join(h.dataDir, 'uploads', c.body.id, 'files'))).toEqual(['x.json']);
     expect(await readdir(join(h.dataDir, 'uploads', c.body.id, 'partial'))).toEqual([]);
   });
 

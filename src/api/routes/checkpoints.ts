@@ -181,6 +181,28 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
     );
   });
 
+  app.delete(
+    '/v1/checkpoints/:id/files/:name',
+    {
+      onRequest: auth,
+      schema: {
+        tags: ['checkpoints'],
+        summary: 'Remove a file from an upload that is not completed yet',
+        params: toJsonSchema(FileParams),
+        response: { 204: { description: 'Removed', type: 'null' }, ...errorResponses(401, 404, 409, 422) },
+      },
+    },
+    async (request, reply) => {
+      const { id, name } = request.params as { id: string; name: string };
+      const r = await ownCheckpoint(records, request.auth.tenant, id);
+      checkUploadName(name);
+      if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
+      if (!(await records.deleteFile(id, name))) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
+      await rm(join(uploadFilesDir(config.dataDir, id), name), { force: true });
+      return reply.status(204).send();
+    },
+  );
+
   app.post(
     '/v1/checkpoints/:id/complete',
     {
