@@ -18,7 +18,7 @@ import {
   WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, loraBranch, rmsNorm, ropeTables,
   siluGate, toHeads, unflatten, weightedSquareSum, type WeightResolver,
 } from '../onnx/blocks.js';
-import { GraphBuilder, type Dim } from '../onnx/graph-builder.js';
+import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
 
 export type Capture = 'none' | 'last' | 'all';
 
@@ -96,8 +96,14 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
     if (opts.inputSquareSums) g.output(`sqsum.${layer}.${which}`, weightedSquareSum(g, x, tokenWeights), 'float32', [features]);
   };
 
-  const embedW = w.f32('model.embed_tokens.weight');
-  let h = g.op('Reshape', [g.op('Gather', [embedW, inputIds], { axis: 0 }), g.constI64([-1, H])]);
+  // Untied half-precision embeddings are gathered in their stored dtype and only the picked rows are cast:
+  // a float32 copy of the (often largest) table would cost 2x its size for nothing.
+  const embedName = 'model.embed_tokens.weight';
+  const embedStored = w.stored(embedName);
+  const gatherFrom = spec.tieWordEmbeddings || embedStored.isF32 ? w.f32(embedName) : embedStored.value;
+  let rows = g.op('Gather', [gatherFrom, inputIds], { axis: 0 });
+  if (gatherFrom === embedStored.value && !embedStored.isF32) rows = g.op('Cast', [rows], { to: elemCode('float32') });
+  let h = g.op('Reshape', [rows, g.constI64([-1, H])]);
   capture('embed', h, H, opts.embed);
 
   for (let i = 0; i < spec.numLayers; i++) {
@@ -132,7 +138,7 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
 
   if (opts.logits === 'none' && opts.finalNorm === 'none') return g;
   const normW = w.f32('model.norm.weight');
-  const headW = spec.tieWordEmbeddings ? embedW : w.f32('lm_head.weight');
+  const headW = spec.tieWordEmbeddings ? w.f32(embedName) : w.f32('lm_head.weight');
   if (opts.logits === 'last' && opts.finalNorm !== 'all') {
     // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
     const hl = lastToken(g, unflatten(g, h, d, H), d);

@@ -35,18 +35,21 @@ export class WeightTable {
     return r;
   }
 
+  /** The graph value holding `name` in its stored dtype (declared once). */
+  stored(name: string): { value: string; isF32: boolean } {
+    const r = this.ref(name);
+    const t = elemTypeOfDType(r.dtype);
+    const id = t === 'float32' ? name : `${name}::${r.dtype}`;
+    if (!this.g.has(id)) this.g.externalInit(id, t, r.shape, { location: r.location, offset: r.offset, length: r.length });
+    return { value: id, isF32: t === 'float32' };
+  }
+
   /** The graph value holding `name` as float32 (bf16/f16 go through a Cast that constant folding removes). */
   f32(name: string): string {
     const known = this.values.get(name);
     if (known !== undefined) return known;
-    const r = this.ref(name);
-    const t = elemTypeOfDType(r.dtype);
-    const raw = this.g.externalInit(t === 'float32' ? name : `${name}::${r.dtype}`, t, r.shape, {
-      location: r.location,
-      offset: r.offset,
-      length: r.length,
-    });
-    const v = t === 'float32' ? raw : this.g.op('Cast', [raw], { to: elemCode('float32') }, `${name}::f32`);
+    const { value, isF32 } = this.stored(name);
+    const v = isF32 ? value : this.g.op('Cast', [value], { to: elemCode('float32') }, `${name}::f32`);
     this.values.set(name, v);
     return v;
   }
