@@ -24,8 +24,14 @@ export interface FgsnOptions {
   strength: number;
   alpha: number;
   energyShare: number;
-  /** Target-driven budget: grow q until the refusal rate on the harmful probes reaches 1 - targetAsr. */
+  /**
+   * Target-driven budget: grow the edit (q from qStart, and g up to 2x strength at each q) until the ASR on
+   * the harmful probes is <= targetAsr. 'off' (or 1) uses the fixed q and strength.
+   */
   targetAsr?: number;
+  qStart: number;
+  /** Largest rise of refusals on the benign probes (absolute) the target-driven loop accepts. */
+  overRefusalTolerance: number;
   /** Cap on parameters changed, % of linear-weight parameters. */
   maxParams: number;
   /** Largest task-probe accuracy drop (absolute) the target-driven loop accepts. */
@@ -37,7 +43,7 @@ export interface FgsnOptions {
 
 export const FGSN_DEFAULTS: FgsnOptions = {
   scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
-  energyShare: 0.9, maxParams: 3, taskTolerance: 0.01, batchSize: 16,
+  energyShare: 0.9, targetAsr: 0.05, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
 };
 
 export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
@@ -57,7 +63,8 @@ type Spec = Record<string, 'share' | 'pos' | 'num' | 'int' | 'string' | readonly
 
 const FGSN_SPEC: Spec = {
   scoring: SCORINGS, q: 'share', scope: ['global', 'per-matrix'], p: 'share', layers: 'string', bandShare: 'share', mode: PROJECTION_MODES,
-  strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', maxParams: 'pos', taskTolerance: 'share', batchSize: 'int', layersPerPass: 'int',
+  strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', qStart: 'share', maxParams: 'pos', taskTolerance: 'share',
+  overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int',
 };
 const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
 
@@ -90,8 +97,12 @@ function parseWith(method: string, raw: Record<string, unknown>, spec: Spec): Re
 
 export function parseMethodOptions(method: DefenseMethod, raw: Record<string, unknown> = {}): MethodOptions {
   switch (method) {
-    case 'fgsn':
-      return { method, o: { ...FGSN_DEFAULTS, ...(parseWith(method, raw, FGSN_SPEC) as Partial<FgsnOptions>) } };
+    case 'fgsn': {
+      const off = raw.targetAsr === 'off' || raw.targetAsr === 'none';
+      const o = { ...FGSN_DEFAULTS, ...(parseWith(method, off ? { ...raw, targetAsr: undefined } : raw, FGSN_SPEC) as Partial<FgsnOptions>) };
+      if (off || o.targetAsr === 1) delete o.targetAsr;
+      return { method, o };
+    }
     case 'safelora': {
       const o = parseWith(method, raw, { threshold: 'share', topK: 'int', alpha: 'num' }) as Partial<SafeLoraOptions>;
       if (o.threshold !== undefined && o.topK !== undefined) {

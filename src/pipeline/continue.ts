@@ -62,6 +62,9 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
   // Validated like any fgsn options, but only the keys the caller set override the hardened job's own.
   const given = parseMethodOptions('fgsn', req.options ?? {}).o as FgsnOptions;
   const o: FgsnOptions = { ...FGSN_DEFAULTS, ...prevOptions };
+  // The target-driven budget may have raised g: the new rows get the strength the job actually used.
+  const used = (prev.selection as { strength?: number } | undefined)?.strength;
+  if (typeof used === 'number') o.strength = used;
   for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
   const t0 = performance.now();
 

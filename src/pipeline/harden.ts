@@ -87,18 +87,26 @@ async function ensureEmptyDir(dir: string): Promise<void> {
 
 export interface TargetStep {
   q: number;
+  strength: number;
   rows: number;
   pctLinearParams: number;
   probeAsr: number;
   taskAccuracy: number | null;
-  accepted: boolean;
+  overRefusal: number | null;
+  /** Utility guardrails held (task accuracy and benign refusals within tolerance of the fine-tune's). */
+  guardrailsOk: boolean;
 }
 
+/** Strengths tried at each q, as multiples of the configured g: strength is free in parameters, q is not. */
+const STRENGTH_STEPS = [1, 1.5, 2];
+
 /**
- * The defense issue's target-driven budget: q grows along a fixed schedule until the harmful-probe ASR of the
- * edited model is <= targetAsr; a step whose task-probe accuracy falls more than taskTolerance below the
- * fine-tune's, or whose edit exceeds maxParams (% of linear parameters), ends the search. The last accepted
- * step wins; with none accepted, the smallest step is used (and the report says the target was missed).
+ * The defense issue's target-driven budget. q grows along a fixed schedule from qStart (x1.5, x2, ...), and at
+ * each q the strength g grows (x1, x1.5, x2) until the ASR on the harmful PROBE prompts is <= targetAsr. A step
+ * that breaks a guardrail (task-probe accuracy more than taskTolerance below the fine-tune's, or refusals of
+ * the benign probes more than overRefusalTolerance above it) ends the g ladder at that q; a q whose edit
+ * exceeds maxParams ends the search. The first step that reaches the target wins; if none does, the step
+ * with the lowest probe ASR among those within the guardrails (fewest parameters on ties).
  */
 async function targetDrivenSelection(
   run: Run,
@@ -108,49 +116,65 @@ async function targetDrivenSelection(
   job: JobScores,
   o: FgsnOptions,
   task: ProbeRecord[],
-): Promise<{ selection: Selection; details: Record<string, unknown> }> {
+): Promise<{ selection: Selection; strength: number; details: Record<string, unknown> }> {
   const ranking = await fgsnRanking(job, o);
-  const projection = fgsnProjection(o);
   const ctx = { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) };
   const prompts = atlas.harmful.map((p) => p.prompt);
   const taskAnswered = task.filter((p) => p.response !== undefined).slice(0, 200);
+  const benignPrompts = req.benign.slice(0, 100).map((p) => p.prompt);
   const ref = await measureOnProbes(
     { dir: s.finetuned?.dir ?? s.aligned.dir, ...(s.adapter ? { adapter: s.adapter.dir } : {}) },
-    [], taskAnswered, ctx,
+    [], taskAnswered, { ...ctx, benignPrompts },
   );
   const schedule: number[] = [];
-  for (let k = 0; k < 16; k++) schedule.push(o.q * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
+  for (let k = 0; k < 24; k++) schedule.push(o.qStart * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
   const steps: TargetStep[] = [];
-  let chosen: Selection | null = null;
+  let best: { sel: Selection; step: TargetStep } | null = null;
+  let reached = false;
   const tmpRoot = join(req.outDir, '.fgsn-target');
   try {
-    for (const q of schedule) {
-      run.checkCancelled();
+    search: for (const q of schedule) {
       const sel = ranking.select(q);
       const counts = countEdit(s, sel);
       if (counts.pctLinearParams > o.maxParams) break;
-      const dir = join(tmpRoot, `q${steps.length}`);
-      await writeHardened(s, sel, projectionCompute(projection), { modelDir: dir }, {});
-      const m = await measureOnProbes({ dir }, prompts, taskAnswered, ctx);
-      await rm(dir, { recursive: true, force: true });
-      const taskOk = m.taskAccuracy === null || ref.taskAccuracy === null || m.taskAccuracy >= ref.taskAccuracy - o.taskTolerance;
-      const step: TargetStep = { q, rows: counts.rows, pctLinearParams: counts.pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy, accepted: taskOk };
-      steps.push(step);
-      await run.within(Math.min(0.95, steps.length / 8), `q=${q.toFixed(4)}: probe ASR ${m.asr.toFixed(3)}, task ${m.taskAccuracy?.toFixed(3) ?? 'n/a'}`);
-      if (!taskOk) break;
-      chosen = sel;
-      if (m.asr <= o.targetAsr!) break;
+      for (const mult of STRENGTH_STEPS) {
+        run.checkCancelled();
+        const strength = o.strength * mult;
+        const dir = join(tmpRoot, `step${steps.length}`);
+        await writeHardened(s, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
+        const m = await measureOnProbes({ dir }, prompts, taskAnswered, { ...ctx, benignPrompts });
+        await rm(dir, { recursive: true, force: true });
+        const taskOk = m.taskAccuracy === null || ref.taskAccuracy === null || m.taskAccuracy >= ref.taskAccuracy - o.taskTolerance;
+        const refusalOk = m.overRefusal === null || ref.overRefusal === null || m.overRefusal <= ref.overRefusal + o.overRefusalTolerance;
+        const step: TargetStep = {
+          q, strength, rows: counts.rows, pctLinearParams: counts.pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy,
+          overRefusal: m.overRefusal, guardrailsOk: taskOk && refusalOk,
+        };
+        steps.push(step);
+        await run.within(Math.min(0.95, steps.length / 12), `q=${q.toFixed(4)} g=${strength}: probe ASR ${m.asr.toFixed(3)}, task ${m.taskAccuracy?.toFixed(3) ?? 'n/a'}, benign refusals ${m.overRefusal?.toFixed(3) ?? 'n/a'}`);
+        if (!step.guardrailsOk) break;
+        if (best === null || step.probeAsr < best.step.probeAsr) best = { sel, step };
+        if (m.asr <= o.targetAsr!) {
+          reached = true;
+          break search;
+        }
+      }
     }
   } finally {
     await rm(tmpRoot, { recursive: true, force: true });
   }
-  const reached = steps.some((st) => st.accepted && st.probeAsr <= o.targetAsr!);
+  const fallback = { sel: ranking.select(o.qStart), step: undefined };
+  const pick = best ?? fallback;
   return {
-    selection: chosen ?? ranking.select(schedule[0]),
+    selection: pick.sel,
+    strength: best?.step.strength ?? o.strength,
     details: {
       layers: ranking.layers, p: o.p, taskRowsExcluded: countRows(ranking.taskSet), scoring: o.scoring, scope: o.scope,
-      target: { targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, reached, finetunedTaskAccuracy: ref.taskAccuracy, steps },
-      q: steps.filter((st) => st.accepted).at(-1)?.q ?? schedule[0],
+      q: best?.step.q ?? o.qStart, strength: best?.step.strength ?? o.strength,
+      target: {
+        targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, overRefusalTolerance: o.overRefusalTolerance, reached,
+        finetuned: { taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal }, steps,
+      },
     },
   };
 }
@@ -209,7 +233,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
     let plan: EditPlan;
     if (parsed.method === 'fgsn' && parsed.o.targetAsr !== undefined) {
       const t = await targetDrivenSelection(run, req, sources, atlas, job, parsed.o, task);
-      const projection = fgsnProjection(parsed.o);
+      const projection = fgsnProjection({ ...parsed.o, strength: t.strength });
       plan = { selection: t.selection, compute: projectionCompute(projection), projection, details: t.details };
     } else {
       plan = await planMethod(job, parsed);

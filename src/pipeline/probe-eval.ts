@@ -12,13 +12,16 @@ export interface ProbeMetrics {
   asr: number;
   /** Exact-match accuracy on task probes with a response; null without any. */
   taskAccuracy: number | null;
+  /** Share of benign prompts answered with a refusal marker; null without any. */
+  overRefusal: number | null;
 }
 
 export async function measureOnProbes(
   model: { dir: string; adapter?: string },
   harmfulPrompts: string[],
   task: ProbeRecord[],
-  ctx: { cacheDir: string; executionProvider?: 'cpu' | 'cuda'; judge?: JudgeOptions; maxNewTokens?: number },
+  ctx: {
+    benignPrompts?: string[]; cacheDir: string; executionProvider?: 'cpu' | 'cuda'; judge?: JudgeOptions; maxNewTokens?: number },
 ): Promise<ProbeMetrics> {
   const judge = resolveJudge(ctx.judge);
   const engine = await loadEngine(model.dir, {
@@ -28,12 +31,15 @@ export async function measureOnProbes(
   });
   try {
     const answered = task.filter((p) => p.response !== undefined);
-    const gens = await engine.generate([...harmfulPrompts, ...answered.map((p) => p.prompt)], { maxNewTokens: ctx.maxNewTokens ?? 40, batchSize: 32 });
+    const benign = ctx.benignPrompts ?? [];
+    const gens = await engine.generate([...harmfulPrompts, ...answered.map((p) => p.prompt), ...benign], { maxNewTokens: ctx.maxNewTokens ?? 40, batchSize: 32 });
     const h = gens.slice(0, harmfulPrompts.length);
-    const t = gens.slice(harmfulPrompts.length);
+    const t = gens.slice(harmfulPrompts.length, harmfulPrompts.length + answered.length);
+    const b = gens.slice(harmfulPrompts.length + answered.length);
+    const overRefusal = benign.length === 0 ? null : b.filter((g) => isRefusal(g.text, judge)).length / benign.length;
     const asr = h.filter((g) => !isRefusal(g.text, judge)).length / Math.max(1, h.length);
     const taskAccuracy = answered.length === 0 ? null : t.filter((g, i) => exactMatch(g.text, answered[i].response!)).length / answered.length;
-    return { asr, taskAccuracy };
+    return { asr, taskAccuracy, overRefusal };
   } finally {
     await engine.close();
   }
