@@ -45,6 +45,8 @@ interface ChildResult {
   loadMs: number;
   peakRssBytes: number;
   baselineRssBytes: number;
+  /** RSS right after the first session is built (weights resident, before any large batch). */
+  loadedRssBytes: number;
 }
 
 /** onnxruntime's sgemm throughput on a square product, best of several runs: the "peak" of this machine. */
@@ -98,6 +100,7 @@ async function measure(modelDir: string): Promise<ChildResult> {
     const pre = prompts(spec.vocabSize, BATCH, PROMPT_TOKENS, 1);
     await engine.capture(pre.slice(0, 1), { logits: 'last' }); // builds the graph, creates the session
     const loadMs = performance.now() - t0;
+    const loadedRssBytes = process.memoryUsage().rss;
     let prefillMs = Infinity;
     for (let i = 0; i < 3; i++) {
       const t = performance.now();
@@ -132,6 +135,7 @@ async function measure(modelDir: string): Promise<ChildResult> {
       loadMs,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
       baselineRssBytes,
+      loadedRssBytes,
     };
   } finally {
     await engine.close();
@@ -152,6 +156,7 @@ function report(r: ChildResult, label: string): void {
   console.log(`  prefill (batch ${BATCH} x ${PROMPT_TOKENS} tokens): ${r.prefillTokS.toFixed(0)} tok/s = ${r.prefillGflops.toFixed(1)} GFLOP/s = ${(r.prefillGflops / r.matmulGflops).toFixed(2)} x MatMul peak`);
   console.log(`  decode  (batch ${BATCH}, ${NEW_TOKENS} new tokens, KV cache): ${r.decodeTokS.toFixed(0)} tok/s = ${r.decodeGflops.toFixed(1)} GFLOP/s = ${(r.decodeGflops / r.matmulGflops).toFixed(2)} x MatMul peak`);
   console.log(`  peak RSS ${mb(r.peakRssBytes)} (process baseline ${mb(r.baselineRssBytes)}); peak RSS / checkpoint size = ${(r.peakRssBytes / r.checkpointBytes).toFixed(2)}, (peak - baseline) / size = ${((r.peakRssBytes - r.baselineRssBytes) / r.checkpointBytes).toFixed(2)}`);
+  console.log(`  RSS after load ${mb(r.loadedRssBytes)}: (loaded - baseline) / size = ${((r.loadedRssBytes - r.baselineRssBytes) / r.checkpointBytes).toFixed(2)} (float32 compute: weights alone are 2x a bf16 file)`);
 }
 
 if (values.child !== undefined) {
