@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import type { HardenHooks, HardenRequest, HardenResult } from '../pipeline/types.js';
-import { publishArtifacts } from '../storage/artifacts.js';
+import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
 import type { BlobStore } from '../storage/index.js';
 import type { HardenJobData, HardenJobResult, HardenProgress } from './job-data.js';
 import { importIfPresent } from './optional-import.js';
@@ -90,6 +90,9 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     for (const [name, seconds] of Object.entries(result.summary.stageSeconds ?? {})) timings[`pipeline.${name}`] = seconds;
     await enter('publish', PIPELINE_END);
     const manifest = await publishArtifacts(ctx.store, data.jobId, outDir, result.artifacts, { move: ctx.store.kind === 'fs' });
+    // Leftovers of crashed attempts (store blobs, scratch folders) were never visible; now they can go.
+    await removeStaleAttempts(ctx.store, manifest).catch(() => undefined);
+    await rm(join(ctx.dataDir, 'work', data.jobId), { recursive: true, force: true });
     timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
     await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
     return {

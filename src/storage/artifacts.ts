@@ -85,3 +85,18 @@ export async function readManifest(store: BlobStore, jobId: string): Promise<Art
 export async function deleteJobArtifacts(store: BlobStore, jobId: string): Promise<void> {
   await store.deletePrefix(`jobs/${jobId}`);
 }
+
+/**
+ * Removes what earlier, crashed attempts of a job left in the store (never listed: they are not in the
+ * manifest). Called after a successful publication; keeps the manifest and the published attempt.
+ */
+export async function removeStaleAttempts(store: BlobStore, manifest: ArtifactManifest): Promise<number> {
+  const keep = `jobs/${manifest.jobId}/${manifest.attempt}/`;
+  const stale = [...new Set(
+    (await store.list(`jobs/${manifest.jobId}`))
+      .filter((k) => !k.startsWith(keep) && k !== manifestKey(manifest.jobId))
+      .map((k) => k.split('/').slice(0, 3).join('/')),
+  )];
+  for (const prefix of stale) await store.deletePrefix(prefix);
+  return stale.length;
+}

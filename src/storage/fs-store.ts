@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FgsnError } from '../errors.js';
@@ -79,6 +79,27 @@ export class FsBlobStore implements BlobStore {
     const p = this.path(key);
     if ((await this.stat(key)) === undefined) throw new FgsnError('NOT_FOUND', `no stored object ${key}`);
     return createReadStream(p, range ? { start: range.start, end: range.end } : {});
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const root = this.path(prefix.replace(/\/+$/, ''));
+    const out: string[] = [];
+    const walk = async (dir: string, rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+        throw storageError(`list ${prefix}`, e);
+      }
+      for (const e of entries) {
+        if (e.name.startsWith('.tmp-')) continue;
+        if (e.isDirectory()) await walk(join(dir, e.name), `${rel}/${e.name}`);
+        else if (e.isFile()) out.push(`${rel}/${e.name}`);
+      }
+    };
+    await walk(root, prefix.replace(/\/+$/, ''));
+    return out.sort();
   }
 
   async deletePrefix(prefix: string): Promise<void> {

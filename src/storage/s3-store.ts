@@ -145,6 +145,23 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  async list(prefix: string): Promise<string[]> {
+    const Prefix = this.key(prefix.replace(/\/+$/, '')) + '/';
+    const strip = this.cfg.prefix ? this.cfg.prefix.replace(/\/+$/, '').length + 1 : 0;
+    const out: string[] = [];
+    try {
+      let token: string | undefined;
+      do {
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.cfg.bucket, Prefix, ContinuationToken: token }));
+        for (const o of page.Contents ?? []) if (o.Key) out.push(o.Key.slice(strip));
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+    } catch (e) {
+      throw s3Error(`list ${prefix}`, e);
+    }
+    return out.sort();
+  }
+
   async deletePrefix(prefix: string): Promise<void> {
     const Prefix = this.key(prefix.replace(/\/+$/, '')) + '/';
     try {

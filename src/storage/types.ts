@@ -24,6 +24,8 @@ export interface BlobStore {
   stat(key: string): Promise<{ bytes: number } | undefined>;
   /** Streams the object (or one byte range of it); throws NOT_FOUND when there is none. */
   read(key: string, range?: ByteRange): Promise<Readable>;
+  /** Keys of every object under the folder-like prefix (`a/b` lists `a/b/...`), sorted. */
+  list(prefix: string): Promise<string[]>;
   /** Removes every object whose key starts with prefix. */
   deletePrefix(prefix: string): Promise<void>;
   /** Throws STORAGE_ERROR when the store cannot take a write (readiness probe). */

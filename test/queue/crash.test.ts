@@ -5,7 +5,7 @@
  * along, never shows anything but nothing or the complete final set.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -130,6 +130,11 @@ describeTestbed('worker killed with SIGKILL mid-job', () => {
       if (l.items.length > 0) expect(JSON.stringify(l.items)).toBe(finalKey);
       else expect(l.state).not.toBe('completed');
     }
+    // the crashed attempt's scratch folder and any blobs it stored are gone; only the published attempt stays
+    expect(existsSync(join(h.dataDir, 'work', jobId))).toBe(false);
+    const stored = readdirSync(join(h.dataDir, 'artifacts', 'jobs', jobId));
+    expect(stored.length).toBe(2);
+    expect(stored).toContain('manifest.json');
     for (const a of final.items) {
       const bytes = Buffer.from(await (await h.req('GET', a.url)).arrayBuffer());
       expect(bytes.length).toBe(a.bytes);

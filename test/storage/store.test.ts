@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { publishArtifacts, readManifest } from '../../src/storage/artifacts.js';
+import { publishArtifacts, readManifest, removeStaleAttempts } from '../../src/storage/artifacts.js';
 import { FsBlobStore, S3BlobStore, type BlobStore } from '../../src/storage/index.js';
 import { startLocalS3, type LocalS3 } from './s3rver.js';
 
@@ -81,6 +81,23 @@ describe.each(['fs', 's3'])('%s blob store', (kind) => {
     expect(await readManifest(store, 'job1')).toEqual(m);
     expect((await collect(await store.read(m.artifacts[1].key))).toString()).toBe('{"ok":true}');
     await store.checkWritable();
+    await store.close();
+  });
+
+  it('lists keys under a prefix and removes stale attempts of a job', async () => {
+    const store = stores[kind]();
+    await store.putBytes('jobs/j2/old-attempt/model/a.bin', 'x');
+    await store.putBytes('jobs/j2/old-attempt/diff.safetensors', 'y');
+    const out = join(work, `${kind}-out2`);
+    await mkdir(out, { recursive: true });
+    await writeFile(join(out, 'report.json'), '{}');
+    const m = await publishArtifacts(store, 'j2', out);
+    expect(await store.list('jobs/j2')).toEqual(
+      ['jobs/j2/manifest.json', `jobs/j2/${m.attempt}/report.json`, 'jobs/j2/old-attempt/diff.safetensors', 'jobs/j2/old-attempt/model/a.bin'].sort(),
+    );
+    expect(await store.list('jobs/nothing')).toEqual([]);
+    expect(await removeStaleAttempts(store, m)).toBe(1);
+    expect(await store.list('jobs/j2')).toEqual(['jobs/j2/manifest.json', `jobs/j2/${m.attempt}/report.json`].sort());
     await store.close();
   });
 });
