@@ -166,6 +166,14 @@ describe('malformed uploads', () => {
       headers: { 'content-type': 'application/octet-stream', 'x-content-sha256': createHash('sha256').update('{}').digest('hex') },
     });
     expect(good.status).toBe(201);
+    // any Content-Type is stored byte for byte (JSON and text are not parsed)
+    for (const type of ['application/json', 'text/plain', 'application/x-www-form-urlencoded']) {
+      const body = '{"model_type": "llama"}\n';
+      const r = await h.json('PUT', `/v1/checkpoints/${c.body.id}/files/typed.json`, { body, headers: { 'content-type': type } });
+      expect(r.status, type).toBe(201);
+      expect(r.body).toMatchObject({ bytes: body.length, sha256: createHash('sha256').update(body).digest('hex') });
+    }
+    await h.req('DELETE', `/v1/checkpoints/${c.body.id}/files/typed.json`);
     const files = (await h.json<{ files: { name: string }[] }>('GET', `/v1/checkpoints/${c.body.id}`)).body.files.map((f) => f.name);
     expect(files).toEqual(['big.safetensors', 'x.json']);
     // a stray file can be removed before completing

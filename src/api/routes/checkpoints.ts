@@ -127,6 +127,9 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
 
   // Uploads live in their own plugin scope: its catch-all parser leaves bodies unread for streaming.
   await app.register(async (scope) => {
+    // Every body is file bytes here, whatever its Content-Type (a config.json sent as application/json
+    // must not be parsed and lost): only multipart is understood, the rest is streamed as is.
+    scope.removeAllContentTypeParsers();
     await scope.register(multipart, { limits: { files: 1, fileSize: config.uploadMaxBytes + 1, fields: 10, parts: 11 } });
     scope.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
 
