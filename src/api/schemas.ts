@@ -151,6 +151,7 @@ export const JobSchema = z
     summary: z.record(z.string(), z.unknown()).nullable(),
     artifacts: z.array(ArtifactEntry).nullable(),
     error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).nullable(),
+    cancelRequested: z.boolean(),
     request: z.record(z.string(), z.unknown()),
   });
 

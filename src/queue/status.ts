@@ -19,6 +19,8 @@ export interface JobStatus {
   summary: Record<string, unknown> | null;
   artifacts: { name: string; bytes: number; sha256: string }[] | null;
   error: CodedError | null;
+  /** A cancel was asked for; a running job stops at its next stage boundary. */
+  cancelRequested: boolean;
   request: Record<string, unknown>;
 }
 
@@ -59,6 +61,7 @@ export async function describeJob(
     summary: null,
     artifacts: null,
     error: record.cancelRequested ? { code: 'JOB_CANCELLED', message: 'cancelled before it started' } : { code: 'INTERNAL', message: 'the job is no longer in the queue' },
+    cancelRequested: record.cancelRequested,
     request: record.request,
   };
   if (job === undefined) return base;

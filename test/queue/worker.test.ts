@@ -60,8 +60,9 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
       json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, webhook: { url: receiver.url, secret } },
     });
     await waitFor(async () => ((await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body.state === 'running' ? true : undefined), 'running', 60_000, 20);
-    const c = await h.json<Job>('POST', `/v1/jobs/${sub.body.id}/cancel`);
+    const c = await h.json<Job & { cancelRequested: boolean }>('POST', `/v1/jobs/${sub.body.id}/cancel`);
     expect(c.status).toBe(202);
+    expect(c.body.cancelRequested).toBe(true);
     const done = await terminal(h, sub.body.id);
     expect(done.state).toBe('cancelled');
     expect(done.error?.code).toBe('JOB_CANCELLED');
