@@ -161,6 +161,13 @@ describeTestbed('end to end: upload -> job -> artifacts', () => {
     expect(done.state).toBe('completed');
     const list = await h.json<ArtifactList>('GET', `/v1/jobs/${sub.body.id}/artifacts`);
     expect(list.body.items.map((a) => a.name)).toEqual(expect.arrayContaining(['model/model.safetensors', 'diff.safetensors', 'report.json']));
+    // for an adapter the diff is taken against the aligned model: applied to it, it gives the model artifact
+    const diffPath = join(work.dir, 'lora-diff.safetensors');
+    await writeFile(diffPath, Buffer.from(await (await h.req('GET', `/v1/jobs/${sub.body.id}/artifacts/diff.safetensors`)).arrayBuffer()));
+    const rebuilt = join(work.dir, 'lora-rebuilt');
+    await applyRowDiff(testbedPath('aligned'), diffPath, rebuilt);
+    const model = Buffer.from(await (await h.req('GET', `/v1/jobs/${sub.body.id}/artifacts/model/model.safetensors`)).arrayBuffer());
+    expect((await readFile(join(rebuilt, 'model.safetensors'))).equals(model)).toBe(true);
     const report = JSON.parse(await (await h.req('GET', `/v1/jobs/${sub.body.id}/artifacts/report.json`)).text()) as Record<string, unknown>;
     expect(report.method).toBe('fgsn');
     // evaluation ran in the job and its metrics are in the status summary
