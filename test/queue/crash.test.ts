@@ -57,6 +57,7 @@ describeTestbed('worker killed with SIGKILL mid-job', () => {
         // short locks so the lost job is noticed quickly
         FGSN_WORKER_LOCK_DURATION_MS: '2000',
         FGSN_WORKER_STALLED_INTERVAL_MS: '1000',
+        FGSN_WORKER_MAX_MEMORY_MB: '3072',
         FGSN_LOG_LEVEL: 'warn',
       },
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -106,6 +107,8 @@ describeTestbed('worker killed with SIGKILL mid-job', () => {
     expect(mid.state).toBe('running');
     const sandbox = childrenOf(first.pid as number);
     expect(sandbox.length).toBeGreaterThan(0);
+    // the per-worker memory setting reaches the sandboxed processor
+    expect(sandbox.map((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')).flat()).toContain('--max-old-space-size=3072');
     first.kill('SIGKILL');
     await new Promise<void>((r) => first.once('exit', () => r()));
     // the orphaned sandboxed processor leaves with its worker
