@@ -165,6 +165,9 @@ export class Records {
       .zadd(this.key('tenant', r.tenant, 'jobs'), Date.parse(r.createdAt), r.id)
       .exec();
   }
+  async deleteJob(r: JobRecord): Promise<void> {
+    await this.redis.multi().del(this.key('job', r.id)).zrem(this.key('tenant', r.tenant, 'jobs'), r.id).exec();
+  }
   getJob(id: string): Promise<JobRecord | undefined> {
     return this.getJson(this.key('job', id));
   }

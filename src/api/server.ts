@@ -34,8 +34,11 @@ export async function startServer(config: Config, opts: { withWorker?: boolean; 
   return { built, worker, url, stop };
 }
 
-/** Runs until SIGTERM/SIGINT, then stops once; a second signal exits at once. */
-export function stopOnSignals(stop: () => Promise<void>, logger: Logger): Promise<void> {
+/**
+ * Runs until SIGTERM/SIGINT, then stops once; a second signal exits at once, and so does a stop that
+ * outlives `timeoutS` (an upload or a job that will not end must not keep the process forever).
+ */
+export function stopOnSignals(stop: () => Promise<void>, logger: Logger, timeoutS = 60): Promise<void> {
   return new Promise((resolve) => {
     let signalled = false;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -45,6 +48,10 @@ export function stopOnSignals(stop: () => Promise<void>, logger: Logger): Promis
       }
       signalled = true;
       logger.info({ signal: sig }, 'shutting down');
+      setTimeout(() => {
+        logger.error({ timeoutS }, 'shutdown did not finish in time: exiting');
+        process.exit(1);
+      }, timeoutS * 1000).unref();
       stop().then(
         () => {
           logger.info('stopped');

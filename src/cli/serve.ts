@@ -25,6 +25,7 @@ export async function run(args: string[]): Promise<number> {
   const logger = createLogger(config, 'api');
   const server = await startServer(config, { withWorker: values['with-worker'] === true, logger });
   logger.info({ url: server.url, worker: values['with-worker'] === true, storage: config.storage.kind }, 'fgsn API listening');
-  await stopOnSignals(server.stop, logger);
+  // The worker gets its own shutdown timeout; the HTTP side a few seconds beyond it.
+  await stopOnSignals(server.stop, logger, config.shutdownTimeoutS + 15);
   return 0;
 }

@@ -48,6 +48,6 @@ export async function run(args: string[]): Promise<number> {
   await stopOnSignals(async () => {
     await worker.close();
     await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
-  }, logger);
+  }, logger, config.shutdownTimeoutS + 15);
   return 0;
 }

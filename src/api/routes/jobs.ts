@@ -163,14 +163,18 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         }
         claimedKey = keyHash;
       }
+      let stored: JobRecord | undefined;
       try {
         const data = await resolve(tenant, body, id);
         const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook };
         await records.putJob(record);
+        stored = record;
         await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs });
         request.log.info({ jobId: id, method: body.method }, 'job queued');
         return accepted(reply, await jobStatusFor(ctx, record), false);
       } catch (e) {
+        // Nothing half-made stays visible: no record without a queued job, no key bound to a job that is not.
+        if (stored !== undefined && (await getHardenJob(ctx.queue, id)) === undefined) await records.deleteJob(stored);
         if (claimedKey !== undefined) await ctx.redis.del(records.key('idem', tenant, claimedKey));
         throw e;
       }
