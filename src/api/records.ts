@@ -86,20 +86,23 @@ export class Records {
   getCheckpoint(id: string): Promise<CheckpointRecord | undefined> {
     return this.getJson(this.key('ckpt', id));
   }
-  /** Moves a checkpoint between states only if it is in `from` (a Lua CAS: concurrent completes race safely). */
+  /**
+   * Moves a checkpoint between states only if it is in `from` (compare-and-set in Lua, so concurrent
+   * completes race safely). The new record is built here: only transitions change a record, and they are
+   * all guarded by the state, so the copy read first cannot be stale when the swap succeeds.
+   */
   async transitionCheckpoint(id: string, from: CheckpointState, patch: Partial<CheckpointRecord>): Promise<CheckpointRecord | undefined> {
+    const current = await this.getCheckpoint(id);
+    if (current === undefined || current.state !== from) return undefined;
+    const next: CheckpointRecord = { ...current, ...patch };
     const script = `
       local raw = redis.call('GET', KEYS[1])
-      if not raw then return nil end
-      local r = cjson.decode(raw)
-      if r.state ~= ARGV[1] then return nil end
-      local patch = cjson.decode(ARGV[2])
-      for k, v in pairs(patch) do r[k] = v end
-      local out = cjson.encode(r)
-      redis.call('SET', KEYS[1], out)
-      return out`;
-    const out = (await this.redis.eval(script, 1, this.key('ckpt', id), from, JSON.stringify(patch))) as string | null;
-    return out === null ? undefined : (JSON.parse(out) as CheckpointRecord);
+      if not raw then return 0 end
+      if cjson.decode(raw).state ~= ARGV[1] then return 0 end
+      redis.call('SET', KEYS[1], ARGV[2])
+      return 1`;
+    const ok = (await this.redis.eval(script, 1, this.key('ckpt', id), from, JSON.stringify(next))) as number;
+    return ok === 1 ? next : undefined;
   }
   async putFile(id: string, f: UploadedFile): Promise<void> {
     await this.redis.hset(this.key('ckpt', id, 'files'), f.name, JSON.stringify(f));

@@ -10,7 +10,7 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../checkpoint/fixtures.js';
+import { tempDir, writeModelFolder } from '../checkpoint/fixtures.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 import { KEYS, fileBody, startHarness, uploadFolder, type Harness } from './harness.js';
 import { rawRequest } from './raw-http.js';
@@ -182,6 +182,16 @@ describe('malformed uploads', () => {
     expect((await h.json('DELETE', `/v1/checkpoints/${c.body.id}/files/x.json`, { key: KEYS.b })).status).toBe(404);
     expect(await readdir(join(h.dataDir, 'uploads', c.body.id, 'files'))).toEqual(['x.json']);
     expect(await readdir(join(h.dataDir, 'uploads', c.body.id, 'partial'))).toEqual([]);
+  });
+
+  it('concurrent completes validate once', async () => {
+    const dir = await writeModelFolder(join(work.dir, 'concurrent'));
+    const id = await uploadFolder(h, dir, await readdir(dir));
+    const results = await Promise.all([1, 2, 3].map(() => h.json('POST', `/v1/checkpoints/${id}/complete`)));
+    const statuses = results.map((r) => r.status).sort();
+    expect(statuses[0]).toBe(200);
+    for (const s of statuses) expect([200, 409]).toContain(s);
+    expect((await h.json('GET', `/v1/checkpoints/${id}`)).body).toMatchObject({ state: 'ready', kind: 'model' });
   });
 
   it('an upload with no files cannot be completed', async () => {
