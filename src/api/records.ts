@@ -81,7 +81,18 @@ export class Records {
 
   // checkpoints
   async putCheckpoint(r: CheckpointRecord): Promise<void> {
-    await this.redis.set(this.key('ckpt', r.id), JSON.stringify(r));
+    await this.redis
+      .multi()
+      .set(this.key('ckpt', r.id), JSON.stringify(r))
+      .zadd(this.key('tenant', r.tenant, 'ckpts'), Date.parse(r.createdAt), r.id)
+      .exec();
+  }
+  /** The tenant's newest checkpoints. */
+  async listCheckpoints(tenant: string, limit: number): Promise<CheckpointRecord[]> {
+    const ids = await this.redis.zrevrange(this.key('tenant', tenant, 'ckpts'), '0', String(limit - 1));
+    if (ids.length === 0) return [];
+    const raws = await this.redis.mget(...ids.map((i) => this.key('ckpt', i)));
+    return raws.flatMap((r) => (r === null ? [] : [JSON.parse(r) as CheckpointRecord]));
   }
   getCheckpoint(id: string): Promise<CheckpointRecord | undefined> {
     return this.getJson(this.key('ckpt', id));

@@ -36,6 +36,9 @@ export const CheckpointSchema = z
     completedAt: z.string().optional(),
   });
 
+export const CheckpointListQuery = z.object({ limit: z.coerce.number().int().min(1).max(500).default(100) });
+export const CheckpointList = z.object({ items: z.array(CheckpointSchema) });
+
 // references
 export const ReferenceCreateBody = z
   .object({

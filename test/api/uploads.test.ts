@@ -213,6 +213,10 @@ describe('tenancy of uploads', () => {
       expect(other.status).toBe(404);
       expect(other.body.code).toBe('NOT_FOUND');
     }
+    const listA = await h.json<{ items: { id: string }[] }>('GET', '/v1/checkpoints?limit=500');
+    expect(listA.body.items[0].id).toBe(c.body.id);
+    const listB = await h.json<{ items: { id: string }[] }>('GET', '/v1/checkpoints', { key: KEYS.b });
+    expect(listB.body.items.map((i) => i.id)).not.toContain(c.body.id);
     const put = await h.json('PUT', `/v1/checkpoints/${c.body.id}/files/a.json`, { key: KEYS.b, body: '{}', headers: { 'content-type': 'application/octet-stream' } });
     expect(put.status).toBe(404);
     expect((await h.json('GET', `/v1/checkpoints/${c.body.id}`, { key: null })).body.code).toBe('UNAUTHORIZED');

@@ -17,7 +17,7 @@ import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { CheckpointRecord, Records, UploadedFile } from '../records.js';
 import { checkUploadName } from '../upload-names.js';
-import { CheckpointCreateBody, CheckpointSchema, ErrorBody, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
+import { CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, ErrorBody, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
 import { toJsonSchema } from '../zod-schema.js';
 
 export function uploadDir(dataDir: string, id: string): string {
@@ -110,6 +110,18 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       await records.putCheckpoint(r);
       request.log.info({ checkpointId: r.id }, 'upload created');
       return reply.status(201).header('location', `/v1/checkpoints/${r.id}`).send(await view(records, r));
+    },
+  );
+
+  app.get(
+    '/v1/checkpoints',
+    {
+      onRequest: auth,
+      schema: { tags: ['checkpoints'], summary: "The tenant's uploads, newest first", querystring: toJsonSchema(CheckpointListQuery), response: { 200: toJsonSchema(CheckpointList, 'output'), ...errorResponses(400, 401) } },
+    },
+    async (request) => {
+      const { limit } = request.query as { limit: number };
+      return { items: await Promise.all((await records.listCheckpoints(request.auth.tenant, limit)).map((r) => view(records, r))) };
     },
   );
 
