@@ -66,5 +66,9 @@ export function decodeCodedError(failedReason: string | undefined): CodedError |
   if (/stalled more than allowable limit/i.test(failedReason)) {
     return { code: 'WORKER_LOST', message: failedReason };
   }
+  if (/^Unexpected exit code/.test(failedReason)) {
+    // The sandboxed processor died (out of memory, killed): the worker itself lived on.
+    return { code: 'WORKER_LOST', message: `the job's processor process died (${failedReason})` };
+  }
   return { code: 'INTERNAL', message: failedReason };
 }

@@ -62,7 +62,8 @@ describe('job states and coded errors', () => {
     const e = { code: 'DEFENSE_OPTION_INVALID', message: 'q must be in (0, 1)', details: { option: 'q' } };
     expect(decodeCodedError(encodeCodedError(e))).toEqual(e);
     expect(decodeCodedError('job stalled more than allowable limit')).toMatchObject({ code: 'WORKER_LOST' });
-    expect(decodeCodedError('Unexpected exit code: null signal: SIGKILL')).toMatchObject({ code: 'INTERNAL' });
+    expect(decodeCodedError('Unexpected exit code: null signal: SIGKILL')).toMatchObject({ code: 'WORKER_LOST' });
+    expect(decodeCodedError('boom')).toEqual({ code: 'INTERNAL', message: 'boom' });
     expect(decodeCodedError(undefined)).toBeUndefined();
   });
   it('maps BullMQ states onto the public ones', () => {

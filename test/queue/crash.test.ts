@@ -144,4 +144,32 @@ describeTestbed('worker killed with SIGKILL mid-job', () => {
       expect(createHash('sha256').update(bytes).digest('hex')).toBe(a.sha256);
     }
   });
+
+  it('a sandboxed processor killed alone (as by the OOM killer) fails that attempt; the job is retried and completes', async () => {
+    const ref = await h.json<{ id: string }>('POST', '/v1/references', { key: KEYS.admin, json: { alignedPath: testbedPath('aligned'), basePath: testbedPath('base') } });
+    const ft = await uploadFolder(h, testbedPath('lora_sst_p10'), ['adapter_config.json', 'adapter_model.safetensors']);
+    expect((await h.json('POST', `/v1/checkpoints/${ft}/complete`)).status).toBe(200);
+    // only the worker started here may take the job
+    for (const w of workers.filter((x) => x.exitCode === null && x.signalCode === null)) {
+      w.kill('SIGTERM');
+      await new Promise<void>((r) => w.once('exit', () => r()));
+    }
+    const worker = spawnWorker();
+    const sub = await h.json<Job & { attempts: { made: number } }>('POST', '/v1/jobs', { json: { finetuned: ft, reference: ref.body.id, outputs: ['diff', 'report'] } });
+    await waitFor(async () => {
+      const j = (await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body;
+      return j.state === 'running' && j.stage !== null && j.stage !== 'validate' ? j : undefined;
+    }, 'job to run', 120_000, 20);
+    const sandbox = childrenOf(worker.pid as number);
+    expect(sandbox.length).toBeGreaterThan(0);
+    for (const p of sandbox) process.kill(p, 'SIGKILL');
+    const done = await waitFor(async () => {
+      const j = (await h.json<Job & { attempts: { made: number } }>('GET', `/v1/jobs/${sub.body.id}`)).body;
+      return ['completed', 'failed', 'cancelled'].includes(j.state) ? j : undefined;
+    }, 'retried job to finish', 150_000, 100);
+    expect(done.state).toBe('completed');
+    // one failed attempt (the killed processor) and the one that completed; the worker itself lived on
+    expect(done.attempts.made).toBe(2);
+    expect(worker.exitCode).toBeNull();
+  });
 });
