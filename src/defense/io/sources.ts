@@ -131,11 +131,20 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** sha256 of every weight file of a checkpoint, keyed by file name. */
-export async function checkpointHashes(ck: ModelCheckpoint): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (const f of ck.files) out[f.split('/').pop()!] = await sha256File(f);
-  return out;
+const hashMemo = new WeakMap<ModelCheckpoint, Promise<Record<string, string>>>();
+
+/** sha256 of every weight file of a checkpoint, keyed by file name (once per opened checkpoint). */
+export function checkpointHashes(ck: ModelCheckpoint): Promise<Record<string, string>> {
+  let p = hashMemo.get(ck);
+  if (!p) {
+    p = (async () => {
+      const out: Record<string, string> = {};
+      for (const f of ck.files) out[f.split('/').pop()!] = await sha256File(f);
+      return out;
+    })();
+    hashMemo.set(ck, p);
+  }
+  return p;
 }
 
 /** The aligned folder a PEFT adapter points at (base_model_name_or_path, relative to the adapter folder). */
