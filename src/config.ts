@@ -104,6 +104,7 @@ export const ConfigEnvSchema = z.object({
   FGSN_WEBHOOK_ATTEMPTS: positiveInt.default(5),
   FGSN_WEBHOOK_BACKOFF_MS: positiveInt.default(2_000),
   FGSN_WEBHOOK_TIMEOUT_MS: positiveInt.default(10_000),
+  FGSN_WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   FGSN_SHUTDOWN_TIMEOUT_S: positiveInt.default(30),
   FGSN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
@@ -152,7 +153,8 @@ export interface Config {
   probeSetMaxBytes: number;
   rateLimit: { max: number; windowS: number };
   minFreeDiskMb: number;
-  webhook: { attempts: number; backoffMs: number; timeoutMs: number };
+  /** allowPrivate: webhooks may go to loopback/private addresses (off by default: tenants pick the URLs). */
+  webhook: { attempts: number; backoffMs: number; timeoutMs: number; allowPrivate: boolean };
   shutdownTimeoutS: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
@@ -233,7 +235,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     probeSetMaxBytes: d.FGSN_PROBE_SET_MAX_BYTES,
     rateLimit: { max: d.FGSN_RATE_LIMIT, windowS: d.FGSN_RATE_LIMIT_WINDOW_S },
     minFreeDiskMb: d.FGSN_MIN_FREE_DISK_MB,
-    webhook: { attempts: d.FGSN_WEBHOOK_ATTEMPTS, backoffMs: d.FGSN_WEBHOOK_BACKOFF_MS, timeoutMs: d.FGSN_WEBHOOK_TIMEOUT_MS },
+    webhook: {
+      attempts: d.FGSN_WEBHOOK_ATTEMPTS,
+      backoffMs: d.FGSN_WEBHOOK_BACKOFF_MS,
+      timeoutMs: d.FGSN_WEBHOOK_TIMEOUT_MS,
+      allowPrivate: d.FGSN_WEBHOOK_ALLOW_PRIVATE,
+    },
     shutdownTimeoutS: d.FGSN_SHUTDOWN_TIMEOUT_S,
     logLevel: d.FGSN_LOG_LEVEL,
   };

@@ -3,8 +3,11 @@
  * exponential backoff survive restarts and never block the harden workers.
  */
 import { createHmac, randomUUID } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { Queue, UnrecoverableError, Worker, type ConnectionOptions } from 'bullmq';
 import { WEBHOOK_QUEUE } from './names.js';
+import { guardedLookup, PrivateAddressError, privateLiteral } from './webhook-address.js';
 import type { JobStatus } from './status.js';
 
 export type WebhookEvent = 'job.completed' | 'job.failed' | 'job.cancelled';
@@ -40,25 +43,41 @@ export function eventFor(state: JobStatus['state']): WebhookEvent | undefined {
 }
 
 /** One delivery attempt: throws on network errors and non-2xx answers (so BullMQ retries it). */
-export async function deliverWebhook(d: WebhookDelivery, attempt: number, timeoutMs: number): Promise<number> {
+export async function deliverWebhook(d: WebhookDelivery, attempt: number, s: Pick<WebhookSettings, 'timeoutMs' | 'allowPrivate'>): Promise<number> {
   if (!isHttpUrl(d.url)) throw new UnrecoverableError(`webhook URL ${d.url} is not http(s)`);
+  const url = new URL(d.url);
+  const literal = s.allowPrivate ? undefined : privateLiteral(url);
+  if (literal !== undefined) throw new UnrecoverableError(new PrivateAddressError(url.hostname, literal).message);
   const body = JSON.stringify({ id: randomUUID(), event: d.event, attempt, sentAt: new Date().toISOString(), job: d.job });
-  const res = await fetch(d.url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'user-agent': 'fgsn-webhook/1', [SIGNATURE_HEADER]: signWebhook(d.secret, body), 'x-fgsn-event': d.event },
-    body,
-    redirect: 'manual',
-    signal: AbortSignal.timeout(timeoutMs),
+  const headers = {
+    'content-type': 'application/json',
+    'content-length': String(Buffer.byteLength(body)),
+    'user-agent': 'fgsn-webhook/1',
+    [SIGNATURE_HEADER]: signWebhook(d.secret, body),
+    'x-fgsn-event': d.event,
+  };
+  const status = await new Promise<number>((resolve, reject) => {
+    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const req = send(url, { method: 'POST', headers, timeout: s.timeoutMs, ...(s.allowPrivate ? {} : { lookup: guardedLookup }) }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`webhook ${d.url} timed out after ${s.timeoutMs} ms`)));
+    req.on('error', (e) => reject(e instanceof PrivateAddressError ? new UnrecoverableError(e.message) : e));
+    req.end(body);
   });
-  await res.arrayBuffer().catch(() => undefined);
-  if (res.status < 200 || res.status >= 300) throw new Error(`webhook ${d.url} answered ${res.status}`);
-  return res.status;
+  // Redirects are not followed: a 3xx is an answer the receiver has to fix.
+  if (status < 200 || status >= 300) throw new Error(`webhook ${d.url} answered ${status}`);
+  return status;
 }
 
 export interface WebhookSettings {
   attempts: number;
   backoffMs: number;
   timeoutMs: number;
+  /** Deliver to loopback/private addresses too (single-machine setups, tests). */
+  allowPrivate: boolean;
 }
 
 export function createWebhookQueue(connection: ConnectionOptions, prefix: string): Queue<WebhookDelivery> {
@@ -77,7 +96,7 @@ export async function enqueueWebhook(queue: Queue<WebhookDelivery>, d: WebhookDe
 }
 
 export function startWebhookWorker(connection: ConnectionOptions, prefix: string, s: WebhookSettings): Worker<WebhookDelivery> {
-  return new Worker<WebhookDelivery>(WEBHOOK_QUEUE, async (job) => deliverWebhook(job.data, job.attemptsMade + 1, s.timeoutMs), {
+  return new Worker<WebhookDelivery>(WEBHOOK_QUEUE, async (job) => deliverWebhook(job.data, job.attemptsMade + 1, s), {
     connection,
     prefix,
     concurrency: 8,

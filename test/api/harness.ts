@@ -43,6 +43,8 @@ export async function startHarness(opts: { worker?: boolean; env?: Record<string
     FGSN_RATE_LIMIT: '0',
     FGSN_JOB_BACKOFF_MS: '200',
     FGSN_WEBHOOK_BACKOFF_MS: '100',
+    // the tests' webhook receivers listen on 127.0.0.1
+    FGSN_WEBHOOK_ALLOW_PRIVATE: 'true',
     FGSN_SHUTDOWN_TIMEOUT_S: '5',
     ...opts.env,
   };

@@ -198,6 +198,21 @@ describe('jobs', () => {
   });
 });
 
+describe('webhook targets', () => {
+  it('private addresses are refused at submission unless FGSN_WEBHOOK_ALLOW_PRIVATE is set', async () => {
+    const strict = await startHarness({ env: { FGSN_WEBHOOK_ALLOW_PRIVATE: 'false' } });
+    try {
+      for (const url of ['http://127.0.0.1:9000/hook', 'http://[::1]/hook', 'http://10.0.0.7/hook', 'http://localhost/hook', 'http://169.254.169.254/latest']) {
+        const r = await strict.json('POST', '/v1/jobs', { json: { finetuned: 'ckpt_aaaaaaaaaaaaaaaaaaaaaaaa', reference, webhook: { url, secret: 'x'.repeat(20) } } });
+        expect(r.status, url).toBe(400);
+        expect(r.body.code).toBe('VALIDATION_FAILED');
+      }
+    } finally {
+      await strict.close();
+    }
+  });
+});
+
 describe('rate limit', () => {
   it('refuses requests over the per-key budget with 429 and Retry-After', async () => {
     const limited = await startHarness({ env: { FGSN_RATE_LIMIT: '5', FGSN_RATE_LIMIT_WINDOW_S: '3600' } });

@@ -8,7 +8,8 @@ import { scrubPaths } from '../../src/api/routes/checkpoints.js';
 import { checkUploadName } from '../../src/api/upload-names.js';
 import { decodeCodedError, encodeCodedError } from '../../src/queue/job-data.js';
 import { mapState } from '../../src/queue/status.js';
-import { isHttpUrl, signWebhook } from '../../src/queue/webhooks.js';
+import { guardedLookup, isPrivateAddress, privateLiteral } from '../../src/queue/webhook-address.js';
+import { deliverWebhook, isHttpUrl, signWebhook } from '../../src/queue/webhooks.js';
 import { assertSafeKey } from '../../src/storage/keys.js';
 
 describe('parseRange (RFC 9110 single ranges over a 1000-byte object)', () => {
@@ -103,5 +104,31 @@ describe('ids and paths', () => {
       message: 'model.safetensors: bad',
       details: { dir: '.' },
     });
+  });
+});
+
+describe('webhook address guard', () => {
+  it('classifies private and public addresses', () => {
+    for (const ip of ['127.0.0.1', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '::1', '::', 'fd00::1', 'fe80::1', '::ffff:127.0.0.1', '::ffff:10.0.0.1']) {
+      expect(isPrivateAddress(ip), ip).toBe(true);
+    }
+    for (const ip of ['8.8.8.8', '1.1.1.1', '172.32.0.1', '2606:4700:4700::1111', '::ffff:8.8.8.8']) expect(isPrivateAddress(ip), ip).toBe(false);
+  });
+
+  it('catches private literals and names that resolve to private addresses', async () => {
+    expect(privateLiteral(new URL('http://127.0.0.1:8080/x'))).toBe('127.0.0.1');
+    expect(privateLiteral(new URL('http://[::1]/x'))).toBe('::1');
+    expect(privateLiteral(new URL('http://localhost/x'))).toBe('localhost');
+    expect(privateLiteral(new URL('https://hooks.example.com/x'))).toBeUndefined();
+    const err = await new Promise<Error | null>((r) => guardedLookup('localhost', {}, (e) => r(e)));
+    expect(err?.name).toBe('PrivateAddressError');
+  });
+
+  it('refuses delivery to a private address unless allowed, without retry', async () => {
+    const job = { id: 'job_x' } as never;
+    const d = { url: 'http://127.0.0.1:9/hook', secret: 's'.repeat(16), event: 'job.completed' as const, job };
+    await expect(deliverWebhook(d, 1, { timeoutMs: 1000, allowPrivate: false })).rejects.toMatchObject({ name: 'UnrecoverableError' });
+    // allowed: it is attempted (and fails to connect on the discard port, a retryable error)
+    await expect(deliverWebhook(d, 1, { timeoutMs: 1000, allowPrivate: true })).rejects.not.toMatchObject({ name: 'UnrecoverableError' });
   });
 });

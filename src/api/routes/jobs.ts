@@ -5,6 +5,7 @@ import type { EvaluationRequest, ProbeRecord } from '../../pipeline/types.js';
 import type { HardenJobData } from '../../queue/job-data.js';
 import { enqueueHarden, getHardenJob } from '../../queue/queue.js';
 import { describeJob, type JobStatus } from '../../queue/status.js';
+import { privateLiteral } from '../../queue/webhook-address.js';
 import { enqueueWebhook } from '../../queue/webhooks.js';
 import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
@@ -68,6 +69,14 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
 
   /** Resolves ids to server-side inputs, checking the tenant may use each; the job then needs nothing else. */
   const resolve = async (tenant: string, body: JobBody, jobId: string): Promise<HardenJobData> => {
+    if (body.webhook && !config.webhook.allowPrivate) {
+      const literal = privateLiteral(new URL(body.webhook.url));
+      if (literal !== undefined) {
+        throw new FgsnError('VALIDATION_FAILED', `webhook host ${literal} is a private address; this service delivers only to public hosts`, {
+          details: { in: 'body', issues: [{ path: 'webhook.url', message: 'private address' }] },
+        });
+      }
+    }
     const ft = await ownCheckpoint(records, tenant, body.finetuned);
     if (ft.state !== 'ready') throw new FgsnError('CONFLICT', `checkpoint ${ft.id} is not completed; POST /v1/checkpoints/${ft.id}/complete first`);
     const ref = await visibleReference(records, tenant, body.reference);
