@@ -6,11 +6,10 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
-import type { HardenHooks, HardenRequest, HardenResult } from '../pipeline/types.js';
+import { runHarden } from '../pipeline/harden.js';
 import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
 import type { BlobStore } from '../storage/index.js';
 import type { HardenJobData, HardenJobResult, HardenProgress } from './job-data.js';
-import { importIfPresent } from './optional-import.js';
 
 export interface RunContext {
   attempt: number;
@@ -20,8 +19,6 @@ export interface RunContext {
   signal?: AbortSignal;
   report(p: HardenProgress): Promise<void>;
 }
-
-type PipelineModule = { runHarden(req: HardenRequest, hooks?: HardenHooks): Promise<HardenResult> };
 
 /** Share of the overall progress each stage of an attempt covers. */
 const VALIDATE_END = 5;
@@ -61,17 +58,12 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     throwIfCancelled(ctx.signal);
   }
 
-  const pipeline = await importIfPresent<PipelineModule>('../pipeline/harden.js', import.meta.url);
-  if (pipeline === undefined) {
-    throw new FgsnError('PIPELINE_UNAVAILABLE', 'the defense pipeline (src/pipeline/harden) is not part of this build; inputs were validated, nothing was produced');
-  }
-
   // A fresh folder per attempt: a retried attempt never sees (or publishes) files of a crashed one.
   const outDir = join(ctx.dataDir, 'work', data.jobId, `attempt-${ctx.attempt}-${process.pid}-${Date.now()}`);
   await mkdir(outDir, { recursive: true });
   try {
     await enter('pipeline', VALIDATE_END);
-    const result = await pipeline.runHarden(
+    const result = await runHarden(
       {
         ...data.input,
         outDir,
