@@ -43,7 +43,7 @@ export interface FgsnOptions {
 
 export const FGSN_DEFAULTS: FgsnOptions = {
   scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
-  energyShare: 0.9, targetAsr: 0.05, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
+  energyShare: 0.9, targetAsr: 0.02, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
 };
 
 export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
