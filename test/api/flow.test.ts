@@ -148,6 +148,12 @@ describeTestbed('end to end: upload -> job -> artifacts', () => {
 
     // nothing was left in the worker's scratch space
     expect(await readdir(join(h.dataDir, 'work', sub.body.id)).catch(() => [])).toEqual([]);
+
+    // deleting the job removes its artifacts from storage
+    expect((await readdir(join(h.dataDir, 'artifacts', 'jobs', sub.body.id))).length).toBeGreaterThan(0);
+    expect((await h.req('DELETE', `/v1/jobs/${sub.body.id}`)).status).toBe(204);
+    expect((await h.req('GET', url)).status).toBe(404);
+    expect(await readdir(join(h.dataDir, 'artifacts', 'jobs', sub.body.id)).catch(() => [])).toEqual([]);
   });
 
   it('hardens an uploaded LoRA adapter, with evaluation', async () => {

@@ -170,6 +170,13 @@ describe('jobs', () => {
     expect((await h.json<Job>('POST', `/v1/jobs/${j.body.id}/cancel`)).body.state).toBe('cancelled');
     expect((await h.json('POST', `/v1/jobs/${j.body.id}/cancel`, { key: KEYS.b })).status).toBe(404);
     expect((await h.json<{ items: unknown[] }>('GET', `/v1/jobs/${j.body.id}/artifacts`)).body.items).toEqual([]);
+    // a finished job can be deleted; a queued one cannot
+    const queued = await submit({ finetuned: ftA, reference });
+    expect((await h.json('DELETE', `/v1/jobs/${queued.body.id}`)).status).toBe(409);
+    expect((await h.json('DELETE', `/v1/jobs/${j.body.id}`, { key: KEYS.b })).status).toBe(404);
+    expect((await h.req('DELETE', `/v1/jobs/${j.body.id}`)).status).toBe(204);
+    expect((await h.json('GET', `/v1/jobs/${j.body.id}`)).status).toBe(404);
+    expect((await h.json<{ items: Job[] }>('GET', '/v1/jobs?limit=100')).body.items.map((x) => x.id)).not.toContain(j.body.id);
   });
 
   it('lists jobs newest first with state filter, limit and cursor', async () => {

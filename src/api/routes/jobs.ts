@@ -5,6 +5,7 @@ import type { EvaluationRequest, ProbeRecord } from '../../pipeline/types.js';
 import type { HardenJobData } from '../../queue/job-data.js';
 import { enqueueHarden, getHardenJob } from '../../queue/queue.js';
 import { describeJob, type JobStatus } from '../../queue/status.js';
+import { deleteJobArtifacts } from '../../storage/artifacts.js';
 import { privateLiteral } from '../../queue/webhook-address.js';
 import { enqueueWebhook } from '../../queue/webhooks.js';
 import { authenticate } from '../auth.js';
@@ -222,6 +223,31 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         }
       }
       return { items, nextCursor: !exhausted && cursor !== undefined ? encodeCursor(cursor) : null };
+    },
+  );
+
+  app.delete(
+    '/v1/jobs/:id',
+    {
+      onRequest: auth,
+      schema: {
+        tags: ['jobs'],
+        summary: 'Delete a finished job and its artifacts (cancel a running one first)',
+        params: toJsonSchema(IdParams),
+        response: { 204: { description: 'Deleted', type: 'null' }, 401: err, 404: err, 409: err },
+      },
+    },
+    async (request, reply) => {
+      const record = await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id);
+      const status = await jobStatusFor(ctx, record);
+      if (status.state === 'queued' || status.state === 'running') throw new FgsnError('CONFLICT', `job ${record.id} is ${status.state}; cancel it first`);
+      // The record goes first: from then on the job is a 404, whatever remains to be removed.
+      await records.deleteJob(record);
+      const job = await getHardenJob(ctx.queue, record.id);
+      await job?.remove().catch(() => undefined);
+      await deleteJobArtifacts(ctx.store, record.id);
+      request.log.info({ jobId: record.id }, 'job deleted');
+      return reply.status(204).send();
     },
   );
 
