@@ -62,6 +62,8 @@ export interface JobRecord {
   request: Record<string, unknown>;
   webhook?: { url: string; secret?: string };
   cancelRequestedAt?: string;
+  /** sha256 of the Idempotency-Key that created the job, released when the job is deleted. */
+  idempotencyKeyHash?: string;
 }
 
 export class Records {
@@ -180,7 +182,9 @@ export class Records {
       .exec();
   }
   async deleteJob(r: JobRecord): Promise<void> {
-    await this.redis.multi().del(this.key('job', r.id)).zrem(this.key('tenant', r.tenant, 'jobs'), r.id).exec();
+    const m = this.redis.multi().del(this.key('job', r.id)).zrem(this.key('tenant', r.tenant, 'jobs'), r.id);
+    if (r.idempotencyKeyHash) m.del(this.key('idem', r.tenant, r.idempotencyKeyHash));
+    await m.exec();
   }
   getJob(id: string): Promise<JobRecord | undefined> {
     return this.getJson(this.key('job', id));

@@ -156,7 +156,14 @@ describe('jobs', () => {
     expect(b.body.id).not.toBe(first.body.id);
     // a failed request does not burn its key
     expect((await submit({ finetuned: ftA, reference: 'ref_aaaaaaaaaaaaaaaaaaaaaaaa' }, { 'idempotency-key': 'k-2' })).status).toBe(404);
-    expect((await submit(body, { 'idempotency-key': 'k-2' })).status).toBe(202);
+    const k2 = await submit(body, { 'idempotency-key': 'k-2' });
+    expect(k2.status).toBe(202);
+    // deleting the job releases its key
+    await h.json('POST', `/v1/jobs/${k2.body.id}/cancel`);
+    expect((await h.req('DELETE', `/v1/jobs/${k2.body.id}`)).status).toBe(204);
+    const fresh = await submit(body, { 'idempotency-key': 'k-2' });
+    expect(fresh.status).toBe(202);
+    expect(fresh.body.id).not.toBe(k2.body.id);
   });
 
   it('cancels a queued job', async () => {

@@ -176,7 +176,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
       let stored: JobRecord | undefined;
       try {
         const data = await resolve(tenant, body, id);
-        const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook };
+        const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook, idempotencyKeyHash: claimedKey };
         await records.putJob(record);
         stored = record;
         await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs });
