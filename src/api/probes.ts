@@ -50,8 +50,8 @@ export type DefaultProbeSetId = keyof typeof DEFAULT_PROBE_SETS;
 function defaultProbeDir(): string {
   const beside = fileURLToPath(new URL('./default-probes/', import.meta.url));
   if (existsSync(beside)) return beside;
-  // Compiled build: the JSONL files stay with the sources.
-  return fileURLToPath(new URL('../../../src/api/default-probes/', import.meta.url));
+  // Compiled build (dist/api/probes.js): the JSONL files stay with the sources in src/api/.
+  return fileURLToPath(new URL('../../src/api/default-probes/', import.meta.url));
 }
 
 const cache = new Map<string, ProbeRecord[]>();
