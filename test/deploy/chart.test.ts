@@ -15,9 +15,9 @@ type Container = {
   resources?: { requests?: Obj; limits?: Obj };
   securityContext?: Obj;
   volumeMounts?: { name: string; mountPath: string }[];
-  livenessProbe?: { httpGet?: { path: string; port: string } };
-  readinessProbe?: { httpGet?: { path: string; port: string } };
-  ports?: { name: string; containerPort: number }[];
+  livenessProbe?: { httpGet?: { path: string; port: string } } & Obj;
+  readinessProbe?: { httpGet?: { path: string; port: string } } & Obj;
+  ports?: { name: string; containerPort: number; protocol?: string }[];
 };
 type PodSpec = {
   containers: Container[];
@@ -96,6 +96,10 @@ describe('values.yaml and values.schema.json', () => {
     ['a non-Redis URL', { redis: { url: 'http://redis:6379' } }, 'must match pattern'],
     ['a relative model dir', { config: { allowedModelDirs: ['models'] } }, 'must match pattern'],
     ['a bad quantity', { tmp: { sizeLimit: 'two gigs' } }, 'must match pattern'],
+    ['a worker metrics port of 0 (a random port cannot be probed)', { worker: { metricsPort: 0 } }, 'must be >= 1'],
+    ['a worker metrics port above 65535', { worker: { metricsPort: 70000 } }, 'must be <= 65535'],
+    ['a worker probe without a period', { worker: { readinessProbe: { periodSeconds: 0 } } }, 'must be >= 1'],
+    ['webhookAllowPrivate as a string', { config: { webhookAllowPrivate: 'yes' } }, 'must be boolean'],
   ])('rejects %s', (_what, over, message) => {
     expect(errorsOf(deepMerge(values, over))).toContain(message);
   });
@@ -209,6 +213,24 @@ describe('rendered chart', () => {
     expect(c.ports).toEqual([{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
     expect(c.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'http' });
     expect(c.readinessProbe?.httpGet).toEqual({ path: '/readyz', port: 'http' });
+  });
+
+  it.each(Object.keys(SCENARIOS))('%s: workers have /healthz liveness and readiness probes on their metrics port', (name) => {
+    const c = podSpec(rendered[name].objs.get('Deployment/fgsn-worker')).containers[0];
+    const worker = (deepMerge(values, SCENARIOS[name]) as { worker: { livenessProbe: Obj; readinessProbe: Obj } }).worker;
+    expect(c.ports).toEqual([{ name: 'metrics', containerPort: 9091, protocol: 'TCP' }]);
+    expect(c.livenessProbe).toEqual({ httpGet: { path: '/healthz', port: 'metrics' }, ...worker.livenessProbe });
+    expect(c.readinessProbe).toEqual({ httpGet: { path: '/healthz', port: 'metrics' }, ...worker.readinessProbe });
+    // The port the worker is told to serve on is the one probed.
+    expect(c.env?.find((e) => e.name === 'FGSN_WORKER_METRICS_PORT')?.value).toBe('9091');
+  });
+
+  it('worker.metricsPort moves the container port and the served port together', () => {
+    const r = renderChart(CHART_DIR, { values: deepMerge(SCENARIOS.defaults, { worker: { metricsPort: 9400 } }) as Obj });
+    const c = podSpec(kinds(manifestObjects(r)).get('Deployment/fgsn-worker')).containers[0];
+    expect(c.ports).toEqual([{ name: 'metrics', containerPort: 9400, protocol: 'TCP' }]);
+    expect(c.env?.find((e) => e.name === 'FGSN_WORKER_METRICS_PORT')?.value).toBe('9400');
+    expect(r.notes).toContain('port-forward deploy/fgsn-worker 9400');
   });
 
   it('the Service and the Ingress reach the API pods', () => {
@@ -374,6 +396,25 @@ describe('chart environment = the service configuration (src/config.ts)', () => 
     const env = containerEnvs(SCENARIOS.defaults).get('Deployment/fgsn-worker') as Record<string, string>;
     expect(env.FGSN_UPLOAD_MAX_BYTES).toBe('68719476736');
     expect(loadConfig(env).uploadMaxBytes).toBe(68719476736);
+  });
+
+  it.each(Object.keys(SCENARIOS))('%s: workers serve /healthz and /metrics on the probed port; the API does not', (name) => {
+    const objs = kinds(manifestObjects(renderChart(CHART_DIR, { values: SCENARIOS[name] })));
+    const probed = podSpec(objs.get('Deployment/fgsn-worker')).containers[0].ports?.find((p) => p.name === 'metrics');
+    const envs = containerEnvs(SCENARIOS[name]);
+    expect(probed?.containerPort).toBeGreaterThan(0);
+    expect(loadConfig(envs.get('Deployment/fgsn-worker') ?? {}).worker.metricsPort).toBe(probed?.containerPort);
+    expect(envs.get('Deployment/fgsn-api')).toBeDefined();
+    expect(envs.get('Deployment/fgsn-api')).not.toHaveProperty('FGSN_WORKER_METRICS_PORT');
+  });
+
+  it('config.webhookAllowPrivate reaches the API and the workers, off by default', () => {
+    for (const [over, expected] of [
+      [SCENARIOS.defaults, false],
+      [deepMerge(SCENARIOS.defaults, { config: { webhookAllowPrivate: true } }) as Obj, true],
+    ] as const) {
+      for (const [id, env] of containerEnvs(over)) expect(loadConfig(env).webhook.allowPrivate, id).toBe(expected);
+    }
   });
 
   it('every variable of src/config.ts can be set through the chart (PORT is an alias of FGSN_PORT)', () => {

@@ -74,10 +74,15 @@ describe('docker/compose.yaml', () => {
     for (const f of svc.env_file ?? []) if (f.required) expect(existsSync(join(DOCKER_DIR, f.path))).toBe(true);
   });
 
-  it('workers have no HTTP health check (the image one probes the API)', () => {
+  it('the API keeps the image health check; workers probe their own /healthz in the worker role', () => {
     expect(compose.services.api.healthcheck).toBeUndefined();
-    expect(compose.services.worker.healthcheck).toEqual({ disable: true });
-    expect(compose.services['worker-gpu'].healthcheck).toEqual({ disable: true });
+    for (const name of ['worker', 'worker-gpu']) {
+      const svc = compose.services[name];
+      // The image's HEALTHCHECK probes FGSN_PORT, where a worker listens to nothing: workers pass the role.
+      expect(svc.healthcheck, name).toEqual({ test: ['CMD', 'node', '/app/docker/healthcheck.mjs', 'worker'] });
+      expect(Number(svc.environment?.FGSN_WORKER_METRICS_PORT), `${name} FGSN_WORKER_METRICS_PORT`).toBe(9091);
+    }
+    expect(readFileSync(join(DOCKER_DIR, 'healthcheck.mjs'), 'utf8')).toContain('FGSN_WORKER_METRICS_PORT');
   });
 });
 
@@ -119,5 +124,8 @@ describe('compose settings = the service configuration (src/config.ts)', () => {
     expect(cfg.storage.kind).toBe('fs');
     expect(cfg.apiKeys.size).toBeGreaterThan(0);
     if (name === 'api') expect([cfg.host, cfg.port]).toEqual(['0.0.0.0', 8080]);
+    // Workers serve /healthz and /metrics where their health check looks; the API serves its own port only.
+    expect(cfg.worker.metricsPort).toBe(name === 'api' ? undefined : 9091);
+    expect(cfg.webhook.allowPrivate).toBe(false);
   });
 });

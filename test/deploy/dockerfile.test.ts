@@ -212,9 +212,9 @@ describe('docker/healthcheck.mjs against a real HTTP server', () => {
   });
   afterAll(() => new Promise<void>((r) => server.close(() => r())));
 
-  function probe(env: Record<string, string>): Promise<number | null> {
+  function probe(env: Record<string, string>, args: string[] = []): Promise<number | null> {
     return new Promise((resolve) => {
-      const child = spawn(process.execPath, [join(DOCKER_DIR, 'healthcheck.mjs')], {
+      const child = spawn(process.execPath, [join(DOCKER_DIR, 'healthcheck.mjs'), ...args], {
         env: { PATH: process.env.PATH ?? '', ...env },
         stdio: 'ignore',
       });
@@ -235,6 +235,26 @@ describe('docker/healthcheck.mjs against a real HTTP server', () => {
   it('exits 1 when /healthz answers 503', async () => {
     status = 503;
     expect(await probe({ FGSN_PORT: String(port) })).toBe(1);
+  });
+
+  it('worker role: exits 0 when /healthz answers 200 on FGSN_WORKER_METRICS_PORT, 1 on 503', async () => {
+    status = 200;
+    expect(await probe({ FGSN_WORKER_METRICS_PORT: String(port), FGSN_PORT: '1' }, ['worker'])).toBe(0);
+    status = 503;
+    expect(await probe({ FGSN_WORKER_METRICS_PORT: String(port) }, ['worker'])).toBe(1);
+  });
+
+  it('worker role: exits 1 without FGSN_WORKER_METRICS_PORT (or with 0), even if the API port answers', async () => {
+    status = 200;
+    expect(await probe({ FGSN_PORT: String(port) }, ['worker'])).toBe(1);
+    expect(await probe({ FGSN_PORT: String(port), FGSN_WORKER_METRICS_PORT: '0' }, ['worker'])).toBe(1);
+  });
+
+  it('the default role ignores FGSN_WORKER_METRICS_PORT; an unknown role exits 1', async () => {
+    status = 200;
+    expect(await probe({ FGSN_PORT: String(port), FGSN_WORKER_METRICS_PORT: '1' })).toBe(0);
+    expect(await probe({ FGSN_PORT: String(port) }, ['serve'])).toBe(0);
+    expect(await probe({ FGSN_PORT: String(port), FGSN_WORKER_METRICS_PORT: String(port) }, ['api'])).toBe(1);
   });
 
   it('exits 1 when nothing listens', async () => {
