@@ -147,7 +147,9 @@ describe.each(Object.entries(files))('%s image', (name, text) => {
     const [entrypoint] = of(runtime, 'ENTRYPOINT');
     expect(jsonArgs(entrypoint)).toEqual(['/usr/bin/tini', '--', 'node', '/app/bin/fgsn.js']);
     const [health] = of(runtime, 'HEALTHCHECK');
-    expect(args(health)).toBe('CMD ["node", "/app/docker/healthcheck.mjs"]');
+    // Each image probes its default role: the API for the CPU image, the worker's metrics port for CUDA.
+    expect(args(health)).toBe(name === 'cpu' ? 'CMD ["node", "/app/docker/healthcheck.mjs"]' : 'CMD ["node", "/app/docker/healthcheck.mjs", "worker"]');
+    if (name === 'cuda') expect(envOf(runtime).get('FGSN_WORKER_METRICS_PORT')).toBe('9091');
     expect(flags(health).get('timeout')).toBe('5s');
     expect(readFileSync(join(DOCKER_DIR, 'healthcheck.mjs'), 'utf8')).toContain('/healthz');
     expect(of(runtime, 'CMD').map(jsonArgs)).toEqual([[name === 'cpu' ? 'serve' : 'worker']]);
