@@ -26,6 +26,8 @@ const STAGE_START: Record<Stage, number> = { validate: 0, atlas: 5, 'task-neuron
 
 class Run {
   readonly seconds: Record<string, number> = {};
+  /** Resident set size (MiB) when each stage ended: a cheap stand-in for per-stage peak memory. */
+  readonly rssMiB: Record<string, number> = {};
   private t = performance.now();
   private current: Stage | null = null;
 
@@ -59,7 +61,10 @@ class Run {
   }
 
   end(): void {
-    if (this.current) this.seconds[this.current] = (this.seconds[this.current] ?? 0) + (performance.now() - this.t) / 1000;
+    if (this.current) {
+      this.seconds[this.current] = (this.seconds[this.current] ?? 0) + (performance.now() - this.t) / 1000;
+      this.rssMiB[this.current] = Math.round(process.memoryUsage().rss / 2 ** 20);
+    }
     this.current = null;
   }
 }
@@ -295,6 +300,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       rows: selectionToJSON(plan.selection),
       outputs: [...outputs],
       timings: { ...run.seconds },
+      memory: { rssMiBAtStageEnd: { ...run.rssMiB } },
       ...(metrics ? { metrics, evaluation: evalReport } : {}),
     };
     const text = JSON.stringify(report, null, 1) + '\n';

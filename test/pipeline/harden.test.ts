@@ -104,6 +104,17 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     expect(anti.artifacts.map((a) => a.name)).toEqual(['report.json']);
   });
 
+  it('evaluates the hardened model when asked and puts the metrics in the report', async () => {
+    const evalHarmful = spread(await readProbes(testbedPath('data', 'harmful_eval.jsonl')), 10);
+    const sstTest = (await readProbes(testbedPath('data', 'sst_test.jsonl'))).slice(0, 10).map((p) => ({ prompt: p.prompt, answer: p.response! }));
+    const r = await runHarden(request('evaluated', { options: { targetAsr: 'off' }, outputs: ['model'], evaluate: { harmful: evalHarmful, tasks: { sst: sstTest } } }));
+    expect(r.summary.metrics?.harmful_asr).toBeLessThanOrEqual(0.2);
+    expect(r.summary.metrics?.acc_sst).toBeGreaterThanOrEqual(0.8);
+    const report = JSON.parse(await readFile(join(tmp, 'evaluated', 'model', 'fgsn-report.json'), 'utf8'));
+    expect(report.metrics.harmful_asr).toBe(r.summary.metrics?.harmful_asr);
+    expect(Object.keys(report.timings)).toEqual(['validate', 'atlas', 'task-neurons', 'selection', 'projection', 'evaluation', 'report']);
+  });
+
   it('typed errors and cancellation', async () => {
     await expect(runHarden(request('bad1', { options: { q: 2 } }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
     await expect(runHarden(request('bad2', { options: { qq: 0.1 } }))).rejects.toThrow(/unknown/);
