@@ -129,8 +129,22 @@ async function targetDrivenSelection(
   const benignPrompts = req.benign.slice(0, 100).map((p) => p.prompt);
   const ref = await measureOnProbes(
     { dir: s.finetuned?.dir ?? s.aligned.dir, ...(s.adapter ? { adapter: s.adapter.dir } : {}) },
-    [], taskAnswered, { ...ctx, benignPrompts },
+    prompts, taskAnswered, { ...ctx, benignPrompts },
   );
+  if (ref.asr <= o.targetAsr!) {
+    // The fine-tune already refuses its probes: an edit could only cost utility (a benign fine-tune).
+    return {
+      selection: new Map(),
+      strength: o.strength,
+      details: {
+        layers: ranking.layers, p: o.p, taskRowsExcluded: countRows(ranking.taskSet), scoring: o.scoring, scope: o.scope, q: 0, strength: o.strength,
+        target: {
+          targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, overRefusalTolerance: o.overRefusalTolerance, reached: true,
+          finetuned: { probeAsr: ref.asr, taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal }, steps: [], note: 'fine-tune already within the target on the probes; nothing edited',
+        },
+      },
+    };
+  }
   const schedule: number[] = [];
   for (let k = 0; k < 24; k++) schedule.push(o.qStart * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
   const steps: TargetStep[] = [];
@@ -178,7 +192,7 @@ async function targetDrivenSelection(
       q: best?.step.q ?? o.qStart, strength: best?.step.strength ?? o.strength,
       target: {
         targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, overRefusalTolerance: o.overRefusalTolerance, reached,
-        finetuned: { taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal }, steps,
+        finetuned: { probeAsr: ref.asr, taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal }, steps,
       },
     },
   };

@@ -115,6 +115,14 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     expect(Object.keys(report.timings)).toEqual(['validate', 'atlas', 'task-neurons', 'selection', 'projection', 'evaluation', 'report']);
   });
 
+  it('a fine-tune that already refuses its probes is left unchanged by the default', async () => {
+    const r = await runHarden(request('benign-ft', { finetunedPath: testbedPath('ft_sst_benign'), outputs: ['model'] }));
+    expect(r.summary.rowsChanged).toBe(0);
+    expect((r.report.selection as { target: { reached: boolean; steps: unknown[] } }).target.steps).toEqual([]);
+    const out = await readFile(join(tmp, 'benign-ft', 'model', 'model.safetensors'));
+    expect(Buffer.compare(out, await readFile(testbedPath('ft_sst_benign', 'model.safetensors')))).toBe(0);
+  });
+
   it('typed errors and cancellation', async () => {
     await expect(runHarden(request('bad1', { options: { q: 2 } }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
     await expect(runHarden(request('bad2', { options: { qq: 0.1 } }))).rejects.toThrow(/unknown/);
