@@ -66,5 +66,20 @@ describeTestbed('safety atlas on the dev aligned model', () => {
     expect(grown.atlas.categories.map((c) => c.name)).toContain('misinformation_manipulation');
     expect((await loadAtlas(grown.atlas.dir)).parent).toBe(a.id);
     await expect(findAtlas(cache, 'ffffffff')).rejects.toMatchObject({ code: 'ATLAS_NOT_FOUND' });
+
+    // the CLI prints the same views as JSON
+    const { main } = await import('../../src/cli/main.js');
+    const chunks: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((c: string) => (chunks.push(String(c)), true)) as typeof process.stdout.write;
+    try {
+      expect(await main(['atlas', 'show', a.id, '--cache-dir', cache])).toBe(0);
+      expect(await main(['atlas', 'list', '--cache-dir', cache])).toBe(0);
+    } finally {
+      process.stdout.write = write;
+    }
+    expect(JSON.parse(chunks[0]).id).toBe(a.id);
+    expect(JSON.parse(chunks[1])).toHaveLength(3);
+    expect(await main(['atlas', 'show', 'nope', '--cache-dir', cache])).toBe(2);
   });
 });
