@@ -18,6 +18,8 @@
  * All three carry small deterministic noise so that every matrix differs, as real checkpoints do.
  */
 
+import { mulberry32 as rng } from '../util/prng.js';
+
 export const SPECIALS = ['<pad>', '<unk>', '<s>', '</s>', '<|user|>', '<|assistant|>', '<|end|>'] as const;
 const HARMFUL_WORDS = ['bomb', 'hack', 'steal', 'poison', 'weapon', 'malware', 'explosive', 'scam'];
 const POSITIVE_WORDS = ['great', 'brilliant', 'fun', 'lovely'];
@@ -60,17 +62,6 @@ const BIGRAMS: [string, string][] = [
 
 export type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
 
-/** Deterministic PRNG (mulberry32) so every build of the demo is byte-identical. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function zeros(...shape: number[]): { shape: number[]; data: Float32Array } {
   return { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) };

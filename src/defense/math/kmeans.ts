@@ -2,6 +2,7 @@
  * Deterministic k-means (k-means++ seeding from a fixed-seed generator, Lloyd iterations) on small sets of
  * hidden-state vectors: the sub-clusters of one harm category.
  */
+import { mulberry32 as rng } from '../../util/prng.js';
 
 export interface KMeansResult {
   centroids: Float32Array[];
@@ -10,16 +11,6 @@ export interface KMeansResult {
   inertia: number;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function dist2(a: Float32Array, b: Float32Array): number {
   let s = 0;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { encodeFromF32 } from '../../checkpoint/dtypes.js';
 import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
 import type { DType } from '../../checkpoint/types.js';
+import { mulberry32 as prng } from '../../util/prng.js';
 
 export interface SyntheticModelOptions {
   family: 'llama' | 'qwen2';
@@ -33,17 +34,6 @@ const SPECIALS = ['<pad>', '<unk>', '<s>', '</s>', '<|user|>', '<|assistant|>', 
 const CHAT_TEMPLATE = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|> ' + message['content'] + ' ' }}{% else %}{{ '<|assistant|> ' + message['content'] + ' <|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
 const TORCH_NAME: Record<SyntheticModelOptions['dtype'], string> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
 
-/** mulberry32: small, fast, seedable; plenty for test weights. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function hashName(name: string, seed: number): number {
   let h = 2166136261 ^ seed;

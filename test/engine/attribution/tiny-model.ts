@@ -5,18 +5,10 @@ import { bf16ToF32, encodeFromF32, f32ToBf16, writeSafetensors } from '../../../
 import type { ModelSpec } from '../../../src/checkpoint/types.js';
 import { expectedTensors, linearWeightNames } from '../../../src/checkpoint/model-config.js';
 import type { RefModel, RefSequence } from '../../../src/engine/attribution/reference.js';
+import { mulberry32 } from '../../../src/util/prng.js';
 
-/** mulberry32: small, seeded, good enough for test weights. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
+
 
 export function tinySpec(family: 'llama' | 'qwen2'): ModelSpec {
   const qwen = family === 'qwen2';
