@@ -1,4 +1,4 @@
-import type { DefenseMethod, EvaluationRequest, OutputKind, ProbeRecord } from '../pipeline/types.js';
+import type { HardenRequest } from '../pipeline/types.js';
 
 /**
  * What a harden job carries in Redis: everything resolved by the API at submission (server-side paths of
@@ -7,19 +7,8 @@ import type { DefenseMethod, EvaluationRequest, OutputKind, ProbeRecord } from '
 export interface HardenJobData {
   jobId: string;
   tenant: string;
-  input: {
-    basePath: string;
-    alignedPath: string;
-    finetunedPath?: string;
-    adapterPath?: string;
-    harmful: ProbeRecord[];
-    benign: ProbeRecord[];
-    task?: ProbeRecord[];
-    method: DefenseMethod;
-    options?: Record<string, unknown>;
-    outputs: OutputKind[];
-    evaluate?: EvaluationRequest;
-  };
+  /** The pipeline request minus what the worker decides itself (scratch folder, cache, execution provider). */
+  input: Omit<HardenRequest, 'outDir' | 'cacheDir' | 'executionProvider'>;
   webhook?: { url: string; secret?: string };
   /** The request as the client sent it (secrets removed), echoed in status and webhooks. */
   request: Record<string, unknown>;
