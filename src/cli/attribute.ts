@@ -37,30 +37,25 @@ function splitNamed(v: string, flag: string): [string, string] {
 }
 
 export async function run(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        probes: { type: 'string' },
-        'response-field': { type: 'string' },
-        direction: { type: 'string', multiple: true },
-        'adapter-direction': { type: 'string', multiple: true },
-        adapter: { type: 'string' },
-        reduction: { type: 'string' },
-        'batch-size': { type: 'string' },
-        'max-direction-mb': { type: 'string' },
-        'execution-provider': { type: 'string' },
-        'cache-dir': { type: 'string' },
-        threads: { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (e) {
-    throw new FgsnError('CLI_USAGE', `attribute: ${(e as Error).message}`);
-  }
+  const parsed = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      probes: { type: 'string' },
+      'response-field': { type: 'string' },
+      direction: { type: 'string', multiple: true },
+      'adapter-direction': { type: 'string', multiple: true },
+      adapter: { type: 'string' },
+      reduction: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'max-direction-mb': { type: 'string' },
+      'execution-provider': { type: 'string' },
+      'cache-dir': { type: 'string' },
+      threads: { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   const v = parsed.values;
   if (v.help) {
     process.stdout.write(HELP);

@@ -56,37 +56,32 @@ async function readMarkerFile(file: string): Promise<string[]> {
 }
 
 export async function run(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        adapter: { type: 'string' },
-        harmful: { type: 'string' },
-        emerging: { type: 'string' },
-        task: { type: 'string', multiple: true },
-        lookalike: { type: 'string' },
-        limit: { type: 'string' },
-        'max-new-tokens': { type: 'string' },
-        'batch-size': { type: 'string' },
-        judge: { type: 'string' },
-        markers: { type: 'string' },
-        'extra-marker': { type: 'string', multiple: true },
-        boundary: { type: 'string' },
-        'case-sensitive': { type: 'boolean' },
-        'case-insensitive': { type: 'boolean' },
-        'compliance-prefix': { type: 'string' },
-        generations: { type: 'string' },
-        'execution-provider': { type: 'string' },
-        'cache-dir': { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (e) {
-    throw new FgsnError('CLI_USAGE', `fgsn eval: ${(e as Error).message}`);
-  }
+  const parsed = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      adapter: { type: 'string' },
+      harmful: { type: 'string' },
+      emerging: { type: 'string' },
+      task: { type: 'string', multiple: true },
+      lookalike: { type: 'string' },
+      limit: { type: 'string' },
+      'max-new-tokens': { type: 'string' },
+      'batch-size': { type: 'string' },
+      judge: { type: 'string' },
+      markers: { type: 'string' },
+      'extra-marker': { type: 'string', multiple: true },
+      boundary: { type: 'string' },
+      'case-sensitive': { type: 'boolean' },
+      'case-insensitive': { type: 'boolean' },
+      'compliance-prefix': { type: 'string' },
+      generations: { type: 'string' },
+      'execution-provider': { type: 'string' },
+      'cache-dir': { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
   const { values: v, positionals } = parsed;
   if (v.help) {
     process.stdout.write(HELP + '\n');

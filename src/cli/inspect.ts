@@ -17,16 +17,11 @@ and sha256. Exit status 2 with a coded error on stderr when the input is invalid
 `;
 
 export async function run(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { 'no-hash': { type: 'boolean' }, 'no-tensors': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-    });
-  } catch (e) {
-    throw new FgsnError('CLI_USAGE', `inspect: ${e instanceof Error ? e.message : String(e)}`);
-  }
+  const parsed = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { 'no-hash': { type: 'boolean' }, 'no-tensors': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (parsed.values.help) {
     process.stdout.write(HELP);
     return 0;

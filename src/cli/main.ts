@@ -22,11 +22,17 @@ export async function main(argv: string[]): Promise<number> {
     const mod = await command.load();
     return await mod.run(rest);
   } catch (e) {
-    return reportError(e);
+    return reportError(e, name);
   }
 }
 
-export function reportError(e: unknown): number {
+/** node:util parseArgs rejects unknown flags and bad values with these codes: the caller's mistake. */
+const PARSE_ARGS_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
+
+export function reportError(e: unknown, command?: string): number {
+  if (e instanceof Error && PARSE_ARGS_CODES.has((e as NodeJS.ErrnoException).code ?? '')) {
+    return reportError(new FgsnError('CLI_USAGE', `${command ? `fgsn ${command}: ` : ''}${e.message}`));
+  }
   if (isFgsnError(e)) {
     process.stderr.write(JSON.stringify({ error: e.toJSON() }) + '\n');
     return e.isUserError ? 2 : 1;

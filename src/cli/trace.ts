@@ -20,12 +20,7 @@ ${ENGINE_OPTION_HELP}
 `;
 
 export async function run(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args, allowPositionals: true, options: { ...ENGINE_OPTION_SPEC, prompts: { type: 'string' }, out: { type: 'string' } } });
-  } catch (e) {
-    throw new FgsnError('CLI_USAGE', `trace: ${(e as Error).message}`);
-  }
+  const parsed = parseArgs({ args, allowPositionals: true, options: { ...ENGINE_OPTION_SPEC, prompts: { type: 'string' }, out: { type: 'string' } } });
   const v = parsed.values;
   if (v.help) {
     process.stdout.write(HELP);
