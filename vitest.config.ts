@@ -9,5 +9,6 @@ export default defineConfig({
     // Two cores on CI: heavy suites (onnxruntime, Redis workers) must not fight for them.
     maxWorkers: 2,
     reporters: ['default', './test/support/summary-reporter.ts'],
+    globalSetup: ['./test/support/global-setup.ts'],
   },
 });
