@@ -1,4 +1,4 @@
-import Redis from 'ioredis';
+import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
 import { REDIS_URL } from './redis.js';
 
