@@ -2,6 +2,7 @@ import { readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeDemoTestbed, type DemoTestbed } from '../demo/fixtures.js';
+import { PLANTED_SAFETY_ROWS } from '../demo/planted-model.js';
 import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
 import { runHarden } from '../pipeline/harden.js';
 import type { DefenseMethod, HardenResult, ProbeRecord } from '../pipeline/types.js';
@@ -90,6 +91,9 @@ export async function run(args: string[]): Promise<number> {
     { onProgress: (p) => log(`  [${p.percent.toFixed(0).padStart(3)}%] ${p.stage}${p.message ? `: ${p.message}` : ''}`) },
   );
   const m = result.summary.metrics ?? {};
+  const rowsChanged = Object.fromEntries(
+    Object.entries((result.report.rows ?? {}) as Record<string, number[]>).filter(([, rows]) => rows.length > 0),
+  );
   const rows: Row[] = [
     row('aligned', aligned, 0),
     row('fine-tuned (attacked)', finetuned, 0),
@@ -102,12 +106,15 @@ export async function run(args: string[]): Promise<number> {
     },
   ];
   if (values.json) {
-    process.stdout.write(JSON.stringify({ root, rows, artifacts: result.artifacts, summary: result.summary }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ root, rows, rowsChanged, artifacts: result.artifacts, summary: result.summary }, null, 2) + '\n');
   } else {
     log('');
     log(table(rows));
     log('');
-    log(`rows changed: ${result.summary.rowsChanged}; artifacts in ${outDir}: ${result.artifacts.map((a) => a.name).join(', ')}`);
+    log(`rows changed (${result.summary.rowsChanged}):`);
+    for (const [name, r] of Object.entries(rowsChanged)) log(`  ${name} [${r.join(', ')}]`);
+    log(`planted safety neuron: ${Object.entries(PLANTED_SAFETY_ROWS).map(([n, r]) => `${n} [${r.join(', ')}]`).join(', ')}`);
+    log(`artifacts in ${outDir}: ${result.artifacts.map((a) => a.name).join(', ')}`);
   }
   return 0;
 }
