@@ -13,7 +13,7 @@ import { FgsnError } from '../../errors.js';
 import type { WeightRef } from '../onnx/blocks.js';
 import type { PaddedBatch } from '../runtime/batch.js';
 import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint, locationFor } from '../session/model-cache.js';
-import { createSession, ort, type ExecutionProvider } from '../session/session.js';
+import { createSession, ort, runOptions, type ExecutionProvider } from '../session/session.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
 
 /** Bump when the attribution graph changes, so stale cache entries are not reused. */
@@ -145,7 +145,7 @@ export class AttributionSession {
 
   private async exec(feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
     try {
-      return await this.session.run(feeds);
+      return await this.session.run(feeds, runOptions());
     } catch (e) {
       throw new FgsnError('ENGINE_RUN_FAILED', `attribution graph failed: ${(e as Error).message}`, { cause: e });
     }

@@ -1,7 +1,7 @@
 /** One run of the decoder graph on a padded batch (prefill or a KV-cache decode step). */
 import type { ModelSpec } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
-import { ort } from '../session/session.js';
+import { ort, runOptions } from '../session/session.js';
 
 export interface KvCache {
   keys: ort.Tensor[];
@@ -59,7 +59,7 @@ export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s:
   }
   let outputs: Record<string, ort.Tensor>;
   try {
-    outputs = (await session.run(feeds)) as Record<string, ort.Tensor>;
+    outputs = (await session.run(feeds, runOptions())) as Record<string, ort.Tensor>;
   } catch (e) {
     throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime run failed: ${(e as Error).message}`, { cause: e, details: { batch: s.batch, tokens: s.length } });
   }
