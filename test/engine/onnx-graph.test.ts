@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bf16ToF32, f32ToBf16 } from '../../src/checkpoint/dtypes.js';
+import { WeightTable, linearRowBlocks } from '../../src/engine/onnx/blocks.js';
 import { GraphBuilder, f } from '../../src/engine/onnx/graph-builder.js';
 import { ensureEntry, fileFingerprint } from '../../src/engine/session/model-cache.js';
 import { tempDir } from './helpers.js';
@@ -56,6 +57,36 @@ describe('GraphBuilder', () => {
       expect(await runGemm(join(dir, 'm.onnx'))).toEqual([2 * (1 - 3), 2 * (4 - 6), 2 * 3, 2 * 7.5]);
     }
     expect(Array.from(bf16ToF32(f32ToBf16(new Float32Array([1, 2, 3]))))).toEqual([1, 2, 3]);
+  });
+
+  it('splits a weight into row blocks over its stored bytes (lm_head), giving the same product as one Gemm', async () => {
+    // W [5, 3] with W[r][c] = 3r + c - 7 (exact in bf16), after 10 junk bytes; x [2, 3].
+    const rows = 5;
+    const w = Float32Array.from({ length: rows * 3 }, (_, i) => i - 7);
+    const x = new Float32Array([1, -2, 0.5, 3, 0, -1]);
+    const expected: number[] = [];
+    for (let n = 0; n < 2; n++) for (let r = 0; r < rows; r++) expected.push(x[n * 3] * w[r * 3] + x[n * 3 + 1] * w[r * 3 + 1] + x[n * 3 + 2] * w[r * 3 + 2]);
+    for (const dtype of ['F32', 'BF16'] as const) {
+      const dir = join(tmp.path, `rows-${dtype}`);
+      mkdirSync(dir);
+      const bytes = dtype === 'F32' ? Buffer.from(w.buffer) : Buffer.from(f32ToBf16(w).buffer);
+      writeFileSync(join(dir, 'w.bin'), Buffer.concat([Buffer.alloc(10, 0xcd), bytes]));
+      const g = new GraphBuilder('rows');
+      const table = new WeightTable(g, (name) => (name === 'head' ? { dtype, shape: [rows, 3], location: 'w.bin', offset: 10, length: bytes.length } : undefined));
+      // 2 rows of float32 per block: blocks of 2, 2 and 1 rows.
+      const blocks = table.f32RowBlocks('head', 2 * 3 * 4);
+      expect(blocks).toHaveLength(3);
+      g.output('y', linearRowBlocks(g, g.input('x', 'float32', ['n', 3]), blocks), 'float32', ['n', rows]);
+      writeFileSync(join(dir, 'm.onnx'), g.toModelBytes());
+      const s = await ort.InferenceSession.create(join(dir, 'm.onnx'));
+      try {
+        const r = await s.run({ x: new ort.Tensor('float32', x, [2, 3]) });
+        expect(r.y.dims).toEqual([2, rows]);
+        expect(Array.from(r.y.data as Float32Array)).toEqual(expected);
+      } finally {
+        await s.release();
+      }
+    }
   });
 
   it('refuses external locations that leave the graph folder', () => {

@@ -15,7 +15,7 @@
 import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, loraBranch, rmsNorm, ropeTables,
+  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, ropeTables,
   siluGate, toHeads, unflatten, weightedSquareSum, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
@@ -33,6 +33,9 @@ export interface DecoderGraphOptions {
   /** LoRA applied as extra MatMuls: base weight name -> adapter tensors (refs) and scaling. */
   lora?: Map<string, { a: string; b: string; scaling: number }>;
 }
+
+/** Largest float32 lm_head block (see WeightTable.f32RowBlocks). */
+export const LM_HEAD_BLOCK_BYTES = 16 * 2 ** 20;
 
 export const DEFAULT_GRAPH_OPTIONS: DecoderGraphOptions = {
   kvCache: false, logits: 'all', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
@@ -138,17 +141,18 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
 
   if (opts.logits === 'none' && opts.finalNorm === 'none') return g;
   const normW = w.f32('model.norm.weight');
-  const headW = spec.tieWordEmbeddings ? w.f32(embedName) : w.f32('lm_head.weight');
+  // An untied lm_head is the largest weight: split so its prepacking transient is one block, not all of it.
+  const headW = spec.tieWordEmbeddings ? [w.f32(embedName)] : w.f32RowBlocks('lm_head.weight', LM_HEAD_BLOCK_BYTES);
   if (opts.logits === 'last' && opts.finalNorm !== 'all') {
     // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
     const hl = lastToken(g, unflatten(g, h, d, H), d);
     const hn = rmsNorm(g, hl, normW, spec.rmsNormEps);
     if (opts.finalNorm === 'last') g.output('final_norm', hn, 'float32', ['batch', H]);
-    g.output('logits', linear(g, hn, headW), 'float32', ['batch', spec.vocabSize]);
+    g.output('logits', linearRowBlocks(g, hn, headW), 'float32', ['batch', spec.vocabSize]);
     return g;
   }
   const hn = rmsNorm(g, h, normW, spec.rmsNormEps);
   capture('final_norm', hn, H, opts.finalNorm);
-  if (opts.logits !== 'none') capture('logits', linear(g, hn, headW), spec.vocabSize, opts.logits);
+  if (opts.logits !== 'none') capture('logits', linearRowBlocks(g, hn, headW), spec.vocabSize, opts.logits);
   return g;
 }

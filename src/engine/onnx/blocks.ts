@@ -44,6 +44,31 @@ export class WeightTable {
     return { value: id, isF32: t === 'float32' };
   }
 
+  /**
+   * `name` [rows, cols] as float32 row blocks of at most `maxBlockBytes` (float32) each, every block its own
+   * external initializer over its slice of the stored bytes. Why: onnxruntime prepacks each Gemm weight
+   * into a new buffer before it frees the unpacked one, so a session build briefly holds one extra copy of
+   * its largest weight; for lm_head that was ~0.2x a bf16 checkpoint of RSS on top of the 2x float32 floor.
+   */
+  f32RowBlocks(name: string, maxBlockBytes: number): string[] {
+    const r = this.ref(name);
+    if (r.shape.length !== 2) return [this.f32(name)];
+    const [rows, cols] = r.shape;
+    const blocks = Math.max(1, Math.ceil((rows * cols * 4) / maxBlockBytes));
+    if (blocks === 1) return [this.f32(name)];
+    const per = Math.ceil(rows / blocks);
+    const rowBytes = r.length / rows;
+    const t = elemTypeOfDType(r.dtype);
+    const out: string[] = [];
+    for (let start = 0; start < rows; start += per) {
+      const n = Math.min(per, rows - start);
+      const id = `${name}::rows${start}`;
+      if (!this.g.has(id)) this.g.externalInit(id, t, [n, cols], { location: r.location, offset: r.offset + start * rowBytes, length: n * rowBytes });
+      out.push(t === 'float32' ? id : this.g.op('Cast', [id], { to: elemCode('float32') }, `${id}::f32`));
+    }
+    return out;
+  }
+
   /** The graph value holding `name` as float32 (bf16/f16 go through a Cast that constant folding removes). */
   f32(name: string): string {
     const known = this.values.get(name);
@@ -66,6 +91,12 @@ export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number)
 export function linear(g: GraphBuilder, x: string, w: string, bias?: string, alpha = 1): string {
   const inputs = bias === undefined ? [x, w] : [x, w, bias];
   return g.op('Gemm', inputs, alpha === 1 ? { transB: 1 } : { transB: 1, alpha: f(alpha) });
+}
+
+/** y = x @ W^T for W given as row blocks (see WeightTable.f32RowBlocks): one Gemm per block, concatenated. */
+export function linearRowBlocks(g: GraphBuilder, x: string, blocks: string[]): string {
+  if (blocks.length === 1) return linear(g, x, blocks[0]);
+  return g.op('Concat', blocks.map((b) => linear(g, x, b)), { axis: -1 });
 }
 
 /** PEFT LoRA branch: (x @ A^T) @ B^T * scaling, with A [r, in] and B [out, r]. */
