@@ -56,9 +56,9 @@ export function assertProviderAvailable(ep: ExecutionProvider): void {
 /**
  * The CPU arena is on unless FGSN_ORT_ARENA=0. Measured on a bf16 llama (bench/engine/throughput.ts): without
  * it every intermediate tensor is a plain malloc, and the freed activations and per-step KV outputs stay
- * in glibc's heap (fragmented, not returned), so peak RSS crept to ~2.6x the checkpoint over a prefill and
- * a generation. With the arena, activations reuse its chunks, and `runOptions()` shrinks it after each run
- * so a large batch's memory still goes back.
+ * in glibc's heap (fragmented, not returned): after a batch-8 prefill RSS sat at 2.26x the checkpoint
+ * instead of ~2.05x. With the arena, activations reuse its chunks, and `runOptions()` shrinks it after each
+ * run so a large batch's memory still goes back.
  */
 export function cpuArenaEnabled(): boolean {
   return process.env.FGSN_ORT_ARENA !== '0';
