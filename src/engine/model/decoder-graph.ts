@@ -34,8 +34,8 @@ export interface DecoderGraphOptions {
   lora?: Map<string, { a: string; b: string; scaling: number }>;
 }
 
-/** Largest float32 lm_head block (see WeightTable.f32RowBlocks). */
-export const LM_HEAD_BLOCK_BYTES = 16 * 2 ** 20;
+/** Smallest float32 lm_head block (see WeightTable.f32RowBlocks): above glibc's 32 MiB mmap threshold cap. */
+export const LM_HEAD_BLOCK_BYTES = 40 * 2 ** 20;
 
 export const DEFAULT_GRAPH_OPTIONS: DecoderGraphOptions = {
   kvCache: false, logits: 'all', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,

@@ -45,16 +45,18 @@ export class WeightTable {
   }
 
   /**
-   * `name` [rows, cols] as float32 row blocks of at most `maxBlockBytes` (float32) each, every block its own
-   * external initializer over its slice of the stored bytes. Why: onnxruntime prepacks each Gemm weight
-   * into a new buffer before it frees the unpacked one, so a session build briefly holds one extra copy of
-   * its largest weight; for lm_head that was ~0.2x a bf16 checkpoint of RSS on top of the 2x float32 floor.
+   * `name` [rows, cols] as float32 row blocks of at least `minBlockBytes` (float32) each (so under twice
+   * that), every block its own external initializer over its slice of the stored bytes. Why: onnxruntime
+   * prepacks each Gemm weight into a new buffer before it frees the unpacked one, so a session build briefly
+   * holds one extra copy of its largest weight; for lm_head that was ~0.2x a bf16 checkpoint of RSS on top
+   * of the 2x float32 floor. The lower bound keeps each block above glibc's largest mmap threshold (32 MiB),
+   * so a released session hands it back to the OS instead of leaving it in the heap.
    */
-  f32RowBlocks(name: string, maxBlockBytes: number): string[] {
+  f32RowBlocks(name: string, minBlockBytes: number): string[] {
     const r = this.ref(name);
     if (r.shape.length !== 2) return [this.f32(name)];
     const [rows, cols] = r.shape;
-    const blocks = Math.max(1, Math.ceil((rows * cols * 4) / maxBlockBytes));
+    const blocks = Math.max(1, Math.floor((rows * cols * 4) / minBlockBytes));
     if (blocks === 1) return [this.f32(name)];
     const per = Math.ceil(rows / blocks);
     const rowBytes = r.length / rows;
