@@ -14,6 +14,7 @@ import type { WeightRef } from '../onnx/blocks.js';
 import type { PaddedBatch } from '../runtime/batch.js';
 import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint, locationFor } from '../session/model-cache.js';
 import { createSession, ort, runOptions, type ExecutionProvider } from '../session/session.js';
+import { loraMatmul } from '../model/lora-matmul.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
 
 /** Bump when the attribution graph changes, so stale cache entries are not reused. */
@@ -62,16 +63,13 @@ export class AttributionSession {
 
   static async open(ckpt: ModelCheckpoint, lora: LoraAdapter | null, opts: AttributionSessionOptions): Promise<AttributionSession> {
     const sources = [...ckpt.files];
-    const loraTensors = new Map<string, TensorInfo>();
-    const loraEdges = new Map<string, { a: string; b: string; scaling: number }>();
+    let loraTensors = new Map<string, TensorInfo>();
+    let loraEdges = new Map<string, { a: string; b: string; scaling: number }>();
     if (lora !== null) {
-      for (const name of lora.targets()) {
-        const p = lora.pair(name);
-        loraTensors.set(`${name}::lora_A`, p.a);
-        loraTensors.set(`${name}::lora_B`, p.b);
-        loraEdges.set(name, { a: `${name}::lora_A`, b: `${name}::lora_B`, scaling: lora.config.scaling });
-        for (const f of [p.a.file, p.b.file]) if (!sources.includes(f)) sources.push(f);
-      }
+      const m = loraMatmul(lora);
+      loraTensors = m.tensors;
+      loraEdges = m.edges;
+      for (const f of m.files) if (!sources.includes(f)) sources.push(f);
     }
     // One cache folder per model (weights linked or, across devices, copied once); every attribution graph
     // variant (direction count, layer range, segment) is a further .onnx file in it.

@@ -16,6 +16,7 @@ import type { WeightRef } from '../onnx/blocks.js';
 import { cacheKey, ensureEntry, fileFingerprint, linkOrCopy, locationFor, type CacheEntry } from '../session/model-cache.js';
 import { createSession, ort, type SessionConfig } from '../session/session.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
+import { loraMatmul } from './lora-matmul.js';
 
 /** Bump when the graph construction changes, so stale cache entries are not reused. */
 export const GRAPH_VERSION = 1;
@@ -108,18 +109,15 @@ export class GraphSessions {
     const ckpt = this.checkpoint;
     const lora = this.lora;
     const sources = [...ckpt.files];
-    const loraEdges = new Map<string, { a: string; b: string; scaling: number }>();
-    const loraTensors = new Map<string, TensorInfo>();
+    let loraEdges = new Map<string, { a: string; b: string; scaling: number }>();
+    let loraTensors = new Map<string, TensorInfo>();
     let merged: Map<string, TensorInfo> | null = null;
     const generated: { location: string; write(path: string): Promise<void> }[] = [];
     if (lora !== null && this.loraMode === 'matmul') {
-      for (const name of lora.targets()) {
-        const p = lora.pair(name);
-        loraTensors.set(`${name}::lora_A`, p.a);
-        loraTensors.set(`${name}::lora_B`, p.b);
-        loraEdges.set(name, { a: `${name}::lora_A`, b: `${name}::lora_B`, scaling: lora.config.scaling });
-        for (const f of [p.a.file, p.b.file]) if (!sources.includes(f)) sources.push(f);
-      }
+      const m = loraMatmul(lora);
+      loraTensors = m.tensors;
+      loraEdges = m.edges;
+      for (const f of m.files) if (!sources.includes(f)) sources.push(f);
     } else if (lora !== null) {
       generated.push({
         location: MERGED_FILE,
