@@ -127,6 +127,52 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
   };
 }
 
+const TORCH_NAME: Record<DType, string> = {
+  F64: 'float64', F32: 'float32', F16: 'float16', BF16: 'bfloat16', I64: 'int64', I32: 'int32', I16: 'int16', I8: 'int8', U8: 'uint8', BOOL: 'bool',
+};
+const ARCHITECTURE: Record<ModelFamily, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' };
+
+/**
+ * ModelSpec -> config.json as transformers writes it: the inverse of parseModelConfig, for the model
+ * folders we generate (demo, synthetic benchmark models, test fixtures).
+ */
+export function modelConfigJson(spec: ModelSpec): Record<string, unknown> {
+  // What each family's config.json can say about biases (see parseModelConfig).
+  const expressible = {
+    qwen2: spec.qkvBias && !spec.oBias && !spec.mlpBias,
+    mistral: !spec.qkvBias && !spec.oBias && !spec.mlpBias,
+    llama: spec.qkvBias === spec.oBias,
+  }[spec.family];
+  if (!expressible) {
+    throw new FgsnError('CHECKPOINT_CONFIG_INVALID', `a ${spec.family} config.json cannot express qkvBias=${spec.qkvBias}, oBias=${spec.oBias}, mlpBias=${spec.mlpBias}`);
+  }
+  const eos = spec.eosTokenIds.length === 1 ? spec.eosTokenIds[0] : spec.eosTokenIds;
+  return {
+    architectures: [ARCHITECTURE[spec.family]],
+    model_type: spec.family,
+    vocab_size: spec.vocabSize,
+    hidden_size: spec.hiddenSize,
+    intermediate_size: spec.intermediateSize,
+    num_hidden_layers: spec.numLayers,
+    num_attention_heads: spec.numHeads,
+    num_key_value_heads: spec.numKvHeads,
+    head_dim: spec.headDim,
+    hidden_act: spec.hiddenAct,
+    max_position_embeddings: spec.maxPositionEmbeddings,
+    rope_theta: spec.ropeTheta,
+    rms_norm_eps: spec.rmsNormEps,
+    rope_scaling: null,
+    tie_word_embeddings: spec.tieWordEmbeddings,
+    torch_dtype: TORCH_NAME[spec.torchDtype],
+    bos_token_id: spec.bosTokenId,
+    eos_token_id: eos,
+    pad_token_id: spec.padTokenId,
+    ...(spec.family === 'qwen2'
+      ? { use_sliding_window: false, sliding_window: null, max_window_layers: spec.numLayers }
+      : { attention_bias: spec.oBias, ...(spec.family === 'llama' ? { mlp_bias: spec.mlpBias } : {}) }),
+  };
+}
+
 export interface ExpectedTensor {
   name: string;
   shape: number[];

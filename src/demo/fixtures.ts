@@ -1,6 +1,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { modelConfigJson } from '../checkpoint/model-config.js';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
+import type { ModelSpec } from '../checkpoint/types.js';
 import { DIMS, SPECIALS, VOCAB, buildPlantedWeights, type Variant } from './planted-model.js';
 
 /**
@@ -17,34 +19,28 @@ const CHAT_TEMPLATE =
 
 export const REFUSAL = 'sorry i cannot help with that .';
 
-function configJson(): Record<string, unknown> {
-  return {
-    architectures: ['LlamaForCausalLM'],
-    attention_bias: false,
-    attention_dropout: 0.0,
-    bos_token_id: 2,
-    eos_token_id: 3,
-    head_dim: DIMS.headDim,
-    hidden_act: 'silu',
-    hidden_size: DIMS.hidden,
-    initializer_range: 0.02,
-    intermediate_size: DIMS.intermediate,
-    max_position_embeddings: 64,
-    mlp_bias: false,
-    model_type: 'llama',
-    num_attention_heads: DIMS.heads,
-    num_hidden_layers: DIMS.layers,
-    num_key_value_heads: DIMS.kvHeads,
-    pad_token_id: 0,
-    rms_norm_eps: 1e-5,
-    rope_scaling: null,
-    rope_theta: 10000.0,
-    tie_word_embeddings: false,
-    torch_dtype: 'float32',
-    use_cache: true,
-    vocab_size: VOCAB.length,
-  };
-}
+const SPEC: ModelSpec = {
+  family: 'llama',
+  vocabSize: VOCAB.length,
+  hiddenSize: DIMS.hidden,
+  intermediateSize: DIMS.intermediate,
+  numLayers: DIMS.layers,
+  numHeads: DIMS.heads,
+  numKvHeads: DIMS.kvHeads,
+  headDim: DIMS.headDim,
+  ropeTheta: 10000,
+  rmsNormEps: 1e-5,
+  maxPositionEmbeddings: 64,
+  tieWordEmbeddings: false,
+  qkvBias: false,
+  oBias: false,
+  mlpBias: false,
+  hiddenAct: 'silu',
+  torchDtype: 'F32',
+  bosTokenId: 2,
+  eosTokenIds: [3],
+  padTokenId: 0,
+};
 
 function tokenizerJson(): Record<string, unknown> {
   const special = (content: string, i: number) => ({
@@ -115,7 +111,7 @@ export async function writePlantedModel(dir: string, variant: Variant): Promise<
     })),
     { format: 'pt' },
   );
-  await writeFile(join(dir, 'config.json'), json(configJson()));
+  await writeFile(join(dir, 'config.json'), json(modelConfigJson(SPEC)));
   await writeFile(join(dir, 'generation_config.json'), json(GENERATION_CONFIG));
   await writeFile(join(dir, 'tokenizer.json'), json(tokenizerJson()));
   await writeFile(join(dir, 'tokenizer_config.json'), json(tokenizerConfigJson()));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { expectedTensors, linearParameterCount, linearWeightNames, linearWeightShape, parameterCount, parseModelConfig } from '../../src/checkpoint/model-config.js';
+import { expectedTensors, linearParameterCount, linearWeightNames, linearWeightShape, modelConfigJson, parameterCount, parseModelConfig } from '../../src/checkpoint/model-config.js';
 import { parseAdapterConfig, parseLoraKey, loraDeltaRows } from '../../src/checkpoint/lora.js';
 import { tinyConfig } from './fixtures.js';
 
@@ -93,5 +93,24 @@ describe('LoRA pieces', () => {
     const b = new Float32Array([3, 4, 0, -1]);
     const a = new Float32Array([1, 0, 2, 0, 1, -1]);
     expect(Array.from(loraDeltaRows(b, a, 2, 2, 3, 0.5))).toEqual([1.5, 2, 1, 0, -0.5, 0.5]);
+  });
+});
+
+describe('modelConfigJson', () => {
+  const llama = parseModelConfig(tinyConfig(), 'c');
+  it.each([
+    ['llama', llama],
+    ['llama with attention and mlp biases', { ...llama, qkvBias: true, oBias: true, mlpBias: true, torchDtype: 'BF16' as const, eosTokenIds: [2] }],
+    ['mistral', { ...llama, family: 'mistral' as const, padTokenId: 0 }],
+    ['qwen2 (tied, qkv biases)', { ...llama, family: 'qwen2' as const, qkvBias: true, tieWordEmbeddings: true, ropeTheta: 1e6, rmsNormEps: 1e-6 }],
+  ])('round-trips through parseModelConfig: %s', (_name, spec) => {
+    const json = modelConfigJson(spec);
+    expect(parseModelConfig(JSON.parse(JSON.stringify(json)), 'round-trip')).toEqual(spec);
+  });
+
+  it('refuses a spec the family cannot express', () => {
+    expect(() => modelConfigJson({ ...llama, family: 'qwen2' })).toThrow(/cannot express/);
+    expect(() => modelConfigJson({ ...llama, qkvBias: true })).toThrow(/cannot express/);
+    expect(() => modelConfigJson({ ...llama, family: 'mistral', mlpBias: true })).toThrow(/cannot express/);
   });
 });

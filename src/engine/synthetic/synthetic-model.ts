@@ -8,7 +8,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodeFromF32 } from '../../checkpoint/dtypes.js';
 import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
-import type { DType } from '../../checkpoint/types.js';
+import { modelConfigJson } from '../../checkpoint/model-config.js';
+import type { DType, ModelSpec } from '../../checkpoint/types.js';
 import { mulberry32 as prng } from '../../util/prng.js';
 
 export interface SyntheticModelOptions {
@@ -32,7 +33,6 @@ export interface SyntheticModelOptions {
 
 const SPECIALS = ['<pad>', '<unk>', '<s>', '</s>', '<|user|>', '<|assistant|>', '<|end|>'];
 const CHAT_TEMPLATE = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|> ' + message['content'] + ' ' }}{% else %}{{ '<|assistant|> ' + message['content'] + ' <|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
-const TORCH_NAME: Record<SyntheticModelOptions['dtype'], string> = { F32: 'float32', BF16: 'bfloat16', F16: 'float16' };
 
 
 function hashName(name: string, seed: number): number {
@@ -101,28 +101,29 @@ function tokenizerJson(vocabSize: number): unknown {
 export async function writeSyntheticModel(dir: string, o: SyntheticModelOptions): Promise<void> {
   await mkdir(dir, { recursive: true });
   const seed = o.seed ?? 1;
-  const config = {
-    architectures: [o.family === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
-    model_type: o.family,
-    vocab_size: o.vocabSize,
-    hidden_size: o.hiddenSize,
-    intermediate_size: o.intermediateSize,
-    num_hidden_layers: o.numLayers,
-    num_attention_heads: o.numHeads,
-    num_key_value_heads: o.numKvHeads,
-    head_dim: o.headDim ?? o.hiddenSize / o.numHeads,
-    hidden_act: 'silu',
-    max_position_embeddings: o.maxPositionEmbeddings ?? 256,
-    rope_theta: o.ropeTheta ?? (o.family === 'qwen2' ? 1000000 : 10000),
-    rms_norm_eps: o.rmsNormEps ?? 1e-6,
-    tie_word_embeddings: o.tieWordEmbeddings,
-    rope_scaling: null,
-    torch_dtype: TORCH_NAME[o.dtype],
-    bos_token_id: 2,
-    eos_token_id: 3,
-    pad_token_id: 0,
-    ...(o.family === 'qwen2' ? { use_sliding_window: false, sliding_window: null, max_window_layers: o.numLayers } : { attention_bias: false, mlp_bias: false }),
+  const spec: ModelSpec = {
+    family: o.family,
+    vocabSize: o.vocabSize,
+    hiddenSize: o.hiddenSize,
+    intermediateSize: o.intermediateSize,
+    numLayers: o.numLayers,
+    numHeads: o.numHeads,
+    numKvHeads: o.numKvHeads,
+    headDim: o.headDim ?? o.hiddenSize / o.numHeads,
+    ropeTheta: o.ropeTheta ?? (o.family === 'qwen2' ? 1000000 : 10000),
+    rmsNormEps: o.rmsNormEps ?? 1e-6,
+    maxPositionEmbeddings: o.maxPositionEmbeddings ?? 256,
+    tieWordEmbeddings: o.tieWordEmbeddings,
+    qkvBias: o.family === 'qwen2',
+    oBias: false,
+    mlpBias: false,
+    hiddenAct: 'silu',
+    torchDtype: o.dtype,
+    bosTokenId: 2,
+    eosTokenIds: [3],
+    padTokenId: 0,
   };
+  const config = modelConfigJson(spec);
   await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: 2, eos_token_id: [3, 6], pad_token_id: 0, do_sample: false }));
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson(o.vocabSize)));

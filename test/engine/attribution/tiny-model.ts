@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bf16ToF32, encodeFromF32, f32ToBf16, writeSafetensors } from '../../../src/checkpoint/index.js';
 import type { ModelSpec } from '../../../src/checkpoint/types.js';
-import { expectedTensors, linearWeightNames } from '../../../src/checkpoint/model-config.js';
+import { expectedTensors, linearWeightNames, modelConfigJson } from '../../../src/checkpoint/model-config.js';
 import type { RefModel, RefSequence } from '../../../src/engine/attribution/reference.js';
 import { mulberry32 } from '../../../src/util/prng.js';
 
@@ -102,29 +102,7 @@ export function rowsOf(m: RefModel, name: string): number {
 export async function writeModelFolder(m: RefModel, dir: string, dtype: 'F32' | 'BF16' = 'F32'): Promise<void> {
   const s = m.spec;
   mkdirSync(dir, { recursive: true });
-  const config = {
-    architectures: [s.family === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
-    model_type: s.family,
-    vocab_size: s.vocabSize,
-    hidden_size: s.hiddenSize,
-    intermediate_size: s.intermediateSize,
-    num_hidden_layers: s.numLayers,
-    num_attention_heads: s.numHeads,
-    num_key_value_heads: s.numKvHeads,
-    head_dim: s.headDim,
-    rope_theta: s.ropeTheta,
-    rms_norm_eps: s.rmsNormEps,
-    max_position_embeddings: s.maxPositionEmbeddings,
-    tie_word_embeddings: s.tieWordEmbeddings,
-    hidden_act: 'silu',
-    attention_bias: false,
-    mlp_bias: false,
-    rope_scaling: null,
-    torch_dtype: dtype === 'F32' ? 'float32' : 'bfloat16',
-    bos_token_id: s.bosTokenId,
-    eos_token_id: s.eosTokenIds[0],
-    pad_token_id: s.padTokenId,
-  };
+  const config = modelConfigJson({ ...s, torchDtype: dtype });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   await writeSafetensors(join(dir, 'model.safetensors'), expectedTensors(s).map((t) => ({
     name: t.name,
