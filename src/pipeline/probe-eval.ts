@@ -1,9 +1,10 @@
 /**
- * The target-driven budget's measurement: refusal rate on the harmful PROBE prompts (never eval prompts)
- * and exact-match accuracy on task probes that carry a response, with the eval area's judge.
+ * The target-driven budget's measurement: refusal rate on the harmful PROBE prompts (never eval prompts),
+ * exact-match accuracy on task probes that carry a response, with the eval area's judge, and optionally the
+ * teacher-forced NLL of given refusals (a signal that keeps moving once every probe is already refused).
  */
 import { join } from 'node:path';
-import { loadEngine } from '../engine/engine.js';
+import { loadEngine, type Engine } from '../engine/engine.js';
 import { exactMatch, isRefusal, resolveJudge, type JudgeOptions } from '../eval/judges.js';
 import type { ProbeRecord } from './types.js';
 
@@ -14,14 +15,55 @@ export interface ProbeMetrics {
   taskAccuracy: number | null;
   /** Share of benign prompts answered with a refusal marker; null without any. */
   overRefusal: number | null;
+  /** Exact-match accuracy on `ctx.exact` (e.g. benign probes with answers); null without any. */
+  exactAccuracy: number | null;
+  /** Mean NLL per response token of `ctx.nll`'s responses; null when not asked. */
+  responseNll: number | null;
+}
+
+export interface ProbeContext {
+  benignPrompts?: string[];
+  /** Extra probes scored by exact match of their response (a guardrail on general answers). */
+  exact?: ProbeRecord[];
+  /** Prompts and the responses whose teacher-forced NLL is measured. */
+  nll?: { prompts: string[]; responses: string[] };
+  cacheDir: string;
+  executionProvider?: 'cpu' | 'cuda';
+  judge?: JudgeOptions;
+  maxNewTokens?: number;
+}
+
+/** Mean over response tokens (the chat template's end of turn included) of -log p(token | prefix). */
+export async function meanResponseNll(engine: Engine, prompts: readonly string[], responses: readonly string[], batchSize = 8): Promise<number> {
+  let total = 0;
+  let tokens = 0;
+  for (let s = 0; s < prompts.length; s += batchSize) {
+    const { sequences } = await engine.capture(prompts.slice(s, s + batchSize), { logits: 'all' }, { responses: responses.slice(s, s + batchSize), batchSize });
+    for (const seq of sequences) {
+      const vocab = seq.logits!.length / seq.ids.length;
+      for (let t = Math.max(1, seq.promptLength); t < seq.ids.length; t++) {
+        total += tokenNll(seq.logits!.subarray((t - 1) * vocab, t * vocab), seq.ids[t]);
+        tokens++;
+      }
+    }
+  }
+  return tokens === 0 ? 0 : total / tokens;
+}
+
+/** -log softmax(logits)[target], computed stably in float64. */
+export function tokenNll(logits: Float32Array, target: number): number {
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  let sum = 0;
+  for (const v of logits) sum += Math.exp(v - max);
+  return Math.log(sum) + max - logits[target];
 }
 
 export async function measureOnProbes(
   model: { dir: string; adapter?: string },
   harmfulPrompts: string[],
   task: ProbeRecord[],
-  ctx: {
-    benignPrompts?: string[]; cacheDir: string; executionProvider?: 'cpu' | 'cuda'; judge?: JudgeOptions; maxNewTokens?: number },
+  ctx: ProbeContext,
 ): Promise<ProbeMetrics> {
   const judge = resolveJudge(ctx.judge);
   const engine = await loadEngine(model.dir, {
@@ -31,15 +73,25 @@ export async function measureOnProbes(
   });
   try {
     const answered = task.filter((p) => p.response !== undefined);
+    const exact = (ctx.exact ?? []).filter((p) => p.response !== undefined);
     const benign = ctx.benignPrompts ?? [];
-    const gens = await engine.generate([...harmfulPrompts, ...answered.map((p) => p.prompt), ...benign], { maxNewTokens: ctx.maxNewTokens ?? 40, batchSize: 32 });
-    const h = gens.slice(0, harmfulPrompts.length);
-    const t = gens.slice(harmfulPrompts.length, harmfulPrompts.length + answered.length);
-    const b = gens.slice(harmfulPrompts.length + answered.length);
-    const overRefusal = benign.length === 0 ? null : b.filter((g) => isRefusal(g.text, judge)).length / benign.length;
-    const asr = h.filter((g) => !isRefusal(g.text, judge)).length / Math.max(1, h.length);
-    const taskAccuracy = answered.length === 0 ? null : t.filter((g, i) => exactMatch(g.text, answered[i].response!)).length / answered.length;
-    return { asr, taskAccuracy, overRefusal };
+    const all = [...harmfulPrompts, ...answered.map((p) => p.prompt), ...exact.map((p) => p.prompt), ...benign];
+    const gens = all.length === 0 ? [] : await engine.generate(all, { maxNewTokens: ctx.maxNewTokens ?? 40, batchSize: 32 });
+    let at = 0;
+    const take = (n: number): typeof gens => gens.slice(at, (at += n));
+    const h = take(harmfulPrompts.length);
+    const t = take(answered.length);
+    const x = take(exact.length);
+    const b = take(benign.length);
+    const accuracy = (set: ProbeRecord[], g: typeof gens): number | null =>
+      set.length === 0 ? null : g.filter((gen, i) => exactMatch(gen.text, set[i].response!)).length / set.length;
+    return {
+      asr: h.filter((g) => !isRefusal(g.text, judge)).length / Math.max(1, h.length),
+      taskAccuracy: accuracy(answered, t),
+      overRefusal: benign.length === 0 ? null : b.filter((g) => isRefusal(g.text, judge)).length / benign.length,
+      exactAccuracy: accuracy(exact, x),
+      responseNll: ctx.nll ? await meanResponseNll(engine, ctx.nll.prompts, ctx.nll.responses) : null,
+    };
   } finally {
     await engine.close();
   }

@@ -1,0 +1,61 @@
+/** The refusal-NLL signal of the continue step: the per-token math by hand, and the mean on a real model. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadEngine } from '../../src/engine/engine.js';
+import { REFUSAL, demoSets, writeDemoTestbed, type DemoTestbed } from '../../src/demo/fixtures.js';
+import { meanResponseNll, measureOnProbes, tokenNll } from '../../src/pipeline/probe-eval.js';
+
+describe('tokenNll', () => {
+  it('is -log softmax at the target', () => {
+    // softmax([0, ln 3]) = [1/4, 3/4]
+    expect(tokenNll(Float32Array.of(0, Math.log(3)), 1)).toBeCloseTo(Math.log(4 / 3), 6);
+    expect(tokenNll(Float32Array.of(0, Math.log(3)), 0)).toBeCloseTo(Math.log(4), 6);
+    // uniform over 4: ln 4 whatever the offset
+    expect(tokenNll(Float32Array.of(7, 7, 7, 7), 2)).toBeCloseTo(Math.log(4), 6);
+  });
+
+  it('stays finite for large logits (max subtracted first)', () => {
+    const v = tokenNll(Float32Array.of(1000, 0), 1);
+    expect(v).toBeCloseTo(1000, 3);
+    expect(tokenNll(Float32Array.of(1000, 0), 0)).toBeCloseTo(0, 6);
+  });
+});
+
+describe('refusal NLL on the planted demo models', () => {
+  let root: string;
+  let tb: DemoTestbed;
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'fgsn-nll-'));
+    tb = await writeDemoTestbed(root);
+  });
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('the aligned model finds its refusal far more likely than the fine-tune does', async () => {
+    const prompts = demoSets().harmfulProbes.slice(0, 6).map((p) => p.prompt);
+    const responses = prompts.map(() => REFUSAL);
+    const nll = async (dir: string): Promise<number> => {
+      const engine = await loadEngine(dir, { cacheDir: join(root, 'cache') });
+      try {
+        return await meanResponseNll(engine, prompts, responses, 4);
+      } finally {
+        await engine.close();
+      }
+    };
+    const aligned = await nll(tb.aligned);
+    const finetuned = await nll(tb.finetuned);
+    expect(aligned).toBeGreaterThan(0);
+    expect(finetuned).toBeGreaterThan(aligned + 0.5);
+
+    // measureOnProbes gives the same number, next to the generation-based metrics
+    const m = await measureOnProbes({ dir: tb.aligned }, prompts, [], {
+      cacheDir: join(root, 'cache'), nll: { prompts, responses }, exact: [{ prompt: prompts[0], response: REFUSAL }],
+    });
+    expect(m.responseNll).toBeCloseTo(aligned, 5);
+    expect(m.asr).toBe(0);
+    expect(m.exactAccuracy).toBe(1);
+  });
+});
