@@ -28,6 +28,22 @@ export function projectionCompute(opts: ProjectionOptions): RowCompute {
   };
 }
 
+/** Rows of each part computed by that part's compute, in the order the union asks for them. */
+export function combinedCompute(parts: { selection: Selection; compute: RowCompute }[]): RowCompute {
+  return async (io, rows) => {
+    const dIn = (await io.finetuned()).cols;
+    const out = new Float32Array(rows.length * dIn);
+    for (const part of parts) {
+      const own = new Set(part.selection.get(io.name) ?? []);
+      const idx = [...rows.keys()].filter((k) => own.has(rows[k]));
+      if (idx.length === 0) continue;
+      const values = await part.compute(io, Uint32Array.from(idx, (k) => rows[k]));
+      idx.forEach((k, j) => out.set(values.subarray(j * dIn, (j + 1) * dIn), k * dIn));
+    }
+    return out;
+  };
+}
+
 export interface EditCounts {
   rows: number;
   params: number;

@@ -6,6 +6,7 @@ import {
   contrastiveRowScores,
   deltaRowScores,
   normaliseRowScores,
+  utilityAwareRowScores,
   wandaRowScores,
 } from '../../src/defense/math/scores.js';
 import { countRows, difference, topShare, union } from '../../src/defense/math/select.js';
@@ -72,6 +73,14 @@ describe('row scores', () => {
   it('delta-aware and attribution', () => {
     expect([...deltaRowScores(mat(2, 2, [1, -1, 0, 2]), f(3, 1))]).toEqual([4, 2]);
     expect([...attributionRowScores(f(0.5, -2))]).toEqual([-0.5, 2]);
+  });
+  it('utility-aware attribution: per-token means, the answers\' NLL change weighed by w', () => {
+    // harm sums over 2 tokens [-4, -2] -> means [-2, -1]; utility sums over 4 tokens [8, -4] -> means [2, -1]
+    expect([...utilityAwareRowScores(f(-4, -2), 2, f(8, -4), 4, 0)]).toEqual([2, 1]);
+    // w = 1: row 0 would raise the answers' NLL by 2 per token and drops below row 1
+    expect([...utilityAwareRowScores(f(-4, -2), 2, f(8, -4), 4, 1)].map((x) => x + 0)).toEqual([0, 2]);
+    expect([...utilityAwareRowScores(f(-4, -2), 2, f(8, -4), 4, 0.5)]).toEqual([1, 1.5]);
+    expect(() => utilityAwareRowScores(f(1), 1, f(1, 2), 1, 1)).toThrow(RangeError);
   });
 });
 

@@ -55,6 +55,20 @@ export function attributionRowScores(gradDotV: Float32Array): Float32Array {
   return out;
 }
 
+/**
+ * Attribution with a utility term: -(<dL_h/dW_i, V_i> / T_h + w * <dL_u/dW_i, V_i> / T_u), the first-order
+ * decrease of the mean refusal NLL plus w times the mean NLL of the expected task answers, when V_i is added
+ * to row i. Both sums are divided by their token counts so w weighs a token against a token.
+ */
+export function utilityAwareRowScores(harm: Float32Array, harmTokens: number, util: Float32Array, utilTokens: number, weight: number): Float32Array {
+  if (harm.length !== util.length) throw new RangeError(`${harm.length} harm scores for ${util.length} utility scores`);
+  const out = new Float32Array(harm.length);
+  const a = 1 / Math.max(1, harmTokens);
+  const b = weight / Math.max(1, utilTokens);
+  for (let i = 0; i < out.length; i++) out[i] = -(harm[i] * a + util[i] * b);
+  return out;
+}
+
 function weightedAbsRowSums(w: Mat, colWeights: Float32Array, what: string): Float32Array {
   if (colWeights.length !== w.cols) throw new RangeError(`${what}: ${colWeights.length} feature weights for ${w.cols} columns`);
   const out = new Float32Array(w.rows);
