@@ -4,7 +4,7 @@
  * throughput measured in the same process (achieved FLOP/s over that "peak"), plus peak RSS against the
  * checkpoint's size. Each model is measured in a child process so its peak RSS is its own.
  *
- *   npx tsx bench/engine/throughput.ts [--keep] [--skip-synthetic] [--batch 8] [--prompt-tokens 64] [--new-tokens 32]
+ *   npx tsx bench/engine/throughput.ts [--keep] [--skip-dev] [--skip-synthetic] [--batch 8] [--prompt-tokens 64] [--new-tokens 32]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -25,7 +25,7 @@ const SYNTHETIC_350M: SyntheticModelOptions = {
 
 const { values } = parseArgs({
   options: {
-    child: { type: 'string' }, keep: { type: 'boolean' }, 'skip-synthetic': { type: 'boolean' },
+    child: { type: 'string' }, keep: { type: 'boolean' }, 'skip-dev': { type: 'boolean' }, 'skip-synthetic': { type: 'boolean' },
     batch: { type: 'string' }, 'prompt-tokens': { type: 'string' }, 'new-tokens': { type: 'string' }, 'cache-dir': { type: 'string' },
   },
 });
@@ -165,7 +165,7 @@ if (values.child !== undefined) {
   const work = mkdtempSync(join(tmpdir(), 'fgsn-bench-'));
   try {
     const testbed = process.env.FGSN_TESTBED_DIR ?? fileURLToPath(new URL('../../../shared/testbed/dev', import.meta.url));
-    report(runChild(join(testbed, 'aligned'), join(work, 'cache')), 'dev aligned (F32)');
+    if (!values['skip-dev']) report(runChild(join(testbed, 'aligned'), join(work, 'cache')), 'dev aligned (F32)');
     if (!values['skip-synthetic']) {
       const dir = join(work, 'synthetic-350m');
       const t0 = performance.now();
