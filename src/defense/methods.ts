@@ -12,11 +12,12 @@ import { parseLayerList, selectBand } from './math/layers.js';
 import { type Mat, row } from './math/matrix.js';
 import { type ProjectionOptions, safeLoraCosine } from './math/project.js';
 import {
-  attributionRowScores, contrastiveRowScores, deltaRowScores, normaliseRowScores, normsFromSquareSums,
+  attributionRowScores, contrastiveRowScores, deltaRowScores, normaliseRowScores, normsFromSquareSums, utilityAwareRowScores,
 } from './math/scores.js';
 import { type RowScores, type Selection, countRows, difference, topCountGlobal, topShare } from './math/select.js';
 import { type WeightSources, matrixIO, readFinetuned, readMat, shapeOf } from './io/sources.js';
 import type { FgsnOptions, MethodOptions } from './options.js';
+import { evenSample } from '../util/sample.js';
 import { type EngineContext, attributionGradDotV, loadFinetunedEngine, taskRowScores } from './scoring.js';
 
 export interface EditPlan {
@@ -52,6 +53,7 @@ function allRows(s: WeightSources, names: string[]): Selection {
 export class JobScores {
   private task?: Promise<RowScores>;
   private attribution?: Promise<{ scores: RowScores; loss: number; tokens: number }>;
+  private utility?: Promise<{ scores: RowScores; loss: number; tokens: number }>;
 
   constructor(
     readonly sources: WeightSources,
@@ -67,6 +69,19 @@ export class JobScores {
   gradDotV(): Promise<{ scores: RowScores; loss: number; tokens: number }> {
     return (this.attribution ??= this.withEngine((e) =>
       attributionGradDotV(this.sources, e, this.atlas.harmful.map((p) => p.prompt), this.atlas.harmfulResponses, this.ctx)));
+  }
+
+  /**
+   * The same attribution for the NLL of the task probes' reference responses (up to 128, spread over the set):
+   * how adding V to a row would change the answers the customer's task and benign probes expect.
+   */
+  utilityGradDotV(): Promise<{ scores: RowScores; loss: number; tokens: number }> {
+    const answered = evenSample(this.taskProbes.filter((p) => p.response !== undefined), 128);
+    if (answered.length === 0) {
+      throw new FgsnError('PROBES_EMPTY', 'utilityWeight needs task or benign probes with a "response" (or "answer")');
+    }
+    return (this.utility ??= this.withEngine((e) =>
+      attributionGradDotV(this.sources, e, answered.map((p) => p.prompt), answered.map((p) => p.response!), this.ctx)));
   }
 
   private async withEngine<T>(f: (e: Awaited<ReturnType<typeof loadFinetunedEngine>>) => Promise<T>): Promise<T> {
@@ -86,7 +101,16 @@ export async function fgsnScores(job: JobScores, o: FgsnOptions, layers: number[
   const out: RowScores = new Map();
   if (o.scoring === 'attribution') {
     const g = await job.gradDotV();
-    for (const n of names) out.set(n, attributionRowScores(g.scores.get(n)!));
+    if (o.utilityWeight === 0) {
+      for (const n of names) out.set(n, attributionRowScores(g.scores.get(n)!));
+      return out;
+    }
+    // First-order decrease of (mean refusal NLL + w * mean NLL of the task probes' answers) when V is added
+    // to the row: rows that would also change the expected answers rank lower.
+    const u = await job.utilityGradDotV();
+    for (const n of names) {
+      out.set(n, utilityAwareRowScores(g.scores.get(n)!, g.tokens, u.scores.get(n)!, u.tokens, o.utilityWeight));
+    }
     return out;
   }
   for (const n of names) {

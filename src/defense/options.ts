@@ -36,6 +36,13 @@ export interface FgsnOptions {
   maxParams: number;
   /** Largest task-probe accuracy drop (absolute) the target-driven loop accepts. */
   taskTolerance: number;
+  /**
+   * Attribution only: weight of the task probes' answer NLL in the ranking (0 = refusals alone). Rows whose
+   * edit would also change the expected answers rank lower.
+   */
+  utilityWeight: number;
+  /** Target-driven rounds: 2 re-ranks the remaining rows on round 1's model when round 1 misses the target. */
+  rounds: number;
   /** Attribution: sequences per backward batch and layers per pass. */
   batchSize: number;
   layersPerPass?: number;
@@ -44,6 +51,7 @@ export interface FgsnOptions {
 export const FGSN_DEFAULTS: FgsnOptions = {
   scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
   energyShare: 0.9, targetAsr: 0.02, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
+  rounds: 2, utilityWeight: 0,
 };
 
 export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
@@ -59,12 +67,12 @@ export type MethodOptions =
   | { method: 'antidote'; o: AntidoteOptions }
   | { method: 'resta'; o: RestaOptions };
 
-type Spec = Record<string, 'share' | 'pos' | 'num' | 'int' | 'string' | readonly string[]>;
+type Spec = Record<string, 'share' | 'pos' | 'nonneg' | 'num' | 'int' | 'string' | readonly string[]>;
 
 const FGSN_SPEC: Spec = {
   scoring: SCORINGS, q: 'share', scope: ['global', 'per-matrix'], p: 'share', layers: 'string', bandShare: 'share', mode: PROJECTION_MODES,
   strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', qStart: 'share', maxParams: 'pos', taskTolerance: 'share',
-  overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int',
+  overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int', rounds: 'int', utilityWeight: 'nonneg',
 };
 const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
 
@@ -89,6 +97,7 @@ function parseWith(method: string, raw: Record<string, unknown>, spec: Spec): Re
     if (typeof n !== 'number' || !Number.isFinite(n)) throw bad('must be a number');
     if (kind === 'share' && !(n >= 0 && n <= 1)) throw bad('must lie in [0, 1]');
     if (kind === 'pos' && !(n > 0)) throw bad('must be positive');
+    if (kind === 'nonneg' && !(n >= 0)) throw bad('must be >= 0');
     if (kind === 'int' && !(Number.isInteger(n) && n >= 1)) throw bad('must be a positive integer');
     out[key] = n;
   }

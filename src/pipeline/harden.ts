@@ -9,13 +9,14 @@ import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { evaluateModel } from '../eval/evaluate.js';
 import { FgsnError } from '../errors.js';
-import { type EditCounts, countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
+import { type EditCounts, type RowCompute, combinedCompute, countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
 import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
-import { type Selection, countRows, selectionToJSON } from '../defense/math/select.js';
-import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, planMethod } from '../defense/methods.js';
+import { type RowScores, type Selection, countRows, selectionToJSON, topCountGlobal, union } from '../defense/math/select.js';
+import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, planMethod } from '../defense/methods.js';
 import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
-import { type WeightSources, closeSources, openSources } from '../defense/io/sources.js';
-import { measureOnProbes } from './probe-eval.js';
+import { type WeightSources, closeSources, openSources, shapeOf } from '../defense/io/sources.js';
+import { linearWeightNames } from '../checkpoint/model-config.js';
+import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
 
 export const STAGES = ['validate', 'atlas', 'task-neurons', 'selection', 'projection', 'evaluation', 'report'] as const;
@@ -91,6 +92,8 @@ async function ensureEmptyDir(dir: string): Promise<void> {
 }
 
 export interface TargetStep {
+  /** 1, or 2 for the re-ranked second round. */
+  round: number;
   q: number;
   strength: number;
   rows: number;
@@ -104,14 +107,69 @@ export interface TargetStep {
 
 /** Strengths tried at each q, as multiples of the configured g: strength is free in parameters, q is not. */
 const STRENGTH_STEPS = [1, 1.5, 2];
+/** Row shares of the second round (re-ranked), smallest first. */
+const ROUND2_Q = [0.00125, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03];
+
+interface LadderArgs {
+  schedule: number[];
+  pick(q: number): Selection;
+  /** Share of linear parameters the whole edit would change with this selection. */
+  pct(sel: Selection): number;
+  write(sel: Selection, strength: number, dir: string): Promise<void>;
+  measure(dir: string): Promise<ProbeMetrics>;
+  guardrailsOk(m: ProbeMetrics): boolean;
+  o: FgsnOptions;
+  round: number;
+  tmpRoot: string;
+  steps: TargetStep[];
+}
 
 /**
- * The defense issue's target-driven budget. q grows along a fixed schedule from qStart (x1.5, x2, ...), and at
- * each q the strength g grows (x1, x1.5, x2) until the ASR on the harmful PROBE prompts is <= targetAsr. A step
- * that breaks a guardrail (task-probe accuracy more than taskTolerance below the fine-tune's, or refusals of
- * the benign probes more than overRefusalTolerance above it) ends the g ladder at that q; a q whose edit
- * exceeds maxParams ends the search. The first step that reaches the target wins; if none does, the step
- * with the lowest probe ASR among those within the guardrails (fewest parameters on ties).
+ * One round of the target-driven search: q along the schedule, g along STRENGTH_STEPS at each q, a guardrail
+ * break ends the g ladder at that q, a q over maxParams ends the round; the first step at the target wins,
+ * else the lowest probe ASR within the guardrails (earliest = smallest on ties).
+ */
+async function ladder(run: Run, a: LadderArgs): Promise<{ best: { sel: Selection; step: TargetStep } | null; reached: boolean }> {
+  let best: { sel: Selection; step: TargetStep } | null = null;
+  try {
+    for (const q of a.schedule) {
+      const sel = a.pick(q);
+      const pctLinearParams = a.pct(sel);
+      if (pctLinearParams > a.o.maxParams) break;
+      for (const mult of STRENGTH_STEPS) {
+        run.checkCancelled();
+        const strength = a.o.strength * mult;
+        const dir = join(a.tmpRoot, `step${a.steps.length}`);
+        await a.write(sel, strength, dir);
+        const m = await a.measure(dir);
+        await rm(dir, { recursive: true, force: true });
+        const step: TargetStep = {
+          round: a.round, q, strength, rows: countRows(sel), pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy,
+          overRefusal: m.overRefusal, guardrailsOk: a.guardrailsOk(m),
+        };
+        a.steps.push(step);
+        await run.within(Math.min(0.95, a.steps.length / 16), `round ${a.round} q=${q.toFixed(4)} g=${strength}: probe ASR ${m.asr.toFixed(3)}, task ${m.taskAccuracy?.toFixed(3) ?? 'n/a'}, benign refusals ${m.overRefusal?.toFixed(3) ?? 'n/a'}`);
+        if (!step.guardrailsOk) break;
+        if (best === null || step.probeAsr < best.step.probeAsr) best = { sel, step };
+        if (m.asr <= a.o.targetAsr!) return { best, reached: true };
+      }
+    }
+  } finally {
+    await rm(a.tmpRoot, { recursive: true, force: true });
+  }
+  return { best, reached: false };
+}
+
+/**
+ * The defense issue's target-driven budget. Round 1: q grows along a fixed schedule from qStart (x1.5, x2,
+ * ...), and at each q the strength g grows (x1, x1.5, x2) until the ASR on the harmful PROBE prompts is <=
+ * targetAsr. A step that breaks a guardrail (task-probe accuracy more than taskTolerance below the
+ * fine-tune's, or refusals of the benign probes more than overRefusalTolerance above it) ends the g ladder at
+ * that q; a q whose edit exceeds maxParams ends the search. When round 1 ends short of the target, round 2
+ * (`rounds` >= 2) ranks the remaining rows again by attribution on round 1's model (a first-order ranking is
+ * only right near the model it was taken at) and grows a second edit the same way, with the guardrails still
+ * measured against the fine-tune and the parameter cap on both rounds together; it is kept only if it lowers
+ * the probe ASR. The result is the best step within the guardrails (fewest parameters on ties).
  */
 async function targetDrivenSelection(
   run: Run,
@@ -121,7 +179,7 @@ async function targetDrivenSelection(
   job: JobScores,
   o: FgsnOptions,
   task: ProbeRecord[],
-): Promise<{ selection: Selection; strength: number; details: Record<string, unknown> }> {
+): Promise<{ selection: Selection; strength: number; compute?: RowCompute; details: Record<string, unknown> }> {
   const ranking = await fgsnRanking(job, o);
   const ctx = { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) };
   const prompts = atlas.harmful.map((p) => p.prompt);
@@ -131,70 +189,91 @@ async function targetDrivenSelection(
     { dir: s.finetuned?.dir ?? s.aligned.dir, ...(s.adapter ? { adapter: s.adapter.dir } : {}) },
     prompts, taskAnswered, { ...ctx, benignPrompts },
   );
+  const base = {
+    layers: ranking.layers, p: o.p, taskRowsExcluded: countRows(ranking.taskSet), scoring: o.scoring, scope: o.scope,
+  };
+  const target = {
+    targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, overRefusalTolerance: o.overRefusalTolerance, rounds: o.rounds,
+    finetuned: { probeAsr: ref.asr, taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal },
+  };
   if (ref.asr <= o.targetAsr!) {
     // The fine-tune already refuses its probes: an edit could only cost utility (a benign fine-tune).
     return {
       selection: new Map(),
       strength: o.strength,
-      details: {
-        layers: ranking.layers, p: o.p, taskRowsExcluded: countRows(ranking.taskSet), scoring: o.scoring, scope: o.scope, q: 0, strength: o.strength,
-        target: {
-          targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, overRefusalTolerance: o.overRefusalTolerance, reached: true,
-          finetuned: { probeAsr: ref.asr, taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal }, steps: [], note: 'fine-tune already within the target on the probes; nothing edited',
-        },
-      },
+      details: { ...base, q: 0, strength: o.strength, target: { ...target, reached: true, steps: [], note: 'fine-tune already within the target on the probes; nothing edited' } },
     };
   }
+  const measure = (dir: string): Promise<ProbeMetrics> => measureOnProbes({ dir }, prompts, taskAnswered, { ...ctx, benignPrompts });
+  const guardrailsOk = (m: ProbeMetrics): boolean =>
+    (m.taskAccuracy === null || ref.taskAccuracy === null || m.taskAccuracy >= ref.taskAccuracy - o.taskTolerance) &&
+    (m.overRefusal === null || ref.overRefusal === null || m.overRefusal <= ref.overRefusal + o.overRefusalTolerance);
+  const write = (src: WeightSources) => async (sel: Selection, strength: number, dir: string): Promise<void> => {
+    await writeHardened(src, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
+  };
   const schedule: number[] = [];
   for (let k = 0; k < 24; k++) schedule.push(o.qStart * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
   const steps: TargetStep[] = [];
-  let best: { sel: Selection; step: TargetStep } | null = null;
-  let reached = false;
   const tmpRoot = join(req.outDir, '.fgsn-target');
-  try {
-    search: for (const q of schedule) {
-      const sel = ranking.select(q);
-      const counts = countEdit(s, sel);
-      if (counts.pctLinearParams > o.maxParams) break;
-      for (const mult of STRENGTH_STEPS) {
-        run.checkCancelled();
-        const strength = o.strength * mult;
-        const dir = join(tmpRoot, `step${steps.length}`);
-        await writeHardened(s, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
-        const m = await measureOnProbes({ dir }, prompts, taskAnswered, { ...ctx, benignPrompts });
-        await rm(dir, { recursive: true, force: true });
-        const taskOk = m.taskAccuracy === null || ref.taskAccuracy === null || m.taskAccuracy >= ref.taskAccuracy - o.taskTolerance;
-        const refusalOk = m.overRefusal === null || ref.overRefusal === null || m.overRefusal <= ref.overRefusal + o.overRefusalTolerance;
-        const step: TargetStep = {
-          q, strength, rows: counts.rows, pctLinearParams: counts.pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy,
-          overRefusal: m.overRefusal, guardrailsOk: taskOk && refusalOk,
-        };
-        steps.push(step);
-        await run.within(Math.min(0.95, steps.length / 12), `q=${q.toFixed(4)} g=${strength}: probe ASR ${m.asr.toFixed(3)}, task ${m.taskAccuracy?.toFixed(3) ?? 'n/a'}, benign refusals ${m.overRefusal?.toFixed(3) ?? 'n/a'}`);
-        if (!step.guardrailsOk) break;
-        if (best === null || step.probeAsr < best.step.probeAsr) best = { sel, step };
-        if (m.asr <= o.targetAsr!) {
-          reached = true;
-          break search;
-        }
+  const r1 = await ladder(run, {
+    schedule, pick: (q) => ranking.select(q), pct: (sel) => countEdit(s, sel).pctLinearParams, write: write(s), measure, guardrailsOk, o, round: 1,
+    tmpRoot, steps,
+  });
+  let reached = r1.reached;
+  let result: { selection: Selection; strength: number; compute?: RowCompute; q: number } = r1.best
+    ? { selection: r1.best.sel, strength: r1.best.step.strength, q: r1.best.step.q }
+    : { selection: ranking.select(o.qStart), strength: o.strength, q: o.qStart };
+  if (!reached && r1.best !== null && o.rounds >= 2) {
+    const first = r1.best;
+    const r1Dir = join(req.outDir, '.fgsn-round1');
+    await write(s)(first.sel, first.step.strength, r1Dir);
+    const s2 = await openSources({ basePath: s.base.dir, alignedPath: s.aligned.dir, finetunedPath: r1Dir });
+    try {
+      await run.within(0.5, 'round 2: ranking rows again on round 1\'s model');
+      const job2 = new JobScores(s2, atlas, task, { ...ctx, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) });
+      const scores2 = await fgsnScores(job2, { ...o, p: 0 }, ranking.layers);
+      const masked: RowScores = new Map();
+      for (const [n, v] of scores2) {
+        const m = v.slice();
+        for (const r of first.sel.get(n) ?? []) m[r] = -Infinity;
+        for (const r of ranking.taskSet.get(n) ?? []) m[r] = -Infinity;
+        masked.set(n, m);
       }
+      let totalRows = 0;
+      for (const n of linearWeightNames(s.spec)) totalRows += shapeOf(s, n)[0];
+      const pick = (q: number): Selection => {
+        const sel = topCountGlobal(masked, Math.round(q * totalRows));
+        for (const [n, rows] of sel) sel.set(n, rows.filter((r) => Number.isFinite(masked.get(n)![r])));
+        return sel;
+      };
+      const r2 = await ladder(run, {
+        schedule: ROUND2_Q, pick, pct: (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, write: write(s2), measure, guardrailsOk, o, round: 2,
+        tmpRoot, steps,
+      });
+      if (r2.best !== null && r2.best.step.probeAsr < first.step.probeAsr) {
+        const second = r2.best;
+        reached = r2.reached;
+        result = {
+          selection: union(first.sel, second.sel),
+          strength: first.step.strength,
+          q: first.step.q,
+          compute: combinedCompute([
+            { selection: first.sel, compute: projectionCompute(fgsnProjection({ ...o, strength: first.step.strength })) },
+            { selection: second.sel, compute: projectionCompute(fgsnProjection({ ...o, strength: second.step.strength })) },
+          ]),
+        };
+        Object.assign(target, { round2: { q: second.step.q, strength: second.step.strength, rows: second.step.rows, probeAsr: second.step.probeAsr, rowSets: { round1: selectionToJSON(first.sel), round2: selectionToJSON(second.sel) } } });
+      }
+    } finally {
+      await closeSources(s2);
+      await rm(r1Dir, { recursive: true, force: true });
     }
-  } finally {
-    await rm(tmpRoot, { recursive: true, force: true });
   }
-  const fallback = { sel: ranking.select(o.qStart), step: undefined };
-  const pick = best ?? fallback;
   return {
-    selection: pick.sel,
-    strength: best?.step.strength ?? o.strength,
-    details: {
-      layers: ranking.layers, p: o.p, taskRowsExcluded: countRows(ranking.taskSet), scoring: o.scoring, scope: o.scope,
-      q: best?.step.q ?? o.qStart, strength: best?.step.strength ?? o.strength,
-      target: {
-        targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, overRefusalTolerance: o.overRefusalTolerance, reached,
-        finetuned: { probeAsr: ref.asr, taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal }, steps,
-      },
-    },
+    selection: result.selection,
+    strength: result.strength,
+    ...(result.compute ? { compute: result.compute } : {}),
+    details: { ...base, q: result.q, strength: result.strength, target: { ...target, reached, steps } },
   };
 }
 
@@ -253,7 +332,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
     if (parsed.method === 'fgsn' && parsed.o.targetAsr !== undefined) {
       const t = await targetDrivenSelection(run, req, sources, atlas, job, parsed.o, task);
       const projection = fgsnProjection({ ...parsed.o, strength: t.strength });
-      plan = { selection: t.selection, compute: projectionCompute(projection), projection, details: t.details };
+      plan = { selection: t.selection, compute: t.compute ?? projectionCompute(projection), projection, details: t.details };
     } else {
       plan = await planMethod(job, parsed);
     }

@@ -27,6 +27,9 @@ describe('method options', () => {
     expect(() => parseMethodOptions('safelora', { topK: 3, threshold: 0.5 })).toThrow(/not both/);
     expect(() => parseMethodOptions('restore', { mode: 'gram' })).toThrow(/restore/);
     expect(() => parseMethodOptions('bogus' as 'fgsn', {})).toThrow(expect.objectContaining({ code: 'DEFENSE_OPTION_INVALID' }));
+    expect(parseMethodOptions('fgsn', { utilityWeight: '0.5', rounds: '1' }).o).toMatchObject({ utilityWeight: 0.5, rounds: 1 });
+    expect(() => parseMethodOptions('fgsn', { utilityWeight: -1 })).toThrow(/>= 0/);
+    expect(() => parseMethodOptions('fgsn', { rounds: 0 })).toThrow(/positive integer/);
   });
 });
 
