@@ -7,7 +7,8 @@
  *                                [--probe-cap N] [--with-emerging-probes] [--harmful-responses]
  *                                [--options METHOD:key=value,...]... [--testbed DIR] [--keep] [--out DIR]
  * Default methods: undefended,fgsn,continual,safelora,layer,antidote,resta,restore. `continual` patches the fgsn
- * row's model with `continue` on the emerging category's 16 probe prompts (held out of the atlas).
+ * row's model with `continue` on the emerging category's 16 probe prompts (held out of the atlas);
+ * `--options continual:key=value` sets its fgsn options (default: the hardening job's).
  * A method may be given as METHOD@label (e.g. fgsn@paper) to add a variant row with its own --options.
  * Exit status 1 when an undefended/aligned row does not reproduce the testbed's recorded eval.
  */
@@ -42,7 +43,7 @@ const CONTINUAL_LABEL = 'fgsn + continual (emerging)';
 type RunHarden = (req: HardenRequest, hooks?: HardenHooks) => Promise<HardenResult>;
 interface ContinueOutcome { extraRows: number; extraPctLinear: number; totalPctLinear: number }
 type RunContinue = (req: {
-  hardenedDir: string; category: string; probes: ProbeRecord[]; outDir: string; cacheDir: string;
+  hardenedDir: string; category: string; probes: ProbeRecord[]; outDir: string; cacheDir: string; task?: ProbeRecord[]; options?: Record<string, unknown>;
 }, hooks?: HardenHooks) => Promise<ContinueOutcome>;
 
 function parse(): {
@@ -262,7 +263,7 @@ async function main(): Promise<void> {
         } else if (fgsnDir === undefined) {
           log({ checkpoint: name, method: CONTINUAL_LABEL, status: 'failed', note: 'the fgsn row failed, nothing to patch' });
         } else {
-          log(await continualRow(cont.fn, name, info, fgsnDir, emergingCategory, emergingProbes));
+          log(await continualRow(cont.fn, name, info, fgsnDir, emergingCategory, emergingProbes, probes.task));
         }
         continue;
       }
@@ -296,7 +297,7 @@ async function main(): Promise<void> {
         if (Math.abs(reported - row.params_pct_linear) > 0.01 && Math.abs(100 * reported - row.params_pct_linear) > 0.01) {
           row.note = `pipeline reports ${reported} % linear`;
         }
-        row.metrics = { ...row.metrics, harden_summary: result.summary };
+        row.metrics = { ...row.metrics, harden_summary: result.summary, selection: result.report.selection };
         log(row);
         if (method === 'fgsn') fgsnDir = outDir;
       } catch (e) {
@@ -310,14 +311,17 @@ async function main(): Promise<void> {
   }
 
   async function continualRow(
-    fn: RunContinue, name: string, info: FinetuneInfo, hardenedDir: string, category: string, probes: ProbeRecord[],
+    fn: RunContinue, name: string, info: FinetuneInfo, hardenedDir: string, category: string, probes: ProbeRecord[], task?: ProbeRecord[],
   ): Promise<BenchRow> {
     const outDir = join(workDir, `${name}.${CONTINUAL}`);
     rmSync(outDir, { recursive: true, force: true });
     mkdirSync(outDir, { recursive: true });
     try {
       const h0 = performance.now();
-      const result = await fn({ hardenedDir, category, probes, outDir, cacheDir });
+      const result = await fn({
+        hardenedDir, category, probes, outDir, cacheDir, ...(task !== undefined ? { task } : {}),
+        ...(o.methodOptions[CONTINUAL] !== undefined ? { options: o.methodOptions[CONTINUAL] } : {}),
+      });
       const hardenS = (performance.now() - h0) / 1000;
       const report = await evaluateModel(join(outDir, 'model'), evalOpts);
       const row = rowFromReport(name, CONTINUAL_LABEL, report, info.task);

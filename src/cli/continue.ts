@@ -5,18 +5,23 @@ import { runContinue } from '../pipeline/continue.js';
 import { readProbes } from '../pipeline/probes.js';
 import { defaultCacheDir } from './harden-shared.js';
 
-const USAGE = `usage: fgsn continue --hardened DIR --category NAME --probes P.jsonl --out DIR
-                     [--q SHARE] [--target-asr A] [--max-extra-params PCT] [--strength G] [--mode MODE]
-                     [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet]
+const USAGE = `usage: fgsn continue --hardened DIR --category NAME --probes P.jsonl --out DIR [--task T.jsonl]
+                     [--target-asr A|off] [--max-extra-params PCT] [--exact-tolerance T] [--q SHARE]
+                     [--strength G] [--mode MODE] [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet]
 Patches the output of an earlier \`fgsn harden\` (DIR holds report.json and model/) for a new harm category:
-only rows not projected before are edited; the report gives the extra share of parameters.`;
+only rows not projected before are edited; the report gives the extra share of parameters.
+Default: a guarded search grows the patch until the category's probes are refused (--target-asr, default
+the hardening job's) and the NLL of the aligned model's refusals is halved toward the aligned model's,
+while task probes (--task), the atlas' benign probes' exact match (--exact-tolerance, default 0.02) and
+their refusals stay within tolerance of the hardened model; at most --max-extra-params % (default 1).
+--q SHARE (or --target-asr off) patches a fixed share of rows at the hardening job's final strength.`;
 
 export async function run(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
       hardened: { type: 'string' }, category: { type: 'string' }, probes: { type: 'string' }, out: { type: 'string' },
-      q: { type: 'string' }, 'target-asr': { type: 'string' }, 'max-extra-params': { type: 'string' }, strength: { type: 'string' },
+      q: { type: 'string' }, 'target-asr': { type: 'string' }, task: { type: 'string' }, 'exact-tolerance': { type: 'string' }, 'max-extra-params': { type: 'string' }, strength: { type: 'string' },
       mode: { type: 'string' }, 'cache-dir': { type: 'string' }, 'execution-provider': { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean' },
     },
     strict: true,
@@ -40,12 +45,14 @@ export async function run(args: string[]): Promise<number> {
   const ep = values['execution-provider'];
   if (ep !== undefined && ep !== 'cpu' && ep !== 'cuda') throw new FgsnError('CLI_USAGE', '--execution-provider is cpu or cuda');
   const q = num('q', values.q);
-  const targetAsr = num('target-asr', values['target-asr']);
+  const targetAsr = values['target-asr'] === 'off' ? 'off' as const : num('target-asr', values['target-asr']);
+  const exactTolerance = num('exact-tolerance', values['exact-tolerance']);
   const maxExtraParams = num('max-extra-params', values['max-extra-params']);
   const r = await runContinue({
     hardenedDir: resolve(values.hardened!), category: values.category!, probes: await readProbes(values.probes!), outDir: resolve(values.out!),
     cacheDir: resolve(values['cache-dir'] ?? defaultCacheDir()), options,
     ...(q !== undefined ? { q } : {}), ...(targetAsr !== undefined ? { targetAsr } : {}), ...(maxExtraParams !== undefined ? { maxExtraParams } : {}),
+    ...(exactTolerance !== undefined ? { exactTolerance } : {}), ...(values.task ? { task: await readProbes(values.task) } : {}),
     ...(ep ? { executionProvider: ep } : {}),
   }, {
     onProgress: (p) => {

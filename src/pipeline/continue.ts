@@ -4,7 +4,7 @@
  * of the new category's probes), rows projected before are excluded, and the top ones get the same edit.
  * The output is the hardened model patched by a small incremental diff, with the extra share of parameters.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
 import { countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
@@ -12,8 +12,9 @@ import { addCategory, findAtlas, type Atlas } from '../defense/atlas.js';
 import { type RowScores, type Selection, countRows, selectionFromJSON, selectionToJSON, topCountGlobal, union } from '../defense/math/select.js';
 import { JobScores, fgsnProjection, fgsnScores, resolveLayers } from '../defense/methods.js';
 import { FGSN_DEFAULTS, parseMethodOptions, type FgsnOptions } from '../defense/options.js';
-import { closeSources, openSources, shapeOf } from '../defense/io/sources.js';
+import { type WeightSources, closeSources, openSources, shapeOf } from '../defense/io/sources.js';
 import { linearWeightNames } from '../checkpoint/model-config.js';
+import { evenSample } from '../util/sample.js';
 import { measureOnProbes } from './probe-eval.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
@@ -24,10 +25,19 @@ export interface ContinueRequest {
   probes: ProbeRecord[];
   outDir: string;
   cacheDir: string;
-  /** Share of all linear rows added (default 0.005), or grown toward targetAsr on the category's probes. */
+  /**
+   * A fixed budget: this share of all linear rows, at the strength the hardening job ended with. Without it
+   * (the default) the guarded search below picks the rows and the strength.
+   */
   q?: number;
-  targetAsr?: number;
+  /** Category probe ASR the guarded search aims for (default: the hardening job's targetAsr); 'off' = fixed q. */
+  targetAsr?: number | 'off';
+  /** Largest extra share of linear-weight parameters, in % (default 1). */
   maxExtraParams?: number;
+  /** Task probes (with responses) for the task-accuracy guardrail; the atlas' benign probes are always used. */
+  task?: ProbeRecord[];
+  /** How far (absolute share) exact match on the benign probes with answers may fall below the hardened model's (default 0.02). */
+  exactTolerance?: number;
   /** Edit of the new rows; default: the hardened job's own (fgsn) options. */
   options?: Record<string, unknown>;
   executionProvider?: 'cpu' | 'cuda';
@@ -62,9 +72,8 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
   // Validated like any fgsn options, but only the keys the caller set override the hardened job's own.
   const given = parseMethodOptions('fgsn', req.options ?? {}).o as FgsnOptions;
   const o: FgsnOptions = { ...FGSN_DEFAULTS, ...prevOptions };
-  // The target-driven budget may have raised g: the new rows get the strength the job actually used.
-  const used = (prev.selection as { strength?: number } | undefined)?.strength;
-  if (typeof used === 'number') o.strength = used;
+  // The target-driven budget may have raised g; a fixed-budget patch uses the strength the job ended with.
+  const usedStrength = (prev.selection as { strength?: number } | undefined)?.strength;
   for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
   const t0 = performance.now();
 
@@ -78,7 +87,8 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
   const sources = await openSources({ basePath: inputs.base, alignedPath: inputs.aligned, finetunedPath: join(req.hardenedDir, 'model') });
   try {
     await progress('selection', 30);
-    const job = new JobScores(sources, catAtlas, [], { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) });
+    // Utility-aware ranking (utilityWeight > 0) weighs the answers of the task probes, else the atlas' benign ones.
+    const job = new JobScores(sources, catAtlas, req.task ?? grown.benign, { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) });
     const layers = resolveLayers(o.layers, grown, o.bandShare, sources.spec.numLayers);
     const scores = await fgsnScores(job, { ...o, p: 0 }, layers);
     const masked: RowScores = new Map();
@@ -94,35 +104,26 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
       for (const [n, rows] of sel) sel.set(n, rows.filter((r) => Number.isFinite(masked.get(n)![r])));
       return sel;
     };
-    const projection = fgsnProjection(o);
-    const q0 = req.q ?? 0.005;
-    let selection = pick(q0);
-    const steps: { q: number; pctLinearParams: number; probeAsr: number }[] = [];
-    if (req.targetAsr !== undefined) {
-      const prompts = catAtlas.harmful.map((p) => p.prompt);
-      const ctx = { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) };
-      for (let k = 0; k < 12; k++) {
-        const q = q0 * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2);
-        const sel = pick(q);
-        const c = countEdit(sources, sel);
-        if (c.pctLinearParams > (req.maxExtraParams ?? 1)) break;
-        const dir = join(req.outDir, '.fgsn-target', `q${k}`);
-        await writeHardened(sources, sel, projectionCompute(projection), { modelDir: dir }, {});
-        const m = await measureOnProbes({ dir }, prompts, [], ctx);
-        steps.push({ q, pctLinearParams: c.pctLinearParams, probeAsr: m.asr });
-        selection = sel;
-        await progress('selection', 30 + Math.min(40, 5 * steps.length), `q=${q}: category probe ASR ${m.asr.toFixed(3)}`);
-        if (m.asr <= req.targetAsr) break;
-      }
-      const { rm } = await import('node:fs/promises');
-      await rm(join(req.outDir, '.fgsn-target'), { recursive: true, force: true });
+    let selection: Selection;
+    let strength = o.strength;
+    let search: Record<string, unknown> | undefined;
+    if (req.q !== undefined || req.targetAsr === 'off') {
+      // Fixed budget: q of all rows at the strength the hardening job ended with (unless options set one).
+      if (!('strength' in (req.options ?? {})) && typeof usedStrength === 'number') strength = usedStrength;
+      selection = pick(req.q ?? 0.005);
+    } else {
+      const r = await guardedSearch(req, sources, grown, catAtlas, pick, { ...o }, progress);
+      selection = r.selection;
+      strength = r.strength;
+      search = r.details;
     }
+    const projection = fgsnProjection({ ...o, strength });
     await progress('projection', 75);
     const extra = countEdit(sources, selection);
     const all = union(prevRows, selection);
     const total = countEdit(sources, all);
     await writeHardened(sources, selection, projectionCompute(projection), { modelDir: join(req.outDir, 'model'), diffPath: join(req.outDir, 'diff.safetensors') }, {
-      'fgsn.method': JSON.stringify({ method: 'fgsn-continue', category: req.category, options: o, atlas: grown.id }),
+      'fgsn.method': JSON.stringify({ method: 'fgsn-continue', category: req.category, options: { ...o, strength }, atlas: grown.id }),
     });
     const report: Record<string, unknown> = {
       ...prev,
@@ -132,7 +133,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
         {
           category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.hardenedDir,
           extraRows: extra.rows, extraParams: extra.params, extraPctLinear: extra.pctLinearParams, extraPctAll: extra.pctAllParams,
-          rowsAlreadyProjected: countRows(prevRows), steps, seconds: (performance.now() - t0) / 1000,
+          rowsAlreadyProjected: countRows(prevRows), strength, ...(search ? { search } : {}), seconds: (performance.now() - t0) / 1000,
           rows: selectionToJSON(selection),
         },
       ],
@@ -151,3 +152,120 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
   }
 }
 
+
+/** Row shares the guarded search tries, smallest first; each set contains the previous one. */
+const CONTINUE_Q = [0.00125, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02];
+/** Strengths tried at each q, as multiples of the configured g (as in the hardening search). */
+const STRENGTH_STEPS = [1, 1.5, 2];
+
+interface ContinueStep {
+  q: number;
+  strength: number;
+  rows: number;
+  pctLinearParams: number;
+  probeAsr: number;
+  refusalNll: number;
+  taskAccuracy: number | null;
+  benignExact: number | null;
+  benignRefusals: number | null;
+  guardrailsOk: boolean;
+}
+
+/**
+ * The default continue step. Signal: the new category's probe ASR and, because a hardened model often
+ * refuses every probe of a new category already (so ASR stops ranking steps), the mean NLL of the aligned
+ * model's refusals of those probes. Goal: ASR <= targetAsr and the NLL gap to the aligned model halved.
+ * Guardrails against the hardened model itself: task-probe accuracy (taskTolerance), exact match on the
+ * atlas' benign probes with answers (exactTolerance) and their refusals (overRefusalTolerance). q grows on
+ * CONTINUE_Q, g on STRENGTH_STEPS; a guardrail break ends the g ladder at that q. The first step that
+ * reaches the goal wins, else the best step within the guardrails (lowest ASR, then a clearly lower NLL),
+ * else nothing is edited.
+ */
+async function guardedSearch(
+  req: ContinueRequest,
+  sources: WeightSources,
+  atlas: Atlas,
+  catAtlas: Atlas,
+  pick: (q: number) => Selection,
+  o: FgsnOptions,
+  progress: (stage: string, percent: number, message?: string) => Promise<void>,
+): Promise<{ selection: Selection; strength: number; details: Record<string, unknown> }> {
+  const ctx = { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) };
+  const prompts = catAtlas.harmful.map((p) => p.prompt);
+  const nll = { prompts, responses: catAtlas.harmfulResponses };
+  const benign = evenSample(atlas.benign, 160);
+  const task = evenSample((req.task ?? []).filter((p) => p.response !== undefined), 200);
+  const measureCtx = { ...ctx, benignPrompts: benign.map((p) => p.prompt), exact: benign.filter((p) => p.response !== undefined), nll };
+  const targetAsr = typeof req.targetAsr === 'number' ? req.targetAsr : (o.targetAsr ?? 0.02);
+  const maxExtra = req.maxExtraParams ?? 1;
+  const exactTolerance = req.exactTolerance ?? 0.02;
+  const eps = 1e-9;
+
+  await progress('selection', 35, 'measuring the hardened and aligned models on the probes');
+  const alignedNll = (await measureOnProbes({ dir: sources.aligned.dir }, [], [], { ...ctx, nll })).responseNll!;
+  const ref = await measureOnProbes({ dir: sources.finetuned!.dir }, prompts, task, measureCtx);
+  const gap = Math.max(0, ref.responseNll! - alignedNll);
+  const goalNll = alignedNll + 0.5 * gap;
+  const details: Record<string, unknown> = {
+    targetAsr, maxExtraParams: maxExtra, taskTolerance: o.taskTolerance, exactTolerance, overRefusalTolerance: o.overRefusalTolerance,
+    aligned: { refusalNll: alignedNll },
+    hardened: { probeAsr: ref.asr, refusalNll: ref.responseNll, taskAccuracy: ref.taskAccuracy, benignExact: ref.exactAccuracy, benignRefusals: ref.overRefusal },
+    goalRefusalNll: goalNll,
+  };
+  const reached = (asr: number, refusalNll: number): boolean => asr <= targetAsr + eps && refusalNll <= goalNll + eps;
+  // Within 0.01 nats per token of the aligned model and refusing: nothing left to repair for this category.
+  if (ref.asr <= targetAsr + eps && ref.responseNll! <= alignedNll + 0.01) {
+    return { selection: new Map(), strength: o.strength, details: { ...details, reached: true, steps: [], note: 'the hardened model already refuses this category like the aligned model; nothing edited' } };
+  }
+
+  const steps: ContinueStep[] = [];
+  let best: { sel: Selection; step: ContinueStep } | null = null;
+  let done = false;
+  const tmpRoot = join(req.outDir, '.fgsn-target');
+  try {
+    search: for (const q of CONTINUE_Q) {
+      const sel = pick(q);
+      const counts = countEdit(sources, sel);
+      if (counts.pctLinearParams > maxExtra) break;
+      if (counts.rows === 0) continue;
+      for (const mult of STRENGTH_STEPS) {
+        const strength = o.strength * mult;
+        const dir = join(tmpRoot, `step${steps.length}`);
+        await writeHardened(sources, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
+        const m = await measureOnProbes({ dir }, prompts, task, measureCtx);
+        await rm(dir, { recursive: true, force: true });
+        const within = (v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean =>
+          v === null || r === null || (higherIsBetter ? v >= r - tol - eps : v <= r + tol + eps);
+        const step: ContinueStep = {
+          q, strength, rows: counts.rows, pctLinearParams: counts.pctLinearParams, probeAsr: m.asr, refusalNll: m.responseNll!,
+          taskAccuracy: m.taskAccuracy, benignExact: m.exactAccuracy, benignRefusals: m.overRefusal,
+          guardrailsOk: within(m.taskAccuracy, ref.taskAccuracy, o.taskTolerance, true) && within(m.exactAccuracy, ref.exactAccuracy, exactTolerance, true) &&
+            within(m.overRefusal, ref.overRefusal, o.overRefusalTolerance, false),
+        };
+        steps.push(step);
+        await progress('selection', 35 + Math.min(35, 2 * steps.length),
+          `q=${q} g=${strength}: probe ASR ${m.asr.toFixed(3)}, refusal NLL ${step.refusalNll.toFixed(3)} (goal ${goalNll.toFixed(3)}), benign exact ${m.exactAccuracy?.toFixed(3) ?? 'n/a'}`);
+        if (!step.guardrailsOk) break;
+        // Steps come smallest edit first: a bigger one replaces the best only for a lower ASR, or at equal ASR
+        // for a tenth or more of the NLL gap, so a negligible NLL gain never buys more rows.
+        if (best === null || step.probeAsr < best.step.probeAsr - eps || (Math.abs(step.probeAsr - best.step.probeAsr) <= eps && step.refusalNll < best.step.refusalNll - 0.1 * gap)) {
+          best = { sel, step };
+        }
+        if (reached(step.probeAsr, step.refusalNll)) {
+          done = true;
+          break search;
+        }
+      }
+    }
+  } finally {
+    await rm(tmpRoot, { recursive: true, force: true });
+  }
+  return {
+    selection: best?.sel ?? new Map(),
+    strength: best?.step.strength ?? o.strength,
+    details: {
+      ...details, reached: done, steps, q: best?.step.q ?? 0,
+      ...(best === null ? { note: 'no step kept the guardrails; nothing edited' } : {}),
+    },
+  };
+}

@@ -83,13 +83,30 @@ describeTestbed('runHarden on ft_sst_p10', () => {
 
     // continual: a category held out of the atlas adds only rows not projected before
     const emerging = await readProbes(testbedPath('data', 'harmful_emerging_probe.jsonl'));
-    const c = await runContinue({ hardenedDir: join(tmp, 'default'), category: 'misinformation_manipulation', probes: emerging, outDir: join(tmp, 'cont'), cacheDir });
+    const c = await runContinue({ hardenedDir: join(tmp, 'default'), category: 'misinformation_manipulation', probes: emerging, outDir: join(tmp, 'cont'), cacheDir, q: 0.005 });
     expect(c.extraRows).toBeGreaterThan(0);
     expect(c.totalPctLinear).toBeCloseTo(r.summary.paramsChangedPctLinear + c.extraPctLinear, 6);
     const cont = JSON.parse(await readFile(join(tmp, 'cont', 'report.json'), 'utf8'));
     const prevRows = report.rows as Record<string, number[]>;
     const added = cont.continual[0].rows as Record<string, number[]>;
     for (const [n, rows] of Object.entries(added)) for (const x of rows) expect(prevRows[n] ?? []).not.toContain(x);
+
+    // the default continue step: a guarded search, whose kept step held every guardrail
+    const g = await runContinue({ hardenedDir: join(tmp, 'default'), category: 'misinformation_manipulation', probes: emerging, outDir: join(tmp, 'cont-guarded'), cacheDir, task: task.slice(0, 40) });
+    const gr = JSON.parse(await readFile(join(tmp, 'cont-guarded', 'report.json'), 'utf8'));
+    const search = gr.continual[0].search;
+    expect(search.aligned.refusalNll).toBeGreaterThan(0);
+    expect(search.hardened.refusalNll).toBeGreaterThan(0);
+    expect(search.goalRefusalNll).toBeLessThanOrEqual(search.hardened.refusalNll);
+    expect(g.extraPctLinear).toBeLessThanOrEqual(1);
+    if (g.extraRows > 0) {
+      const kept = search.steps.find((s: { q: number; strength: number }) => s.q === search.q && s.strength === gr.continual[0].strength);
+      expect(kept.guardrailsOk).toBe(true);
+      expect(kept.rows).toBe(g.extraRows);
+      expect(kept.taskAccuracy).toBeGreaterThanOrEqual(search.hardened.taskAccuracy - 0.01 - 1e-9);
+    } else {
+      expect(search.note).toMatch(/nothing edited/u);
+    }
   });
 
   it('baselines share the inputs and outputs; edit sizes follow their definitions', async () => {
