@@ -12,7 +12,7 @@ import { parseLayerList, selectBand } from './math/layers.js';
 import { type Mat, row } from './math/matrix.js';
 import { type ProjectionOptions, safeLoraCosine } from './math/project.js';
 import {
-  attributionRowScores, contrastiveRowScores, deltaRowScores, normaliseRowScores, normsFromSquareSums, utilityAwareRowScores,
+  attributionRowScores, contrastiveRowScores, deltaRowScores, normaliseRowScores, normsFromSquareSums, safetyOutputRowScores, utilityAwareRowScores,
 } from './math/scores.js';
 import { type RowScores, type Selection, countRows, difference, topCountGlobal, topShare } from './math/select.js';
 import { type WeightSources, matrixIO, readFinetuned, readMat, shapeOf } from './io/sources.js';
@@ -118,6 +118,14 @@ export async function fgsnScores(job: JobScores, o: FgsnOptions, layers: number[
     let raw: Float32Array;
     if (o.scoring === 'wanda') {
       raw = atlas.wanda.get(n)!;
+    } else if (o.scoring === 'vx') {
+      const [al, b] = await Promise.all([readMat(s.aligned, n), readMat(s.base, n)]);
+      const v: Mat = { rows: al.rows, cols: al.cols, data: al.data.map((x, k) => x - b.data[k]) };
+      // Already in units of the output's energy, comparable across matrices, and signed (benign-heavier rows
+      // score below 0), so it is not mean-normalised; the layer weight still applies.
+      const e = safetyOutputRowScores(v, atlas.harmfulSqSums.get(n)!, atlas.tokens.harmful, atlas.benignSqSums.get(n)!, atlas.tokens.benign);
+      out.set(n, e.map((x) => x * lw));
+      continue;
     } else if (o.scoring === 'contrastive') {
       raw = contrastiveRowScores(await readMat(s.aligned, n), atlas.harmfulSqSums.get(n)!, atlas.tokens.harmful, atlas.benignSqSums.get(n)!, atlas.tokens.benign);
     } else {

@@ -6,7 +6,7 @@ import { FgsnError } from '../errors.js';
 import type { DefenseMethod } from '../pipeline/types.js';
 import { PROJECTION_MODES, type ProjectionMode } from './math/project.js';
 
-export const SCORINGS = ['attribution', 'wanda', 'contrastive', 'delta'] as const;
+export const SCORINGS = ['attribution', 'wanda', 'contrastive', 'delta', 'vx'] as const;
 export type Scoring = (typeof SCORINGS)[number];
 
 export interface FgsnOptions {

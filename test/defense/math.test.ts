@@ -6,6 +6,7 @@ import {
   contrastiveRowScores,
   deltaRowScores,
   normaliseRowScores,
+  safetyOutputRowScores,
   utilityAwareRowScores,
   wandaRowScores,
 } from '../../src/defense/math/scores.js';
@@ -73,6 +74,14 @@ describe('row scores', () => {
   it('delta-aware and attribution', () => {
     expect([...deltaRowScores(mat(2, 2, [1, -1, 0, 2]), f(3, 1))]).toEqual([4, 2]);
     expect([...attributionRowScores(f(0.5, -2))]).toEqual([-0.5, 2]);
+  });
+  it('V.x proxy: diagonal energy of the safety output, harmful minus benign', () => {
+    // V rows [1, 0] and [1, 2]; mean squares harmful [4, 1], benign [1, 1] -> feature weights [3, 0]
+    const v = mat(2, 2, [1, 0, 1, 2]);
+    expect([...safetyOutputRowScores(v, f(8, 2), 2, f(3, 3), 3)]).toEqual([3, 3]);
+    // benign-heavier feature 1 (weights [0, -1]) pushes row 1 below 0
+    expect([...safetyOutputRowScores(v, f(2, 0), 2, f(3, 3), 3)]).toEqual([0, -4]);
+    expect(() => safetyOutputRowScores(v, f(1), 1, f(1, 1), 1)).toThrow(RangeError);
   });
   it('utility-aware attribution: per-token means, the answers\' NLL change weighed by w', () => {
     // harm sums over 2 tokens [-4, -2] -> means [-2, -1]; utility sums over 4 tokens [8, -4] -> means [2, -1]

@@ -40,6 +40,35 @@ export function contrastiveRowScores(
   return weightedAbsRowSums(w, weightsJ, 'contrastiveRowScores');
 }
 
+/**
+ * Forward-only proxy of "the change of V_i . x on harmful vs benign probes": the mean square of the safety
+ * direction's output, E[(V_i . x)^2], on harmful minus benign tokens, with the input's second moments taken
+ * diagonal (cross-feature terms dropped; the atlas keeps per-feature square sums only):
+ * sum_j V_ij^2 (sumsq_H(j) / T_H - sumsq_B(j) / T_B). Needs no backward pass and no fine-tuned model.
+ */
+export function safetyOutputRowScores(
+  v: Mat,
+  harmfulSquareSums: Float32Array,
+  harmfulTokens: number,
+  benignSquareSums: Float32Array,
+  benignTokens: number,
+): Float32Array {
+  if (harmfulTokens <= 0 || benignTokens <= 0) throw new RangeError('safetyOutputRowScores: token counts must be positive');
+  if (harmfulSquareSums.length !== v.cols || benignSquareSums.length !== v.cols) {
+    throw new RangeError(`safetyOutputRowScores: ${harmfulSquareSums.length} / ${benignSquareSums.length} feature sums for ${v.cols} columns`);
+  }
+  const weightsJ = new Float64Array(v.cols);
+  for (let j = 0; j < v.cols; j++) weightsJ[j] = harmfulSquareSums[j] / harmfulTokens - benignSquareSums[j] / benignTokens;
+  const out = new Float32Array(v.rows);
+  for (let i = 0; i < v.rows; i++) {
+    let acc = 0;
+    const o = i * v.cols;
+    for (let j = 0; j < v.cols; j++) acc += v.data[o + j] * v.data[o + j] * weightsJ[j];
+    out[i] = acc;
+  }
+  return out;
+}
+
 /** Delta-aware: sum_j |D_ij| * ||X_H,j||: how much the fine-tune changed the row where harmful inputs live. */
 export function deltaRowScores(delta: Mat, harmfulNorms: Float32Array): Float32Array {
   return weightedAbsRowSums(delta, harmfulNorms, 'deltaRowScores');
