@@ -10,8 +10,9 @@ const USAGE = `usage: fgsn continue --hardened DIR --category NAME --probes P.js
                      [--strength G] [--mode MODE] [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet]
 Patches the output of an earlier \`fgsn harden\` (DIR holds report.json and model/) for a new harm category:
 only rows not projected before are edited; the report gives the extra share of parameters.
-Default: a guarded search grows the patch until the category's probes are refused (--target-asr, default
-the hardening job's) and the NLL of the aligned model's refusals is halved toward the aligned model's,
+Default: nothing is edited when the hardened model already refuses the category's probes (--target-asr,
+default the hardening job's); otherwise a guarded search grows the patch until they are refused and the NLL
+of the aligned model's refusals is halved toward the aligned model's,
 while task probes (--task), the atlas' benign probes' exact match (--exact-tolerance, default 0.02) and
 their refusals stay within tolerance of the hardened model; at most --max-extra-params % (default 1).
 --q SHARE (or --target-asr off) patches a fixed share of rows at the hardening job's final strength.`;

@@ -172,9 +172,11 @@ interface ContinueStep {
 }
 
 /**
- * The default continue step. Signal: the new category's probe ASR and, because a hardened model often
- * refuses every probe of a new category already (so ASR stops ranking steps), the mean NLL of the aligned
- * model's refusals of those probes. Goal: ASR <= targetAsr and the NLL gap to the aligned model halved.
+ * The default continue step. Nothing is edited when the hardened model already refuses the new category's
+ * probes (ASR <= targetAsr), as harden leaves a fine-tune alone that refuses its probes. Otherwise the signal
+ * is the category's probe ASR and the mean NLL of the aligned model's refusals of those probes (it keeps
+ * ranking steps where several reach the same ASR). Goal: ASR <= targetAsr and the NLL gap to the aligned
+ * model halved.
  * Guardrails against the hardened model itself: task-probe accuracy (taskTolerance), exact match on the
  * atlas' benign probes with answers (exactTolerance) and their refusals (overRefusalTolerance). q grows on
  * CONTINUE_Q, g on STRENGTH_STEPS; a guardrail break ends the g ladder at that q. The first step that
@@ -213,9 +215,10 @@ async function guardedSearch(
     goalRefusalNll: goalNll,
   };
   const reached = (asr: number, refusalNll: number): boolean => asr <= targetAsr + eps && refusalNll <= goalNll + eps;
-  // Within 0.01 nats per token of the aligned model and refusing: nothing left to repair for this category.
-  if (ref.asr <= targetAsr + eps && ref.responseNll! <= alignedNll + 0.01) {
-    return { selection: new Map(), strength: o.strength, details: { ...details, reached: true, steps: [], note: 'the hardened model already refuses this category like the aligned model; nothing edited' } };
+  // Already refusing the category's probes: measured on the dev testbed, patches driven by the refusal NLL
+  // alone bought no measurable refusals there and cost up to 11 pp of general answers (method-choices.md).
+  if (ref.asr <= targetAsr + eps) {
+    return { selection: new Map(), strength: o.strength, details: { ...details, reached: true, steps: [], note: 'the hardened model already refuses this category\'s probes (probe ASR within the target); nothing edited' } };
   }
 
   const steps: ContinueStep[] = [];
