@@ -9,11 +9,10 @@ import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
 import { countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
 import { addCategory, findAtlas, type Atlas } from '../defense/atlas.js';
-import { type RowScores, type Selection, countRows, selectionFromJSON, selectionToJSON, topCountGlobal, union } from '../defense/math/select.js';
+import { type Selection, countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from '../defense/math/select.js';
 import { JobScores, fgsnProjection, fgsnScores, resolveLayers } from '../defense/methods.js';
 import { FGSN_DEFAULTS, parseMethodOptions, type FgsnOptions } from '../defense/options.js';
-import { type WeightSources, closeSources, openSources, shapeOf } from '../defense/io/sources.js';
-import { linearWeightNames } from '../checkpoint/model-config.js';
+import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { evenSample } from '../util/sample.js';
 import { measureOnProbes } from './probe-eval.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
@@ -91,19 +90,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
     const job = new JobScores(sources, catAtlas, req.task ?? grown.benign, { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) });
     const layers = resolveLayers(o.layers, grown, o.bandShare, sources.spec.numLayers);
     const scores = await fgsnScores(job, { ...o, p: 0 }, layers);
-    const masked: RowScores = new Map();
-    for (const [n, v] of scores) {
-      const m = v.slice();
-      for (const r of prevRows.get(n) ?? []) m[r] = -Infinity;
-      masked.set(n, m);
-    }
-    let totalRows = 0;
-    for (const n of linearWeightNames(sources.spec)) totalRows += shapeOf(sources, n)[0];
-    const pick = (q: number): Selection => {
-      const sel = topCountGlobal(masked, Math.round(q * totalRows));
-      for (const [n, rows] of sel) sel.set(n, rows.filter((r) => Number.isFinite(masked.get(n)![r])));
-      return sel;
-    };
+    const pick = pickerExcluding(scores, [prevRows], linearRowCount(sources));
     let selection: Selection;
     let strength = o.strength;
     let search: Record<string, unknown> | undefined;

@@ -11,11 +11,10 @@ import { evaluateModel } from '../eval/evaluate.js';
 import { FgsnError } from '../errors.js';
 import { type EditCounts, type RowCompute, combinedCompute, countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
 import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
-import { type RowScores, type Selection, countRows, selectionToJSON, topCountGlobal, union } from '../defense/math/select.js';
+import { type Selection, countRows, pickerExcluding, selectionToJSON, union } from '../defense/math/select.js';
 import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, planMethod } from '../defense/methods.js';
 import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
-import { type WeightSources, closeSources, openSources, shapeOf } from '../defense/io/sources.js';
-import { linearWeightNames } from '../checkpoint/model-config.js';
+import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
 
@@ -232,20 +231,7 @@ async function targetDrivenSelection(
       await run.within(0.5, 'round 2: ranking rows again on round 1\'s model');
       const job2 = new JobScores(s2, atlas, task, { ...ctx, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) });
       const scores2 = await fgsnScores(job2, { ...o, p: 0 }, ranking.layers);
-      const masked: RowScores = new Map();
-      for (const [n, v] of scores2) {
-        const m = v.slice();
-        for (const r of first.sel.get(n) ?? []) m[r] = -Infinity;
-        for (const r of ranking.taskSet.get(n) ?? []) m[r] = -Infinity;
-        masked.set(n, m);
-      }
-      let totalRows = 0;
-      for (const n of linearWeightNames(s.spec)) totalRows += shapeOf(s, n)[0];
-      const pick = (q: number): Selection => {
-        const sel = topCountGlobal(masked, Math.round(q * totalRows));
-        for (const [n, rows] of sel) sel.set(n, rows.filter((r) => Number.isFinite(masked.get(n)![r])));
-        return sel;
-      };
+      const pick = pickerExcluding(scores2, [first.sel, ranking.taskSet], linearRowCount(s));
       const r2 = await ladder(run, {
         schedule: ROUND2_Q, pick, pct: (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, write: write(s2), measure, guardrailsOk, o, round: 2,
         tmpRoot, steps,

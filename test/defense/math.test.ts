@@ -10,7 +10,7 @@ import {
   utilityAwareRowScores,
   wandaRowScores,
 } from '../../src/defense/math/scores.js';
-import { countRows, difference, topShare, union } from '../../src/defense/math/select.js';
+import { countRows, difference, pickerExcluding, topShare, union } from '../../src/defense/math/select.js';
 import { gramRows, projectLoraB, projectRows, rowProjection, safeLoraCosine } from '../../src/defense/math/project.js';
 import { orthonormalColumns, seededGaussian, symmetricEigen, topLeftSingular } from '../../src/defense/math/svd.js';
 
@@ -98,6 +98,16 @@ describe('selection', () => {
     ['b', f(0.9, 0.1, 0.5, 0.3)],
     ['a', f(0.2, 0.8)],
   ]);
+  it('pickerExcluding: best rows outside the excluded sets, never padded with excluded ones', () => {
+    const pick = pickerExcluding(scores, [new Map([['b', idx(0)]]), new Map([['a', idx(1)]])], 6);
+    // without b0 (0.9) and a1 (0.8): b2 0.5, b3 0.3, a0 0.2, b1 0.1
+    expect(pick(2 / 6)).toEqual(new Map([['a', idx()], ['b', idx(2, 3)]]));
+    expect(pick(3 / 6)).toEqual(new Map([['a', idx(0)], ['b', idx(2, 3)]]));
+    // asking for all 6 gives the 4 that are left
+    expect(countRows(pick(1))).toBe(4);
+    // the scores passed in are not modified
+    expect([...scores.get('b')!]).toEqual([...f(0.9, 0.1, 0.5, 0.3)]);
+  });
   it('global top-q ranks all matrices together', () => {
     const sel = topShare(scores, 0.5, 'global'); // 3 of 6 rows: b0 0.9, a1 0.8, b2 0.5
     expect([...sel.get('a')!]).toEqual([1]);

@@ -9,6 +9,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import { runContinue } from '../../src/pipeline/continue.js';
 import { runHarden } from '../../src/pipeline/harden.js';
+import { RowDiff } from '../../src/defense/io/row-diff.js';
+import { countRows } from '../../src/defense/math/select.js';
 import { measureOnProbes } from '../../src/pipeline/probe-eval.js';
 import { readProbes } from '../../src/pipeline/probes.js';
 import type { HardenRequest, ProbeRecord, StageProgress } from '../../src/pipeline/types.js';
@@ -130,6 +132,39 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     const report = JSON.parse(await readFile(join(tmp, 'evaluated', 'model', 'fgsn-report.json'), 'utf8'));
     expect(report.metrics.harmful_asr).toBe(r.summary.metrics?.harmful_asr);
     expect(Object.keys(report.timings)).toEqual(['validate', 'atlas', 'task-neurons', 'selection', 'projection', 'evaluation', 'report']);
+  });
+
+  it('round 2: when round 1 misses the target, remaining rows are ranked again and the kept edit is the union', async () => {
+    // Target 0 under a 0.98 % cap: round 1 stops at 36 rows (0.75 %, probe ASR 1.7 % at
+    // the time of writing; 48 rows would exceed the cap), so the second round must run.
+    const r = await runHarden(request('round2', { options: { targetAsr: 0, maxParams: 0.98, qStart: 0.00125 }, outputs: ['diff'] }));
+    const t = (r.report.selection as { target: { steps: { round: number; probeAsr: number; pctLinearParams: number; guardrailsOk: boolean }[]; round2?: { probeAsr: number; rowSets: { round1: Record<string, number[]>; round2: Record<string, number[]> } } } }).target;
+    const r1 = t.steps.filter((x) => x.round === 1);
+    const r2 = t.steps.filter((x) => x.round === 2);
+    expect(r1.length).toBeGreaterThan(0);
+    expect(r2.length).toBeGreaterThan(0);
+    for (const x of t.steps) expect(x.pctLinearParams).toBeLessThanOrEqual(0.98 + 1e-9);
+    expect(r.summary.paramsChangedPctLinear).toBeLessThanOrEqual(0.98 + 1e-9);
+    // kept only when it lowers the probe ASR; here it does (1.7 % -> 0 at the time of writing)
+    expect(t.round2).toBeDefined();
+    if (t.round2 !== undefined) {
+      const bestR1 = Math.min(...r1.filter((x) => x.guardrailsOk).map((x) => x.probeAsr));
+      expect(t.round2.probeAsr).toBeLessThan(bestR1);
+      const { round1, round2 } = t.round2.rowSets;
+      const rows = r.report.rows as Record<string, number[]>;
+      for (const n of new Set([...Object.keys(round1), ...Object.keys(round2), ...Object.keys(rows)])) {
+        const a = round1[n] ?? [];
+        const b = round2[n] ?? [];
+        for (const x of b) expect(a).not.toContain(x);
+        expect([...(rows[n] ?? [])].sort((x, y) => x - y)).toEqual([...a, ...b].sort((x, y) => x - y));
+      }
+      const diff = await RowDiff.open(join(tmp, 'round2', 'diff.safetensors'));
+      try {
+        expect(countRows(diff.selection())).toBe(r.summary.rowsChanged);
+      } finally {
+        await diff.close();
+      }
+    }
   });
 
   it('a fine-tune that already refuses its probes is left unchanged by the default', async () => {

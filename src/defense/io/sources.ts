@@ -110,6 +110,13 @@ export interface MatrixIO {
   finetuned(): Promise<Mat>;
 }
 
+/** Rows of all linear weights together (the unit of a global share q). */
+export function linearRowCount(s: WeightSources): number {
+  let total = 0;
+  for (const n of linearWeightNames(s.spec)) total += shapeOf(s, n)[0];
+  return total;
+}
+
 export function matrixIO(s: WeightSources, name: string): MatrixIO {
   const memo = new Map<string, Promise<Mat>>();
   const once = (k: string, f: () => Promise<Mat>): Promise<Mat> => {

@@ -45,6 +45,25 @@ export function topCountGlobal(scores: RowScores, count: number): Selection {
   return out;
 }
 
+/**
+ * A picker of the best `round(share * totalRows)` rows over all matrices that are in none of `excluded`
+ * (rows already edited, task rows): excluded rows never fill the count, so fewer come back when the scored
+ * rows run out.
+ */
+export function pickerExcluding(scores: RowScores, excluded: Selection[], totalRows: number): (share: number) => Selection {
+  const masked: RowScores = new Map();
+  for (const [n, v] of scores) {
+    const m = v.slice();
+    for (const sel of excluded) for (const r of sel.get(n) ?? []) m[r] = -Infinity;
+    masked.set(n, m);
+  }
+  return (share) => {
+    const sel = topCountGlobal(masked, Math.round(share * totalRows));
+    for (const [n, rows] of sel) sel.set(n, rows.filter((r) => Number.isFinite(masked.get(n)![r])));
+    return sel;
+  };
+}
+
 /** Indices of the `count` highest scores, sorted ascending. NaN scores rank last. */
 export function topRows(scores: Float32Array, count: number): Uint32Array {
   const idx = Array.from({ length: scores.length }, (_, i) => i);
