@@ -12,7 +12,7 @@ import { parseLayerList, selectBand } from './math/layers.js';
 import { type Mat, row } from './math/matrix.js';
 import { type ProjectionOptions, safeLoraCosine } from './math/project.js';
 import {
-  attributionRowScores, contrastiveRowScores, deltaRowScores, normaliseRowScores, normsFromSquareSums, safetyOutputRowScores, utilityAwareRowScores,
+  attributionRowScores, contrastiveRowScores, deltaRowScores, normaliseRowScores, normsFromSquareSums, perClusterRowScores, safetyOutputRowScores, utilityAwareRowScores,
 } from './math/scores.js';
 import { type RowScores, type Selection, countRows, difference, topCountGlobal, topShare } from './math/select.js';
 import { type WeightSources, matrixIO, readFinetuned, readMat, shapeOf } from './io/sources.js';
@@ -54,6 +54,7 @@ export class JobScores {
   private task?: Promise<RowScores>;
   private attribution?: Promise<{ scores: RowScores; loss: number; tokens: number }>;
   private utility?: Promise<{ scores: RowScores; loss: number; tokens: number }>;
+  private clusterScores?: Promise<{ name: string; scores: RowScores; tokens: number }[]>;
 
   constructor(
     readonly sources: WeightSources,
@@ -69,6 +70,25 @@ export class JobScores {
   gradDotV(): Promise<{ scores: RowScores; loss: number; tokens: number }> {
     return (this.attribution ??= this.withEngine((e) =>
       attributionGradDotV(this.sources, e, this.atlas.harmful.map((p) => p.prompt), this.atlas.harmfulResponses, this.ctx)));
+  }
+
+  /**
+   * Attribution per sub-cluster of every harm category (method.md step 4: each sub-cluster localises its own
+   * neurons), each over the cluster's own probes and refusals; one backward pass per cluster.
+   */
+  clusterGradDotV(): Promise<{ name: string; scores: RowScores; tokens: number }[]> {
+    return (this.clusterScores ??= this.withEngine(async (e) => {
+      const out: { name: string; scores: RowScores; tokens: number }[] = [];
+      for (const c of this.atlas.categories) {
+        for (const [k, cl] of c.clusters.entries()) {
+          if (cl.members.length === 0) continue;
+          const idx = cl.members;
+          const g = await attributionGradDotV(this.sources, e, idx.map((i) => this.atlas.harmful[i].prompt), idx.map((i) => this.atlas.harmfulResponses[i]), this.ctx);
+          out.push({ name: `${c.name}/${k}`, scores: g.scores, tokens: g.tokens });
+        }
+      }
+      return out;
+    }));
   }
 
   /**
@@ -99,6 +119,12 @@ export async function fgsnScores(job: JobScores, o: FgsnOptions, layers: number[
   const { sources: s, atlas } = job;
   const names = linearWeightNames(s.spec).filter((n) => layers.includes(layerOf(n)));
   const out: RowScores = new Map();
+  if (o.scoring === 'attribution' && o.clusterScoring === 'per-cluster') {
+    // A row's score is its best per-token gain over the sub-clusters, so each cluster's own top rows compete.
+    const clusters = await job.clusterGradDotV();
+    for (const n of names) out.set(n, perClusterRowScores(clusters.map((c) => c.scores.get(n)!), clusters.map((c) => c.tokens)));
+    return out;
+  }
   if (o.scoring === 'attribution') {
     const g = await job.gradDotV();
     if (o.utilityWeight === 0) {

@@ -41,6 +41,8 @@ export interface FgsnOptions {
    * edit would also change the expected answers rank lower.
    */
   utilityWeight: number;
+  /** Attribution over all harmful probes together ('pooled'), or per atlas sub-cluster, best per row ('per-cluster'). */
+  clusterScoring: 'pooled' | 'per-cluster';
   /** Target-driven rounds: 2 re-ranks the remaining rows on round 1's model when round 1 misses the target. */
   rounds: number;
   /** Attribution: sequences per backward batch and layers per pass. */
@@ -51,7 +53,7 @@ export interface FgsnOptions {
 export const FGSN_DEFAULTS: FgsnOptions = {
   scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
   energyShare: 0.9, targetAsr: 0.02, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
-  rounds: 2, utilityWeight: 0,
+  rounds: 2, utilityWeight: 0, clusterScoring: 'pooled',
 };
 
 export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
@@ -72,7 +74,7 @@ type Spec = Record<string, 'share' | 'pos' | 'nonneg' | 'num' | 'int' | 'string'
 const FGSN_SPEC: Spec = {
   scoring: SCORINGS, q: 'share', scope: ['global', 'per-matrix'], p: 'share', layers: 'string', bandShare: 'share', mode: PROJECTION_MODES,
   strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', qStart: 'share', maxParams: 'pos', taskTolerance: 'share',
-  overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int', rounds: 'int', utilityWeight: 'nonneg',
+  overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int', rounds: 'int', utilityWeight: 'nonneg', clusterScoring: ['pooled', 'per-cluster'],
 };
 const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
 

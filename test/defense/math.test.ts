@@ -6,6 +6,7 @@ import {
   contrastiveRowScores,
   deltaRowScores,
   normaliseRowScores,
+  perClusterRowScores,
   safetyOutputRowScores,
   utilityAwareRowScores,
   wandaRowScores,
@@ -82,6 +83,13 @@ describe('row scores', () => {
     // benign-heavier feature 1 (weights [0, -1]) pushes row 1 below 0
     expect([...safetyOutputRowScores(v, f(2, 0), 2, f(3, 3), 3)]).toEqual([0, -4]);
     expect(() => safetyOutputRowScores(v, f(1), 1, f(1, 1), 1)).toThrow(RangeError);
+  });
+  it('per-cluster attribution: best per-token gain of each row over the clusters', () => {
+    // cluster A (2 tokens) gains [2, 0, -1] per token, cluster B (4 tokens) gains [0, 1, -0.5]
+    const s = perClusterRowScores([f(-4, 0, 2), f(0, -4, 2)], [2, 4]);
+    expect([...s]).toEqual([2, 1, -0.5]);
+    expect(() => perClusterRowScores([], [])).toThrow(RangeError);
+    expect(() => perClusterRowScores([f(1, 2), f(1)], [1, 1])).toThrow(RangeError);
   });
   it('utility-aware attribution: per-token means, the answers\' NLL change weighed by w', () => {
     // harm sums over 2 tokens [-4, -2] -> means [-2, -1]; utility sums over 4 tokens [8, -4] -> means [2, -1]

@@ -33,6 +33,7 @@ const CONFIGS: Config[] = [
   { name: 'contrastive-add3', method: 'fgsn', options: { scoring: 'contrastive', targetAsr: 'off' } },
   { name: 'delta-add3', method: 'fgsn', options: { scoring: 'delta', targetAsr: 'off' } },
   { name: 'vx-add3', method: 'fgsn', options: { scoring: 'vx', targetAsr: 'off' } },
+  { name: 'attr-per-cluster', method: 'fgsn', options: { clusterScoring: 'per-cluster', targetAsr: 'off' } },
   { name: 'attr-add1', method: 'fgsn', options: { strength: 1, targetAsr: 'off' } },
   { name: 'attr-add2', method: 'fgsn', options: { strength: 2, targetAsr: 'off' } },
   { name: 'attr-add4', method: 'fgsn', options: { strength: 4, targetAsr: 'off' } },

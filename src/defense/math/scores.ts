@@ -85,6 +85,21 @@ export function attributionRowScores(gradDotV: Float32Array): Float32Array {
 }
 
 /**
+ * Per-cluster attribution combined: row i scores max_c -<dL_c/dW_i, V_i> / T_c, its best per-token gain over
+ * the clusters, so each cluster's own top rows compete for the budget instead of being averaged away.
+ */
+export function perClusterRowScores(gradDotVs: Float32Array[], tokens: number[]): Float32Array {
+  if (gradDotVs.length === 0 || gradDotVs.length !== tokens.length) throw new RangeError(`${gradDotVs.length} clusters, ${tokens.length} token counts`);
+  const out = new Float32Array(gradDotVs[0].length).fill(-Infinity);
+  gradDotVs.forEach((g, c) => {
+    if (g.length !== out.length) throw new RangeError(`cluster ${c}: ${g.length} rows, expected ${out.length}`);
+    const scale = 1 / Math.max(1, tokens[c]);
+    for (let i = 0; i < out.length; i++) out[i] = Math.max(out[i], -g[i] * scale);
+  });
+  return out;
+}
+
+/**
  * Attribution with a utility term: -(<dL_h/dW_i, V_i> / T_h + w * <dL_u/dW_i, V_i> / T_u), the first-order
  * decrease of the mean refusal NLL plus w times the mean NLL of the expected task answers, when V_i is added
  * to row i. Both sums are divided by their token counts so w weighs a token against a token.
