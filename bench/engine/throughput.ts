@@ -4,7 +4,7 @@
  * throughput measured in the same process (achieved FLOP/s over that "peak"), plus peak RSS against the
  * checkpoint's size. Each model is measured in a child process so its peak RSS is its own.
  *
- *   npx tsx bench/engine/throughput.ts [--keep] [--skip-dev] [--skip-synthetic] [--batch 8] [--prompt-tokens 64] [--new-tokens 32]
+ *   npx tsx bench/engine/throughput.ts [--keep] [--skip-dev] [--skip-synthetic] [--batch 8] [--prompt-tokens 64] [--new-tokens 32] [--plain-env]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../../src/engine/onnx/graph-builder.js';
 import { loadEngine } from '../../src/engine/engine.js';
+import { withEngineProcessEnv } from '../../src/engine/session/session.js';
 import { syntheticParameterCount, writeSyntheticModel, type SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
 import type { ModelSpec } from '../../src/checkpoint/types.js';
 
@@ -25,7 +26,7 @@ const SYNTHETIC_350M: SyntheticModelOptions = {
 
 const { values } = parseArgs({
   options: {
-    child: { type: 'string' }, keep: { type: 'boolean' }, 'skip-dev': { type: 'boolean' }, 'skip-synthetic': { type: 'boolean' },
+    child: { type: 'string' }, keep: { type: 'boolean' }, 'skip-dev': { type: 'boolean' }, 'plain-env': { type: 'boolean' }, 'skip-synthetic': { type: 'boolean' },
     batch: { type: 'string' }, 'prompt-tokens': { type: 'string' }, 'new-tokens': { type: 'string' }, 'cache-dir': { type: 'string' },
   },
 });
@@ -145,7 +146,11 @@ async function measure(modelDir: string): Promise<ChildResult> {
 function runChild(modelDir: string, cacheDir: string): ChildResult {
   const self = fileURLToPath(import.meta.url);
   const out = execFileSync(process.execPath, ['--import', 'tsx', self, '--child', modelDir, '--cache-dir', cacheDir,
-    '--batch', String(BATCH), '--prompt-tokens', String(PROMPT_TOKENS), '--new-tokens', String(NEW_TOKENS)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
+    '--batch', String(BATCH), '--prompt-tokens', String(PROMPT_TOKENS), '--new-tokens', String(NEW_TOKENS)], {
+      encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20,
+      // The child is an engine process like the worker's processors: the same environment defaults unless --plain-env.
+      env: values['plain-env'] ? process.env : withEngineProcessEnv(process.env),
+    });
   return JSON.parse(out.trim().split('\n').at(-1) as string) as ChildResult;
 }
 

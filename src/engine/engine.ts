@@ -10,11 +10,10 @@ import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
-import { runStep, type KvCache } from './runtime/forward.js';
+import { KvStore, runStep } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
 import { executionProviderFromEnv, ort, type ExecutionProvider } from './session/session.js';
 
-const OrtTensor = ort.Tensor;
 import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
 
 export interface EngineOptions {
@@ -270,6 +269,7 @@ export class Engine {
       // Rows still generating (indices into the bucket), and their attention-mask rows.
       let rows = bucket.map((_, b) => b);
       let masks = rows.map((b) => Array.from(p.attentionMask.subarray(b * p.length, (b + 1) * p.length), Number));
+      const cache = new KvStore(spec, bucket.length, p.length + maxNew);
       let step = await runStep(session, spec, p);
       for (let n = 0; ; n++) {
         const logits = step.outputs.logits.data as Float32Array;
@@ -289,12 +289,13 @@ export class Engine {
         if (done.every((d) => d !== null) || n + 1 >= maxNew) break;
         // Finished rows leave the batch (their cache rows are dropped): the others' results do not depend on them.
         const keep = rows.map((b, r) => (done[b] === null ? r : -1)).filter((r) => r >= 0);
-        let past = step.present as KvCache;
+        cache.append(step.added!);
         if (keep.length < rows.length) {
-          past = selectCacheRows(past, keep);
+          cache.keepRows(keep);
           rows = keep.map((r) => rows[r]);
           masks = keep.map((r) => masks[r]);
         }
+        const past = cache.view();
         const tokens = keep.map((r) => next[r]);
         masks = masks.map((m) => [...m, 1]);
         step = await runStep(session, spec, {
@@ -324,19 +325,6 @@ export class Engine {
     await this.checkpoint.close();
     await this.adapter?.close();
   }
-}
-
-/** The cache rows `keep` (batch indices) of every layer, as new tensors. */
-function selectCacheRows(kv: KvCache, keep: number[]): KvCache {
-  const pick = (t: ort.Tensor): ort.Tensor => {
-    const [, heads, len, dim] = t.dims;
-    const rowSize = heads * len * dim;
-    const src = t.data as Float32Array;
-    const out = new Float32Array(keep.length * rowSize);
-    keep.forEach((r, i) => out.set(src.subarray(r * rowSize, (r + 1) * rowSize), i * rowSize));
-    return new OrtTensor('float32', out, [keep.length, heads, len, dim]);
-  };
-  return { keys: kv.keys.map(pick), values: kv.values.map(pick), length: kv.length };
 }
 
 /** Best logit minus the second best of one row. */

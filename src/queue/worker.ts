@@ -15,6 +15,7 @@ import type { HardenJobData, HardenJobResult } from './job-data.js';
 import { observeFinished, workerMetrics } from './metrics.js';
 import { HARDEN_QUEUE, cancelFlagKey } from './names.js';
 import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
+import { withEngineProcessEnv } from '../engine/session/session.js';
 import { describeJob } from './status.js';
 import { createWebhookQueue, enqueueWebhook, eventFor, startWebhookWorker, type WebhookSettings } from './webhooks.js';
 
@@ -63,7 +64,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     useWorkerThreads: false,
     workerForkOptions: {
       execArgv: [...execArgv, ...memory],
-      env: { ...process.env, [RUNTIME_ENV]: runtimeToEnv(config) },
+      env: { ...withEngineProcessEnv(process.env), [RUNTIME_ENV]: runtimeToEnv(config) },
     },
   });
   const webhookSettings: WebhookSettings = config.webhook;

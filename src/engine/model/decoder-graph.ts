@@ -1,12 +1,13 @@
 /**
  * The decoder forward graph for llama / mistral / qwen2 (HF eager semantics). One graph serves prefill and
- * KV-cache decode: past keys/values [B, KV, P, D] may have P = 0.
+ * KV-cache decode: past keys/values [P, B, KV, D] (time-major) may have P = 0.
  *
  * Inputs: input_ids [B, T] int64, attention_mask [B, P+T] int64, position_ids [B, T] int64,
- * past_key_values.{i}.key/value [B, KV, P, D] (when kvCache), token_weights [B, T] float32 (when square sums
+ * past_key_values.{i}.key/value [P, B, KV, D] (when kvCache; time-major), token_weights [B, T] float32 (when square sums
  * are captured: 1 for tokens to count, 0 for padding or tokens to leave out).
  *
- * Outputs (selected by DecoderGraphOptions): logits, present.{i}.key/value, embed, hidden.{i} (residual after
+ * Outputs (selected by DecoderGraphOptions): logits, present.{i}.key/value (the T NEW positions only,
+ * [B, KV, T, D]), embed, hidden.{i} (residual after
  * layer i), mlp_act.{i} (silu(gate) * up), final_norm, and square sums of linear inputs. Square sums are one
  * output per DISTINCT input (q/k/v share one, gate/up share one): sqsum.{i}.attn_in (q/k/v_proj),
  * sqsum.{i}.o_in (o_proj), sqsum.{i}.mlp_in (gate/up_proj), sqsum.{i}.down_in (down_proj); each is [d_in],
@@ -117,14 +118,17 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
     let k = applyRope(g, toHeads(g, proj(xn, i, 'self_attn', 'k_proj', spec.qkvBias), d, KV, D), cos, sin, D);
     let v = toHeads(g, proj(xn, i, 'self_attn', 'v_proj', spec.qkvBias), d, KV, D);
     if (opts.kvCache) {
-      const kvShape: Dim[] = ['batch', KV, 'past', D];
-      const presentShape: Dim[] = ['batch', KV, 'total', D];
-      const pk = g.input(`past_key_values.${i}.key`, 'float32', kvShape);
-      const pv = g.input(`past_key_values.${i}.value`, 'float32', kvShape);
+      // The past comes time-major, [P, B, KV, D]: the caller keeps one buffer per layer and appends in place, so
+      // the first P positions are one contiguous view. Only the new positions go out (present, [B, KV, T, D]):
+      // the full cache then exists once, in the caller's buffer, instead of as input, output and JS copy.
+      const kvShape: Dim[] = ['past', 'batch', KV, D];
+      const newShape: Dim[] = ['batch', KV, 'seq', D];
+      const pk = g.op('Transpose', [g.input(`past_key_values.${i}.key`, 'float32', kvShape)], { perm: [1, 2, 0, 3] });
+      const pv = g.op('Transpose', [g.input(`past_key_values.${i}.value`, 'float32', kvShape)], { perm: [1, 2, 0, 3] });
+      g.output(`present.${i}.key`, k, 'float32', newShape);
+      g.output(`present.${i}.value`, v, 'float32', newShape);
       k = g.op('Concat', [pk, k], { axis: 2 });
       v = g.op('Concat', [pv, v], { axis: 2 });
-      g.output(`present.${i}.key`, k, 'float32', presentShape);
-      g.output(`present.${i}.value`, v, 'float32', presentShape);
     }
     const ctx = gqaAttention(g, q, k, v, mask, d, { numHeads: NH, numKvHeads: KV, headDim: D });
     sqsum(i, 'o_in', ctx, NH * D);

@@ -19,7 +19,7 @@ import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js'
 import { loraMatmul } from './lora-matmul.js';
 
 /** Bump when the graph construction changes, so stale cache entries are not reused. */
-export const GRAPH_VERSION = 1;
+export const GRAPH_VERSION = 2;
 
 export type LoraMode = 'merged' | 'matmul';
 

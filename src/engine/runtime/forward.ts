@@ -3,6 +3,7 @@ import type { ModelSpec } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
 import { ort, runOptions } from '../session/session.js';
 
+/** The past fed to a decode step: per layer, time-major [P, B, KV, D] tensors (views of a KvStore). */
 export interface KvCache {
   keys: ort.Tensor[];
   values: ort.Tensor[];
@@ -10,8 +11,14 @@ export interface KvCache {
   length: number;
 }
 
+/** The keys and values of a step's NEW positions, per layer [B, KV, T, D]. */
+export interface NewKv {
+  keys: ort.Tensor[];
+  values: ort.Tensor[];
+}
+
 export function emptyKvCache(spec: ModelSpec, batch: number): KvCache {
-  const dims = [batch, spec.numKvHeads, 0, spec.headDim];
+  const dims = [0, batch, spec.numKvHeads, spec.headDim];
   const empty = (): ort.Tensor => new ort.Tensor('float32', new Float32Array(0), dims);
   return {
     keys: Array.from({ length: spec.numLayers }, empty),
@@ -33,7 +40,8 @@ export interface StepInput {
 
 export interface StepOutput {
   outputs: Record<string, ort.Tensor>;
-  present?: KvCache;
+  /** KV of the positions this step added (KV-cache graph only). */
+  added?: NewKv;
 }
 
 export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s: StepInput): Promise<StepOutput> {
@@ -64,10 +72,76 @@ export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s:
     throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime run failed: ${(e as Error).message}`, { cause: e, details: { batch: s.batch, tokens: s.length } });
   }
   if (!wantsKv) return { outputs };
-  const present: KvCache = { keys: [], values: [], length: total };
+  const added: NewKv = { keys: [], values: [] };
   for (let i = 0; i < spec.numLayers; i++) {
-    present.keys.push(outputs[`present.${i}.key`]);
-    present.values.push(outputs[`present.${i}.value`]);
+    added.keys.push(outputs[`present.${i}.key`]);
+    added.values.push(outputs[`present.${i}.value`]);
   }
-  return { outputs, present };
+  return { outputs, added };
+}
+
+/**
+ * A growing KV cache in one preallocated time-major buffer per layer and kind ([capacity, B, KV, D]): a step's
+ * new positions are written after the cached ones, and the past is fed as a view of the first P positions, so
+ * no step copies or reallocates the whole cache.
+ */
+export class KvStore {
+  private readonly keys: Float32Array[];
+  private readonly values: Float32Array[];
+  private readonly stride: number;
+  length = 0;
+
+  constructor(private readonly spec: ModelSpec, private batch: number, readonly capacity: number) {
+    this.stride = spec.numKvHeads * spec.headDim;
+    const size = capacity * batch * this.stride;
+    this.keys = Array.from({ length: spec.numLayers }, () => new Float32Array(size));
+    this.values = Array.from({ length: spec.numLayers }, () => new Float32Array(size));
+  }
+
+  /** Appends a step's new positions ([B, KV, T, D] per layer) after the cached ones. */
+  append(added: NewKv): void {
+    const [b, kv, t, d] = added.keys[0].dims as number[];
+    if (b !== this.batch || kv * d !== this.stride) throw new RangeError(`KV of shape [${added.keys[0].dims.join(', ')}] for a cache of batch ${this.batch}`);
+    if (this.length + t > this.capacity) throw new RangeError(`KV cache full: ${this.length} + ${t} positions, capacity ${this.capacity}`);
+    const write = (dst: Float32Array, src: Float32Array): void => {
+      // src [B, KV, T, D] -> dst [P + t, B, KV, D]
+      for (let bi = 0; bi < b; bi++) {
+        for (let h = 0; h < kv; h++) {
+          for (let ti = 0; ti < t; ti++) {
+            const from = ((bi * kv + h) * t + ti) * d;
+            const to = (((this.length + ti) * b + bi) * kv + h) * d;
+            dst.set(src.subarray(from, from + d), to);
+          }
+        }
+      }
+    };
+    for (let i = 0; i < this.keys.length; i++) {
+      write(this.keys[i], added.keys[i].data as Float32Array);
+      write(this.values[i], added.values[i].data as Float32Array);
+    }
+    this.length += t;
+  }
+
+  /** Keeps the batch rows `keep` (ascending), compacted in place. */
+  keepRows(keep: number[]): void {
+    const nb = keep.length;
+    for (const buf of [...this.keys, ...this.values]) {
+      // Targets never pass their sources: position p row r moves from (p * B + keep[r]) to (p * nb + r) <= it.
+      for (let p = 0; p < this.length; p++) {
+        keep.forEach((src, r) => buf.copyWithin((p * nb + r) * this.stride, (p * this.batch + src) * this.stride, (p * this.batch + src + 1) * this.stride));
+      }
+    }
+    this.batch = nb;
+  }
+
+  /** The cached positions as the past of the next step (views, not copies). */
+  view(): KvCache {
+    const n = this.length * this.batch * this.stride;
+    const dims = [this.length, this.batch, this.spec.numKvHeads, this.spec.headDim];
+    return {
+      keys: this.keys.map((k) => new ort.Tensor('float32', k.subarray(0, n), dims)),
+      values: this.values.map((v) => new ort.Tensor('float32', v.subarray(0, n), dims)),
+      length: this.length,
+    };
+  }
 }
