@@ -89,17 +89,18 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
     // Utility-aware ranking (utilityWeight > 0) weighs the answers of the task probes, else the atlas' benign ones.
     const job = new JobScores(sources, catAtlas, req.task ?? grown.benign, { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) });
     const layers = resolveLayers(o.layers, grown, o.bandShare, sources.spec.numLayers);
-    const scores = await fgsnScores(job, { ...o, p: 0 }, layers);
-    const pick = pickerExcluding(scores, [prevRows], linearRowCount(sources));
+    // The backward pass runs only once rows are wanted: the guarded search may find nothing to do.
+    const ranking = async (): Promise<(q: number) => Selection> =>
+      pickerExcluding(await fgsnScores(job, { ...o, p: 0 }, layers), [prevRows], linearRowCount(sources));
     let selection: Selection;
     let strength = o.strength;
     let search: Record<string, unknown> | undefined;
     if (req.q !== undefined || req.targetAsr === 'off') {
       // Fixed budget: q of all rows at the strength the hardening job ended with (unless options set one).
       if (!('strength' in (req.options ?? {})) && typeof usedStrength === 'number') strength = usedStrength;
-      selection = pick(req.q ?? 0.005);
+      selection = (await ranking())(req.q ?? 0.005);
     } else {
-      const r = await guardedSearch(req, sources, grown, catAtlas, pick, { ...o }, progress);
+      const r = await guardedSearch(req, sources, grown, catAtlas, ranking, { ...o }, progress);
       selection = r.selection;
       strength = r.strength;
       search = r.details;
@@ -175,7 +176,7 @@ async function guardedSearch(
   sources: WeightSources,
   atlas: Atlas,
   catAtlas: Atlas,
-  pick: (q: number) => Selection,
+  ranking: () => Promise<(q: number) => Selection>,
   o: FgsnOptions,
   progress: (stage: string, percent: number, message?: string) => Promise<void>,
 ): Promise<{ selection: Selection; strength: number; details: Record<string, unknown> }> {
@@ -208,6 +209,7 @@ async function guardedSearch(
     return { selection: new Map(), strength: o.strength, details: { ...details, reached: true, steps: [], note: 'the hardened model already refuses this category\'s probes (probe ASR within the target); nothing edited' } };
   }
 
+  const pick = await ranking();
   const steps: ContinueStep[] = [];
   let best: { sel: Selection; step: ContinueStep } | null = null;
   let done = false;
