@@ -4,7 +4,7 @@
  * of the new category's probes), rows projected before are excluded, and the top ones get the same edit.
  * The output is the hardened model patched by a small incremental diff, with the extra share of parameters.
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
 import { countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
@@ -14,6 +14,7 @@ import { JobScores, fgsnProjection, fgsnScores, resolveLayers } from '../defense
 import { FGSN_DEFAULTS, parseMethodOptions, type FgsnOptions } from '../defense/options.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { evenSample } from '../util/sample.js';
+import { STRENGTH_STEPS, ladder } from './ladder.js';
 import { measureOnProbes } from './probe-eval.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
@@ -143,8 +144,6 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
 
 /** Row shares the guarded search tries, smallest first; each set contains the previous one. */
 const CONTINUE_Q = [0.00125, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02];
-/** Strengths tried at each q, as multiples of the configured g (as in the hardening search). */
-const STRENGTH_STEPS = [1, 1.5, 2];
 
 interface ContinueStep {
   q: number;
@@ -209,49 +208,30 @@ async function guardedSearch(
     return { selection: new Map(), strength: o.strength, details: { ...details, reached: true, steps: [], note: 'the hardened model already refuses this category\'s probes (probe ASR within the target); nothing edited' } };
   }
 
-  const pick = await ranking();
+  const within = (v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean =>
+    v === null || r === null || (higherIsBetter ? v >= r - tol - eps : v <= r + tol + eps);
   const steps: ContinueStep[] = [];
-  let best: { sel: Selection; step: ContinueStep } | null = null;
-  let done = false;
-  const tmpRoot = join(req.outDir, '.fgsn-target');
-  try {
-    search: for (const q of CONTINUE_Q) {
-      const sel = pick(q);
-      const counts = countEdit(sources, sel);
-      if (counts.pctLinearParams > maxExtra) break;
-      if (counts.rows === 0) continue;
-      for (const mult of STRENGTH_STEPS) {
-        const strength = o.strength * mult;
-        const dir = join(tmpRoot, `step${steps.length}`);
-        await writeHardened(sources, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
-        const m = await measureOnProbes({ dir }, prompts, task, measureCtx);
-        await rm(dir, { recursive: true, force: true });
-        const within = (v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean =>
-          v === null || r === null || (higherIsBetter ? v >= r - tol - eps : v <= r + tol + eps);
-        const step: ContinueStep = {
-          q, strength, rows: counts.rows, pctLinearParams: counts.pctLinearParams, probeAsr: m.asr, refusalNll: m.responseNll!,
-          taskAccuracy: m.taskAccuracy, benignExact: m.exactAccuracy, benignRefusals: m.overRefusal,
-          guardrailsOk: within(m.taskAccuracy, ref.taskAccuracy, o.taskTolerance, true) && within(m.exactAccuracy, ref.exactAccuracy, exactTolerance, true) &&
-            within(m.overRefusal, ref.overRefusal, o.overRefusalTolerance, false),
-        };
-        steps.push(step);
-        await progress('selection', 35 + Math.min(35, 2 * steps.length),
-          `q=${q} g=${strength}: probe ASR ${m.asr.toFixed(3)}, refusal NLL ${step.refusalNll.toFixed(3)} (goal ${goalNll.toFixed(3)}), benign exact ${m.exactAccuracy?.toFixed(3) ?? 'n/a'}`);
-        if (!step.guardrailsOk) break;
-        // Steps come smallest edit first: a bigger one replaces the best only for a lower ASR, or at equal ASR
-        // for a tenth or more of the NLL gap, so a negligible NLL gain never buys more rows.
-        if (best === null || step.probeAsr < best.step.probeAsr - eps || (Math.abs(step.probeAsr - best.step.probeAsr) <= eps && step.refusalNll < best.step.refusalNll - 0.1 * gap)) {
-          best = { sel, step };
-        }
-        if (reached(step.probeAsr, step.refusalNll)) {
-          done = true;
-          break search;
-        }
-      }
-    }
-  } finally {
-    await rm(tmpRoot, { recursive: true, force: true });
-  }
+  const { best, reached: done } = await ladder<ContinueStep>({
+    schedule: CONTINUE_Q, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick: await ranking(),
+    pct: (sel) => countEdit(sources, sel).pctLinearParams, maxPct: maxExtra, skipEmpty: true,
+    write: async (sel, strength, dir) => {
+      await writeHardened(sources, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
+    },
+    measure: (dir) => measureOnProbes({ dir }, prompts, task, measureCtx),
+    record: (q, strength, rows, pctLinearParams, m) => ({
+      q, strength, rows, pctLinearParams, probeAsr: m.asr, refusalNll: m.responseNll!,
+      taskAccuracy: m.taskAccuracy, benignExact: m.exactAccuracy, benignRefusals: m.overRefusal,
+      guardrailsOk: within(m.taskAccuracy, ref.taskAccuracy, o.taskTolerance, true) && within(m.exactAccuracy, ref.exactAccuracy, exactTolerance, true) &&
+        within(m.overRefusal, ref.overRefusal, o.overRefusalTolerance, false),
+    }),
+    // A bigger edit replaces the best only for a lower ASR, or at equal ASR for a tenth or more of the NLL gap,
+    // so a negligible NLL gain never buys more rows.
+    better: (step, b) => step.probeAsr < b.probeAsr - eps || (Math.abs(step.probeAsr - b.probeAsr) <= eps && step.refusalNll < b.refusalNll - 0.1 * gap),
+    reached: (step) => reached(step.probeAsr, step.refusalNll),
+    onStep: (step) => progress('selection', 35 + Math.min(35, 2 * steps.length),
+      `q=${step.q} g=${step.strength}: probe ASR ${step.probeAsr.toFixed(3)}, refusal NLL ${step.refusalNll.toFixed(3)} (goal ${goalNll.toFixed(3)}), benign exact ${step.benignExact?.toFixed(3) ?? 'n/a'}`),
+    tmpRoot: join(req.outDir, '.fgsn-target'), steps,
+  });
   return {
     selection: best?.sel ?? new Map(),
     strength: best?.step.strength ?? o.strength,

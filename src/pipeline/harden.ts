@@ -15,6 +15,7 @@ import { type Selection, countRows, pickerExcluding, selectionToJSON, union } fr
 import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, planMethod } from '../defense/methods.js';
 import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
+import { STRENGTH_STEPS, ladder } from './ladder.js';
 import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
 
@@ -104,60 +105,8 @@ export interface TargetStep {
   guardrailsOk: boolean;
 }
 
-/** Strengths tried at each q, as multiples of the configured g: strength is free in parameters, q is not. */
-const STRENGTH_STEPS = [1, 1.5, 2];
 /** Row shares of the second round (re-ranked), smallest first. */
 const ROUND2_Q = [0.00125, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03];
-
-interface LadderArgs {
-  schedule: number[];
-  pick(q: number): Selection;
-  /** Share of linear parameters the whole edit would change with this selection. */
-  pct(sel: Selection): number;
-  write(sel: Selection, strength: number, dir: string): Promise<void>;
-  measure(dir: string): Promise<ProbeMetrics>;
-  guardrailsOk(m: ProbeMetrics): boolean;
-  o: FgsnOptions;
-  round: number;
-  tmpRoot: string;
-  steps: TargetStep[];
-}
-
-/**
- * One round of the target-driven search: q along the schedule, g along STRENGTH_STEPS at each q, a guardrail
- * break ends the g ladder at that q, a q over maxParams ends the round; the first step at the target wins,
- * else the lowest probe ASR within the guardrails (earliest = smallest on ties).
- */
-async function ladder(run: Run, a: LadderArgs): Promise<{ best: { sel: Selection; step: TargetStep } | null; reached: boolean }> {
-  let best: { sel: Selection; step: TargetStep } | null = null;
-  try {
-    for (const q of a.schedule) {
-      const sel = a.pick(q);
-      const pctLinearParams = a.pct(sel);
-      if (pctLinearParams > a.o.maxParams) break;
-      for (const mult of STRENGTH_STEPS) {
-        run.checkCancelled();
-        const strength = a.o.strength * mult;
-        const dir = join(a.tmpRoot, `step${a.steps.length}`);
-        await a.write(sel, strength, dir);
-        const m = await a.measure(dir);
-        await rm(dir, { recursive: true, force: true });
-        const step: TargetStep = {
-          round: a.round, q, strength, rows: countRows(sel), pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy,
-          overRefusal: m.overRefusal, guardrailsOk: a.guardrailsOk(m),
-        };
-        a.steps.push(step);
-        await run.within(Math.min(0.95, a.steps.length / 16), `round ${a.round} q=${q.toFixed(4)} g=${strength}: probe ASR ${m.asr.toFixed(3)}, task ${m.taskAccuracy?.toFixed(3) ?? 'n/a'}, benign refusals ${m.overRefusal?.toFixed(3) ?? 'n/a'}`);
-        if (!step.guardrailsOk) break;
-        if (best === null || step.probeAsr < best.step.probeAsr) best = { sel, step };
-        if (m.asr <= a.o.targetAsr!) return { best, reached: true };
-      }
-    }
-  } finally {
-    await rm(a.tmpRoot, { recursive: true, force: true });
-  }
-  return { best, reached: false };
-}
 
 /**
  * The defense issue's target-driven budget. Round 1: q grows along a fixed schedule from qStart (x1.5, x2,
@@ -208,16 +157,26 @@ async function targetDrivenSelection(
     (m.taskAccuracy === null || ref.taskAccuracy === null || m.taskAccuracy >= ref.taskAccuracy - o.taskTolerance) &&
     (m.overRefusal === null || ref.overRefusal === null || m.overRefusal <= ref.overRefusal + o.overRefusalTolerance);
   const write = (src: WeightSources) => async (sel: Selection, strength: number, dir: string): Promise<void> => {
+    run.checkCancelled();
     await writeHardened(src, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
   };
-  const schedule: number[] = [];
-  for (let k = 0; k < 24; k++) schedule.push(o.qStart * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
   const steps: TargetStep[] = [];
   const tmpRoot = join(req.outDir, '.fgsn-target');
-  const r1 = await ladder(run, {
-    schedule, pick: (q) => ranking.select(q), pct: (sel) => countEdit(s, sel).pctLinearParams, write: write(s), measure, guardrailsOk, o, round: 1,
-    tmpRoot, steps,
-  });
+  const search = (round: number, schedule: readonly number[], pick: (q: number) => Selection, pct: (sel: Selection) => number, src: WeightSources) =>
+    ladder<TargetStep>({
+      schedule, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick, pct, maxPct: o.maxParams, write: write(src), measure,
+      record: (q, strength, rows, pctLinearParams, m) => ({
+        round, q, strength, rows, pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy, overRefusal: m.overRefusal, guardrailsOk: guardrailsOk(m),
+      }),
+      better: (step, best) => step.probeAsr < best.probeAsr,
+      reached: (step) => step.probeAsr <= o.targetAsr!,
+      onStep: (step) => run.within(Math.min(0.95, steps.length / 16),
+        `round ${round} q=${step.q.toFixed(4)} g=${step.strength}: probe ASR ${step.probeAsr.toFixed(3)}, task ${step.taskAccuracy?.toFixed(3) ?? 'n/a'}, benign refusals ${step.overRefusal?.toFixed(3) ?? 'n/a'}`),
+      tmpRoot, steps,
+    });
+  const schedule: number[] = [];
+  for (let k = 0; k < 24; k++) schedule.push(o.qStart * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
+  const r1 = await search(1, schedule, (q) => ranking.select(q), (sel) => countEdit(s, sel).pctLinearParams, s);
   let reached = r1.reached;
   let result: { selection: Selection; strength: number; compute?: RowCompute; q: number } = r1.best
     ? { selection: r1.best.sel, strength: r1.best.step.strength, q: r1.best.step.q }
@@ -232,10 +191,7 @@ async function targetDrivenSelection(
       const job2 = new JobScores(s2, atlas, task, { ...ctx, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) });
       const scores2 = await fgsnScores(job2, { ...o, p: 0 }, ranking.layers);
       const pick = pickerExcluding(scores2, [first.sel, ranking.taskSet], linearRowCount(s));
-      const r2 = await ladder(run, {
-        schedule: ROUND2_Q, pick, pct: (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, write: write(s2), measure, guardrailsOk, o, round: 2,
-        tmpRoot, steps,
-      });
+      const r2 = await search(2, ROUND2_Q, pick, (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, s2);
       if (r2.best !== null && r2.best.step.probeAsr < first.step.probeAsr) {
         const second = r2.best;
         reached = r2.reached;
