@@ -12,7 +12,7 @@ import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
 import { KvStore, runStep } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
-import { executionProviderFromEnv, ort, type ExecutionProvider } from './session/session.js';
+import { computeDtypeFromEnv, executionProviderFromEnv, ort, type ComputeDtype, type ExecutionProvider } from './session/session.js';
 
 import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
 
@@ -23,6 +23,12 @@ export interface EngineOptions {
   loraMode?: LoraMode;
   /** Default: FGSN_EXECUTION_PROVIDER, else 'cpu'. */
   executionProvider?: ExecutionProvider;
+  /**
+   * Compute type of forward graphs (capture, generation). Default: FGSN_COMPUTE_DTYPE, else float32. float16
+   * is for GPU providers (on the CPU provider onnxruntime falls back to float32 kernels op by op: slower, but
+   * the same half-precision rounding at every op's edge). Attribution scoring is float32 always.
+   */
+  compute?: ComputeDtype;
   /** Where graph files live (default FGSN_CACHE_DIR, else <tmpdir>/fgsn-engine-cache). */
   cacheDir?: string;
   /** onnxruntime intra-op threads. */
@@ -123,6 +129,7 @@ export class Engine {
         cacheRoot: opts.cacheDir ?? defaultCacheRoot(),
         loraMode: opts.loraMode,
         executionProvider: opts.executionProvider ?? executionProviderFromEnv(),
+        compute: opts.compute ?? computeDtypeFromEnv(),
         threads: opts.threads,
         maxSessions: opts.maxSessions,
       });

@@ -42,6 +42,13 @@ describe('config from the environment', () => {
     expect((err as Error).message).not.toContain('no-tenant');
   });
 
+  it('takes float16 compute only with the cuda provider', () => {
+    expect(loadConfig({}).computeDtype).toBe('float32');
+    expect(loadConfig({ FGSN_EXECUTION_PROVIDER: 'cuda', FGSN_COMPUTE_DTYPE: 'float16' }).computeDtype).toBe('float16');
+    expect(() => loadConfig({ FGSN_COMPUTE_DTYPE: 'float16' })).toThrow(/FGSN_COMPUTE_DTYPE: float16 is for FGSN_EXECUTION_PROVIDER=cuda; on cpu it is no faster/);
+    expect(() => loadConfig({ FGSN_EXECUTION_PROVIDER: 'cuda', FGSN_COMPUTE_DTYPE: 'half' })).toThrow(/FGSN_COMPUTE_DTYPE/);
+  });
+
   it('builds the S3 settings', () => {
     const c = loadConfig({ FGSN_STORAGE: 's3', FGSN_S3_BUCKET: 'bkt', FGSN_S3_ENDPOINT: 'http://127.0.0.1:9000', FGSN_S3_FORCE_PATH_STYLE: 'true', FGSN_S3_ACCESS_KEY_ID: 'a', FGSN_S3_SECRET_ACCESS_KEY: 'b' });
     expect(c.storage).toEqual({ kind: 's3', s3: { bucket: 'bkt', endpoint: 'http://127.0.0.1:9000', forcePathStyle: true, region: 'us-east-1', accessKeyId: 'a', secretAccessKey: 'b', prefix: '' } });

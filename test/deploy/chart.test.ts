@@ -329,6 +329,7 @@ describe('rendered chart', () => {
     ['s3 without a bucket', { redis: { url: 'redis://r:6379' }, storage: { type: 's3' } }, 'set storage.s3.bucket'],
     ['cuda without a GPU', { redis: { url: 'redis://r:6379' }, worker: { gpu: { enabled: false } } }, 'worker.executionProvider is cuda'],
     ['KEDA without an address', { redis: { url: 'redis://r:6379' }, worker: { keda: { enabled: true } } }, 'worker.keda.redisAddress'],
+    ['float16 compute on cpu', { redis: { url: 'redis://r:6379' }, worker: { executionProvider: 'cpu', gpu: { enabled: false }, computeDtype: 'float16' } }, 'worker.computeDtype float16 needs'],
     [
       'half of the S3 keys',
       { redis: { url: 'redis://r:6379' }, storage: { type: 's3', s3: { bucket: 'b', accessKeyId: 'a' } } },

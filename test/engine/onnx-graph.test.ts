@@ -74,7 +74,7 @@ describe('GraphBuilder', () => {
       const g = new GraphBuilder('rows');
       const table = new WeightTable(g, (name) => (name === 'head' ? { dtype, shape: [rows, 3], location: 'w.bin', offset: 10, length: bytes.length } : undefined));
       // At least 1.5 rows of float32 per block: floor(5 / 1.5) = 3 blocks of 2, 2 and 1 rows.
-      const blocks = table.f32RowBlocks('head', 1.5 * 3 * 4);
+      const blocks = table.rowBlocks('head', 1.5 * 3 * 4);
       expect(blocks).toHaveLength(3);
       g.output('y', linearRowBlocks(g, g.input('x', 'float32', ['n', 3]), blocks), 'float32', ['n', rows]);
       writeFileSync(join(dir, 'm.onnx'), g.toModelBytes());

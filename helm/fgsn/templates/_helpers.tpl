@@ -78,6 +78,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.worker.enabled (eq .Values.worker.executionProvider "cuda") (not .Values.worker.gpu.enabled) }}
 {{- fail "worker.executionProvider is cuda but worker.gpu.enabled is false: enable the GPU or use cpu" }}
 {{- end }}
+{{- if and .Values.worker.enabled (eq (.Values.worker.computeDtype | default "float32") "float16") (ne .Values.worker.executionProvider "cuda") }}
+{{- fail "worker.computeDtype float16 needs worker.executionProvider cuda (the service refuses it on cpu)" }}
+{{- end }}
 {{- if and .Values.worker.enabled .Values.worker.keda.enabled (not .Values.worker.keda.redisAddress) }}
 {{- fail "worker.keda.enabled: set worker.keda.redisAddress (host:port of Redis as KEDA reaches it)" }}
 {{- end }}

@@ -17,7 +17,7 @@ import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
 import {
   WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, ropeTables,
-  siluGate, toHeads, unflatten, weightedSquareSum, type WeightResolver,
+  castTo, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeType, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
 
@@ -33,9 +33,15 @@ export interface DecoderGraphOptions {
   inputSquareSums: boolean;
   /** LoRA applied as extra MatMuls: base weight name -> adapter tensors (refs) and scaling. */
   lora?: Map<string, { a: string; b: string; scaling: number }>;
+  /**
+   * Compute type (default float32). float16 is meant for GPU providers: weights are cast to half once at
+   * load (half the memory of float32 compute), the residual stream and linears run in half, RMSNorm and
+   * softmax in float32. Every output, KV cache included, stays float32 at the graph's edge.
+   */
+  compute?: ComputeType;
 }
 
-/** Smallest float32 lm_head block (see WeightTable.f32RowBlocks): above glibc's 32 MiB mmap threshold cap. */
+/** Smallest float32 lm_head block (see WeightTable.rowBlocks): above glibc's 32 MiB mmap threshold cap. */
 export const LM_HEAD_BLOCK_BYTES = 40 * 2 ** 20;
 
 export const DEFAULT_GRAPH_OPTIONS: DecoderGraphOptions = {
@@ -70,49 +76,55 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   const D = spec.headDim;
   const NH = spec.numHeads;
   const KV = spec.numKvHeads;
+  const ct = opts.compute ?? 'float32';
+  const W = (name: string): string => w.as(name, ct);
+  const toF32 = (x: string): string => castTo(g, x, ct, 'float32');
 
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
   const attnMask = g.input('attention_mask', 'int64', ['batch', 'total']);
   const positionIds = g.input('position_ids', 'int64', ['batch', 'tokens']);
   const d = dimsOf(g, inputIds, attnMask);
   const mask = attentionMask4d(g, attnMask, d);
-  const { cos, sin } = ropeTables(g, positionIds, D, spec.ropeTheta);
+  const rope = ropeTables(g, positionIds, D, spec.ropeTheta);
+  const cos = castTo(g, rope.cos, 'float32', ct);
+  const sin = castTo(g, rope.sin, 'float32', ct);
   const tokenWeights = opts.inputSquareSums
     ? g.op('Reshape', [g.input('token_weights', 'float32', ['batch', 'tokens']), g.constI64([-1, 1])])
     : '';
 
   const capture = (name: string, flat: string, features: number, mode: Capture): void => {
     if (mode === 'none') return;
-    const x3 = unflatten(g, flat, d, features);
+    const x3 = unflatten(g, toF32(flat), d, features);
     if (mode === 'all') g.output(name, x3, 'float32', ['batch', 'tokens', features]);
     else g.output(name, lastToken(g, x3, d), 'float32', ['batch', features]);
   };
 
   const proj = (x: string, layer: number, group: 'self_attn' | 'mlp', mod: LinearModule, hasBias: boolean): string => {
     const name = `model.layers.${layer}.${group}.${mod}.weight`;
-    const bias = hasBias ? w.f32(`model.layers.${layer}.${group}.${mod}.bias`) : undefined;
-    const y = linear(g, x, w.f32(name), bias);
+    const bias = hasBias ? W(`model.layers.${layer}.${group}.${mod}.bias`) : undefined;
+    const y = linear(g, x, W(name), bias);
     const l = opts.lora?.get(name);
-    return l === undefined ? y : g.op('Add', [y, loraBranch(g, x, w.f32(l.a), w.f32(l.b), l.scaling)]);
+    return l === undefined ? y : g.op('Add', [y, loraBranch(g, x, W(l.a), W(l.b), l.scaling)]);
   };
 
   const sqsum = (layer: number, which: SqsumInput, x: string, features: number): void => {
-    if (opts.inputSquareSums) g.output(`sqsum.${layer}.${which}`, weightedSquareSum(g, x, tokenWeights), 'float32', [features]);
+    // Summed in float32 whatever the compute type: a sum of squares over many tokens overflows half.
+    if (opts.inputSquareSums) g.output(`sqsum.${layer}.${which}`, weightedSquareSum(g, toF32(x), tokenWeights), 'float32', [features]);
   };
 
-  // Untied half-precision embeddings are gathered in their stored dtype and only the picked rows are cast:
-  // a float32 copy of the (often largest) table would cost 2x its size for nothing.
+  // An untied embedding table is gathered in its stored dtype and only the picked rows are cast: a
+  // compute-type copy of the (often largest) table would cost up to 2x its size for nothing.
   const embedName = 'model.embed_tokens.weight';
   const embedStored = w.stored(embedName);
-  const gatherFrom = spec.tieWordEmbeddings || embedStored.isF32 ? w.f32(embedName) : embedStored.value;
+  const gatherFrom = spec.tieWordEmbeddings ? W(embedName) : embedStored.value;
   let rows = g.op('Gather', [gatherFrom, inputIds], { axis: 0 });
-  if (gatherFrom === embedStored.value && !embedStored.isF32) rows = g.op('Cast', [rows], { to: elemCode('float32') });
+  if (gatherFrom === embedStored.value && embedStored.elem !== ct) rows = g.op('Cast', [rows], { to: elemCode(ct) });
   let h = g.op('Reshape', [rows, g.constI64([-1, H])]);
   capture('embed', h, H, opts.embed);
 
   for (let i = 0; i < spec.numLayers; i++) {
     const p = `model.layers.${i}`;
-    const xn = rmsNorm(g, h, w.f32(`${p}.input_layernorm.weight`), spec.rmsNormEps);
+    const xn = rmsNorm(g, h, W(`${p}.input_layernorm.weight`), spec.rmsNormEps, ct);
     sqsum(i, 'attn_in', xn, H);
     const q = applyRope(g, toHeads(g, proj(xn, i, 'self_attn', 'q_proj', spec.qkvBias), d, NH, D), cos, sin, D);
     let k = applyRope(g, toHeads(g, proj(xn, i, 'self_attn', 'k_proj', spec.qkvBias), d, KV, D), cos, sin, D);
@@ -123,18 +135,20 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
       // the full cache then exists once, in the caller's buffer, instead of as input, output and JS copy.
       const kvShape: Dim[] = ['past', 'batch', KV, D];
       const newShape: Dim[] = ['batch', KV, 'seq', D];
-      const pk = g.op('Transpose', [g.input(`past_key_values.${i}.key`, 'float32', kvShape)], { perm: [1, 2, 0, 3] });
-      const pv = g.op('Transpose', [g.input(`past_key_values.${i}.value`, 'float32', kvShape)], { perm: [1, 2, 0, 3] });
-      g.output(`present.${i}.key`, k, 'float32', newShape);
-      g.output(`present.${i}.value`, v, 'float32', newShape);
+      const past = (kind: 'key' | 'value'): string =>
+        castTo(g, g.op('Transpose', [g.input(`past_key_values.${i}.${kind}`, 'float32', kvShape)], { perm: [1, 2, 0, 3] }), 'float32', ct);
+      const pk = past('key');
+      const pv = past('value');
+      g.output(`present.${i}.key`, toF32(k), 'float32', newShape);
+      g.output(`present.${i}.value`, toF32(v), 'float32', newShape);
       k = g.op('Concat', [pk, k], { axis: 2 });
       v = g.op('Concat', [pv, v], { axis: 2 });
     }
-    const ctx = gqaAttention(g, q, k, v, mask, d, { numHeads: NH, numKvHeads: KV, headDim: D });
+    const ctx = gqaAttention(g, q, k, v, mask, d, { numHeads: NH, numKvHeads: KV, headDim: D, compute: ct });
     sqsum(i, 'o_in', ctx, NH * D);
     h = g.op('Add', [h, proj(ctx, i, 'self_attn', 'o_proj', spec.oBias)]);
 
-    const xn2 = rmsNorm(g, h, w.f32(`${p}.post_attention_layernorm.weight`), spec.rmsNormEps);
+    const xn2 = rmsNorm(g, h, W(`${p}.post_attention_layernorm.weight`), spec.rmsNormEps, ct);
     sqsum(i, 'mlp_in', xn2, H);
     const act = siluGate(g, proj(xn2, i, 'mlp', 'gate_proj', spec.mlpBias), proj(xn2, i, 'mlp', 'up_proj', spec.mlpBias));
     capture(`mlp_act.${i}`, act, spec.intermediateSize, opts.mlpAct);
@@ -144,18 +158,18 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   }
 
   if (opts.logits === 'none' && opts.finalNorm === 'none') return g;
-  const normW = w.f32('model.norm.weight');
+  const normW = W('model.norm.weight');
   // An untied lm_head is the largest weight: split so its prepacking transient is one block, not all of it.
-  const headW = spec.tieWordEmbeddings ? [w.f32(embedName)] : w.f32RowBlocks('lm_head.weight', LM_HEAD_BLOCK_BYTES);
+  const headW = spec.tieWordEmbeddings ? [W(embedName)] : w.rowBlocks('lm_head.weight', LM_HEAD_BLOCK_BYTES, ct);
   if (opts.logits === 'last' && opts.finalNorm !== 'all') {
     // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
     const hl = lastToken(g, unflatten(g, h, d, H), d);
-    const hn = rmsNorm(g, hl, normW, spec.rmsNormEps);
-    if (opts.finalNorm === 'last') g.output('final_norm', hn, 'float32', ['batch', H]);
-    g.output('logits', linearRowBlocks(g, hn, headW), 'float32', ['batch', spec.vocabSize]);
+    const hn = rmsNorm(g, hl, normW, spec.rmsNormEps, ct);
+    if (opts.finalNorm === 'last') g.output('final_norm', toF32(hn), 'float32', ['batch', H]);
+    g.output('logits', toF32(linearRowBlocks(g, hn, headW)), 'float32', ['batch', spec.vocabSize]);
     return g;
   }
-  const hn = rmsNorm(g, h, normW, spec.rmsNormEps);
+  const hn = rmsNorm(g, h, normW, spec.rmsNormEps, ct);
   capture('final_norm', hn, H, opts.finalNorm);
   if (opts.logits !== 'none') capture('logits', linearRowBlocks(g, hn, headW), spec.vocabSize, opts.logits);
   return g;

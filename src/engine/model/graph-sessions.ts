@@ -12,7 +12,7 @@ import { encodeFromF32 } from '../../checkpoint/dtypes.js';
 import { SafetensorsFile } from '../../checkpoint/safetensors-reader.js';
 import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
 import { FgsnError } from '../../errors.js';
-import type { WeightRef } from '../onnx/blocks.js';
+import type { ComputeType, WeightRef } from '../onnx/blocks.js';
 import { cacheKey, ensureEntry, fileFingerprint, linkOrCopy, locationFor, type CacheEntry } from '../session/model-cache.js';
 import { createSession, ort, type SessionConfig } from '../session/session.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
@@ -37,6 +37,8 @@ export interface GraphSessionsOptions extends SessionConfig {
   loraMode?: LoraMode;
   /** Sessions kept alive at once (each holds a float32 copy of the weights); default 2. */
   maxSessions?: number;
+  /** Compute type of every graph these sessions build (default float32). */
+  compute?: ComputeType;
 }
 
 const MERGED_FILE = 'lora_merged.safetensors';
@@ -104,8 +106,9 @@ export class GraphSessions {
     return this.modelIdentity;
   }
 
-  /** Builds (or finds) the graph file for these options. */
-  async entry(graph: DecoderGraphOptions): Promise<CacheEntry> {
+  /** Builds (or finds) the graph file for these options (the compute type is this object's). */
+  async entry(options: DecoderGraphOptions): Promise<CacheEntry> {
+    const graph = this.withCompute(options);
     const ckpt = this.checkpoint;
     const lora = this.lora;
     const sources = [...ckpt.files];
@@ -173,7 +176,8 @@ export class GraphSessions {
    * weights, so at most `maxSessions` stay alive: idle ones are released least recently used first (one in
    * use is never released; the limit is exceeded instead until it is returned).
    */
-  async acquire(graph: DecoderGraphOptions): Promise<{ session: ort.InferenceSession; release(): void }> {
+  async acquire(options: DecoderGraphOptions): Promise<{ session: ort.InferenceSession; release(): void }> {
+    const graph = this.withCompute(options);
     const id = JSON.stringify(graph);
     let slot = this.sessions.get(id);
     if (slot === undefined) {
@@ -208,6 +212,10 @@ export class GraphSessions {
   /** A session kept for the life of this object (never evicted): for callers that hold it throughout. */
   async session(graph: DecoderGraphOptions): Promise<ort.InferenceSession> {
     return (await this.acquire(graph)).session;
+  }
+
+  private withCompute(graph: DecoderGraphOptions): DecoderGraphOptions {
+    return { ...graph, compute: this.opts.compute ?? 'float32' };
   }
 
   private get maxSessions(): number {

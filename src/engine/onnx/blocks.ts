@@ -6,7 +6,7 @@
  */
 import type { DType } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
-import { GraphBuilder, elemCode, elemTypeOfDType, f } from './graph-builder.js';
+import { GraphBuilder, elemCode, elemTypeOfDType, f, type ElemType } from './graph-builder.js';
 
 /** Where the bytes of one weight live, relative to the folder the .onnx file is written to. */
 export interface WeightRef {
@@ -19,7 +19,13 @@ export interface WeightRef {
 
 export type WeightResolver = (name: string) => WeightRef | undefined;
 
-/** Float32 views of checkpoint weights, each declared once (external data + a Cast for half precision). */
+/**
+ * The float type activations and weights are computed in: float32 (default, matches the golden activations
+ * to 1e-4), or float16 for GPU providers (HF's fp16 semantics: norms and softmax in float32, the rest half).
+ */
+export type ComputeType = 'float32' | 'float16';
+
+/** Compute-type views of checkpoint weights, each declared once (external data + a Cast where the stored dtype differs). */
 export class WeightTable {
   private readonly values = new Map<string, string>();
 
@@ -36,28 +42,28 @@ export class WeightTable {
   }
 
   /** The graph value holding `name` in its stored dtype (declared once). */
-  stored(name: string): { value: string; isF32: boolean } {
+  stored(name: string): { value: string; isF32: boolean; elem: ElemType } {
     const r = this.ref(name);
     const t = elemTypeOfDType(r.dtype);
     const id = t === 'float32' ? name : `${name}::${r.dtype}`;
     if (!this.g.has(id)) this.g.externalInit(id, t, r.shape, { location: r.location, offset: r.offset, length: r.length });
-    return { value: id, isF32: t === 'float32' };
+    return { value: id, isF32: t === 'float32', elem: t };
   }
 
   /**
-   * `name` [rows, cols] as float32 row blocks of at least `minBlockBytes` (float32) each (so under twice
+   * `name` [rows, cols] in `to` as row blocks of at least `minBlockBytes` (in `to`) each (so under twice
    * that), every block its own external initializer over its slice of the stored bytes. Why: onnxruntime
    * prepacks each Gemm weight into a new buffer before it frees the unpacked one, so a session build briefly
    * holds one extra copy of its largest weight; for lm_head that was ~0.2x a bf16 checkpoint of RSS on top
    * of the 2x float32 floor. The lower bound keeps each block above glibc's largest mmap threshold (32 MiB),
    * so a released session hands it back to the OS instead of leaving it in the heap.
    */
-  f32RowBlocks(name: string, minBlockBytes: number): string[] {
+  rowBlocks(name: string, minBlockBytes: number, to: ComputeType = 'float32'): string[] {
     const r = this.ref(name);
-    if (r.shape.length !== 2) return [this.f32(name)];
+    if (r.shape.length !== 2) return [this.as(name, to)];
     const [rows, cols] = r.shape;
-    const blocks = Math.max(1, Math.floor((rows * cols * 4) / minBlockBytes));
-    if (blocks === 1) return [this.f32(name)];
+    const blocks = Math.max(1, Math.floor((rows * cols * (to === 'float32' ? 4 : 2)) / minBlockBytes));
+    if (blocks === 1) return [this.as(name, to)];
     const per = Math.ceil(rows / blocks);
     const rowBytes = r.length / rows;
     const t = elemTypeOfDType(r.dtype);
@@ -66,27 +72,42 @@ export class WeightTable {
       const n = Math.min(per, rows - start);
       const id = `${name}::rows${start}`;
       if (!this.g.has(id)) this.g.externalInit(id, t, [n, cols], { location: r.location, offset: r.offset + start * rowBytes, length: n * rowBytes });
-      out.push(t === 'float32' ? id : this.g.op('Cast', [id], { to: elemCode('float32') }, `${id}::f32`));
+      out.push(t === to ? id : this.g.op('Cast', [id], { to: elemCode(to) }, `${id}::${to}`));
     }
     return out;
   }
 
   /** The graph value holding `name` as float32 (bf16/f16 go through a Cast that constant folding removes). */
   f32(name: string): string {
-    const known = this.values.get(name);
+    return this.as(name, 'float32');
+  }
+
+  /** The graph value holding `name` in `to` (a Cast from the stored dtype where they differ, folded at load). */
+  as(name: string, to: ComputeType): string {
+    const key = `${name}\u0000${to}`;
+    const known = this.values.get(key);
     if (known !== undefined) return known;
-    const { value, isF32 } = this.stored(name);
-    const v = isF32 ? value : this.g.op('Cast', [value], { to: elemCode('float32') }, `${name}::f32`);
-    this.values.set(name, v);
+    const { value, elem } = this.stored(name);
+    const v = elem === to ? value : this.g.op('Cast', [value], { to: elemCode(to) }, `${name}::${to}`);
+    this.values.set(key, v);
     return v;
   }
 }
 
-/** HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, all in float32. */
-export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number): string {
-  const variance = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+/** `x` cast to `to` (no node when `from` is already `to`). */
+export function castTo(g: GraphBuilder, x: string, from: ComputeType, to: ComputeType): string {
+  return from === to ? x : g.op('Cast', [x], { to: elemCode(to) });
+}
+
+/**
+ * HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight. The normalization is always float32; in float16
+ * compute, as HF does, x is upcast for it and the result cast back before the (half) weight multiplies it.
+ */
+export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number, compute: ComputeType = 'float32'): string {
+  const x32 = castTo(g, x, compute, 'float32');
+  const variance = g.op('ReduceMean', [g.op('Mul', [x32, x32])], { axes: [-1], keepdims: 1 });
   const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [variance, g.scalarF32(eps)])])]);
-  return g.op('Mul', [g.op('Mul', [x, inv]), weight]);
+  return g.op('Mul', [castTo(g, g.op('Mul', [x32, inv]), 'float32', compute), weight]);
 }
 
 /** y = x @ W^T (+ b) for flat x [N, in] and W [out, in]. */
@@ -95,7 +116,7 @@ export function linear(g: GraphBuilder, x: string, w: string, bias?: string, alp
   return g.op('Gemm', inputs, alpha === 1 ? { transB: 1 } : { transB: 1, alpha: f(alpha) });
 }
 
-/** y = x @ W^T for W given as row blocks (see WeightTable.f32RowBlocks): one Gemm per block, concatenated. */
+/** y = x @ W^T for W given as row blocks (see WeightTable.rowBlocks): one Gemm per block, concatenated. */
 export function linearRowBlocks(g: GraphBuilder, x: string, blocks: string[]): string {
   if (blocks.length === 1) return linear(g, x, blocks[0]);
   return g.op('Concat', blocks.map((b) => linear(g, x, b)), { axis: -1 });
@@ -181,24 +202,29 @@ export interface AttentionShape {
   numHeads: number;
   numKvHeads: number;
   headDim: number;
+  /** Type of q/k/v and of the context (default float32); masking and softmax are float32 either way. */
+  compute?: ComputeType;
 }
 
 /**
  * Grouped-query attention core. q [B, NH, T, D], k/v [B, KV, S, D] (already roped and concatenated with the
  * cache). Query heads are grouped per KV head by a reshape (head h uses KV head h / G, as repeat_kv), so keys
  * and values are never repeated in memory. Masked scores are set to float32 min (HF adds finfo.min): a row
- * with no visible key (a padding query) stays finite instead of turning into NaN.
+ * with no visible key (a padding query) stays finite instead of turning into NaN. In float16 compute the
+ * scores are upcast before masking and softmax (HF: softmax(..., dtype=float32).to(query.dtype)).
  * Returns the context flattened to [N, NH * D].
  */
 export function gqaAttention(g: GraphBuilder, q: string, k: string, v: string, mask: string, d: Dims, a: AttentionShape): string {
+  const compute = a.compute ?? 'float32';
   const groups = a.numHeads / a.numKvHeads;
   const gt = g.op('Mul', [d.t, g.constI64([groups])]);
   const qg = g.op('Reshape', [q, shapeOf(g, [d.b, a.numKvHeads, gt, a.headDim])]);
   const kt = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
-  const scores = g.op('Mul', [g.op('MatMul', [qg, kt]), g.scalarF32(1 / Math.sqrt(a.headDim))]);
+  const scale = castTo(g, g.scalarF32(1 / Math.sqrt(a.headDim)), 'float32', compute);
+  const scores = castTo(g, g.op('Mul', [g.op('MatMul', [qg, kt]), scale]), compute, 'float32');
   const s4 = g.op('Reshape', [scores, shapeOf(g, [d.b, a.numHeads, d.t, d.s])]);
   const masked = g.op('Where', [mask, s4, g.scalarF32(-3.4028234663852886e38)]);
-  const probs = g.op('Softmax', [masked], { axis: -1 });
+  const probs = castTo(g, g.op('Softmax', [masked], { axis: -1 }), 'float32', compute);
   const pg = g.op('Reshape', [probs, shapeOf(g, [d.b, a.numKvHeads, gt, d.s])]);
   const ctx = g.op('MatMul', [pg, v]);
   const ctx4 = g.op('Reshape', [ctx, shapeOf(g, [d.b, a.numHeads, d.t, a.headDim])]);

@@ -25,6 +25,17 @@ export function executionProviderFromEnv(): ExecutionProvider {
   return v;
 }
 
+export type ComputeDtype = 'float32' | 'float16';
+
+/** FGSN_COMPUTE_DTYPE: float32 (default) or float16 (for GPU providers; see DecoderGraphOptions.compute). */
+export function computeDtypeFromEnv(): ComputeDtype {
+  const v = (process.env.FGSN_COMPUTE_DTYPE ?? 'float32').toLowerCase();
+  if (v !== 'float32' && v !== 'float16') {
+    throw new FgsnError('CONFIG_INVALID', `FGSN_COMPUTE_DTYPE must be float32 or float16, got "${v}"`);
+  }
+  return v;
+}
+
 /**
  * The CUDA provider library installed beside onnxruntime-node's binding (the package lists 'cuda' as a
  * backend but does not bundle it: `ONNXRUNTIME_NODE_INSTALL=cuda12 npm install` downloads it there).
