@@ -12,7 +12,7 @@ import { compareGenerations, computeDtypeFromEnv, loadEngine, readRecordedGenera
 import { engineOptions } from '../../src/engine/cli-options.js';
 import { writeSyntheticModel } from '../../src/engine/synthetic/synthetic-model.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
-import { allcloseRatio, maxAbsDiff, tempDir } from './helpers.js';
+import { allcloseRatio, expectCloseToReference, maxAbsDiff, tempDir } from './helpers.js';
 import { referenceForward, referenceGreedy, type Weights } from './reference-forward.js';
 
 const PROMPTS = [
@@ -47,18 +47,8 @@ describe('float16 compute on a tiny qwen2 vs the float32 TS reference', () => {
       let logitErr = 0;
       PROMPTS.forEach((ids, j) => {
         const ref = referenceForward(ckpt.spec, w, ids);
-        const s = cap.sequences[j];
-        const close = (a: Float32Array | undefined, b: Float32Array, what: string): void => {
-          expect(allcloseRatio(a!, b, 1e-2, 1e-2), `prompt ${j} ${what}`).toBeLessThanOrEqual(1);
-        };
-        close(s.embed, ref.embed, 'embed');
-        for (let i = 0; i < ckpt.spec.numLayers; i++) {
-          close(s.hidden![i], ref.hidden[i], `hidden ${i}`);
-          close(s.mlpAct![i], ref.mlpAct[i], `mlp_act ${i}`);
-        }
-        close(s.finalNorm, ref.finalNorm, 'final_norm');
-        close(s.logits, ref.logits, 'logits');
-        logitErr = Math.max(logitErr, maxAbsDiff(s.logits!, ref.logits));
+        expectCloseToReference(cap.sequences[j], ref, ckpt.spec.numLayers, 1e-2, `prompt ${j}`);
+        logitErr = Math.max(logitErr, maxAbsDiff(cap.sequences[j].logits!, ref.logits));
       });
       // float32 compute matches this reference to 1e-4 (qwen2-tiny.test.ts): a larger error shows the half path ran.
       expect(logitErr).toBeGreaterThan(1e-4);

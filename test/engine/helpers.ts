@@ -2,6 +2,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { expect } from 'vitest';
+import type { SequenceCapture } from '../../src/engine/engine.js';
+import type { ReferenceOutput } from './reference-forward.js';
 
 /** Largest violation ratio of numpy.allclose: max |a - b| / (atol + rtol * |b|); <= 1 means allclose holds. */
 export function allcloseRatio(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): number {
@@ -28,4 +31,18 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export function tempDir(prefix: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** Every activation of one captured sequence is allclose (atol = rtol = `tol`) to the reference's. */
+export function expectCloseToReference(s: SequenceCapture, ref: ReferenceOutput, numLayers: number, tol: number, label: string): void {
+  const close = (a: Float32Array | undefined, b: Float32Array, what: string): void => {
+    expect(allcloseRatio(a!, b, tol, tol), `${label} ${what}`).toBeLessThanOrEqual(1);
+  };
+  close(s.embed, ref.embed, 'embed');
+  for (let i = 0; i < numLayers; i++) {
+    close(s.hidden![i], ref.hidden[i], `hidden ${i}`);
+    close(s.mlpAct![i], ref.mlpAct[i], `mlp_act ${i}`);
+  }
+  close(s.finalNorm, ref.finalNorm, 'final_norm');
+  close(s.logits, ref.logits, 'logits');
 }

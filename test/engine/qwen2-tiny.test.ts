@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { loadEngine } from '../../src/engine/index.js';
 import { writeSyntheticModel, type SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
-import { allcloseRatio, tempDir } from './helpers.js';
+import { expectCloseToReference, tempDir } from './helpers.js';
 import { referenceForward, referenceGreedy, type Weights } from './reference-forward.js';
 
 const TINY: Omit<SyntheticModelOptions, 'dtype'> = {
@@ -58,18 +58,7 @@ for (const dtype of ['F32', 'BF16'] as const) {
       try {
         const cap = await engine.capture(PROMPTS, { embed: 'all', hidden: 'all', mlpAct: 'all', finalNorm: 'all', logits: 'all' }, { batchSize: 3 });
         PROMPTS.forEach((ids, j) => {
-          const ref = referenceForward(ckpt.spec, w, ids);
-          const s = cap.sequences[j];
-          const close = (a: Float32Array | undefined, b: Float32Array, what: string): void => {
-            expect(allcloseRatio(a!, b, 1e-4, 1e-4), `prompt ${j} ${what}`).toBeLessThanOrEqual(1);
-          };
-          close(s.embed, ref.embed, 'embed');
-          for (let i = 0; i < ckpt.spec.numLayers; i++) {
-            close(s.hidden![i], ref.hidden[i], `hidden ${i}`);
-            close(s.mlpAct![i], ref.mlpAct[i], `mlp_act ${i}`);
-          }
-          close(s.finalNorm, ref.finalNorm, 'final_norm');
-          close(s.logits, ref.logits, 'logits');
+          expectCloseToReference(cap.sequences[j], referenceForward(ckpt.spec, w, ids), ckpt.spec.numLayers, 1e-4, `prompt ${j}`);
         });
       } finally {
         await engine.close();
