@@ -25,8 +25,8 @@ export interface EngineOptions {
   executionProvider?: ExecutionProvider;
   /**
    * Compute type of forward graphs (capture, generation). Default: FGSN_COMPUTE_DTYPE, else float32. float16
-   * is for GPU providers (on the CPU provider onnxruntime falls back to float32 kernels op by op: slower, but
-   * the same half-precision rounding at every op's edge). Attribution scoring is float32 always.
+   * is for GPU providers (on the CPU provider onnxruntime casts around its few half kernels: no faster and
+   * more memory, but the same half-precision rounding at every op's edge). Attribution is float32 always.
    */
   compute?: ComputeDtype;
   /** Where graph files live (default FGSN_CACHE_DIR, else <tmpdir>/fgsn-engine-cache). */

@@ -17,7 +17,7 @@ import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
 import {
   WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, ropeTables,
-  castTo, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeType, type WeightResolver,
+  castTo, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeDtype, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
 
@@ -38,7 +38,7 @@ export interface DecoderGraphOptions {
    * load (half the memory of float32 compute), the residual stream and linears run in half, RMSNorm and
    * softmax in float32. Every output, KV cache included, stays float32 at the graph's edge.
    */
-  compute?: ComputeType;
+  compute?: ComputeDtype;
 }
 
 /** Smallest float32 lm_head block (see WeightTable.rowBlocks): above glibc's 32 MiB mmap threshold cap. */

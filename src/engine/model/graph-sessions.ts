@@ -12,7 +12,7 @@ import { encodeFromF32 } from '../../checkpoint/dtypes.js';
 import { SafetensorsFile } from '../../checkpoint/safetensors-reader.js';
 import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
 import { FgsnError } from '../../errors.js';
-import type { ComputeType, WeightRef } from '../onnx/blocks.js';
+import type { ComputeDtype, WeightRef } from '../onnx/blocks.js';
 import { cacheKey, ensureEntry, fileFingerprint, linkOrCopy, locationFor, type CacheEntry } from '../session/model-cache.js';
 import { createSession, ort, type SessionConfig } from '../session/session.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
@@ -38,7 +38,7 @@ export interface GraphSessionsOptions extends SessionConfig {
   /** Sessions kept alive at once (each holds a float32 copy of the weights); default 2. */
   maxSessions?: number;
   /** Compute type of every graph these sessions build (default float32). */
-  compute?: ComputeType;
+  compute?: ComputeDtype;
 }
 
 const MERGED_FILE = 'lora_merged.safetensors';
@@ -177,12 +177,11 @@ export class GraphSessions {
    * use is never released; the limit is exceeded instead until it is returned).
    */
   async acquire(options: DecoderGraphOptions): Promise<{ session: ort.InferenceSession; release(): void }> {
-    const graph = this.withCompute(options);
-    const id = JSON.stringify(graph);
+    const id = JSON.stringify(options);
     let slot = this.sessions.get(id);
     if (slot === undefined) {
       await this.evictIdle(this.maxSessions - 1);
-      slot = { session: this.entry(graph).then((e) => createSession(e.onnxPath, this.opts)), users: 0, lastUsed: 0 };
+      slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, this.opts)), users: 0, lastUsed: 0 };
       const created = slot;
       // A failed build must not poison later calls.
       created.session.catch(() => {

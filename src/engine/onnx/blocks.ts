@@ -23,7 +23,7 @@ export type WeightResolver = (name: string) => WeightRef | undefined;
  * The float type activations and weights are computed in: float32 (default, matches the golden activations
  * to 1e-4), or float16 for GPU providers (HF's fp16 semantics: norms and softmax in float32, the rest half).
  */
-export type ComputeType = 'float32' | 'float16';
+export type ComputeDtype = 'float32' | 'float16';
 
 /** Compute-type views of checkpoint weights, each declared once (external data + a Cast where the stored dtype differs). */
 export class WeightTable {
@@ -58,7 +58,7 @@ export class WeightTable {
    * of the 2x float32 floor. The lower bound keeps each block above glibc's largest mmap threshold (32 MiB),
    * so a released session hands it back to the OS instead of leaving it in the heap.
    */
-  rowBlocks(name: string, minBlockBytes: number, to: ComputeType = 'float32'): string[] {
+  rowBlocks(name: string, minBlockBytes: number, to: ComputeDtype = 'float32'): string[] {
     const r = this.ref(name);
     if (r.shape.length !== 2) return [this.as(name, to)];
     const [rows, cols] = r.shape;
@@ -83,7 +83,7 @@ export class WeightTable {
   }
 
   /** The graph value holding `name` in `to` (a Cast from the stored dtype where they differ, folded at load). */
-  as(name: string, to: ComputeType): string {
+  as(name: string, to: ComputeDtype): string {
     const key = `${name}\u0000${to}`;
     const known = this.values.get(key);
     if (known !== undefined) return known;
@@ -95,7 +95,7 @@ export class WeightTable {
 }
 
 /** `x` cast to `to` (no node when `from` is already `to`). */
-export function castTo(g: GraphBuilder, x: string, from: ComputeType, to: ComputeType): string {
+export function castTo(g: GraphBuilder, x: string, from: ComputeDtype, to: ComputeDtype): string {
   return from === to ? x : g.op('Cast', [x], { to: elemCode(to) });
 }
 
@@ -103,7 +103,7 @@ export function castTo(g: GraphBuilder, x: string, from: ComputeType, to: Comput
  * HF LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight. The normalization is always float32; in float16
  * compute, as HF does, x is upcast for it and the result cast back before the (half) weight multiplies it.
  */
-export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number, compute: ComputeType = 'float32'): string {
+export function rmsNorm(g: GraphBuilder, x: string, weight: string, eps: number, compute: ComputeDtype = 'float32'): string {
   const x32 = castTo(g, x, compute, 'float32');
   const variance = g.op('ReduceMean', [g.op('Mul', [x32, x32])], { axes: [-1], keepdims: 1 });
   const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [variance, g.scalarF32(eps)])])]);
@@ -203,7 +203,7 @@ export interface AttentionShape {
   numKvHeads: number;
   headDim: number;
   /** Type of q/k/v and of the context (default float32); masking and softmax are float32 either way. */
-  compute?: ComputeType;
+  compute?: ComputeDtype;
 }
 
 /**

@@ -8,6 +8,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { FgsnError } from '../../errors.js';
+import type { ComputeDtype } from '../onnx/blocks.js';
+
+export type { ComputeDtype };
 
 export type ExecutionProvider = 'cpu' | 'cuda';
 
@@ -24,8 +27,6 @@ export function executionProviderFromEnv(): ExecutionProvider {
   }
   return v;
 }
-
-export type ComputeDtype = 'float32' | 'float16';
 
 /** FGSN_COMPUTE_DTYPE: float32 (default) or float16 (for GPU providers; see DecoderGraphOptions.compute). */
 export function computeDtypeFromEnv(): ComputeDtype {
