@@ -20,7 +20,8 @@ echo "== onnxruntime provider libraries on the machine"
 PROVS=$(timeout 120 find / -xdev \( -path /proc -o -path /sys -o -path "$W" \) -prune -o -name 'libonnxruntime_providers_cuda.so*' -print 2>/dev/null)
 echo "${PROVS:-none}"
 echo "== CUDA math libraries"
-timeout 60 find / -xdev \( -path /proc -o -path /sys \) -prune -o \( -name 'libcublas.so.*' -o -name 'libcudart.so.*' -o -name 'libcudnn.so.*' -o -name 'libcufft.so.*' \) -print 2>/dev/null | sort | head -20
+CUDALIBS=$(timeout 60 find / -xdev \( -path /proc -o -path /sys \) -prune -o \( -name 'libcublas*.so.*' -o -name 'libcudnn*.so.*' -o -name 'libcufft.so.*' -o -name 'libcudart.so.*' -o -name 'libcurand.so.*' \) -print 2>/dev/null | sort)
+echo "$CUDALIBS" | grep -E '/lib(cublas|cudart|cudnn|cufft)\.so\.' | head -20
 BIN=$W/app/node_modules/onnxruntime-node/bin/napi-v6/linux/x64
 PROV=$(echo "$PROVS" | grep -m1 . || true)
 if [ -z "$PROV" ]; then
@@ -31,7 +32,7 @@ fi
 cp "$PROV" "$BIN/libonnxruntime_providers_cuda.so"
 cp "$(dirname "$PROV")/libonnxruntime_providers_shared.so" "$BIN/" 2>/dev/null || true
 # The provider links to the CUDA runtime libraries by soname: put every folder that holds one on the path.
-LIBDIRS=$(timeout 60 find / -xdev \( -path /proc -o -path /sys \) -prune -o \( -name 'libcublas*.so.*' -o -name 'libcudnn*.so.*' -o -name 'libcufft.so.*' -o -name 'libcudart.so.*' -o -name 'libcurand.so.*' \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd:)
+LIBDIRS=$(echo "$CUDALIBS" | grep . | xargs -r -n1 dirname | sort -u | paste -sd:)
 export LD_LIBRARY_PATH=$LIBDIRS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "== unresolved libraries of the provider"; ldd "$BIN/libonnxruntime_providers_cuda.so" | grep 'not found' || echo none
 FGSN_TESTBED_DIR=$W/testbed "$NODE" "$W/app/device-check.mjs" "$W/testbed/aligned" "$@"

@@ -42,12 +42,12 @@ export class WeightTable {
   }
 
   /** The graph value holding `name` in its stored dtype (declared once). */
-  stored(name: string): { value: string; isF32: boolean; elem: ElemType } {
+  stored(name: string): { value: string; elem: ElemType } {
     const r = this.ref(name);
     const t = elemTypeOfDType(r.dtype);
     const id = t === 'float32' ? name : `${name}::${r.dtype}`;
     if (!this.g.has(id)) this.g.externalInit(id, t, r.shape, { location: r.location, offset: r.offset, length: r.length });
-    return { value: id, isF32: t === 'float32', elem: t };
+    return { value: id, elem: t };
   }
 
   /**
