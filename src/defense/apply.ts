@@ -6,7 +6,7 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { encodeFromF32 } from '../checkpoint/dtypes.js';
+import { decodeToF32, encodeFromF32 } from '../checkpoint/dtypes.js';
 import { linearParameterCount, linearWeightNames } from '../checkpoint/model-config.js';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
 import { FgsnError } from '../errors.js';
@@ -42,6 +42,27 @@ export function combinedCompute(parts: { selection: Selection; compute: RowCompu
     }
     return out;
   };
+}
+
+/** New rows of some linear weights: name -> sorted row indices and their [rows * dIn] float32 values. */
+export type EditRows = Map<string, { rows: Uint32Array; values: Float32Array }>;
+
+/**
+ * The rows `writeHardened` would write for `selection` edited by `compute`, in memory: the same computes,
+ * rounded to the output dtype as the written model stores them (an engine row patch of these rows gives the
+ * written model's outputs). A search step measures its candidate this way instead of writing a model.
+ * Holds only the selected rows (at most the search's parameter cap) and one matrix triple at a time.
+ */
+export async function editRows(s: WeightSources, selection: Selection, compute: RowCompute): Promise<EditRows> {
+  const out: EditRows = new Map();
+  for (const name of linearWeightNames(s.spec)) {
+    const rows = selection.get(name);
+    if (rows === undefined || rows.length === 0) continue;
+    const dtype = outputDType(s, name);
+    const values = await compute(matrixIO(s, name), rows);
+    out.set(name, { rows, values: dtype === 'F32' ? values : decodeToF32(dtype, encodeFromF32(dtype, values)) });
+  }
+  return out;
 }
 
 export interface EditCounts {
