@@ -65,6 +65,27 @@ export async function editRows(s: WeightSources, selection: Selection, compute: 
   return out;
 }
 
+/** Rows of both edits together (per matrix, rows merged in order); where both edit a row, `b`'s value wins. */
+export function mergeEditRows(a: EditRows, b: EditRows): EditRows {
+  const out: EditRows = new Map(a);
+  for (const [name, eb] of b) {
+    const ea = out.get(name);
+    if (ea === undefined) {
+      out.set(name, eb);
+      continue;
+    }
+    const dIn = ea.values.length / Math.max(1, ea.rows.length) || eb.values.length / Math.max(1, eb.rows.length);
+    const from = new Map<number, Float32Array>();
+    ea.rows.forEach((r, k) => from.set(r, ea.values.subarray(k * dIn, (k + 1) * dIn)));
+    eb.rows.forEach((r, k) => from.set(r, eb.values.subarray(k * dIn, (k + 1) * dIn)));
+    const rows = Uint32Array.from([...from.keys()].sort((x, y) => x - y));
+    const values = new Float32Array(rows.length * dIn);
+    rows.forEach((r, k) => values.set(from.get(r)!, k * dIn));
+    out.set(name, { rows, values });
+  }
+  return out;
+}
+
 export interface EditCounts {
   rows: number;
   params: number;

@@ -422,6 +422,11 @@ export class Engine {
     return results;
   }
 
+  /** Releases every onnxruntime session (each holds a float32 copy of the weights); later runs build them again. */
+  async releaseSessions(): Promise<void> {
+    await this.graphs.close();
+  }
+
   async close(): Promise<void> {
     await this.graphs.close();
     await this.checkpoint.close();

@@ -37,3 +37,13 @@ export function passDelta(a: PassCounts, b: PassCounts): PassCounts {
     backwardTokens: b.backwardTokens - a.backwardTokens,
   };
 }
+
+/** a + b, field by field. */
+export function addPasses(a: PassCounts, b: PassCounts): PassCounts {
+  return {
+    forwardPasses: a.forwardPasses + b.forwardPasses,
+    forwardTokens: a.forwardTokens + b.forwardTokens,
+    backwardPasses: a.backwardPasses + b.backwardPasses,
+    backwardTokens: a.backwardTokens + b.backwardTokens,
+  };
+}
