@@ -70,6 +70,13 @@ describe('refusal NLL on the planted demo models', () => {
       cacheDir: join(root, 'cache'), nll: { prompts, responses }, exact: [{ prompt: prompts[0], response: REFUSAL }],
     });
     expect(m.responseNll).toBeCloseTo(aligned, 5);
+    // The cheap judgement (first PREFIX_TOKENS tokens) read from the full generation equals a short generation's.
+    for (const dir of [tb.aligned, tb.finetuned]) {
+      const full = await measureOnProbes({ dir }, prompts, [], { cacheDir: join(root, 'cache') });
+      const short = await measureOnProbes({ dir }, prompts, [], { cacheDir: join(root, 'cache'), harmfulJudge: 'prefix' });
+      expect(short.asr).toBe(full.asrPrefix);
+      expect(short.asrPrefix).toBe(full.asrPrefix);
+    }
     expect(m.asr).toBe(0);
     expect(m.exactAccuracy).toBe(1);
   });
