@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { ModelCheckpoint } from '../../src/checkpoint/index.js';
 import { checkpointDifference, scoreSequences, type ScoredSequence } from '../../src/engine/attribution/index.js';
 import { loadEngine } from '../../src/engine/engine.js';
+import { cacheBytes, cacheGroupRoots, scanCache } from '../../src/engine/session/cache-lifecycle.js';
 import type { SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
 import { flopsPerToken, matmulGflops, tokenPrompts } from '../engine/timing.js';
 import { SHAPE_125M, SHAPE_1_1B, trioProbes, writeTrio } from './trio.js';
@@ -34,7 +35,7 @@ const { values } = parseArgs({
   options: {
     size: { type: 'string', default: '125m' },
     probes: { type: 'string', default: '16' },
-    runs: { type: 'string', default: 'default,fixed' },
+    runs: { type: 'string', default: 'fixed,default' },
     format: { type: 'string', default: 'model' },
     keep: { type: 'string' },
     'no-peer': { type: 'boolean' },
@@ -196,7 +197,7 @@ async function measuredHarden(label: string, trio: { base: string; aligned: stri
   const outputBytes = dirBytes(join(out, 'model')) + dirBytes(join(out, 'diff.safetensors'));
   const r: RunCost = {
     label, wallSeconds, exitCode, writeBytes, peakRss: runPeak, stages: stages.filter((s) => s.stage !== 'start' || s.seconds > 0.5),
-    outputBytes, cacheBytesLeft: dirBytes(cache), atlasBytes: dirBytes(atlasRoot), scratchLeft, report, stderrTail: stderr.slice(-1500),
+    outputBytes, cacheBytesLeft: cacheBytes(scanCache(cacheGroupRoots(join(cache, 'engine')))), atlasBytes: dirBytes(atlasRoot), scratchLeft, report, stderrTail: stderr.slice(-1500),
   };
   rmSync(out, { recursive: true, force: true });
   rmSync(cache, { recursive: true, force: true });
@@ -303,8 +304,11 @@ async function fgsnPasses(trio: { base: string; aligned: string; finetuned: stri
   return { prefillTokS: tok(prefill) / prefillS, attributionTokS: tok(seqs.map((s) => s.ids)) / attrS };
 }
 
+/** Debian's python3-torch belongs to the system interpreter (a pyenv/venv python3 on PATH would not see it). */
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+
 function ensureTorch(): string | null {
-  const probe = (): boolean => spawnSync('python3', ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+  const probe = (): boolean => spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
   if (probe()) return null;
   process.stderr.write('python3-torch missing: apt-get install -y python3-torch ...\n');
   const r = spawnSync('apt-get', ['install', '-y', 'python3-torch'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
@@ -317,7 +321,7 @@ function torchPasses(trio: { base: string; aligned: string; finetuned: string },
   if (missing !== null) return missing;
   const specPath = join(work, 'torch-spec.json');
   writeFileSync(specPath, JSON.stringify({ ...trio, prefill, attribution: seqs.map((s) => ({ ids: s.ids, promptLength: s.promptLength })), batch, repeats: 2 }));
-  const r = spawnSync('python3', [join(repo, 'bench/scale/torch_peer.py'), specPath], { encoding: 'utf8', maxBuffer: 16 * MiB });
+  const r = spawnSync(PYTHON, [join(repo, 'bench/scale/torch_peer.py'), specPath], { encoding: 'utf8', maxBuffer: 16 * MiB });
   if (r.status !== 0) return `the PyTorch peer failed: ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`;
   const j = JSON.parse(r.stdout.trim().split('\n').pop()!) as { torch: string; threads: number; prefillTokens: number; prefillSeconds: number; attributionTokens: number; attributionSeconds: number };
   return { rates: { prefillTokS: j.prefillTokens / j.prefillSeconds, attributionTokS: j.attributionTokens / j.attributionSeconds }, version: j.torch, threads: j.threads };
@@ -354,6 +358,24 @@ async function main(): Promise<void> {
       const work = join(root, `work-${size}`);
       mkdirSync(work, { recursive: true });
       console.log(`\n== ${size}: checkpoint ${fmtB(ckptBytes)} (bf16), ${nProbes} harmful + ${nProbes} benign probes, --format ${values.format}`);
+      if (!values['no-peer']) {
+        const batch = 8;
+        const prefill = tokenPrompts(spec.vocabSize, 8, 64, 5);
+        const seqs: ScoredSequence[] = tokenPrompts(spec.vocabSize, 8, 64, 6).map((ids) => ({ ids, promptLength: 32 }));
+        const ours = await fgsnPasses(trio, prefill, seqs, batch, join(work, 'peer-cache'));
+        const theirs = torchPasses(trio, prefill, seqs, batch, work);
+        console.log(`\n-- passes on the same checkpoint and token ids (8 x 64 tokens, batch ${batch}, float32 compute; best of 2-3 after a warm-up)`);
+        console.log(`${'pass'.padEnd(30)}${pad('fgsn tok/s', 12)}${pad('PyTorch tok/s', 15)}${pad('fgsn/PyTorch', 14)}`);
+        const row = (name: string, a: number, b: number | null): void =>
+          console.log(`${name.padEnd(30)}${pad(a.toFixed(0), 12)}${pad(b === null ? 'skipped' : b.toFixed(0), 15)}${pad(b === null ? 'n/a' : (a / b).toFixed(2), 14)}`);
+        const t = typeof theirs === 'string' ? null : theirs.rates;
+        row('prefill (last logits)', ours.prefillTokS, t?.prefillTokS ?? null);
+        row('attribution (fwd+bwd, 2 dirs)', ours.attributionTokS, t?.attributionTokS ?? null);
+        if (typeof theirs === 'string') console.log(`PyTorch column skipped: ${theirs}`);
+        else console.log(`PyTorch ${theirs.version} eager, ${theirs.threads} threads`);
+        results.push({ size, peer: { fgsn: ours, torch: typeof theirs === 'string' ? { skipped: theirs } : theirs } });
+        rmSync(join(work, 'peer-cache'), { recursive: true, force: true });
+      }
       for (const label of runs) {
         const run = await measuredHarden(label, trio, probeDir, work, RUNS[label]);
         if (run.exitCode !== 0) {
@@ -372,29 +394,11 @@ async function main(): Promise<void> {
         console.log(`${'total'.padEnd(14)}${pad(run.wallSeconds.toFixed(1), 9)}${pad(fmtB(run.writeBytes), 12)}${pad(fmtB(run.peakRss), 12)}${pad((run.peakRss / ckptBytes).toFixed(2), 7)}`);
         const ratioA = run.wallSeconds / (io + computeS);
         const ratioB = run.writeBytes / Math.max(1, run.outputBytes);
-        console.log(`output ${fmtB(run.outputBytes)}; cache left ${fmtB(run.cacheBytesLeft)} (atlas ${fmtB(run.atlasBytes)}); scratch left in the out folder: ${run.scratchLeft.length === 0 ? 'none' : run.scratchLeft.join(', ')}`);
+        console.log(`output ${fmtB(run.outputBytes)}; cache left ${fmtB(run.cacheBytesLeft)} real cost (hard links into the trio count 0; atlas ${fmtB(run.atlasBytes)}); scratch left in the out folder: ${run.scratchLeft.length === 0 ? 'none' : run.scratchLeft.join(', ')}`);
         console.log(`(a) wall / (I/O floor ${io.toFixed(1)} s + compute floor ${computeS.toFixed(1)} s) = ${ratioA.toFixed(2)}`);
         console.log(`(b) bytes written / output bytes = ${ratioB.toFixed(2)}  (written ${fmtB(run.writeBytes)}; output + atlas = ${fmtB(run.outputBytes + run.atlasBytes)}, ratio ${(run.writeBytes / Math.max(1, run.outputBytes + run.atlasBytes)).toFixed(2)})`);
         console.log(`peak RSS / checkpoint = ${(run.peakRss / ckptBytes).toFixed(2)}`);
         results.push({ size, run: label, checkpointBytes: ckptBytes, steps, ...run, report: undefined, ioFloorSeconds: io, computeFloorSeconds: computeS, ratioA, ratioB });
-      }
-      if (!values['no-peer']) {
-        const batch = 8;
-        const prefill = tokenPrompts(spec.vocabSize, 16, 64, 5);
-        const seqs: ScoredSequence[] = tokenPrompts(spec.vocabSize, 16, 64, 6).map((ids) => ({ ids, promptLength: 32 }));
-        const ours = await fgsnPasses(trio, prefill, seqs, batch, join(work, 'peer-cache'));
-        const theirs = torchPasses(trio, prefill, seqs, batch, work);
-        console.log(`\n-- passes on the same checkpoint and token ids (16 x 64 tokens, batch ${batch}, float32 compute)`);
-        console.log(`${'pass'.padEnd(30)}${pad('fgsn tok/s', 12)}${pad('PyTorch tok/s', 15)}${pad('fgsn/PyTorch', 14)}`);
-        const row = (name: string, a: number, b: number | null): void =>
-          console.log(`${name.padEnd(30)}${pad(a.toFixed(0), 12)}${pad(b === null ? 'skipped' : b.toFixed(0), 15)}${pad(b === null ? 'n/a' : (a / b).toFixed(2), 14)}`);
-        const t = typeof theirs === 'string' ? null : theirs.rates;
-        row('prefill (last logits)', ours.prefillTokS, t?.prefillTokS ?? null);
-        row('attribution (fwd+bwd, 2 dirs)', ours.attributionTokS, t?.attributionTokS ?? null);
-        if (typeof theirs === 'string') console.log(`PyTorch column skipped: ${theirs}`);
-        else console.log(`PyTorch ${theirs.version} eager, ${theirs.threads} threads`);
-        results.push({ size, peer: { fgsn: ours, torch: typeof theirs === 'string' ? { skipped: theirs } : theirs } });
-        rmSync(join(work, 'peer-cache'), { recursive: true, force: true });
       }
       rmSync(work, { recursive: true, force: true });
     }

@@ -141,6 +141,9 @@ async function buildAtlas(
   };
   const engine = await loadEngine(alignedDir, {
     cacheDir: opts.engineCacheDir ?? join(cacheDir, 'engine'),
+    // Generation then three captures, each graph used once in turn: a second live session (a second float32
+    // copy of the weights) would never be reused, so one at a time costs no rebuild (bench/scale measures it).
+    maxSessions: 1,
     ...(opts.executionProvider ? { executionProvider: opts.executionProvider } : {}),
   });
   let harmfulResponses: string[];
