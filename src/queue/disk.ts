@@ -4,6 +4,7 @@
  * target-driven budget are too) plus the operator's margin FGSN_MIN_FREE_DISK_MB. The engine/atlas cache
  * is reclaimable space: entries not in use are evicted (least recently used first) before a job is refused.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { readdir, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheBytes, enforceCacheBound, scanCache, cacheGroupRoots } from '../engine/session/cache-lifecycle.js';
@@ -55,4 +56,28 @@ export async function admitDisk(dataDir: string, cacheDir: string, needBytes: nu
     });
   }
   return { freeBytes: free, evicted };
+}
+
+/**
+ * This process's bytes written to storage (/proc/self/io write_bytes) and peak resident set (VmHWM), or
+ * nulls where /proc is not Linux's. `resetPeak` starts a new peak (a pooled processor runs many jobs).
+ */
+export function processCost(resetPeak = false): { writeBytes: number | null; peakRssBytes: number | null } {
+  const read = (path: string, re: RegExp): number | null => {
+    try {
+      const m = re.exec(readFileSync(path, 'utf8'));
+      return m ? Number(m[1]) : null;
+    } catch {
+      return null;
+    }
+  };
+  if (resetPeak) {
+    try {
+      writeFileSync('/proc/self/clear_refs', '5');
+    } catch {
+      // not Linux, or not permitted: the peak is then the process's lifetime peak
+    }
+  }
+  const hwmKb = read('/proc/self/status', /VmHWM:\s+(\d+) kB/);
+  return { writeBytes: read('/proc/self/io', /write_bytes: (\d+)/), peakRssBytes: hwmKb === null ? null : hwmKb * 1024 };
 }

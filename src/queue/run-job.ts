@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
 import { enforceCacheBound, releaseAllHolds } from '../engine/session/cache-lifecycle.js';
 import { FgsnError } from '../errors.js';
-import { admitDisk, diskNeed, weightBytes } from './disk.js';
+import { admitDisk, diskNeed, processCost, weightBytes } from './disk.js';
 import { runHarden } from '../pipeline/harden.js';
 import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
 import type { BlobStore } from '../storage/index.js';
@@ -69,6 +69,7 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
 
   // A fresh folder per attempt: a retried attempt never sees (or publishes) files of a crashed one.
   const jobScratch = join(ctx.dataDir, 'work', data.jobId);
+  const costAtStart = processCost(true);
   const outDir = join(jobScratch, `attempt-${ctx.attempt}-${process.pid}-${Date.now()}`);
   await mkdir(outDir, { recursive: true });
   try {
@@ -97,9 +98,17 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     await rm(join(ctx.dataDir, 'work', data.jobId), { recursive: true, force: true });
     timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
     await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
+    const costAtEnd = processCost();
     return {
       artifacts: manifest.artifacts.map(({ name, bytes, sha256 }) => ({ name, bytes, sha256 })),
-      summary: { ...result.summary },
+      summary: {
+        ...result.summary,
+        // What the attempt cost this processor: bytes it wrote (scratch, cache, artifacts) and its peak RSS.
+        cost: {
+          bytesWritten: costAtEnd.writeBytes === null || costAtStart.writeBytes === null ? null : costAtEnd.writeBytes - costAtStart.writeBytes,
+          peakRssBytes: costAtEnd.peakRssBytes,
+        },
+      },
       timings,
     };
   } finally {

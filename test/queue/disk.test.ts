@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { holdEntry, releaseAllHolds } from '../../src/engine/session/cache-lifecycle.js';
 import { FgsnError } from '../../src/errors.js';
-import { admitDisk, diskNeed, diskShortfall, weightBytes } from '../../src/queue/disk.js';
+import { admitDisk, diskNeed, diskShortfall, processCost, weightBytes } from '../../src/queue/disk.js';
 
 describe('disk admission', () => {
   const dirs: string[] = [];
@@ -49,5 +49,25 @@ describe('disk admission', () => {
     expect((refused as FgsnError).status).toBe(507);
     expect(existsSync(unused)).toBe(false);
     expect(existsSync(inUse)).toBe(true);
+  });
+});
+
+describe('processCost', () => {
+  it('counts bytes this process writes to storage and reports its peak RSS', async () => {
+    const { closeSync, fsyncSync, openSync, writeSync } = await import('node:fs');
+    const before = processCost(true);
+    if (before.writeBytes === null) return; // not Linux: nothing to read
+    const d = mkdtempSync(join(tmpdir(), 'fgsn-cost-'));
+    try {
+      const fd = openSync(join(d, 'f.bin'), 'w');
+      writeSync(fd, Buffer.alloc(4 * 1024 ** 2, 1));
+      fsyncSync(fd);
+      closeSync(fd);
+      const after = processCost();
+      expect(after.writeBytes! - before.writeBytes).toBeGreaterThanOrEqual(4 * 1024 ** 2);
+      expect(after.peakRssBytes).toBeGreaterThan(0);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });

@@ -101,8 +101,11 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
     const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, outputs: ['diff', 'report'] } });
     await waitFor(async () => ((await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body.state === 'running' ? true : undefined), 'running', 60_000, 20);
     await h.worker!.close();
-    const after = (await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body;
+    const after = (await h.json<Job & { summary: { cost?: { bytesWritten: number | null; peakRssBytes: number | null } } }>('GET', `/v1/jobs/${sub.body.id}`)).body;
     expect(after.state).toBe('completed');
+    // The attempt's own cost: it wrote at least its diff and report, and its processor's peak RSS is known.
+    expect(after.summary.cost?.bytesWritten).toBeGreaterThan(0);
+    expect(after.summary.cost?.peakRssBytes).toBeGreaterThan(0);
     expect((await h.json<{ items: unknown[] }>('GET', `/v1/jobs/${sub.body.id}/artifacts`)).body.items.length).toBeGreaterThan(0);
     await expectNoScratch(h, sub.body.id);
   });
