@@ -363,6 +363,8 @@ async function main(): Promise<void> {
         const prefill = tokenPrompts(spec.vocabSize, 8, 64, 5);
         const seqs: ScoredSequence[] = tokenPrompts(spec.vocabSize, 8, 64, 6).map((ids) => ({ ids, promptLength: 32 }));
         const ours = await fgsnPasses(trio, prefill, seqs, batch, join(work, 'peer-cache'));
+        // Printed before the peer runs: the fgsn figures survive a peer that is stopped.
+        console.log(`fgsn: prefill ${ours.prefillTokS.toFixed(0)} tok/s, attribution ${ours.attributionTokS.toFixed(0)} tok/s; running the PyTorch peer...`);
         const theirs = torchPasses(trio, prefill, seqs, batch, work);
         console.log(`\n-- passes on the same checkpoint and token ids (8 x 64 tokens, batch ${batch}, float32 compute; best of 2-3 after a warm-up)`);
         console.log(`${'pass'.padEnd(30)}${pad('fgsn tok/s', 12)}${pad('PyTorch tok/s', 15)}${pad('fgsn/PyTorch', 14)}`);
