@@ -21,13 +21,14 @@
  * model into layer chunks so the directions fed per run stay within a memory budget.
  */
 import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
-import { LINEAR_MODULES, linearWeightName } from '../../checkpoint/types.js';
+import { linearModules, linearWeightName } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
 import { checkSupported } from '../model/decoder-graph.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, linear, ropeTables, shapeOf, toHeads, type Dims, type WeightResolver,
+  WeightTable, applyRope, attentionMask4d, dimsOf, linear, shapeOf, toHeads, type Dims, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
+import { scaledRopeTables } from '../onnx/rope-graph.js';
 
 export interface AttributionGraphOptions {
   /** Number of direction sets K (inputs dir.0 .. dir.K-1). */
@@ -54,10 +55,10 @@ export const directionInputName = (k: number, weight: string): string => `dir.${
 export const scoreOutputName = (k: number, weight: string): string => `score.${k}.${weight}`;
 export const boundaryOutputName = (layer: number): string => `hidden.${layer}`;
 
-/** Weight names scored by a graph built with these options, layer-major in LINEAR_MODULES order. */
+/** Weight names scored by a graph built with these options, layer-major in linearModules(spec) order. */
 export function scoredWeights(spec: ModelSpec, layerFrom = 0, layerTo = spec.numLayers): string[] {
   const out: string[] = [];
-  for (let i = layerFrom; i < layerTo; i++) for (const m of LINEAR_MODULES) out.push(linearWeightName(i, m));
+  for (let i = layerFrom; i < layerTo; i++) for (const m of linearModules(spec)) out.push(linearWeightName(i, m));
   return out;
 }
 
@@ -107,6 +108,11 @@ function fromHeads(g: GraphBuilder, x: string, heads: number, headDim: number): 
 
 export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, opts: AttributionGraphOptions): GraphBuilder {
   checkSupported(spec);
+  const missing = (['qkNorm', 'fusedProjections', 'normWeightOffset', 'sandwichNorms', 'embedScale', 'attnScale', 'attnSoftcap', 'finalSoftcap', 'slidingLayers', 'localRopeTheta'] as const)
+    .filter((f) => spec[f] !== undefined && spec[f] !== null && spec[f] !== false);
+  if (missing.length > 0 || spec.hiddenAct !== 'silu') {
+    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: ${spec.family} features not implemented in the backward: ${[...missing, spec.hiddenAct].join(', ')}`);
+  }
   const L = spec.numLayers;
   const lo = opts.layerFrom ?? 0;
   const hi = opts.layerTo ?? L;
@@ -138,7 +144,7 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   const positionIds = g.input('position_ids', 'int64', ['batch', 'tokens']);
   const d: Dims = dimsOf(g, inputIds, attnMask);
   const mask = attentionMask4d(g, attnMask, d);
-  const { cos, sin } = ropeTables(g, positionIds, D, spec.ropeTheta);
+  const { cos, sin } = scaledRopeTables(g, positionIds, spec);
   const scale = g.scalarF32(1 / Math.sqrt(D));
 
   const lin = (layer: number, mod: LinearModule, outFeatures: number): Linear => {
