@@ -11,18 +11,20 @@
 import { ropeCosSin } from '../../src/checkpoint/rope.js';
 import type { ModelSpec } from '../../src/checkpoint/types.js';
 
-export type Weights = (name: string) => Float32Array;
+/** Weights by HF name (float64 arrays allow finite differences below float32 resolution). */
+export type Weights = (name: string) => Float32Array | Float64Array;
+type W32 = ArrayLike<number>;
 
 export interface ReferenceOutput {
-  embed: Float32Array;
-  hidden: Float32Array[];
-  mlpAct: Float32Array[];
-  finalNorm: Float32Array;
-  logits: Float32Array;
+  embed: Float64Array;
+  hidden: Float64Array[];
+  mlpAct: Float64Array[];
+  finalNorm: Float64Array;
+  logits: Float64Array;
 }
 
-function rmsNorm(x: Float32Array, rows: number, n: number, w: Float32Array, eps: number): Float32Array {
-  const out = new Float32Array(rows * n);
+function rmsNorm(x: Float64Array, rows: number, n: number, w: W32, eps: number): Float64Array {
+  const out = new Float64Array(rows * n);
   for (let r = 0; r < rows; r++) {
     let ss = 0;
     for (let i = 0; i < n; i++) ss += x[r * n + i] * x[r * n + i];
@@ -33,8 +35,8 @@ function rmsNorm(x: Float32Array, rows: number, n: number, w: Float32Array, eps:
 }
 
 /** x [rows, nIn] @ W^T (W [nOut, nIn]) + b. */
-function matmulT(x: Float32Array, rows: number, nIn: number, w: Float32Array, nOut: number, b?: Float32Array): Float32Array {
-  const out = new Float32Array(rows * nOut);
+function matmulT(x: Float64Array, rows: number, nIn: number, w: W32, nOut: number, b?: W32): Float64Array {
+  const out = new Float64Array(rows * nOut);
   for (let r = 0; r < rows; r++) {
     for (let o = 0; o < nOut; o++) {
       let s = b === undefined ? 0 : b[o];
@@ -46,7 +48,7 @@ function matmulT(x: Float32Array, rows: number, nIn: number, w: Float32Array, nO
 }
 
 /** In place: RoPE on [T, heads, D] with positions 0..T-1 (cos/sin carry the scaling's attention factor). */
-function rope(x: Float32Array, T: number, heads: number, D: number, cs: { cos: Float64Array; sin: Float64Array }): void {
+function rope(x: Float64Array, T: number, heads: number, D: number, cs: { cos: Float64Array; sin: Float64Array }): void {
   const half = D / 2;
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < heads; h++) {
@@ -71,22 +73,22 @@ export function referenceForward(spec: ModelSpec, w: Weights, ids: readonly numb
   // Gemma 3's sliding layers rotate with their own base and no scaling.
   const localCs = spec.localRopeTheta === undefined ? cs : ropeCosSin({ headDim: D, ropeTheta: spec.localRopeTheta, ropeScaling: null }, T);
   // Gemma stores norm weights as offsets from 1.
-  const normW = (name: string): Float32Array => (spec.normWeightOffset ? w(name).map((x) => 1 + x) : w(name));
-  const norm = (x: Float32Array, rows: number, n: number, name: string): Float32Array => rmsNorm(x, rows, n, normW(name), spec.rmsNormEps);
-  const rowsOf = (m: Float32Array, from: number, count: number, cols: number): Float32Array => m.subarray(from * cols, (from + count) * cols);
+  const normW = (name: string): W32 => (spec.normWeightOffset ? Float64Array.from(w(name), (x) => 1 + x) : w(name));
+  const norm = (x: Float64Array, rows: number, n: number, name: string): Float64Array => rmsNorm(x, rows, n, normW(name), spec.rmsNormEps);
+  const rowsOf = (m: Float32Array | Float64Array, from: number, count: number, cols: number): W32 => m.subarray(from * cols, (from + count) * cols);
   const emb = w('model.embed_tokens.weight');
-  let h = new Float32Array(T * H);
+  let h = new Float64Array(T * H);
   ids.forEach((id, t) => h.set(emb.subarray(id * H, (id + 1) * H), t * H));
   if (spec.embedScale !== undefined) h = h.map((x) => x * spec.embedScale!);
   const embed = h.slice();
-  const hidden: Float32Array[] = [];
-  const mlpAct: Float32Array[] = [];
+  const hidden: Float64Array[] = [];
+  const mlpAct: Float64Array[] = [];
   const scale = spec.attnScale ?? 1 / Math.sqrt(D);
   for (let l = 0; l < spec.numLayers; l++) {
     const p = `model.layers.${l}`;
-    const bias = (m: string, present: boolean): Float32Array | undefined => (present ? w(`${p}.${m}.bias`) : undefined);
+    const bias = (m: string, present: boolean): W32 | undefined => (present ? w(`${p}.${m}.bias`) : undefined);
     const xn = norm(h, T, H, `${p}.input_layernorm.weight`);
-    let q: Float32Array, k: Float32Array, v: Float32Array;
+    let q: Float64Array, k: Float64Array, v: Float64Array;
     if (spec.fusedProjections) {
       // Phi-3: rows [0, NH D) of qkv_proj are q, the next KV D are k, the last KV D are v.
       const qkv = w(`${p}.self_attn.qkv_proj.weight`);
@@ -107,7 +109,7 @@ export function referenceForward(spec: ModelSpec, w: Weights, ids: readonly numb
     const layerCs = sliding ? localCs : cs;
     rope(q, T, NH, D, layerCs);
     rope(k, T, KV, D, layerCs);
-    const ctx = new Float32Array(T * NH * D);
+    const ctx = new Float64Array(T * NH * D);
     const groups = NH / KV;
     for (let hh = 0; hh < NH; hh++) {
       const kvh = Math.floor(hh / groups); // repeat_kv
@@ -137,7 +139,7 @@ export function referenceForward(spec: ModelSpec, w: Weights, ids: readonly numb
     if (spec.sandwichNorms) attnOut = norm(attnOut, T, H, `${p}.post_attention_layernorm.weight`);
     for (let i = 0; i < h.length; i++) h[i] += attnOut[i];
     const xn2 = norm(h, T, H, `${p}.${spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
-    let gate: Float32Array, up: Float32Array;
+    let gate: Float64Array, up: Float64Array;
     if (spec.fusedProjections) {
       // Phi-3: gate_up_proj rows [0, I) are the gate, [I, 2I) the up projection.
       const gu = w(`${p}.mlp.gate_up_proj.weight`);
@@ -147,7 +149,7 @@ export function referenceForward(spec: ModelSpec, w: Weights, ids: readonly numb
       gate = matmulT(xn2, T, H, w(`${p}.mlp.gate_proj.weight`), I, bias('mlp.gate_proj', spec.mlpBias));
       up = matmulT(xn2, T, H, w(`${p}.mlp.up_proj.weight`), I, bias('mlp.up_proj', spec.mlpBias));
     }
-    const act = new Float32Array(T * I);
+    const act = new Float64Array(T * I);
     const gelu = (z: number): number => 0.5 * z * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (z + 0.044715 * z * z * z)));
     for (let i = 0; i < act.length; i++) {
       act[i] = (spec.hiddenAct === 'gelu_pytorch_tanh' ? gelu(gate[i]) : gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
