@@ -13,7 +13,7 @@ import { AttributionSession } from '../../src/engine/attribution/session.js';
 import { ort } from '../../src/engine/session/session.js';
 import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
 import { mulberry32 } from '../../src/util/prng.js';
-import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../support/family-configs.js';
+import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../../src/engine/synthetic/family-configs.js';
 import { tempDir } from './helpers.js';
 import { referenceForward, type Weights } from './reference-forward.js';
 

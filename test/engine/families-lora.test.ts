@@ -14,7 +14,7 @@ import { writeSafetensors } from '../../src/checkpoint/safetensors-writer.js';
 import { loadEngine } from '../../src/engine/index.js';
 import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
 import { mulberry32 } from '../../src/util/prng.js';
-import { FAMILY_CONFIGS } from '../support/family-configs.js';
+import { FAMILY_CONFIGS } from '../../src/engine/synthetic/family-configs.js';
 import { expectCloseToReference, tempDir } from './helpers.js';
 import { referenceForward, type Weights } from './reference-forward.js';
 

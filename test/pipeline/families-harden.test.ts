@@ -16,7 +16,7 @@ import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-m
 import { runHarden } from '../../src/pipeline/harden.js';
 import type { ProbeRecord } from '../../src/pipeline/types.js';
 import { tempDir } from '../engine/helpers.js';
-import { FAMILY_CONFIGS } from '../support/family-configs.js';
+import { FAMILY_CONFIGS } from '../../src/engine/synthetic/family-configs.js';
 
 const words = (seed: number, n: number): string => Array.from({ length: n }, (_, i) => `w${7 + ((seed * 7 + i * 5) % 50)}`).join(' ');
 const probes = (seed: number, n: number): ProbeRecord[] => Array.from({ length: n }, (_, i) => ({ prompt: words(seed + i, 5), response: words(seed + 31 * i, 4) }));
