@@ -46,10 +46,10 @@ export interface RopeParameters {
   attentionFactor: number;
 }
 
-/** theta^(-2i/dim) in float64. */
+/** theta^(-2i/dim), the exponent rounded to float32 as torch's arange(0, dim, 2).float() / dim is. */
 function baseInvFreq(dim: number, theta: number): Float64Array {
   const out = new Float64Array(dim / 2);
-  for (let i = 0; i < dim / 2; i++) out[i] = 1 / Math.pow(theta, (2 * i) / dim);
+  for (let i = 0; i < dim / 2; i++) out[i] = 1 / Math.pow(theta, Math.fround((2 * i) / dim));
   return out;
 }
 
