@@ -39,6 +39,11 @@ export const ERROR_CATALOGUE = {
   ADAPTER_CONFIG_INVALID: { status: 422, hint: 'adapter_config.json must be a PEFT LoRA config (peft_type LORA, r, lora_alpha, target_modules).' },
   ADAPTER_TENSOR_INVALID: { status: 422, hint: 'Adapter tensors must be lora_A [r, in] / lora_B [out, r] pairs for known target modules.' },
   ADAPTER_BASE_MISMATCH: { status: 422, hint: 'The adapter shapes do not match the base model.' },
+  CHECKPOINT_NON_FINITE: { status: 422, hint: 'Weights must be finite: a NaN or Inf value was found in the named tensor; fix or re-export the checkpoint.' },
+  CHECKPOINT_TOO_MANY_PROBLEMS: { status: 422, hint: 'Only the first 100 problems are listed; the rest are counted by code. Fix the listed ones and validate again.' },
+  CHECKPOINT_JSON_TOO_LARGE: { status: 422, hint: 'config.json / adapter_config.json are at most 1 MiB, an index at most 16 MiB, and no JSON file nests deeper than 64 levels.' },
+  ADAPTER_TARGET_PATTERN_INVALID: { status: 422, hint: 'A string target_modules is a regular expression (RE2 syntax, full match of the module path, at most 1024 characters); a list holds module names.' },
+  OUTPUT_NON_FINITE: { status: 422, hint: 'A computed weight is NaN or Inf (e.g. a very large strength overflows the dtype); nothing was written or published.' },
   // engine/
   ENGINE_GRAPH_UNSUPPORTED: { status: 422, hint: 'This model configuration is not supported by the graph builder.' },
   ENGINE_EP_UNAVAILABLE: { status: 500, hint: 'The requested execution provider is not installed; set FGSN_EXECUTION_PROVIDER=cpu or install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12.' },

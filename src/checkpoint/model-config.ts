@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { FgsnError } from '../errors.js';
 import { ioError } from './io.js';
+import { MAX_CONFIG_JSON_BYTES, MAX_INDEX_JSON_BYTES, MAX_JSON_DEPTH, jsonDepthExceeds, preview } from './json-limits.js';
 import { LINEAR_MODULES, linearWeightName, type DType, type ModelFamily, type ModelSpec } from './types.js';
 
 const SUPPORTED: readonly ModelFamily[] = ['llama', 'mistral', 'qwen2'];
@@ -66,13 +67,16 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
   const modelType = (json as Record<string, unknown>).model_type;
   if (typeof modelType !== 'string') invalid(source, 'model_type is missing or not a string');
   if (!(SUPPORTED as readonly string[]).includes(modelType)) {
-    unsupported(source, `model_type "${modelType}" is not supported (supported: ${SUPPORTED.join(', ')})`);
+    unsupported(source, `model_type ${preview(modelType, 100)} is not supported (supported: ${SUPPORTED.join(', ')})`);
   }
   const family = modelType as ModelFamily;
   const parsed = configSchema.safeParse(json);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
-    invalid(source, `invalid fields: ${issues.join('; ')}`, { file: source, issues });
+    // A 1 MiB config can hold 100k bad list entries: name the first few, count the rest.
+    const all = parsed.error.issues;
+    const issues = all.slice(0, MAX_LISTED_ISSUES).map((i) => `${i.path.join('.').slice(0, 100) || '(root)'}: ${i.message.slice(0, 200)}`);
+    const more = all.length > issues.length ? ` (and ${all.length - issues.length} more)` : '';
+    invalid(source, `invalid fields: ${issues.join('; ')}${more}`, { file: source, issues, issueCount: all.length });
   }
   const c = parsed.data;
   const d = DEFAULTS[family];
@@ -80,7 +84,7 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
   const hiddenAct = c.hidden_act ?? 'silu';
   if (hiddenAct !== 'silu') unsupported(source, `hidden_act "${hiddenAct}" is not supported (only silu)`);
   // The engine implements plain RoPE; a scaled variant would silently change every attention score.
-  if (c.rope_scaling) unsupported(source, `rope_scaling ${JSON.stringify(c.rope_scaling)} is not supported`);
+  if (c.rope_scaling) unsupported(source, `rope_scaling ${preview(c.rope_scaling)} is not supported`);
   if (family === 'qwen2' && c.use_sliding_window === true) unsupported(source, 'qwen2 use_sliding_window: true is not supported');
 
   const numKvHeads = c.num_key_value_heads ?? c.num_attention_heads;
@@ -98,7 +102,7 @@ export function parseModelConfig(json: unknown, source: string): ModelSpec {
 
   const dtypeName = c.torch_dtype ?? c.dtype ?? 'float32';
   const torchDtype = Object.prototype.hasOwnProperty.call(TORCH_DTYPES, dtypeName) ? TORCH_DTYPES[dtypeName] : undefined;
-  if (torchDtype === undefined) invalid(source, `torch_dtype "${dtypeName}" is not a float dtype we can read`);
+  if (torchDtype === undefined) invalid(source, `torch_dtype ${preview(dtypeName, 100)} is not a float dtype we can read`);
 
   const attentionBias = family === 'llama' ? (c.attention_bias ?? false) : false;
   const eos = c.eos_token_id;
@@ -173,6 +177,18 @@ export function modelConfigJson(spec: ModelSpec): Record<string, unknown> {
   };
 }
 
+/** Issues of a config listed in its error message; the rest are counted. */
+const MAX_LISTED_ISSUES = 20;
+
+/**
+ * How many tensors expectedTensors(spec) lists, by arithmetic: checked against the file's real tensor count
+ * before anything is enumerated, so a config claiming 40,000 layers costs nothing (issue 15).
+ */
+export function expectedTensorCount(spec: ModelSpec): number {
+  const perLayer = 2 + LINEAR_MODULES.length + (spec.qkvBias ? 3 : 0) + (spec.oBias ? 1 : 0) + (spec.mlpBias ? 3 : 0);
+  return 2 + spec.numLayers * perLayer + (spec.tieWordEmbeddings ? 0 : 1);
+}
+
 export interface ExpectedTensor {
   name: string;
   shape: number[];
@@ -241,23 +257,49 @@ export function linearParameterCount(spec: ModelSpec): number {
   }, 0);
 }
 
-/** Reads a JSON file, mapping read and parse failures to the given catalogue code. */
-export async function readJsonFile(path: string, invalidCode: 'CHECKPOINT_CONFIG_INVALID' | 'CHECKPOINT_INDEX_INVALID' | 'ADAPTER_CONFIG_INVALID'): Promise<unknown> {
-  let text: string;
-  try {
-    // Config files are small; a multi-MB "config" is not one (and must not be read whole).
-    const st = await stat(path);
-    if (!st.isFile()) throw new FgsnError(invalidCode, `${path}: not a regular file`, { details: { file: path } });
-    if (st.size > 16 * 1024 * 1024) throw new FgsnError(invalidCode, `${path}: ${st.size} bytes is too large for a JSON config`, { details: { file: path } });
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw ioError(path, e);
+type JsonFileCode = 'CHECKPOINT_CONFIG_INVALID' | 'CHECKPOINT_INDEX_INVALID' | 'ADAPTER_CONFIG_INVALID';
+
+/**
+ * Parses the text of a tenant's JSON file: nesting depth checked by a linear scan first (nothing that later
+ * walks the value may recurse a million levels), then JSON.parse. Pure; `path` names the file in errors.
+ */
+export function parseJsonText(text: string, path: string, invalidCode: JsonFileCode): unknown {
+  if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) {
+    throw new FgsnError('CHECKPOINT_JSON_TOO_LARGE', `${path}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`, {
+      details: { file: path, maxDepth: MAX_JSON_DEPTH },
+    });
   }
   try {
     return JSON.parse(text) as unknown;
   } catch (e) {
-    throw new FgsnError(invalidCode, `${path}: not valid JSON (${e instanceof Error ? e.message : String(e)})`, { details: { file: path } });
+    throw new FgsnError(invalidCode, `${path}: not valid JSON (${e instanceof Error ? e.message.slice(0, 200) : String(e)})`, { details: { file: path } });
   }
+}
+
+/**
+ * Reads a JSON file, mapping read and parse failures to the given catalogue code. The size is checked before
+ * reading: 1 MiB for configs (real ones are a few KB), 16 MiB for a shard index.
+ */
+export async function readJsonFile(path: string, invalidCode: JsonFileCode): Promise<unknown> {
+  const limit = invalidCode === 'CHECKPOINT_INDEX_INVALID' ? MAX_INDEX_JSON_BYTES : MAX_CONFIG_JSON_BYTES;
+  let text: string;
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) throw new FgsnError(invalidCode, `${path}: not a regular file`, { details: { file: path } });
+    if (st.size > limit) {
+      throw new FgsnError('CHECKPOINT_JSON_TOO_LARGE', `${path}: ${st.size} bytes is too large for this JSON file (limit ${limit})`, {
+        details: { file: path, bytes: st.size, limit },
+      });
+    }
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw ioError(path, e);
+  }
+  // The file may have grown between stat and read.
+  if (text.length > limit) {
+    throw new FgsnError('CHECKPOINT_JSON_TOO_LARGE', `${path}: too large for this JSON file (limit ${limit} bytes)`, { details: { file: path, limit } });
+  }
+  return parseJsonText(text, path, invalidCode);
 }
 
 export interface GenerationConfig {
