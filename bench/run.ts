@@ -15,6 +15,7 @@ const BENCHES: Record<string, { file: string; what: string }> = {
   defense: { file: 'defense/run.ts', what: 'every dev fine-tune: undefended, fgsn, baselines (ASR, task, over-refusal, % params, s)' },
   frontier: { file: 'defense/frontier.ts', what: 'edit-budget frontier tables from a defense run\'s JSON' },
   api: { file: 'api/run.ts', what: 'status polling throughput/p99 and 1 GB upload throughput with server RSS' },
+  fuzz: { file: 'fuzz/run.ts', what: 'property-based fuzz of the header/config/adapter parsers: cases/s, no crash, hang or RSS growth' },
 };
 
 const [name, ...rest] = process.argv.slice(2);
