@@ -185,8 +185,10 @@ const MAX_LISTED_ISSUES = 20;
  * before anything is enumerated, so a config claiming 40,000 layers costs nothing (issue 15).
  */
 export function expectedTensorCount(spec: ModelSpec): number {
-  const perLayer = 2 + LINEAR_MODULES.length + (spec.qkvBias ? 3 : 0) + (spec.oBias ? 1 : 0) + (spec.mlpBias ? 3 : 0);
-  return 2 + spec.numLayers * perLayer + (spec.tieWordEmbeddings ? 0 : 1);
+  // Derived from expectedTensors itself on 0 and 1 layers, so it follows any family's tensor list.
+  const outside = expectedTensors({ ...spec, numLayers: 0 }).length;
+  const perLayer = expectedTensors({ ...spec, numLayers: 1 }).length - outside;
+  return outside + spec.numLayers * perLayer;
 }
 
 export interface ExpectedTensor {
