@@ -19,29 +19,74 @@ const F64_EXP_HI = 0x7ff00000;
 /** Values checked per aligned copy when the caller's bytes are not aligned to the item size. */
 const UNALIGNED_CHUNK = 1 << 16;
 
-function firstAligned(dtype: DType, buf: ArrayBufferLike, off: number, n: number): number {
+/** Words per block of the branch-free pass; a block that hits is rescanned value by value. */
+const BLOCK = 4096;
+
+/**
+ * Per-value exponent tests, for the block that hit (and for short tails). Kept separate from the fast pass
+ * below, which only answers "any bad value in this block?".
+ */
+function firstInRange(dtype: DType, buf: ArrayBufferLike, off: number, from: number, to: number): number {
   switch (dtype) {
     case 'F32': {
-      const u = new Uint32Array(buf, off, n);
-      for (let i = 0; i < n; i++) if ((u[i] & F32_EXP) === F32_EXP) return i;
+      const u = new Uint32Array(buf, off, to);
+      for (let i = from; i < to; i++) if ((u[i] & F32_EXP) === F32_EXP) return i;
       return -1;
     }
     case 'BF16':
     case 'F16': {
       const m = dtype === 'BF16' ? BF16_EXP : F16_EXP;
-      const u = new Uint16Array(buf, off, n);
-      for (let i = 0; i < n; i++) if ((u[i] & m) === m) return i;
+      const u = new Uint16Array(buf, off, to);
+      for (let i = from; i < to; i++) if ((u[i] & m) === m) return i;
       return -1;
     }
     case 'F64': {
       // Little-endian: the sign/exponent half of value i is 32-bit word 2i + 1.
-      const u = new Uint32Array(buf, off, 2 * n);
-      for (let i = 0; i < n; i++) if ((u[2 * i + 1] & F64_EXP_HI) === F64_EXP_HI) return i;
+      const u = new Uint32Array(buf, off, 2 * to);
+      for (let i = from; i < to; i++) if ((u[2 * i + 1] & F64_EXP_HI) === F64_EXP_HI) return i;
       return -1;
     }
     default:
       return -1;
   }
+}
+
+/**
+ * The fast pass reads 32-bit words and ORs (exponent + 1) into an accumulator without branching: the sum
+ * reaches the bit just above the exponent field only when every exponent bit was set. 16-bit dtypes test
+ * both halves of a word at once. Measured here (bench/checkpoint/rw.ts's rewrite includes it) this is several
+ * times faster than a compare-and-branch per value.
+ */
+function firstAligned(dtype: DType, buf: ArrayBufferLike, off: number, n: number): number {
+  const wordsPerValue = dtype === 'F64' ? 2 : dtype === 'F32' ? 1 : 0.5;
+  const words = Math.floor(n * wordsPerValue);
+  const u = new Uint32Array(buf, off, words);
+  for (let w0 = 0; w0 < words; w0 += BLOCK) {
+    const w1 = Math.min(words, w0 + BLOCK);
+    let acc = 0;
+    if (dtype === 'F32') {
+      for (let i = w0; i < w1; i++) acc |= ((u[i] >>> 23) & 0xff) + 1;
+      acc &= 0x100;
+    } else if (dtype === 'BF16') {
+      for (let i = w0; i < w1; i++) {
+        const w = u[i];
+        acc |= (((w >>> 7) & 0xff) + 1) | (((w >>> 23) & 0xff) + 1);
+      }
+      acc &= 0x100;
+    } else if (dtype === 'F16') {
+      for (let i = w0; i < w1; i++) {
+        const w = u[i];
+        acc |= (((w >>> 10) & 0x1f) + 1) | (((w >>> 26) & 0x1f) + 1);
+      }
+      acc &= 0x20;
+    } else {
+      for (let i = w0 + 1; i < w1; i += 2) acc |= ((u[i] >>> 20) & 0x7ff) + 1;
+      acc &= 0x800;
+    }
+    if (acc !== 0) return firstInRange(dtype, buf, off, w0 / wordsPerValue, Math.min(n, w1 / wordsPerValue));
+  }
+  // An odd 16-bit value count leaves one value after the last whole word.
+  return firstInRange(dtype, buf, off, Math.floor(words / wordsPerValue), n);
 }
 
 /**

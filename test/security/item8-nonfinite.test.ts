@@ -9,6 +9,7 @@ import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { describeCheckpoint, validateCheckpointFolder } from '../../src/checkpoint/detect.js';
+import { decodeToF32, encodeFromF32 } from '../../src/checkpoint/dtypes.js';
 import { firstNonFinite } from '../../src/checkpoint/finite.js';
 import { parseModelConfig } from '../../src/checkpoint/model-config.js';
 import { SafetensorsFile } from '../../src/checkpoint/safetensors-reader.js';
@@ -146,6 +147,26 @@ describe('firstNonFinite on raw bits', () => {
     expect(firstNonFinite('F16', Uint8Array.of(0xff, 0x7b, 0x00, 0x7c))).toBe(1);
     expect(firstNonFinite('F64', new Uint8Array(new Float64Array([1e308, -Infinity]).buffer))).toBe(1);
     expect(firstNonFinite('I32', new Uint8Array(new Int32Array([0x7f800000]).buffer))).toBe(-1);
+  });
+});
+
+describe('firstNonFinite agrees with decoding every value', () => {
+  it('every float dtype, lengths around the 4096-word blocks, bad values at block edges and in odd tails', () => {
+    const specials = [NaN, Infinity, -Infinity];
+    for (const dtype of ['F32', 'BF16', 'F16', 'F64'] as const) {
+      for (const n of [1, 2, 3, 4095, 4096, 4097, 8191, 8192, 8193, 12_289]) {
+        const clean = new Float32Array(n).map((_, i) => Math.sin(i) * 100);
+        expect(firstNonFinite(dtype, encodeFromF32(dtype, clean)), `${dtype} n=${n} clean`).toBe(-1);
+        for (const at of new Set([0, n - 1, 2047, 2048, 4095, 4096, 8191, 8192, 8193].filter((i) => i < n))) {
+          const v = clean.slice();
+          v[at] = specials[at % 3];
+          if (at + 3 < n) v[at + 3] = NaN;
+          const bytes = encodeFromF32(dtype, v);
+          const reference = Array.from(decodeToF32(dtype, bytes)).findIndex((x) => !Number.isFinite(x));
+          expect(firstNonFinite(dtype, bytes), `${dtype} n=${n} at=${at}`).toBe(reference);
+        }
+      }
+    }
   });
 });
 
