@@ -1,5 +1,6 @@
 /** Request and response shapes of the /v1 API (the single source of validation and of the OpenAPI document). */
 import { z } from 'zod';
+import { optionIssues } from './method-options.js';
 
 const ResourceId = z.string().min(1).max(64).describe('Resource id as returned on creation');
 
@@ -134,7 +135,11 @@ export const JobCreateBody = z
       .strict()
       .optional(),
   })
-  .strict();
+  .strict()
+  // Options are checked by the defense's parser here, at submission, not first in the worker.
+  .superRefine((b, ctx) => {
+    for (const issue of optionIssues(b.method, b.options)) ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message });
+  });
 
 export const JobState = z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']);
 

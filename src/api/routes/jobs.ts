@@ -13,7 +13,8 @@ import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { JobRecord } from '../records.js';
 import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
+import { toJsonSchema, type JsonSchema } from '../zod-schema.js';
+import { methodOptionsJsonSchema } from '../method-options.js';
 import { ownCheckpoint, uploadFilesDir } from './checkpoints.js';
 import { visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
@@ -32,6 +33,13 @@ function canonical(v: unknown): string {
       .join(',')}}`;
   }
   return JSON.stringify(v);
+}
+
+/** The body's JSON Schema with `options` spelled out per method (the zod schema still validates). */
+function withOptionsDocumented(js: JsonSchema): JsonSchema {
+  const props = js.properties as Record<string, unknown> | undefined;
+  if (props?.options !== undefined) props.options = methodOptionsJsonSchema();
+  return js;
 }
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -146,7 +154,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         summary: 'Submit a hardening job',
         description: 'Idempotency-Key header (kept 24 h per tenant): the same key with the same body returns the same job (Idempotent-Replayed: true); with another body, 409 IDEMPOTENCY_CONFLICT.',
         headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', maxLength: 255 } } },
-        body: toJsonSchema(JobCreateBody),
+        body: withOptionsDocumented(toJsonSchema(JobCreateBody)),
         response: { 202: toJsonSchema(JobSchema, 'output'), 400: err, 401: err, 404: err, 409: err, 429: err },
       },
     },
