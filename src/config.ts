@@ -107,6 +107,16 @@ export const ConfigEnvSchema = z.object({
   FGSN_WEBHOOK_TIMEOUT_MS: positiveInt.default(10_000),
   FGSN_WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   FGSN_SHUTDOWN_TIMEOUT_S: positiveInt.default(30),
+  FGSN_VALIDATION_TIMEOUT_S: positiveInt.default(600),
+  FGSN_VALIDATION_MAX_MEMORY_MB: positiveInt.default(2048),
+  FGSN_JOB_RETENTION_S: positiveInt.default(7 * 24 * 3600),
+  FGSN_UPLOAD_TTL_S: positiveInt.default(24 * 3600),
+  FGSN_QUOTA_BYTES: nonNegativeInt.default(0),
+  FGSN_QUOTA_CHECKPOINTS: nonNegativeInt.default(0),
+  FGSN_QUOTA_CONCURRENT_JOBS: nonNegativeInt.default(0),
+  FGSN_QUOTA_PROBE_SETS: nonNegativeInt.default(0),
+  FGSN_AUTH_FAILURE_LIMIT: nonNegativeInt.default(30),
+  FGSN_REDIS_COMMAND_TIMEOUT_MS: positiveInt.default(1000),
   FGSN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -159,6 +169,18 @@ export interface Config {
   /** allowPrivate: webhooks may go to loopback/private addresses (off by default: tenants pick the URLs). */
   webhook: { attempts: number; backoffMs: number; timeoutMs: number; allowPrivate: boolean };
   shutdownTimeoutS: number;
+  /** Upload validation runs in a child process with these limits (the checkpoint lease outlives the time limit). */
+  validation: { timeoutS: number; maxMemoryMb: number };
+  /** Finished jobs (queue entries and job records) are kept this long; artifacts in the store are not removed with them. */
+  jobRetentionS: number;
+  /** Uploads not completed within this time are removed by the sweeper. */
+  uploadTtlS: number;
+  /** Per-tenant quotas; 0 = unlimited. */
+  quotas: { bytes: number; checkpoints: number; concurrentJobs: number; probeSets: number };
+  /** Failed authentications per client address and rate-limit window before 429 (0 = no limit). */
+  authFailureLimit: number;
+  /** The API's Redis commands fail (503) after this long instead of waiting for a reconnect. */
+  redisCommandTimeoutMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
 
@@ -252,6 +274,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       allowPrivate: d.FGSN_WEBHOOK_ALLOW_PRIVATE,
     },
     shutdownTimeoutS: d.FGSN_SHUTDOWN_TIMEOUT_S,
+    validation: { timeoutS: d.FGSN_VALIDATION_TIMEOUT_S, maxMemoryMb: d.FGSN_VALIDATION_MAX_MEMORY_MB },
+    jobRetentionS: d.FGSN_JOB_RETENTION_S,
+    uploadTtlS: d.FGSN_UPLOAD_TTL_S,
+    quotas: { bytes: d.FGSN_QUOTA_BYTES, checkpoints: d.FGSN_QUOTA_CHECKPOINTS, concurrentJobs: d.FGSN_QUOTA_CONCURRENT_JOBS, probeSets: d.FGSN_QUOTA_PROBE_SETS },
+    authFailureLimit: d.FGSN_AUTH_FAILURE_LIMIT,
+    redisCommandTimeoutMs: d.FGSN_REDIS_COMMAND_TIMEOUT_MS,
     logLevel: d.FGSN_LOG_LEVEL,
   };
 }

@@ -29,7 +29,7 @@ export const CheckpointSchema = z
   .object({
     id: z.string(),
     name: z.string().optional(),
-    state: z.enum(['uploading', 'validating', 'ready']),
+    state: z.enum(['uploading', 'validating', 'ready', 'deleting']),
     kind: z.enum(['model', 'adapter']).optional().describe('Detected on complete: full model or PEFT LoRA adapter'),
     detected: z.record(z.string(), z.unknown()).optional().describe('Architecture, dtype, parameter counts, adapter settings'),
     files: z.array(UploadedFileSchema),

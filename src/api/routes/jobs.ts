@@ -86,6 +86,8 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         });
       }
     }
+    // Indexed before the state is read: a DELETE of the checkpoint either sees this job or makes it not ready.
+    await records.addCheckpointJob((await ownCheckpoint(records, tenant, body.finetuned)).id, jobId);
     const ft = await ownCheckpoint(records, tenant, body.finetuned);
     if (ft.state !== 'ready') throw new FgsnError('CONFLICT', `checkpoint ${ft.id} is not completed; POST /v1/checkpoints/${ft.id}/complete first`);
     const ref = await visibleReference(records, tenant, body.reference);
