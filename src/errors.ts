@@ -76,6 +76,9 @@ export const ERROR_CATALOGUE = {
   MODEL_DIR_NOT_ALLOWED: { status: 403, hint: 'Server-side model folders must lie inside FGSN_ALLOWED_MODEL_DIRS.' },
   PIPELINE_UNAVAILABLE: { status: 503, hint: 'This build of the service has no defense pipeline; update the worker image.' },
   WORKER_LOST: { status: 500, hint: 'The worker running the job stopped repeatedly; check worker memory limits and logs.' },
+  SERVICE_UNAVAILABLE: { status: 503, hint: 'A backing service (Redis) does not answer; retry after the Retry-After delay.' },
+  QUOTA_EXCEEDED: { status: 429, hint: "The tenant's quota (named in details.quota) is used up; delete checkpoints, probe sets or finished jobs, or ask the operator for more." },
+  INSUFFICIENT_STORAGE: { status: 507, hint: 'The server has too little free disk to take this upload; retry later or contact the operator.' },
   INTERNAL: { status: 500, hint: 'Unexpected error; see the server logs with the request id.' },
 } as const satisfies Record<string, ErrorSpec>;
 
