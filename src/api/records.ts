@@ -59,6 +59,9 @@ export interface ProbeSetRecord {
   categories: Record<string, number>;
   bytes: number;
   createdAt: string;
+  /** Where the NDJSON lives in the blob store, and its sha256 (sets stored before this field lived in Redis). */
+  key?: string;
+  sha256?: string;
 }
 
 export interface JobRecord {
@@ -221,10 +224,10 @@ export class Records {
   }
 
   // probe sets
-  async putProbeSet(r: ProbeSetRecord, ndjson: string): Promise<void> {
+  /** The record only: the probes themselves are in the blob store (record.key). */
+  async putProbeSet(r: ProbeSetRecord): Promise<void> {
     await this.redis
       .multi()
-      .set(this.key('probes', r.id, 'records'), ndjson)
       .set(this.key('probes', r.id), JSON.stringify(r))
       .zadd(this.key('tenant', r.tenant, 'probes'), Date.parse(r.createdAt), r.id)
       .exec();
@@ -238,7 +241,8 @@ export class Records {
   getProbeSet(id: string): Promise<ProbeSetRecord | undefined> {
     return this.getJson(this.key('probes', id));
   }
-  async getProbeRecords(id: string): Promise<ProbeRecord[] | undefined> {
+  /** Probes of a set stored in Redis by an earlier version (before probe sets moved to the blob store). */
+  async getLegacyProbeRecords(id: string): Promise<ProbeRecord[] | undefined> {
     const raw = await this.redis.get(this.key('probes', id, 'records'));
     if (raw === null) return undefined;
     return raw.length === 0 ? [] : raw.split('\n').map((l) => JSON.parse(l) as ProbeRecord);

@@ -9,7 +9,9 @@ import { FgsnError } from '../errors.js';
 import { runHarden } from '../pipeline/harden.js';
 import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
 import type { BlobStore } from '../storage/index.js';
-import type { HardenJobData, HardenJobResult, HardenProgress } from './job-data.js';
+import type { HardenJobData, HardenJobInput, HardenJobResult, HardenProgress, ProbeRef } from './job-data.js';
+import type { EvaluationRequest, HardenRequest, ProbeRecord } from '../pipeline/types.js';
+import { readProbeBlob } from '../storage/probe-blobs.js';
 
 export interface RunContext {
   attempt: number;
@@ -26,6 +28,34 @@ const PIPELINE_END = 95;
 
 export function throwIfCancelled(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new FgsnError('JOB_CANCELLED', 'the job was cancelled');
+}
+
+/** The job's probe-set references, read from the blob store (sha256-checked) into the pipeline's request. */
+export async function resolveProbes(store: BlobStore, input: HardenJobInput): Promise<Omit<HardenRequest, 'outDir' | 'cacheDir' | 'executionProvider'>> {
+  const read = (ref: ProbeRef | undefined): Promise<ProbeRecord[] | undefined> => (ref === undefined ? Promise.resolve(undefined) : readProbeBlob(store, ref));
+  const e = input.evaluate;
+  let evaluate: EvaluationRequest | undefined;
+  if (e !== undefined) {
+    evaluate = {};
+    const [harmful, emerging, lookalike] = await Promise.all([read(e.harmful), read(e.emerging), read(e.lookalike)]);
+    if (harmful) evaluate.harmful = harmful;
+    if (emerging) evaluate.emerging = emerging;
+    if (lookalike) evaluate.lookalike = lookalike;
+    if (e.maxNewTokens !== undefined) evaluate.maxNewTokens = e.maxNewTokens;
+    if (e.tasks) {
+      evaluate.tasks = {};
+      for (const [name, ref] of Object.entries(e.tasks)) {
+        evaluate.tasks[name] = ((await read(ref)) ?? []).map((p) => ({ prompt: p.prompt, answer: p.response ?? '' }));
+      }
+    }
+  }
+  return {
+    ...input,
+    harmful: (await read(input.harmful)) as ProbeRecord[],
+    benign: (await read(input.benign)) as ProbeRecord[],
+    task: await read(input.task),
+    evaluate,
+  };
 }
 
 export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promise<HardenJobResult> {
@@ -63,9 +93,10 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
   await mkdir(outDir, { recursive: true });
   try {
     await enter('pipeline', VALIDATE_END);
+    const input = await resolveProbes(ctx.store, data.input);
     const result = await runHarden(
       {
-        ...data.input,
+        ...input,
         outDir,
         cacheDir: join(ctx.dataDir, 'cache'),
         executionProvider: ctx.executionProvider,

@@ -17,6 +17,7 @@ import { HARDEN_QUEUE, cancelFlagKey } from './names.js';
 import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
 import { withEngineProcessEnv } from '../engine/session/session.js';
 import { describeJob } from './status.js';
+import { expireJobRecord } from './queue.js';
 import { createWebhookQueue, enqueueWebhook, eventFor, startWebhookWorker, type WebhookSettings } from './webhooks.js';
 
 export interface WorkerOptions {
@@ -93,6 +94,8 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     const event = eventFor(status.state);
     if (event === undefined) return; // a failed attempt that will be retried
     log?.info({ jobId: status.id, state: status.state, error: status.error?.code }, 'job finished');
+    // The API's record of the job goes with the queue entry after the retention period.
+    await expireJobRecord(connection, config.queuePrefix, status.id, config.jobRetentionS);
     if (metrics) observeFinished(metrics, status);
     const hook = job.data.webhook;
     if (hook?.secret) await enqueueWebhook(webhookQueue, { url: hook.url, secret: hook.secret, event, job: status }, webhookSettings);

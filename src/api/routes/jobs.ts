@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { FgsnError } from '../../errors.js';
-import type { EvaluationRequest, ProbeRecord } from '../../pipeline/types.js';
-import type { HardenJobData } from '../../queue/job-data.js';
-import { enqueueHarden, getHardenJob } from '../../queue/queue.js';
+import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/job-data.js';
+import { enqueueHarden, expireJobRecord, getHardenJob } from '../../queue/queue.js';
 import { describeJob, type JobStatus } from '../../queue/status.js';
 import { deleteJobArtifacts } from '../../storage/artifacts.js';
 import { privateLiteral } from '../../queue/webhook-address.js';
@@ -16,7 +15,7 @@ import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } 
 import { toJsonSchema, type JsonSchema } from '../zod-schema.js';
 import { methodOptionsJsonSchema } from '../method-options.js';
 import { ownCheckpoint, uploadFilesDir } from './checkpoints.js';
-import { visibleProbeSet } from './probe-sets.js';
+import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
 import type { z } from 'zod';
 
@@ -91,9 +90,9 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     const ft = await ownCheckpoint(records, tenant, body.finetuned);
     if (ft.state !== 'ready') throw new FgsnError('CONFLICT', `checkpoint ${ft.id} is not completed; POST /v1/checkpoints/${ft.id}/complete first`);
     const ref = await visibleReference(records, tenant, body.reference);
-    const harmful = await visibleProbeSet(records, tenant, body.probes?.harmful ?? 'default-harmful');
-    const benign = await visibleProbeSet(records, tenant, body.probes?.benign ?? 'default-benign');
-    const task = body.task === undefined ? undefined : await visibleProbeSet(records, tenant, body.task);
+    const harmful = (await visibleProbeSet(ctx, tenant, body.probes?.harmful ?? 'default-harmful')).ref;
+    const benign = (await visibleProbeSet(ctx, tenant, body.probes?.benign ?? 'default-benign')).ref;
+    const task = body.task === undefined ? undefined : (await visibleProbeSet(ctx, tenant, body.task)).ref;
     const ftPath = uploadFilesDir(config.dataDir, ft.id);
     const { webhook, ...publicRequest } = body;
     return {
@@ -103,24 +102,24 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         basePath: ref.base.path,
         alignedPath: ref.aligned.path,
         ...(ft.kind === 'adapter' ? { adapterPath: ftPath } : { finetunedPath: ftPath }),
-        harmful: harmful.probes,
-        benign: benign.probes,
-        task: task?.probes,
+        harmful,
+        benign,
+        task,
         method: body.method,
         options: body.options,
         outputs: body.outputs,
-        evaluate: await evaluationSets(tenant, body.evaluate, harmful.probes, benign.probes),
+        evaluate: await evaluationSets(tenant, body.evaluate, harmful, benign),
       },
       webhook,
       request: { ...publicRequest, ...(webhook ? { webhook: { url: webhook.url } } : {}) },
     };
   };
 
-  const evaluationSets = async (tenant: string, e: JobBody['evaluate'], harmful: ProbeRecord[], benign: ProbeRecord[]): Promise<EvaluationRequest | undefined> => {
+  const evaluationSets = async (tenant: string, e: JobBody['evaluate'], harmful: ProbeRef, benign: ProbeRef): Promise<HardenJobInput['evaluate']> => {
     if (e === false) return undefined;
     if (e === true) return { harmful, lookalike: benign };
-    const load = async (id: string | undefined) => (id === undefined ? undefined : (await visibleProbeSet(records, tenant, id)).probes);
-    const out: EvaluationRequest = {};
+    const load = async (id: string | undefined) => (id === undefined ? undefined : (await visibleProbeSet(ctx, tenant, id)).ref);
+    const out: NonNullable<HardenJobInput['evaluate']> = {};
     const h = await load(e.harmful);
     const em = await load(e.emerging);
     const l = await load(e.lookalike);
@@ -131,10 +130,10 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     if (e.tasks) {
       out.tasks = {};
       for (const [name, id] of Object.entries(e.tasks)) {
-        const probes = (await load(id)) as ProbeRecord[];
-        const missing = probes.findIndex((p) => p.response === undefined);
+        const probeRef = (await load(id)) as ProbeRef;
+        const missing = (await loadProbes(ctx, probeRef)).findIndex((p) => p.response === undefined);
         if (missing >= 0) throw new FgsnError('PROBES_INVALID', `task probe set ${id} (${name}): record ${missing + 1} has no "response" (the expected answer)`);
-        out.tasks[name] = probes.map((p) => ({ prompt: p.prompt, answer: p.response as string }));
+        out.tasks[name] = probeRef;
       }
     }
     return out;
@@ -189,7 +188,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook, idempotencyKeyHash: claimedKey };
         await records.putJob(record);
         stored = record;
-        await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs });
+        await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs, retentionS: config.jobRetentionS });
         request.log.info({ jobId: id, method: body.method }, 'job queued');
         return accepted(reply, await jobStatusFor(ctx, record), false);
       } catch (e) {
@@ -226,7 +225,11 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         for (let i = 0; i < page.length; i++) {
           cursor = page[i];
           const rec = recs[i];
-          if (rec === undefined) continue;
+          if (rec === undefined) {
+            // The record expired (retention) or was deleted: drop it from the tenant's index too.
+            await ctx.redis.zrem(records.key('tenant', request.auth.tenant, 'jobs'), page[i].id);
+            continue;
+          }
           const s = await jobStatusFor(ctx, rec);
           if (q.state === undefined || s.state === q.state) items.push(s);
           if (items.length >= q.limit) break;
@@ -286,6 +289,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
             () => false,
           );
           if (removed) {
+            await expireJobRecord(ctx.redis, config.queuePrefix, record.id, config.jobRetentionS);
             const status = await jobStatusFor(ctx, record);
             if (record.webhook?.secret) {
               await enqueueWebhook(ctx.webhookQueue, { url: record.webhook.url, secret: record.webhook.secret, event: 'job.cancelled', job: status }, config.webhook);
