@@ -50,7 +50,8 @@ export function toFgsnError(e: unknown): FgsnError {
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err, request, reply) => {
     const e = toFgsnError(err);
-    if (e.status >= 500) request.log.error({ err }, 'request failed');
+    if (e.code === 'SERVICE_UNAVAILABLE') request.log.warn({ err }, 'Redis unavailable: answered 503');
+    else if (e.status >= 500) request.log.error({ err }, 'request failed');
     else request.log.info({ code: e.code, msg: e.message }, 'request rejected');
     if (e.code === 'PAYLOAD_TOO_LARGE') reply.header('connection', 'close');
     if (e.code === 'SERVICE_UNAVAILABLE') reply.header('retry-after', REDIS_RETRY_AFTER_S);

@@ -42,3 +42,33 @@ export async function securitySetup(opts: Parameters<typeof startHarness>[0] = {
     },
   };
 }
+
+/**
+ * A completed job of tenant a with the given artifacts (bytes in the store, a manifest), made without
+ * running the pipeline: the job is taken from the queue by hand and moved to completed, as a worker would.
+ */
+export async function fakeCompletedJob(h: Harness, artifacts: { name: string; body: string }[]): Promise<string> {
+  const { Worker } = await import('bullmq');
+  const { Redis } = await import('ioredis');
+  const { createHash } = await import('node:crypto');
+  const { newId } = await import('../../src/api/ids.js');
+  const { HARDEN_QUEUE } = await import('../../src/queue/names.js');
+  const id = newId('job');
+  const ctx = h.built.ctx;
+  await ctx.records.putJob({ id, tenant: 'tenant-a', createdAt: new Date().toISOString(), request: {} });
+  const listed = artifacts.map((a) => ({ name: a.name, bytes: Buffer.byteLength(a.body), sha256: createHash('sha256').update(a.body).digest('hex'), key: `jobs/${id}/att/${a.name}` }));
+  for (const [i, a] of artifacts.entries()) await ctx.store.putBytes(listed[i].key, a.body);
+  await ctx.store.putBytes(`jobs/${id}/manifest.json`, JSON.stringify({ jobId: id, attempt: 'att', publishedAt: new Date().toISOString(), artifacts: listed }));
+  await ctx.queue.add('harden', { jobId: id, tenant: 'tenant-a', request: {} } as never, { jobId: id });
+  const connection = new Redis(h.config.redisUrl, { maxRetriesPerRequest: null });
+  const worker = new Worker(HARDEN_QUEUE, null, { connection, prefix: h.config.queuePrefix, autorun: false });
+  try {
+    const job = await worker.getNextJob('test-token');
+    if (job?.id !== id) throw new Error(`expected job ${id}, got ${job?.id}`);
+    await job.moveToCompleted({ artifacts: listed.map(({ name, bytes, sha256 }) => ({ name, bytes, sha256 })), summary: {}, timings: {} }, 'test-token', false);
+  } finally {
+    await worker.close();
+    connection.disconnect();
+  }
+  return id;
+}

@@ -14,7 +14,7 @@ let s: SecuritySetup;
 
 beforeAll(async () => {
   redis = await startPrivateRedis();
-  s = await securitySetup({ env: { REDIS_URL: redis.url } });
+  s = await securitySetup({ env: { REDIS_URL: redis.url, FGSN_REDIS_COMMAND_TIMEOUT_MS: '1000' } });
 });
 afterAll(async () => {
   await s?.close();

@@ -314,7 +314,13 @@ async function checkpointUsers(ctx: ApiContext, r: CheckpointRecord): Promise<st
 async function receive(request: FastifyRequest, name: string, limit: number, partialDir: string): Promise<{ tmp: string; bytes: number; sha256: string }> {
   let source: Readable = request.raw;
   if (request.isMultipart()) {
-    const part = await request.file();
+    let part: Awaited<ReturnType<typeof request.file>>;
+    try {
+      part = await request.file();
+    } catch (e) {
+      if (e instanceof FgsnError) throw e;
+      throw new FgsnError('VALIDATION_FAILED', `malformed multipart body: ${(e as Error).message}`, { details: { in: 'body' } });
+    }
     if (part === undefined) throw new FgsnError('VALIDATION_FAILED', 'multipart body has no file part');
     source = part.file;
   }
