@@ -18,7 +18,7 @@ import { installErrorHandling, redisUnavailable } from './error-handler.js';
 import { createApiMetrics } from './metrics.js';
 import { Records } from './records.js';
 import { artifactRoutes } from './routes/artifacts.js';
-import { checkpointRoutes } from './routes/checkpoints.js';
+import { checkpointRoutes, sweepAbandonedUploads } from './routes/checkpoints.js';
 import { jobRoutes } from './routes/jobs.js';
 import { opsRoutes } from './routes/ops.js';
 import { probeSetRoutes } from './routes/probe-sets.js';
@@ -155,9 +155,19 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
   await jobRoutes(app, ctx);
   await artifactRoutes(app, ctx);
 
+  // Abandoned uploads are removed after FGSN_UPLOAD_TTL_S (checked a few times per TTL, at most every 5 min).
+  const sweeper =
+    opts.offline === true
+      ? undefined
+      : setInterval(() => {
+          sweepAbandonedUploads(ctx, app.log).catch((e: unknown) => app.log.warn({ err: e }, 'upload sweep failed'));
+        }, Math.min(config.uploadTtlS * 250, 300_000));
+  sweeper?.unref();
+
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      clearInterval(sweeper);
       await app.close();
       await queue.close();
       await webhookQueue.close();

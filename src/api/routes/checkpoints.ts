@@ -4,7 +4,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -89,6 +89,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
     },
     async (request, reply) => {
       const body = (request.body ?? {}) as { name?: string };
+      await checkQuota('checkpoints', config.quotas.checkpoints, await records.countCheckpoints(request.auth.tenant));
       const r: CheckpointRecord = { id: newId('ckpt'), tenant: request.auth.tenant, name: body.name, state: 'uploading', createdAt: new Date().toISOString() };
       await mkdir(uploadFilesDir(config.dataDir, r.id), { recursive: true });
       await records.putCheckpoint(r);
@@ -157,8 +158,14 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
             details: { limit: config.uploadMaxBytes },
           });
         }
+        // Before a byte is stored: the disk's free space and the tenant's byte quota (by the declared size).
+        const known = Number.isFinite(declared) ? declared : 0;
+        await checkFreeDisk(config.dataDir, config.minFreeDiskMb, known);
+        await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), known);
         const file = await receive(request, name, config.uploadMaxBytes, join(uploadDir(config.dataDir, id), 'partial'));
         try {
+          // A body without a declared length is counted once received.
+          await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), file.bytes);
           ctx.metrics.bytesIn.inc(file.bytes);
           const expected = request.headers['x-content-sha256'];
           if (typeof expected === 'string' && expected.toLowerCase() !== file.sha256) {
@@ -291,6 +298,49 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       return reply.status(204).send();
     },
   );
+}
+
+/** 429 QUOTA_EXCEEDED naming the quota when `used + adding` passes a non-zero limit. */
+export async function checkQuota(quota: 'bytes' | 'checkpoints' | 'concurrentJobs' | 'probeSets', limit: number, used: number, adding = 1): Promise<void> {
+  if (limit > 0 && used + adding > limit) {
+    throw new FgsnError('QUOTA_EXCEEDED', `tenant quota ${quota} exceeded: ${used} used + ${adding} > ${limit}`, { details: { quota, limit, used } });
+  }
+}
+
+/** 507 when taking `bytes` more would leave less than the configured free space on the data disk. */
+async function checkFreeDisk(dataDir: string, minFreeMb: number, bytes: number): Promise<void> {
+  const s = await statfs(dataDir);
+  const free = s.bavail * s.bsize;
+  if (free - bytes < minFreeMb * 1024 * 1024) {
+    throw new FgsnError('INSUFFICIENT_STORAGE', `not enough free disk for this upload (${Math.floor(free / 1024 ** 2)} MB free, ${Math.ceil(bytes / 1024 ** 2)} MB asked, ${minFreeMb} MB kept free)`, {
+      details: { freeMb: Math.floor(free / 1024 ** 2), minFreeMb },
+    });
+  }
+}
+
+/**
+ * Removes uploads not completed within the TTL (their files and records), so abandoned uploads do not hold
+ * disk or quota. Safe with several API replicas: each removal is claimed by a state compare-and-set.
+ */
+export async function sweepAbandonedUploads(ctx: ApiContext, log?: { info(o: object, m: string): void }): Promise<number> {
+  const { records, config } = ctx;
+  let removed = 0;
+  for (const id of await records.uploadsOpenedBefore(Date.now() - config.uploadTtlS * 1000, 500)) {
+    const r = await records.getCheckpoint(id);
+    if (r === undefined || r.state === 'ready') {
+      await records.markUploadClosed(id);
+      continue;
+    }
+    if (r.state === 'validating' && !leaseExpired(r)) continue;
+    if (r.state === 'deleting') continue;
+    const claimed = await records.transitionCheckpoint(id, r.state, { state: 'deleting' }, r.state === 'validating' ? (r.leaseUntil ?? '') : undefined);
+    if (claimed === undefined) continue;
+    await records.deleteCheckpoint(r);
+    await rm(uploadDir(config.dataDir, id), { recursive: true, force: true });
+    log?.info({ checkpointId: id, tenant: r.tenant }, 'abandoned upload removed');
+    removed++;
+  }
+  return removed;
 }
 
 function leaseExpired(r: CheckpointRecord): boolean {

@@ -14,7 +14,7 @@ import type { JobRecord } from '../records.js';
 import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
 import { toJsonSchema, type JsonSchema } from '../zod-schema.js';
 import { methodOptionsJsonSchema } from '../method-options.js';
-import { ownCheckpoint, uploadFilesDir } from './checkpoints.js';
+import { checkQuota, ownCheckpoint, uploadFilesDir } from './checkpoints.js';
 import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
 import type { z } from 'zod';
@@ -139,6 +139,18 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     return out;
   };
 
+  /** Queued + running jobs of the tenant (finished ones leave the index as they are seen). */
+  const activeJobCount = async (tenant: string): Promise<number> => {
+    const key = records.key('tenant', tenant, 'active');
+    let n = 0;
+    for (const jobId of await ctx.redis.zrange(key, '0', '-1')) {
+      const state = await ctx.queue.getJobState(jobId);
+      if (state === 'completed' || state === 'failed' || state === 'unknown') await ctx.redis.zrem(key, jobId);
+      else n++;
+    }
+    return n;
+  };
+
   const accepted = (reply: FastifyReply, status: JobStatus, replayed: boolean) =>
     reply
       .status(202)
@@ -184,11 +196,13 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
       }
       let stored: JobRecord | undefined;
       try {
+        if (config.quotas.concurrentJobs > 0) await checkQuota('concurrentJobs', config.quotas.concurrentJobs, await activeJobCount(tenant));
         const data = await resolve(tenant, body, id);
         const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook, idempotencyKeyHash: claimedKey };
         await records.putJob(record);
         stored = record;
         await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs, retentionS: config.jobRetentionS });
+        if (config.quotas.concurrentJobs > 0) await ctx.redis.zadd(records.key('tenant', tenant, 'active'), Date.now(), id);
         request.log.info({ jobId: id, method: body.method }, 'job queued');
         return accepted(reply, await jobStatusFor(ctx, record), false);
       } catch (e) {

@@ -11,6 +11,7 @@ import type { BlobStore } from '../../storage/index.js';
 import { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from '../../storage/probe-blobs.js';
 import { ErrorBody, IdParams, ProbeSetList, ProbeSetQuery, ProbeSetSchema } from '../schemas.js';
 import { toJsonSchema } from '../zod-schema.js';
+import { checkQuota } from './checkpoints.js';
 
 const view = (r: ProbeSetRecord): Record<string, unknown> => ({
   id: r.id,
@@ -88,6 +89,7 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           throw new FgsnError('UNSUPPORTED_MEDIA_TYPE', 'send the probe set as application/x-ndjson');
         }
         const q = request.query as { kind: 'harmful' | 'benign' | 'task'; name?: string };
+        await checkQuota('probeSets', config.quotas.probeSets, await records.countProbeSets(request.auth.tenant));
         const text = typeof request.body === 'string' ? request.body : '';
         const probes = parseProbeNdjson(text);
         const r: ProbeSetRecord = {
