@@ -106,7 +106,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
     },
     bodyLimit: 1024 * 1024,
     // Long names reach the route schemas (coded 400 in the service's error shape) instead of Fastify's own answer.
-    maxParamLength: 4096,
+    routerOptions: { maxParamLength: 4096 },
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     ajv: { customOptions: { strict: false } },
