@@ -16,6 +16,7 @@ import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, plan
 import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { STRENGTH_STEPS, ladder } from './ladder.js';
+import { writeModelCard } from './model-card.js';
 import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
 
@@ -339,6 +340,8 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       ...(metrics ? { metrics, evaluation: evalReport } : {}),
     };
     const text = JSON.stringify(report, null, 1) + '\n';
+    // A publishable folder: a model card (README.md) from this report, the fine-tune's docs carried over.
+    if (modelDir) await writeModelCard(modelDir, sources.finetuned?.dir ?? sources.adapter!.dir, sources.configDir, report);
     if (modelDir) await writeFile(join(modelDir, 'fgsn-report.json'), text);
     await writeFile(join(req.outDir, 'report.json'), text);
     const artifacts = await artifactList(req.outDir);
