@@ -9,12 +9,12 @@ import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { evaluateModel } from '../eval/evaluate.js';
 import { FgsnError } from '../errors.js';
-import { type EditCounts, type RowCompute, combinedCompute, countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
+import { type EditCounts, type RowCompute, combinedCompute, countEdit, projectionCompute, rowSparseAdapterRank, writeHardened } from '../defense/apply.js';
 import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
 import { type Selection, countRows, pickerExcluding, selectionToJSON, union } from '../defense/math/select.js';
 import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, planMethod } from '../defense/methods.js';
 import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
-import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
+import { type WeightSources, closeSources, linearRowCount, openSources, shapeOf } from '../defense/io/sources.js';
 import { STRENGTH_STEPS, ladder } from './ladder.js';
 import { writeModelCard } from './model-card.js';
 import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
@@ -250,9 +250,6 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
   for (const o of outputs) {
     if (!['model', 'diff', 'adapter', 'report'].includes(o)) throw new FgsnError('DEFENSE_OPTION_INVALID', `unknown output "${o}" (model, diff, adapter, report)`);
   }
-  if (outputs.has('adapter')) {
-    if (req.adapterPath === undefined) throw new FgsnError('DEFENSE_OPTION_INVALID', 'output "adapter" needs a LoRA adapter input');
-  }
   await ensureEmptyDir(req.outDir);
   const sources = await openSources(req);
   try {
@@ -280,8 +277,15 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       plan = await planMethod(job, parsed);
     }
     const counts: EditCounts = countEdit(sources, plan.selection);
-    if (outputs.has('adapter') && (plan.projection === undefined || !['gram', 'subspace'].includes(plan.projection.mode))) {
-      throw new FgsnError('DEFENSE_OPTION_INVALID', `output "adapter" keeps the LoRA form only for projection modes gram and subspace (method ${req.method} uses ${plan.projection?.mode ?? 'an element-wise edit'})`);
+    // Adapter output: an adapter input with gram/subspace keeps its rank (B projected); every other case
+    // appends the row-sparse edit as a rank-k update. Checked before projection so a job fails early.
+    const projectedAdapter = sources.adapter !== undefined && plan.projection !== undefined && ['gram', 'subspace'].includes(plan.projection.mode);
+    if (outputs.has('adapter') && !projectedAdapter) {
+      const rank = rowSparseAdapterRank(sources, plan.selection);
+      const smallest = Math.min(...[...plan.selection.keys()].map((n) => Math.min(...shapeOf(sources, n))));
+      if (rank > smallest / 2) {
+        throw new FgsnError('DEFENSE_OPTION_INVALID', `output "adapter": method ${req.method} edits so many rows of one matrix that its adapter (rank ${rank}) would be larger than the matrices; use --format model or diff`, { details: { rank } });
+      }
     }
 
     await run.stage('projection');
@@ -292,7 +296,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
     const outcome = await writeHardened(sources, plan.selection, plan.compute, {
       ...(outputs.has('diff') ? { diffPath: join(req.outDir, 'diff.safetensors') } : {}),
       ...(modelDir ? { modelDir } : {}),
-      ...(outputs.has('adapter') ? { adapterDir: join(req.outDir, 'adapter'), adapterProjection: plan.projection } : {}),
+      ...(outputs.has('adapter') ? { adapterDir: join(req.outDir, 'adapter'), ...(projectedAdapter ? { adapterProjection: plan.projection } : {}) } : {}),
     }, { 'fgsn.method': methodMeta, 'fgsn.atlas': atlas.id }, async (name) => {
       run.checkCancelled();
       await run.within(++done / total, name);
@@ -303,7 +307,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
     let evalReport: unknown;
     if (req.evaluate && (modelDir || outputs.has('adapter'))) {
       const e = req.evaluate;
-      const report = await evaluateModel(modelDir ?? sources.aligned.dir, {
+      const report = await evaluateModel(modelDir ?? sources.finetuned?.dir ?? sources.aligned.dir, {
         ...(modelDir ? {} : { adapter: join(req.outDir, 'adapter') }),
         ...(e.harmful ? { harmful: e.harmful.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
         ...(e.emerging ? { emerging: e.emerging.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),

@@ -13,6 +13,7 @@
 import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDocument, stringify } from 'yaml';
+import { isHubId } from '../checkpoint/lora.js';
 
 export const CARD_FILE = 'README.md';
 export const FINETUNE_CARD_FILE = 'README.finetune.md';
@@ -23,10 +24,7 @@ export function isDocFile(name: string): boolean {
   return /^(LICEN[CS]E|NOTICE|COPYING|USE_POLICY|ACCEPTABLE_USE_POLICY|CITATION)(\.(md|txt|cff))?$/i.test(name) || /^[\w.-]+\.md$/i.test(name);
 }
 
-/** A Hub repository id ("owner/name"): the only kind of reference a published card or adapter may carry. */
-export function isHubId(s: unknown): s is string {
-  return typeof s === 'string' && /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(s) && !s.includes('..');
-}
+export { isHubId };
 
 export interface CardSource {
   /** Front matter of the fine-tune's README.md ({} when absent or unparsable). */
