@@ -17,6 +17,7 @@ import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
 import { type WeightSources, closeSources, linearRowCount, openSources, shapeOf } from '../defense/io/sources.js';
 import { STRENGTH_STEPS, ladder } from './ladder.js';
 import { writeModelCard } from './model-card.js';
+import { renderReportHtml } from './report-html.js';
 import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
 
@@ -348,6 +349,8 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
     if (modelDir) await writeModelCard(modelDir, sources.finetuned?.dir ?? sources.adapter!.dir, sources.configDir, report);
     if (modelDir) await writeFile(join(modelDir, 'fgsn-report.json'), text);
     await writeFile(join(req.outDir, 'report.json'), text);
+    // --format report: the same report for people, self-contained HTML with inline SVG charts.
+    if (outputs.has('report')) await writeFile(join(req.outDir, 'report.html'), await renderReportHtml(report));
     const artifacts = await artifactList(req.outDir);
     await run.progress({ stage: 'report', percent: 100 });
     return {
