@@ -4,7 +4,9 @@ import { FgsnError } from '../errors.js';
 import { runHarden } from '../pipeline/harden.js';
 import { readProbes } from '../pipeline/probes.js';
 import type { DefenseMethod, HardenRequest, OutputKind } from '../pipeline/types.js';
+import { type FlagValues, effectiveConfig, mergeFlags, readHardenConfig } from './harden-config.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';
+import { createProgress, progressMode } from './progress.js';
 
 const USAGE = `usage: fgsn harden --base DIR --aligned DIR (--finetuned DIR | --adapter DIR)
                    --harmful H.jsonl --benign B.jsonl [--task T.jsonl] --out DIR
@@ -14,8 +16,13 @@ const USAGE = `usage: fgsn harden --base DIR --aligned DIR (--finetuned DIR | --
                    [--band-share S] [--energy-share S] [--target-asr A] [--max-params PCT] [--task-tolerance T]
                    [--threshold TAU] [--top-k K] [--share S] [--gamma G] [--option key=value]...
                    [--eval-harmful F] [--eval-emerging F] [--eval-lookalike F] [--eval-task NAME=F]...
-                   [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet]
-Probe files: JSONL {"prompt", "category"?, "response"?}.`;
+                   [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet | --json] [--config harden.yaml]
+Probe files: JSONL {"prompt", "category"?, "response"?}.
+--config FILE: every option above as YAML keys (long flag names; format: [..]; option: {k: v};
+  eval-task: {name: file}); paths relative to the file; flags on the command line win. A report.json is
+  accepted too and replays its run (report.json records the effective config).
+Progress: a bar with elapsed time and ETA on a terminal, plain lines otherwise; --json prints NDJSON events
+  ({"event":"progress",...} then {"event":"result",...}) on stdout.`;
 
 /** CLI flag -> method option key. */
 const OPTION_FLAGS: Record<string, string> = {
@@ -26,7 +33,7 @@ const OPTION_FLAGS: Record<string, string> = {
 
 export async function run(args: string[]): Promise<number> {
   const stringOpts = Object.fromEntries(Object.keys(OPTION_FLAGS).map((k) => [k, { type: 'string' as const }]));
-  const { values } = parseArgs({
+  const { values: cli } = parseArgs({
     args,
     options: {
       base: { type: 'string' }, aligned: { type: 'string' }, finetuned: { type: 'string' }, adapter: { type: 'string' },
@@ -34,15 +41,17 @@ export async function run(args: string[]): Promise<number> {
       method: { type: 'string' }, format: { type: 'string', multiple: true }, option: { type: 'string', multiple: true },
       'eval-harmful': { type: 'string' }, 'eval-emerging': { type: 'string' }, 'eval-lookalike': { type: 'string' },
       'eval-task': { type: 'string', multiple: true }, 'cache-dir': { type: 'string' }, 'execution-provider': { type: 'string' },
-      quiet: { type: 'boolean' }, help: { type: 'boolean' },
+      quiet: { type: 'boolean' }, help: { type: 'boolean' }, json: { type: 'boolean' }, config: { type: 'string' },
       ...stringOpts,
     },
     strict: true,
   });
-  if (values.help) {
+  if (cli.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
+  const stringFlags = ['base', 'aligned', 'finetuned', 'adapter', 'harmful', 'benign', 'task', 'out', 'method', 'eval-harmful', 'eval-emerging', 'eval-lookalike', 'cache-dir', 'execution-provider', ...Object.keys(OPTION_FLAGS)];
+  const values = (cli.config ? mergeFlags(await readHardenConfig(cli.config, stringFlags), cli as FlagValues) : cli) as typeof cli;
   for (const k of ['base', 'aligned', 'harmful', 'benign', 'out'] as const) {
     if (!values[k]) throw new FgsnError('CLI_USAGE', `--${k} is required\n${USAGE}`);
   }
@@ -74,12 +83,16 @@ export async function run(args: string[]): Promise<number> {
     cacheDir: resolve(values['cache-dir'] ?? defaultCacheDir()),
     ...(ep ? { executionProvider: ep } : {}),
     ...(evaluate ? { evaluate } : {}),
+    config: effectiveConfig(values as FlagValues),
   };
-  const result = await runHarden(req, {
-    onProgress: (p) => {
-      if (!values.quiet) process.stderr.write(`[${p.percent.toFixed(0).padStart(3)}%] ${p.stage}${p.message ? `: ${p.message}` : ''}\n`);
-    },
-  });
-  process.stdout.write(JSON.stringify({ out: req.outDir, summary: result.summary, artifacts: result.artifacts.map((a) => a.name) }, null, 2) + '\n');
+  const progress = createProgress('harden', progressMode(values));
+  let result;
+  try {
+    result = await runHarden(req, { onProgress: (p) => progress.update(p) });
+  } catch (e) {
+    progress.done();
+    throw e;
+  }
+  progress.done({ out: req.outDir, summary: result.summary, artifacts: result.artifacts.map((a) => a.name) });
   return 0;
 }

@@ -92,6 +92,8 @@ export interface GenerateOptions {
   batchSize?: number;
   /** Default: generation_config.json eos_token_id, else config.json's. */
   stopTokenIds?: readonly number[];
+  /** Called after each batch with the prompts finished so far (progress bars; does not change batching). */
+  onBatch?: (done: number, total: number) => void;
 }
 
 export interface Generation {
@@ -255,13 +257,17 @@ export class Engine {
       kvCache: true, logits: 'last', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
     });
     try {
-      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH);
+      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH, opts.onBatch);
     } finally {
       lease.release();
     }
   }
 
-  private async generateWith(session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number): Promise<Generation[]> {
+  private async generateWith(
+    session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number,
+    onBatch?: (done: number, total: number) => void,
+  ): Promise<Generation[]> {
+    let finished = 0;
     const spec = this.spec;
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
@@ -323,6 +329,8 @@ export class Engine {
           margins: margins[b],
         };
       }));
+      finished += bucket.length;
+      onBatch?.(finished, encoded.length);
     }
     return results;
   }

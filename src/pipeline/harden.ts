@@ -343,6 +343,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       timings: { ...run.seconds },
       memory: { rssMiBAtStageEnd: { ...run.rssMiB } },
       ...(metrics ? { metrics, evaluation: evalReport } : {}),
+      ...(req.config ? { config: req.config } : {}),
     };
     const text = JSON.stringify(report, null, 1) + '\n';
     // A publishable folder: a model card (README.md) from this report, the fine-tune's docs carried over.

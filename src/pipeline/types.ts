@@ -34,6 +34,8 @@ export interface HardenRequest {
   executionProvider?: 'cpu' | 'cuda';
   /** Optional evaluation sets (prompt/answer JSONL records) for the report. */
   evaluate?: EvaluationRequest;
+  /** The caller's effective configuration (the CLI's flags and --config), recorded in the report for replay. */
+  config?: Record<string, unknown>;
 }
 
 export interface EvaluationRequest {
