@@ -318,7 +318,8 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
         cacheDir: join(req.cacheDir, 'engine'),
         ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}),
       });
-      evalReport = report;
+      // The evaluated folder is this job's scratch space: name it by the artifact instead.
+      evalReport = req.inputLabels ? { ...report, model: modelDir ? 'model' : (req.inputLabels.finetuned ?? req.inputLabels.aligned), ...(report.adapter !== undefined ? { adapter: 'adapter' } : {}) } : report;
       metrics = {};
       for (const [k, v] of Object.entries(report)) if (typeof v === 'number' && k !== 'max_new_tokens') metrics[k] = v;
     }
@@ -330,8 +331,11 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       method: req.method,
       options: parsed.o,
       inputs: {
-        base: sources.base.dir, aligned: sources.aligned.dir,
-        ...(sources.finetuned ? { finetuned: sources.finetuned.dir } : { adapter: sources.adapter!.dir }),
+        // A service names its inputs by label (e.g. checkpoint ids): its report must not show server paths.
+        base: req.inputLabels?.base ?? sources.base.dir, aligned: req.inputLabels?.aligned ?? sources.aligned.dir,
+        ...(sources.finetuned
+          ? { finetuned: req.inputLabels?.finetuned ?? sources.finetuned.dir }
+          : { adapter: req.inputLabels?.adapter ?? sources.adapter!.dir }),
         sourceSha256: outcome.sourceSha256,
         probes: { harmful: req.harmful.length, benign: req.benign.length, task: task.length, taskIsBenign: req.task === undefined },
       },

@@ -116,4 +116,24 @@ describe('hardened model folder on the demo trio', () => {
     for (const p of [tmp, tb.finetuned, tb.aligned, tb.base]) expect(card).not.toContain(p);
     expect(result.artifacts.map((a) => a.name)).toEqual(expect.arrayContaining(['model/README.md', 'model/LICENSE']));
   });
+
+  it('a service run (input labels): no artifact, report.json included, contains a path of the machine', async () => {
+    const sets = demoSets();
+    const out = join(tmp, 'service-out');
+    const r = await runHarden({
+      basePath: tb.base, alignedPath: tb.aligned, finetunedPath: tb.finetuned,
+      harmful: sets.harmfulProbes, benign: sets.benignProbes, task: sets.taskProbes,
+      method: 'fgsn', outputs: ['model', 'diff', 'adapter', 'report'], outDir: out, cacheDir: join(tmp, 'cache'),
+      evaluate: { harmful: sets.harmfulEval, tasks: { review: sets.taskEval } },
+      inputLabels: { base: 'base', aligned: 'aligned', finetuned: 'finetuned' },
+    });
+    expect(r.artifacts.length).toBeGreaterThan(8);
+    for (const a of r.artifacts) {
+      const text = (await readFile(join(out, a.name))).toString('latin1');
+      expect(text.includes(tmp), a.name).toBe(false);
+    }
+    const report = JSON.parse(await readFile(join(out, 'report.json'), 'utf8')) as { inputs: Record<string, unknown>; evaluation: { model: string } };
+    expect(report.inputs).toMatchObject({ base: 'base', aligned: 'aligned', finetuned: 'finetuned' });
+    expect(report.evaluation.model).toBe('model');
+  }, 240_000);
 });
