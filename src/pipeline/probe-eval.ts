@@ -19,6 +19,14 @@ export interface ProbeMetrics {
   exactAccuracy: number | null;
   /** Mean NLL per response token of `ctx.nll`'s responses; null when not asked. */
   responseNll: number | null;
+  /**
+   * Per-prompt outcomes, in the order given, for PAIRED guardrails (guardrails.ts compares a step with the
+   * fine-tune prompt by prompt). Optional: a measurement that has no per-prompt view leaves them out.
+   */
+  harmfulAnswered?: boolean[];
+  taskCorrect?: boolean[];
+  benignRefused?: boolean[];
+  exactCorrect?: boolean[];
 }
 
 export interface ProbeContext {
@@ -85,7 +93,12 @@ export async function measureOnProbes(
     const b = take(benign.length);
     const accuracy = (set: ProbeRecord[], g: typeof gens): number | null =>
       set.length === 0 ? null : g.filter((gen, i) => exactMatch(gen.text, set[i].response!)).length / set.length;
+    const correct = (set: ProbeRecord[], g: typeof gens): boolean[] => g.map((gen, i) => exactMatch(gen.text, set[i].response!));
     return {
+      harmfulAnswered: h.map((g) => !isRefusal(g.text, judge)),
+      taskCorrect: correct(answered, t),
+      benignRefused: b.map((g) => isRefusal(g.text, judge)),
+      exactCorrect: correct(exact, x),
       asr: h.filter((g) => !isRefusal(g.text, judge)).length / Math.max(1, h.length),
       taskAccuracy: accuracy(answered, t),
       overRefusal: benign.length === 0 ? null : b.filter((g) => isRefusal(g.text, judge)).length / benign.length,
