@@ -27,7 +27,8 @@ export interface PolicyStep {
   guardrailsOk: boolean;
 }
 
-export type ChoiceRule = 'guardrails' | 'smallest edit at the target within the utility ceiling' | 'safest step within the utility ceiling' | 'best step within the guardrails' | 'nothing within the utility ceiling';
+export type ChoiceRule = 'guardrails' | 'smallest edit at the target within the utility ceiling' | 'safest step within the utility ceiling' | 'best step within the guardrails' | 'nothing within the utility ceiling'
+  | 'no step within the parameter cap';
 
 export interface PolicyChoice<S> {
   step: S | null;
@@ -43,6 +44,7 @@ export function withinCeiling(s: PolicyStep, ceiling: number): boolean {
 
 /** Steps in measurement order (smallest edit first within a round). */
 export function chooseStep<S extends PolicyStep>(steps: readonly S[], o: { targetAsr: number; utilityCeiling: number; policy: MissPolicy }): PolicyChoice<S> {
+  if (steps.length === 0) return { step: null, rule: 'no step within the parameter cap', reached: false };
   const atTarget = (s: S): boolean => s.probeAsr <= o.targetAsr + EPS;
   const clean = steps.filter((s) => s.guardrailsOk);
   const cleanAtTarget = clean.filter(atTarget).sort((a, b) => a.pctLinearParams - b.pctLinearParams);

@@ -107,7 +107,7 @@ describe('miss policy: safety first, never silent', () => {
     expect(c).toMatchObject({ rule: 'safest step within the utility ceiling', reached: false });
     expect(c.step?.id).toBe('0.75/0.1');
     expect(chooseStep([step(1, 0, 0.2, false)], o)).toMatchObject({ step: null, reached: false, rule: 'nothing within the utility ceiling' });
-    expect(chooseStep([], o)).toMatchObject({ step: null, reached: false });
+    expect(chooseStep([], o)).toMatchObject({ step: null, reached: false, rule: 'no step within the parameter cap' });
   });
 
   it('frontier keeps the non-dominated points, by edit size', () => {
