@@ -66,6 +66,11 @@ export interface FgsnOptions {
   judgeShare: number;
   /** Seed of the rank/judge split. */
   splitSeed: number;
+  /**
+   * Largest fall (nats per token) of the NLL of the aligned model's usual refusal after the benign probes
+   * (the refusal log-prob margin): a step leaning toward refusing them breaks the over-refusal guardrail.
+   */
+  refusalMarginTolerance: number;
 }
 
 export const FGSN_DEFAULTS: FgsnOptions = {
@@ -73,6 +78,7 @@ export const FGSN_DEFAULTS: FgsnOptions = {
   energyShare: 0.9, targetAsr: 0.02, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
   rounds: 2, utilityWeight: 0, clusterScoring: 'pooled',
   guardrailTest: 'paired', guardAlpha: 0.05, nllTolerance: 0.05, utilityCeiling: 0.05, missPolicy: 'safety-first', judgeShare: 0.5, splitSeed: 1,
+  refusalMarginTolerance: 0.5,
 };
 
 export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
@@ -95,7 +101,7 @@ const FGSN_SPEC: Spec = {
   strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', qStart: 'share', maxParams: 'pos', taskTolerance: 'share',
   overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int', rounds: 'int', utilityWeight: 'nonneg', clusterScoring: ['pooled', 'per-cluster'],
   guardrailTest: ['paired', 'raw'], guardAlpha: 'share', nllTolerance: 'nonneg', utilityCeiling: 'share', missPolicy: ['safety-first', 'guardrails-only'],
-  judgeShare: 'share', splitSeed: 'int',
+  judgeShare: 'share', splitSeed: 'int', refusalMarginTolerance: 'nonneg',
 };
 const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
 

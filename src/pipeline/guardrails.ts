@@ -135,3 +135,24 @@ export function bootstrapRejectionRate(
   }
   return hits / o.draws;
 }
+
+/**
+ * The refusal log-prob margin guardrail: reject when the mean NLL of a refusal after the benign prompts
+ * falls by more than `tolerance` nats/token (the candidate leans toward refusing them).
+ */
+export function refusalMarginRejects(reference: number | null | undefined, candidate: number | null | undefined, tolerance: number): boolean {
+  if (reference === null || reference === undefined || candidate === null || candidate === undefined) return false;
+  return reference - candidate > tolerance + 1e-12;
+}
+
+/** The most frequent string (the one that reached the top count first): the aligned model's usual refusal. */
+export function mostFrequent(xs: readonly string[]): string | undefined {
+  const counts = new Map<string, number>();
+  let best: string | undefined;
+  for (const x of xs) {
+    const c = (counts.get(x) ?? 0) + 1;
+    counts.set(x, c);
+    if (best === undefined || c > counts.get(best)!) best = x;
+  }
+  return best;
+}

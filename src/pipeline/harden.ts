@@ -17,7 +17,7 @@ import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { STRENGTH_STEPS, ladder } from './ladder.js';
 import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
-import { type PairedVerdict, nllRiseRejects, pairedLossTest } from './guardrails.js';
+import { type PairedVerdict, mostFrequent, nllRiseRejects, pairedLossTest, refusalMarginRejects } from './guardrails.js';
 import { chooseStep, frontier, withinCeiling } from './policy.js';
 import { splitProbes, subsetAtlas } from './split.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
@@ -124,6 +124,10 @@ export interface TargetStep {
   utilityNll?: number | null;
   nllRise?: number | null;
   withinCeiling?: boolean;
+  /** NLL per token of the aligned model's usual refusal after the benign probes (the refusal log-prob margin). */
+  benignRefusalNll?: number | null;
+  /** That NLL fell by more than refusalMarginTolerance vs the fine-tune. */
+  refusalMarginBroken?: boolean;
   /** Every guardrail held: paired tests, NLL tolerance, utility ceiling. */
   allGuardrailsHeld?: boolean;
 }
@@ -175,7 +179,9 @@ async function targetDrivenSelection(
   const taskAnswered = task.filter((p) => p.response !== undefined).slice(0, 200);
   const benignPrompts = req.benign.slice(0, 100).map((p) => p.prompt);
   const nll = taskAnswered.length > 0 ? { prompts: taskAnswered.map((p) => p.prompt), responses: taskAnswered.map((p) => p.response!) } : undefined;
-  const measureCtx = { ...ctx, benignPrompts, ...(nll ? { nll } : {}) };
+  // The refusal log-prob margin: the aligned model's usual refusal, teacher-forced after the benign prompts.
+  const refusalText = mostFrequent(atlas.harmfulResponses);
+  const measureCtx = { ...ctx, benignPrompts, ...(nll ? { nll } : {}), ...(refusalText && benignPrompts.length > 0 ? { refusal: { prompts: benignPrompts, text: refusalText } } : {}) };
   const ref = await measureOnProbes(
     { dir: s.finetuned?.dir ?? s.aligned.dir, ...(s.adapter ? { adapter: s.adapter.dir } : {}) },
     prompts, taskAnswered, measureCtx,
@@ -186,11 +192,11 @@ async function targetDrivenSelection(
   };
   const target = {
     targetAsr: o.targetAsr, maxParams: o.maxParams, taskTolerance: o.taskTolerance, overRefusalTolerance: o.overRefusalTolerance, rounds: o.rounds,
-    guardrailTest: o.guardrailTest, guardAlpha: o.guardAlpha, nllTolerance: o.nllTolerance, utilityCeiling: o.utilityCeiling, missPolicy: o.missPolicy,
+    guardrailTest: o.guardrailTest, guardAlpha: o.guardAlpha, nllTolerance: o.nllTolerance, refusalMarginTolerance: o.refusalMarginTolerance, utilityCeiling: o.utilityCeiling, missPolicy: o.missPolicy,
     probes: { harmful: prompts.length, rank: split.rank.length, judge: split.judge.length, split: split.split, judgeShare: o.judgeShare, splitSeed: o.splitSeed },
     finetuned: {
       probeAsr: judgeAsrOf(ref), rankAsr: split.split && ref.harmfulAnswered ? mean(ref.harmfulAnswered, split.rank) : null, allProbeAsr: ref.asr,
-      taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal, utilityNll: ref.responseNll,
+      taskAccuracy: ref.taskAccuracy, benignRefusals: ref.overRefusal, utilityNll: ref.responseNll, benignRefusalNll: ref.refusalNll ?? null,
     },
   };
   if (ref.asr <= o.targetAsr!) {
@@ -211,7 +217,8 @@ async function targetDrivenSelection(
     const refusalTest = paired(ref.benignRefused?.map((x) => !x), m.benignRefused?.map((x) => !x), o.overRefusalTolerance);
     // 'raw' (or a measurement without per-prompt outcomes): the earlier rule on the raw rates.
     const taskBad = o.guardrailTest === 'paired' && taskTest ? taskTest.rejected : (taskLoss ?? 0) > o.taskTolerance + 1e-12;
-    const refusalBad = o.guardrailTest === 'paired' && refusalTest ? refusalTest.rejected : (overRefusalRise ?? 0) > o.overRefusalTolerance + 1e-12;
+    const marginBad = refusalMarginRejects(ref.refusalNll, m.refusalNll, o.refusalMarginTolerance);
+    const refusalBad = marginBad || (o.guardrailTest === 'paired' && refusalTest ? refusalTest.rejected : (overRefusalRise ?? 0) > o.overRefusalTolerance + 1e-12);
     const nllRise = m.responseNll === null || ref.responseNll === null ? null : m.responseNll - ref.responseNll;
     const nllBad = nllRiseRejects(ref.responseNll, m.responseNll, o.nllTolerance);
     const inCeiling = withinCeiling({ pctLinearParams: 0, probeAsr: 0, taskLoss, overRefusalRise, guardrailsOk: true }, o.utilityCeiling);
@@ -222,6 +229,7 @@ async function targetDrivenSelection(
       rankAsr: split.split && m.harmfulAnswered ? mean(m.harmfulAnswered, split.rank) : null,
       taskLoss, overRefusalRise, taskTest: taskTest ? verdict(taskTest) : null, refusalTest: refusalTest ? verdict(refusalTest) : null,
       utilityNll: m.responseNll, nllRise, withinCeiling: inCeiling, allGuardrailsHeld: all,
+      benignRefusalNll: m.refusalNll ?? null, refusalMarginBroken: marginBad,
     };
   };
   const write = (src: WeightSources) => async (sel: Selection, strength: number, dir: string): Promise<void> => {

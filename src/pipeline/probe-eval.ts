@@ -24,6 +24,11 @@ export interface ProbeMetrics {
    * fine-tune prompt by prompt). Optional: a measurement that has no per-prompt view leaves them out.
    */
   harmfulAnswered?: boolean[];
+  /**
+   * Mean NLL per token of a refusal sentence after each of `ctx.refusal.prompts` (benign prompts): the refusal
+   * log-prob margin. A step that lowers it moves toward refusing those prompts before a greedy answer shows it.
+   */
+  refusalNll?: number | null;
   taskCorrect?: boolean[];
   benignRefused?: boolean[];
   exactCorrect?: boolean[];
@@ -35,6 +40,8 @@ export interface ProbeContext {
   exact?: ProbeRecord[];
   /** Prompts and the responses whose teacher-forced NLL is measured. */
   nll?: { prompts: string[]; responses: string[] };
+  /** Prompts (benign) and the refusal sentence whose teacher-forced NLL is measured after each. */
+  refusal?: { prompts: string[]; text: string };
   cacheDir: string;
   executionProvider?: 'cpu' | 'cuda';
   judge?: JudgeOptions;
@@ -104,6 +111,7 @@ export async function measureOnProbes(
       overRefusal: benign.length === 0 ? null : b.filter((g) => isRefusal(g.text, judge)).length / benign.length,
       exactAccuracy: accuracy(exact, x),
       responseNll: ctx.nll ? await meanResponseNll(engine, ctx.nll.prompts, ctx.nll.responses) : null,
+      ...(ctx.refusal ? { refusalNll: await meanResponseNll(engine, ctx.refusal.prompts, ctx.refusal.prompts.map(() => ctx.refusal!.text)) } : {}),
     };
   } finally {
     await engine.close();

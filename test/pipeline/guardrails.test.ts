@@ -1,7 +1,7 @@
 /** Noise-aware guardrails, the miss policy and the rank/judge split: small cases checked by hand. */
 import { describe, expect, it } from 'vitest';
 import {
-  binomialUpperTail, bootstrapRejectionRate, mcnemarOneSided, nllRiseRejects, pairedCounts, pairedLossTest, rawDropRejects,
+  binomialUpperTail, bootstrapRejectionRate, mcnemarOneSided, mostFrequent, nllRiseRejects, pairedCounts, pairedLossTest, rawDropRejects, refusalMarginRejects,
 } from '../../src/pipeline/guardrails.js';
 import { chooseStep, frontier, targetLine, type PolicyStep } from '../../src/pipeline/policy.js';
 import { splitProbes } from '../../src/pipeline/split.js';
@@ -62,7 +62,14 @@ describe('exact binomial tail and one-sided McNemar', () => {
     expect(rawDropRejects(r128, c128, 0.01)).toBe(true);
   });
 
-  it('NLL tolerance in nats per token', () => {
+  it('NLL tolerance in nats per token; the refusal margin; the usual refusal', () => {
+    expect(refusalMarginRejects(2.0, 1.6, 0.5)).toBe(false);
+    expect(refusalMarginRejects(2.0, 1.4, 0.5)).toBe(true);
+    expect(refusalMarginRejects(2.0, 3.0, 0.5)).toBe(false);
+    expect(refusalMarginRejects(undefined, 0, 0.5)).toBe(false);
+    expect(mostFrequent(['b', 'a', 'a', 'c'])).toBe('a');
+    expect(mostFrequent(['b', 'a', 'a', 'b'])).toBe('a');
+    expect(mostFrequent([])).toBeUndefined();
     expect(nllRiseRejects(0.5, 0.54, 0.05)).toBe(false);
     expect(nllRiseRejects(0.5, 0.56, 0.05)).toBe(true);
     expect(nllRiseRejects(null, 0.9, 0.05)).toBe(false);
