@@ -4,7 +4,8 @@ import {
   binomialUpperTail, bootstrapRejectionRate, mcnemarOneSided, mostFrequent, nllRiseRejects, pairedCounts, pairedLossTest, rawDropRejects, refusalMarginRejects,
 } from '../../src/pipeline/guardrails.js';
 import { chooseStep, frontier, targetLine, type PolicyStep } from '../../src/pipeline/policy.js';
-import { splitProbes } from '../../src/pipeline/split.js';
+import { splitProbes, subsetAtlas } from '../../src/pipeline/split.js';
+import type { Atlas } from '../../src/defense/atlas.js';
 import { mulberry32 } from '../../src/util/prng.js';
 
 const flags = (s: string): boolean[] => [...s].map((c) => c === '1');
@@ -144,5 +145,23 @@ describe('rank / judge split of the harmful probes', () => {
     // too few probes, or no judge share: rank and judge on all
     expect(splitProbes(['a', 'b', 'c'], 0.5, 1)).toEqual({ rank: [0, 1, 2], judge: [0, 1, 2], split: false });
     expect(splitProbes(cats, 0, 1).split).toBe(false);
+  });
+
+  it('the ranking atlas keeps only the rank part, categories and clusters re-indexed', () => {
+    const atlas = {
+      harmful: ['a', 'b', 'c', 'd'].map((prompt) => ({ prompt })), harmfulResponses: ['ra', 'rb', 'rc', 'rd'],
+      categories: [
+        { name: 'x', probes: [0, 2], clusterLayer: 0, clusters: [{ size: 2, members: [0, 2] }] },
+        { name: 'y', probes: [1, 3], clusterLayer: 0, clusters: [{ size: 1, members: [1] }, { size: 1, members: [3] }] },
+        { name: 'z', probes: [1], clusterLayer: 0, clusters: [{ size: 1, members: [1] }] },
+      ],
+    } as unknown as Atlas;
+    const sub = subsetAtlas(atlas, [2, 3]);
+    expect(sub.harmful.map((p) => p.prompt)).toEqual(['c', 'd']);
+    expect(sub.harmfulResponses).toEqual(['rc', 'rd']);
+    expect(sub.categories).toEqual([
+      { name: 'x', probes: [0], clusterLayer: 0, clusters: [{ size: 1, members: [0] }] },
+      { name: 'y', probes: [1], clusterLayer: 0, clusters: [{ size: 1, members: [1] }] },
+    ]);
   });
 });
