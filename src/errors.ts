@@ -46,7 +46,7 @@ export const ERROR_CATALOGUE = {
   OUTPUT_NON_FINITE: { status: 422, hint: 'A computed weight is NaN or Inf (e.g. a very large strength overflows the dtype); nothing was written or published.' },
   // engine/
   ENGINE_GRAPH_UNSUPPORTED: { status: 422, hint: 'This model configuration is not supported by the graph builder.' },
-  ENGINE_EP_UNAVAILABLE: { status: 500, hint: 'The requested execution provider is not installed; set FGSN_EXECUTION_PROVIDER=cpu or install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12.' },
+  ENGINE_EP_UNAVAILABLE: { status: 500, hint: 'The requested execution provider is not installed or cannot start; for cuda run `npm run gpu:setup` and provide CUDA 13 + cuDNN 9 (docker/Dockerfile.cuda), or set FGSN_EXECUTION_PROVIDER=cpu.' },
   ENGINE_TOKENIZER_INVALID: { status: 422, hint: 'tokenizer.json / tokenizer_config.json are missing or unreadable.' },
   ENGINE_SEQUENCE_TOO_LONG: { status: 422, hint: 'The prompt is longer than the model context (max_position_embeddings).' },
   ENGINE_RUN_FAILED: { status: 500, hint: 'onnxruntime failed to run the graph; see details.' },
@@ -92,12 +92,13 @@ export class FgsnError extends Error {
   readonly hint: string;
   readonly details: unknown;
 
-  constructor(code: ErrorCode, message: string, options: { details?: unknown; cause?: unknown } = {}) {
+  /** `hint` replaces the catalogue's hint where the thrower knows the specific fix (e.g. the missing library). */
+  constructor(code: ErrorCode, message: string, options: { details?: unknown; cause?: unknown; hint?: string } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'FgsnError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
-    this.hint = ERROR_CATALOGUE[code].hint;
+    this.hint = options.hint ?? ERROR_CATALOGUE[code].hint;
     this.details = options.details;
   }
 

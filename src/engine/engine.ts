@@ -10,7 +10,8 @@ import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
-import { KvStore, runStep } from './runtime/forward.js';
+import { generationKv, deviceKvFromEnv } from './runtime/device-kv.js';
+import { runStep } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
 import { computeDtypeFromEnv, executionProviderFromEnv, ort, type ComputeDtype, type ExecutionProvider } from './session/session.js';
 
@@ -38,6 +39,11 @@ export interface EngineOptions {
    * weights. Default 2; use 1 for models near the memory limit (peak RSS is then ~2x a bf16 checkpoint).
    */
   maxSessions?: number;
+  /**
+   * CUDA only: keep generation's KV cache on the device between steps (runtime/device-kv.ts). Default
+   * FGSN_CUDA_DEVICE_KV=1, else off: not yet run on a GPU (bench/engine/device-check.ts checks it).
+   */
+  deviceKv?: boolean;
 }
 
 export type CaptureMode = Exclude<Capture, 'none'>;
@@ -132,6 +138,7 @@ export class Engine {
         compute: opts.compute ?? computeDtypeFromEnv(),
         threads: opts.threads,
         maxSessions: opts.maxSessions,
+        deviceKv: opts.deviceKv ?? deviceKvFromEnv(),
       });
       return new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs);
     } catch (e) {
@@ -276,7 +283,7 @@ export class Engine {
       // Rows still generating (indices into the bucket), and their attention-mask rows.
       let rows = bucket.map((_, b) => b);
       let masks = rows.map((b) => Array.from(p.attentionMask.subarray(b * p.length, (b + 1) * p.length), Number));
-      const cache = new KvStore(spec, bucket.length, p.length + maxNew);
+      const cache = await generationKv(session, this.graphs.sessionConfig, spec, bucket.length, p.length + maxNew);
       let step = await runStep(session, spec, p);
       for (let n = 0; ; n++) {
         const logits = step.outputs.logits.data as Float32Array;
@@ -296,13 +303,13 @@ export class Engine {
         if (done.every((d) => d !== null) || n + 1 >= maxNew) break;
         // Finished rows leave the batch (their cache rows are dropped): the others' results do not depend on them.
         const keep = rows.map((b, r) => (done[b] === null ? r : -1)).filter((r) => r >= 0);
-        cache.append(step.added!);
+        await cache.append(step.added!);
         if (keep.length < rows.length) {
-          cache.keepRows(keep);
+          await cache.keepRows(keep);
           rows = keep.map((r) => rows[r]);
           masks = keep.map((r) => masks[r]);
         }
-        const past = cache.view();
+        const past = await cache.view();
         const tokens = keep.map((r) => next[r]);
         masks = masks.map((m) => [...m, 1]);
         step = await runStep(session, spec, {
@@ -314,6 +321,7 @@ export class Engine {
           past,
         });
       }
+      cache.dispose?.(step.added);
       await Promise.all(bucket.map(async (j, b) => {
         results[j] = {
           text: await this.tokenizer.decode(gen[b]),

@@ -14,6 +14,7 @@ import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensor
 import { FgsnError } from '../../errors.js';
 import type { ComputeDtype, WeightRef } from '../onnx/blocks.js';
 import { cacheKey, ensureEntry, fileFingerprint, linkOrCopy, locationFor, type CacheEntry } from '../session/model-cache.js';
+import { withDeviceKvOutputs } from '../runtime/device-kv.js';
 import { createSession, ort, type SessionConfig } from '../session/session.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
 import { loraMatmul } from './lora-matmul.js';
@@ -87,6 +88,11 @@ export class GraphSessions {
     readonly lora: LoraSource | null,
     private readonly opts: GraphSessionsOptions,
   ) {}
+
+  /** The session config its sessions are made with (generation reads `deviceKv`). */
+  get sessionConfig(): SessionConfig {
+    return this.opts;
+  }
 
   get loraMode(): LoraMode {
     return this.opts.loraMode ?? 'merged';
@@ -181,7 +187,7 @@ export class GraphSessions {
     let slot = this.sessions.get(id);
     if (slot === undefined) {
       await this.evictIdle(this.maxSessions - 1);
-      slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, this.opts)), users: 0, lastUsed: 0 };
+      slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, withDeviceKvOutputs(this.opts, options.kvCache === true, this.checkpoint.spec.numLayers))), users: 0, lastUsed: 0 };
       const created = slot;
       // A failed build must not poison later calls.
       created.session.catch(() => {
