@@ -29,7 +29,7 @@ export const ERROR_CATALOGUE = {
   CHECKPOINT_ROW_RANGE_INVALID: { status: 400, hint: 'Row ranges apply to 2-D tensors and must lie inside them.' },
   CHECKPOINT_CONFIG_MISSING: { status: 422, hint: 'A model folder needs config.json (Hugging Face format).' },
   CHECKPOINT_CONFIG_INVALID: { status: 422, hint: 'config.json is missing a field or has a value of the wrong type.' },
-  CHECKPOINT_ARCH_UNSUPPORTED: { status: 422, hint: 'Supported model_type values: llama, mistral, qwen2.' },
+  CHECKPOINT_ARCH_UNSUPPORTED: { status: 422, hint: 'Supported model_type values: llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text; rope_scaling types llama3, linear, dynamic, yarn, longrope. The message names the refused feature; see docs/families.md.' },
   CHECKPOINT_TENSOR_SHAPE_MISMATCH: { status: 422, hint: 'A tensor shape differs from what config.json implies.' },
   CHECKPOINT_TENSOR_UNEXPECTED: { status: 422, hint: 'The checkpoint holds a tensor the architecture does not have.' },
   CHECKPOINT_INDEX_INVALID: { status: 422, hint: 'model.safetensors.index.json needs a weight_map of tensor name -> shard file.' },

@@ -5,7 +5,7 @@
 import { LoraAdapter } from '../checkpoint/lora.js';
 import { readGenerationConfig } from '../checkpoint/model-config.js';
 import { ModelCheckpoint } from '../checkpoint/model-folder.js';
-import { LINEAR_MODULES, linearWeightName, type ModelSpec } from '../checkpoint/types.js';
+import { linearModules, linearWeightName, type ModelSpec } from '../checkpoint/types.js';
 import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
@@ -244,7 +244,7 @@ export class Engine {
       const byInput = new Map([...sums].map(([k, v]) => [k, Float32Array.from(v)]));
       result.inputSquareSums = new Map();
       for (let i = 0; i < spec.numLayers; i++) {
-        for (const m of LINEAR_MODULES) {
+        for (const m of linearModules(spec)) {
           const v = byInput.get(`sqsum.${i}.${SQSUM_INPUT_OF[m]}`);
           if (v !== undefined) result.inputSquareSums.set(linearWeightName(i, m), v);
         }

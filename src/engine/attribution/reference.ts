@@ -11,6 +11,7 @@
  */
 import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
 import { LINEAR_MODULES, linearWeightName } from '../../checkpoint/types.js';
+import { ropeCosSin } from '../../checkpoint/rope.js';
 
 export interface RefModel {
   spec: ModelSpec;
@@ -93,19 +94,6 @@ function rmsNormBack(dy: Float64Array, x: Float64Array, inv: Float64Array, T: nu
   return dx;
 }
 
-function ropeTables(T: number, D: number, theta: number): { cos: Float64Array; sin: Float64Array } {
-  const cos = new Float64Array(T * D);
-  const sin = new Float64Array(T * D);
-  for (let t = 0; t < T; t++) {
-    for (let j = 0; j < D / 2; j++) {
-      const a = t / Math.pow(theta, (2 * j) / D);
-      cos[t * D + j] = cos[t * D + j + D / 2] = Math.cos(a);
-      sin[t * D + j] = sin[t * D + j + D / 2] = Math.sin(a);
-    }
-  }
-  return { cos, sin };
-}
-
 /** In-place RoPE on x [T, heads*D]; `inverse` applies the transpose (the backward of the rotation). */
 function rope(x: Float64Array, T: number, heads: number, D: number, cs: { cos: Float64Array; sin: Float64Array }, inverse: boolean): void {
   const half = D / 2;
@@ -147,7 +135,8 @@ function runSequence(m: RefModel, seq: RefSequence, dirs: RefDirections[], wantG
   const T = seq.ids.length;
   const H = s.hiddenSize, D = s.headDim, NH = s.numHeads, KV = s.numKvHeads, I = s.intermediateSize, V = s.vocabSize;
   const G = NH / KV;
-  const cs = ropeTables(T, D, s.ropeTheta);
+  // cos/sin of positions 0..T-1 with the config's scaling (attention factor included).
+  const cs = ropeCosSin(s, T);
   const embed = get(m, 'model.embed_tokens.weight');
   let h: Float64Array = new Float64Array(T * H);
   for (let t = 0; t < T; t++) h.set(embed.subarray(seq.ids[t] * H, (seq.ids[t] + 1) * H), t * H);

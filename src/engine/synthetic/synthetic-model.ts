@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodeFromF32 } from '../../checkpoint/dtypes.js';
 import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
-import { modelConfigJson } from '../../checkpoint/model-config.js';
+import { expectedTensors, modelConfigJson, parseModelConfig } from '../../checkpoint/model-config.js';
 import type { DType, ModelSpec } from '../../checkpoint/types.js';
 import { mulberry32 as prng } from '../../util/prng.js';
 
@@ -138,4 +138,41 @@ export async function writeSyntheticModel(dir: string, o: SyntheticModelOptions)
     data: () => encodeFromF32(dtype, syntheticValues(t.name, t.shape.reduce((a, b) => a * b, 1), t.std, t.mean, seed)),
   }));
   await writeSafetensors(join(dir, 'model.safetensors'), sources, { format: 'pt' });
+}
+
+export interface SyntheticConfigOptions {
+  dtype: 'F32' | 'BF16' | 'F16';
+  seed?: number;
+  /** Standard deviation of linear weights (default 0.05). */
+  std?: number;
+}
+
+/**
+ * A random-weight folder for ANY config.json the checkpoint layer accepts (every family, rope scaling, norm
+ * layout): the tensors are the ones expectedTensors() requires of the parsed spec, and config.json is written
+ * as given, so the folder reads back exactly as a downloaded checkpoint with that config would. Norm weights
+ * are drawn around 1 (around 0 where the family stores them as offsets, Gemma's (1 + w)), biases small. The
+ * word-level tokenizer and chat template of writeSyntheticModel go with it (vocab_size >= 60 keeps room for them).
+ */
+export async function writeSyntheticFromConfig(dir: string, config: Record<string, unknown>, o: SyntheticConfigOptions): Promise<ModelSpec> {
+  const spec = parseModelConfig({ ...config, torch_dtype: { F32: 'float32', BF16: 'bfloat16', F16: 'float16' }[o.dtype] }, join(dir, 'config.json'));
+  await mkdir(dir, { recursive: true });
+  const seed = o.seed ?? 1;
+  const std = o.std ?? 0.05;
+  const normMean = spec.normWeightOffset ? 0 : 1;
+  await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, torch_dtype: spec.torchDtype === 'F32' ? 'float32' : spec.torchDtype === 'BF16' ? 'bfloat16' : 'float16' }, null, 2));
+  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ bos_token_id: 2, eos_token_id: [3, 6], pad_token_id: 0, do_sample: false }));
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson(spec.vocabSize)));
+  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({
+    bos_token: '<s>', eos_token: '</s>', pad_token: '<pad>', unk_token: '<unk>', chat_template: CHAT_TEMPLATE, padding_side: 'left',
+  }));
+  const sources: TensorSource[] = expectedTensors(spec).map((t) => {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const isNorm = /norm\.weight$/.test(t.name);
+    const isBias = t.name.endsWith('.bias');
+    const [sd, mean] = t.name === 'model.embed_tokens.weight' ? [0.5, 0] : isNorm ? [0.1, normMean] : isBias ? [0.1, 0] : [std, 0];
+    return { name: t.name, dtype: o.dtype, shape: t.shape, data: () => encodeFromF32(o.dtype, syntheticValues(t.name, n, sd, mean, seed)) };
+  });
+  await writeSafetensors(join(dir, 'model.safetensors'), sources, { format: 'pt' });
+  return spec;
 }
