@@ -51,7 +51,7 @@ describe('float16 compute on a tiny qwen2 vs the float32 TS reference', () => {
         // 0.035 (measured), i.e. a few half ulps of their scale, where 1.30 stayed within 1e-2. So the logits get
         // an absolute tolerance of 2^-9 of their scale on top of 1e-2; every other activation keeps 1e-2.
         const scale = ref.logits.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-        expectCloseToReference(cap.sequences[j], { ...ref, logits: cap.sequences[j].logits! }, ckpt.spec.numLayers, 1e-2, `prompt ${j}`);
+        expectCloseToReference(cap.sequences[j], { ...ref, logits: Float64Array.from(cap.sequences[j].logits!) }, ckpt.spec.numLayers, 1e-2, `prompt ${j}`);
         expect(allcloseRatio(cap.sequences[j].logits!, ref.logits, 1e-2 + scale / 512, 1e-2), `prompt ${j} logits`).toBeLessThanOrEqual(1);
         logitErr = Math.max(logitErr, maxAbsDiff(cap.sequences[j].logits!, ref.logits));
       });
