@@ -150,7 +150,7 @@ export const JobSchema = z
     createdAt: z.string(),
     startedAt: z.string().nullable(),
     finishedAt: z.string().nullable(),
-    timings: z.record(z.string(), z.number()).describe('Seconds per finished stage'),
+    timings: z.record(z.string(), z.number()).describe('Seconds per finished stage; keys pipeline.<stage>.<forwardPasses|forwardTokens|backwardPasses|backwardTokens> are counts of graph runs and the token positions they processed'),
     summary: z.record(z.string(), z.unknown()).nullable(),
     artifacts: z.array(ArtifactEntry).nullable(),
     error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).nullable(),

@@ -6,7 +6,7 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { encodeFromF32 } from '../checkpoint/dtypes.js';
+import { decodeToF32, encodeFromF32 } from '../checkpoint/dtypes.js';
 import { linearParameterCount, linearWeightNames } from '../checkpoint/model-config.js';
 import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
 import { FgsnError } from '../errors.js';
@@ -42,6 +42,48 @@ export function combinedCompute(parts: { selection: Selection; compute: RowCompu
     }
     return out;
   };
+}
+
+/** New rows of some linear weights: name -> sorted row indices and their [rows * dIn] float32 values. */
+export type EditRows = Map<string, { rows: Uint32Array; values: Float32Array }>;
+
+/**
+ * The rows `writeHardened` would write for `selection` edited by `compute`, in memory: the same computes,
+ * rounded to the output dtype as the written model stores them (an engine row patch of these rows gives the
+ * written model's outputs). A search step measures its candidate this way instead of writing a model.
+ * Holds only the selected rows (at most the search's parameter cap) and one matrix triple at a time.
+ */
+export async function editRows(s: WeightSources, selection: Selection, compute: RowCompute): Promise<EditRows> {
+  const out: EditRows = new Map();
+  for (const name of linearWeightNames(s.spec)) {
+    const rows = selection.get(name);
+    if (rows === undefined || rows.length === 0) continue;
+    const dtype = outputDType(s, name);
+    const values = await compute(matrixIO(s, name), rows);
+    out.set(name, { rows, values: dtype === 'F32' ? values : decodeToF32(dtype, encodeFromF32(dtype, values)) });
+  }
+  return out;
+}
+
+/** Rows of both edits together (per matrix, rows merged in order); where both edit a row, `b`'s value wins. */
+export function mergeEditRows(a: EditRows, b: EditRows): EditRows {
+  const out: EditRows = new Map(a);
+  for (const [name, eb] of b) {
+    const ea = out.get(name);
+    if (ea === undefined) {
+      out.set(name, eb);
+      continue;
+    }
+    const dIn = ea.values.length / Math.max(1, ea.rows.length) || eb.values.length / Math.max(1, eb.rows.length);
+    const from = new Map<number, Float32Array>();
+    ea.rows.forEach((r, k) => from.set(r, ea.values.subarray(k * dIn, (k + 1) * dIn)));
+    eb.rows.forEach((r, k) => from.set(r, eb.values.subarray(k * dIn, (k + 1) * dIn)));
+    const rows = Uint32Array.from([...from.keys()].sort((x, y) => x - y));
+    const values = new Float32Array(rows.length * dIn);
+    rows.forEach((r, k) => values.set(from.get(r)!, k * dIn));
+    out.set(name, { rows, values });
+  }
+  return out;
 }
 
 export interface EditCounts {

@@ -48,12 +48,22 @@ export interface FgsnOptions {
   /** Attribution: sequences per backward batch and layers per pass. */
   batchSize: number;
   layersPerPass?: number;
+  /**
+   * How the target-driven search measures a step: 'patch' (default) feeds the edited rows to one loaded engine
+   * (nothing written); 'write' writes each step's model to a scratch folder (the old path, for comparisons).
+   */
+  stepMode: 'patch' | 'write';
+  /**
+   * How a search step's probe ASR is judged: 'full' (default) on the whole greedy answer (maxNewTokens), or
+   * 'prefix' on its first 8 tokens (cheaper; the chosen edit is then measured in full once, as `confirmed`).
+   */
+  stepJudge: 'full' | 'prefix';
 }
 
 export const FGSN_DEFAULTS: FgsnOptions = {
   scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
   energyShare: 0.9, targetAsr: 0.02, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
-  rounds: 2, utilityWeight: 0, clusterScoring: 'pooled',
+  rounds: 2, utilityWeight: 0, clusterScoring: 'pooled', stepMode: 'patch', stepJudge: 'full',
 };
 
 export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
@@ -75,6 +85,7 @@ const FGSN_SPEC: Spec = {
   scoring: SCORINGS, q: 'share', scope: ['global', 'per-matrix'], p: 'share', layers: 'string', bandShare: 'share', mode: PROJECTION_MODES,
   strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', qStart: 'share', maxParams: 'pos', taskTolerance: 'share',
   overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int', rounds: 'int', utilityWeight: 'nonneg', clusterScoring: ['pooled', 'per-cluster'],
+  stepMode: ['patch', 'write'], stepJudge: ['full', 'prefix'],
 };
 const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
 

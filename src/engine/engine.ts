@@ -5,10 +5,12 @@
 import { LoraAdapter } from '../checkpoint/lora.js';
 import { readGenerationConfig } from '../checkpoint/model-config.js';
 import { ModelCheckpoint } from '../checkpoint/model-folder.js';
+import { linearWeightNames } from '../checkpoint/model-config.js';
 import { linearModules, linearWeightName, type ModelSpec } from '../checkpoint/types.js';
 import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
+import { rowPatchInputNames } from './onnx/blocks.js';
 import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
 import { generationKv, deviceKvFromEnv } from './runtime/device-kv.js';
 import { runStep } from './runtime/forward.js';
@@ -44,6 +46,22 @@ export interface EngineOptions {
    * FGSN_CUDA_DEVICE_KV=1, else off: not yet run on a GPU (bench/engine/device-check.ts checks it).
    */
   deviceKv?: boolean;
+  /**
+   * Graphs take a row patch (see `setRowPatch`): every linear weight gets patch inputs, fed empty until a
+   * patch is set. One loaded engine then measures any number of edits of its model without writing one.
+   */
+  rowPatch?: boolean;
+}
+
+/** New values of some rows of linear weights: weight name -> sorted unique row indices and [rows * d_in] float32 rows. */
+export type RowPatch = ReadonlyMap<string, { rows: Uint32Array; values: Float32Array }>;
+
+/** Teacher-forced log-probabilities of one sequence. */
+export interface SequenceLogProbs {
+  ids: number[];
+  promptLength: number;
+  /** logprobs[t - 1] = log p(ids[t] | ids[<t]) for t = 1 .. ids.length - 1. */
+  logprobs: Float32Array;
 }
 
 export type CaptureMode = Exclude<Capture, 'none'>;
@@ -121,7 +139,11 @@ export class Engine {
     readonly eosTokenIds: number[],
     readonly defaultMaxNewTokens: number,
     private readonly graphs: GraphSessions,
+    private readonly rowPatch: boolean,
   ) {}
+
+  /** Patch inputs of every linear weight (empty until setRowPatch), fed to every run of a rowPatch engine. */
+  private patchFeeds: Record<string, ort.Tensor> | undefined;
 
   static async load(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
     const checkpoint = await ModelCheckpoint.open(modelDir);
@@ -140,7 +162,9 @@ export class Engine {
         maxSessions: opts.maxSessions,
         deviceKv: opts.deviceKv ?? deviceKvFromEnv(),
       });
-      return new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs);
+      const engine = new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs, opts.rowPatch ?? false);
+      if (engine.rowPatch) engine.setRowPatch(new Map());
+      return engine;
     } catch (e) {
       await checkpoint.close();
       await adapter?.close();
@@ -160,6 +184,37 @@ export class Engine {
   /** The graph file for a set of options (built on first use); exposed for tooling and tests. */
   graphEntry(graph: DecoderGraphOptions): ReturnType<GraphSessions['entry']> {
     return this.graphs.entry(graph);
+  }
+
+  /**
+   * The rows every later run of this engine uses instead of the checkpoint's (replaces the previous patch; an
+   * empty map restores the checkpoint). Rows are absolute new values, as a written model would hold them.
+   */
+  setRowPatch(patch: RowPatch): void {
+    if (!this.rowPatch) throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'this engine was loaded without rowPatch');
+    const known = new Set(linearWeightNames(this.spec));
+    for (const name of patch.keys()) {
+      if (!known.has(name)) throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on "${name}", which is not a linear weight of this model`);
+    }
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const name of known) {
+      const [dOut, dIn] = this.checkpoint.tensor(name).shape;
+      const p = patch.get(name) ?? { rows: new Uint32Array(0), values: new Float32Array(0) };
+      if (p.values.length !== p.rows.length * dIn) {
+        throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: ${p.values.length} values for ${p.rows.length} rows x ${dIn}`);
+      }
+      for (let k = 0; k < p.rows.length; k++) {
+        // Strictly increasing: a repeated index would make the in-graph scatter's result undefined.
+        if (p.rows[k] >= dOut || (k > 0 && p.rows[k] <= p.rows[k - 1])) {
+          throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: rows must be sorted, unique and < ${dOut}`);
+        }
+      }
+      for (const v of p.values) if (!Number.isFinite(v)) throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: non-finite value`);
+      const n = rowPatchInputNames(name);
+      feeds[n.rows] = new ort.Tensor('int64', BigInt64Array.from(p.rows, (r) => BigInt(r)), [p.rows.length]);
+      feeds[n.values] = new ort.Tensor('float32', p.values, [p.rows.length, dIn]);
+    }
+    this.patchFeeds = feeds;
   }
 
   private checkLength(ids: readonly number[]): void {
@@ -189,6 +244,7 @@ export class Engine {
       embed: what.embed ?? 'none',
       finalNorm: what.finalNorm ?? 'none',
       inputSquareSums: what.inputSquareSums ?? false,
+      ...(this.rowPatch ? { rowPatch: true } : {}),
     };
     const encoded = await this.encodeInputs(inputs, opts.responses);
     const lease = await this.graphs.acquire(graph);
@@ -218,7 +274,7 @@ export class Engine {
           (b) => (which === 'prompt' ? encoded[bucket[b]].promptLength : p.lengths[b]),
         )
         : undefined;
-      const { outputs } = await runStep(session, spec, { ...p, tokenWeights: tw });
+      const { outputs } = await runStep(session, spec, { ...p, tokenWeights: tw, extraFeeds: this.patchFeeds });
       const data = (name: string): Float32Array => outputs[name].data as Float32Array;
       bucket.forEach((j, b) => {
         const s = sequences[j];
@@ -254,12 +310,49 @@ export class Engine {
     return result;
   }
 
+  /**
+   * Teacher-forced log-probabilities of every next token (prompt + response when responses are given), computed
+   * in the graph: only [B, T] floats leave onnxruntime, never logits over the vocabulary.
+   */
+  async logProbs(inputs: readonly CaptureInput[], opts: { responses?: readonly string[]; batchSize?: number } = {}): Promise<SequenceLogProbs[]> {
+    const encoded = await this.encodeInputs(inputs, opts.responses);
+    const lease = await this.graphs.acquire({
+      kvCache: false, logits: 'none', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false, targetLogProbs: true,
+      ...(this.rowPatch ? { rowPatch: true } : {}),
+    });
+    try {
+      const out: SequenceLogProbs[] = new Array(encoded.length);
+      for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH)) {
+        const p = leftPad(bucket.map((j) => encoded[j].ids), this.tokenizer.padTokenId);
+        const T = p.length;
+        // Position t of a row predicts its token t + 1; the last position (and padding) gets a dummy target.
+        const targets = new BigInt64Array(p.batch * T);
+        bucket.forEach((j, b) => {
+          const ids = encoded[j].ids;
+          const pad = T - ids.length;
+          for (let t = 0; t + 1 < ids.length; t++) targets[b * T + pad + t] = BigInt(ids[t + 1]);
+        });
+        const { outputs } = await runStep(lease.session, this.spec, { ...p, targetIds: targets, extraFeeds: this.patchFeeds });
+        const lp = outputs.target_logprob.data as Float32Array;
+        bucket.forEach((j, b) => {
+          const e = encoded[j];
+          const start = b * T + (T - e.ids.length);
+          out[j] = { ids: e.ids, promptLength: e.promptLength, logprobs: lp.slice(start, start + e.ids.length - 1) };
+        });
+      }
+      return out;
+    } finally {
+      lease.release();
+    }
+  }
+
   async generate(prompts: readonly CaptureInput[], opts: GenerateOptions = {}): Promise<Generation[]> {
     const maxNew = opts.maxNewTokens ?? this.defaultMaxNewTokens;
     const stop = new Set(opts.stopTokenIds ?? this.eosTokenIds);
     const encoded = await this.encodeInputs(prompts);
     const lease = await this.graphs.acquire({
       kvCache: true, logits: 'last', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
+      ...(this.rowPatch ? { rowPatch: true } : {}),
     });
     try {
       return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH);
@@ -284,7 +377,8 @@ export class Engine {
       let rows = bucket.map((_, b) => b);
       let masks = rows.map((b) => Array.from(p.attentionMask.subarray(b * p.length, (b + 1) * p.length), Number));
       const cache = await generationKv(session, this.graphs.sessionConfig, spec, bucket.length, p.length + maxNew);
-      let step = await runStep(session, spec, p);
+      const extraFeeds = this.patchFeeds;
+      let step = await runStep(session, spec, { ...p, extraFeeds });
       for (let n = 0; ; n++) {
         const logits = step.outputs.logits.data as Float32Array;
         const next: number[] = [];
@@ -319,6 +413,7 @@ export class Engine {
           attentionMask: BigInt64Array.from(masks.flat(), BigInt),
           positionIds: BigInt64Array.from(rows, (b) => BigInt(++lastPos[b])),
           past,
+          extraFeeds,
         });
       }
       cache.dispose?.(step.added);
@@ -333,6 +428,11 @@ export class Engine {
       }));
     }
     return results;
+  }
+
+  /** Releases every onnxruntime session (each holds a float32 copy of the weights); later runs build them again. */
+  async releaseSessions(): Promise<void> {
+    await this.graphs.close();
   }
 
   async close(): Promise<void> {

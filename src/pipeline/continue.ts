@@ -7,15 +7,16 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
+import { type RowCompute, countEdit, editRows, projectionCompute, writeHardened } from '../defense/apply.js';
 import { addCategory, findAtlas, type Atlas } from '../defense/atlas.js';
 import { type Selection, countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from '../defense/math/select.js';
 import { JobScores, fgsnProjection, fgsnScores, resolveLayers } from '../defense/methods.js';
 import { FGSN_DEFAULTS, parseMethodOptions, type FgsnOptions } from '../defense/options.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { evenSample } from '../util/sample.js';
-import { STRENGTH_STEPS, ladder } from './ladder.js';
-import { measureOnProbes } from './probe-eval.js';
+import type { Engine } from '../engine/engine.js';
+import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
+import { type ProbeContext, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
 export interface ContinueRequest {
@@ -185,14 +186,31 @@ async function guardedSearch(
   const benign = evenSample(atlas.benign, 160);
   const task = evenSample((req.task ?? []).filter((p) => p.response !== undefined), 200);
   const measureCtx = { ...ctx, benignPrompts: benign.map((p) => p.prompt), exact: benign.filter((p) => p.response !== undefined), nll };
+
+  await progress('selection', 35, 'measuring the hardened and aligned models on the probes');
+  const alignedNll = (await measureOnProbes({ dir: sources.aligned.dir }, [], [], { ...ctx, nll })).responseNll!;
+  // One engine on the hardened model measures it and every step (a step's edit is a row patch on it).
+  const engine = o.stepMode === 'patch' ? await openStepEngine({ dir: sources.finetuned!.dir }, ctx) : null;
+  try {
+    return await searchSteps(req, sources, o, progress, { prompts, task, measureCtx, alignedNll, engine, ranking });
+  } finally {
+    await engine?.close();
+  }
+}
+
+async function searchSteps(
+  req: ContinueRequest,
+  sources: WeightSources,
+  o: FgsnOptions,
+  progress: (stage: string, percent: number, message?: string) => Promise<void>,
+  m: { prompts: string[]; task: ProbeRecord[]; measureCtx: ProbeContext; alignedNll: number; engine: Engine | null; ranking: () => Promise<(q: number) => Selection> },
+): Promise<{ selection: Selection; strength: number; details: Record<string, unknown> }> {
+  const { prompts, task, measureCtx, alignedNll, engine, ranking } = m;
   const targetAsr = typeof req.targetAsr === 'number' ? req.targetAsr : (o.targetAsr ?? 0.02);
   const maxExtra = req.maxExtraParams ?? 1;
   const exactTolerance = req.exactTolerance ?? 0.02;
   const eps = 1e-9;
-
-  await progress('selection', 35, 'measuring the hardened and aligned models on the probes');
-  const alignedNll = (await measureOnProbes({ dir: sources.aligned.dir }, [], [], { ...ctx, nll })).responseNll!;
-  const ref = await measureOnProbes({ dir: sources.finetuned!.dir }, prompts, task, measureCtx);
+  const ref = engine !== null ? await measureWithEngine(engine, prompts, task, measureCtx) : await measureOnProbes({ dir: sources.finetuned!.dir }, prompts, task, measureCtx);
   const gap = Math.max(0, ref.responseNll! - alignedNll);
   const goalNll = alignedNll + 0.5 * gap;
   const details: Record<string, unknown> = {
@@ -211,13 +229,23 @@ async function guardedSearch(
   const within = (v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean =>
     v === null || r === null || (higherIsBetter ? v >= r - tol - eps : v <= r + tol + eps);
   const steps: ContinueStep[] = [];
+  const compute = (strength: number): RowCompute => projectionCompute(fgsnProjection({ ...o, strength }));
+  const stepMeasure: StepMeasure = engine === null
+    ? writtenSteps(join(req.outDir, '.fgsn-target'), async (sel, strength, dir) => {
+      await writeHardened(sources, sel, compute(strength), { modelDir: dir }, {});
+    }, (dir) => measureOnProbes({ dir }, prompts, task, measureCtx))
+    : {
+      measure: async (sel, strength) => {
+        engine.setRowPatch(await editRows(sources, sel, compute(strength)));
+        return measureWithEngine(engine, prompts, task, measureCtx);
+      },
+      close: async () => engine.setRowPatch(new Map()),
+    };
+  const pick = await ranking();
   const { best, reached: done } = await ladder<ContinueStep>({
-    schedule: CONTINUE_Q, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick: await ranking(),
+    schedule: CONTINUE_Q, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick,
     pct: (sel) => countEdit(sources, sel).pctLinearParams, maxPct: maxExtra, skipEmpty: true,
-    write: async (sel, strength, dir) => {
-      await writeHardened(sources, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
-    },
-    measure: (dir) => measureOnProbes({ dir }, prompts, task, measureCtx),
+    measure: stepMeasure.measure,
     record: (q, strength, rows, pctLinearParams, m) => ({
       q, strength, rows, pctLinearParams, probeAsr: m.asr, refusalNll: m.responseNll!,
       taskAccuracy: m.taskAccuracy, benignExact: m.exactAccuracy, benignRefusals: m.overRefusal,
@@ -230,8 +258,8 @@ async function guardedSearch(
     reached: (step) => reached(step.probeAsr, step.refusalNll),
     onStep: (step) => progress('selection', 35 + Math.min(35, 2 * steps.length),
       `q=${step.q} g=${step.strength}: probe ASR ${step.probeAsr.toFixed(3)}, refusal NLL ${step.refusalNll.toFixed(3)} (goal ${goalNll.toFixed(3)}), benign exact ${step.benignExact?.toFixed(3) ?? 'n/a'}`),
-    tmpRoot: join(req.outDir, '.fgsn-target'), steps,
-  });
+    steps,
+  }).finally(() => stepMeasure.close());
   return {
     selection: best?.sel ?? new Map(),
     strength: best?.step.strength ?? o.strength,

@@ -7,16 +7,18 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
+import type { Engine } from '../engine/engine.js';
+import { type PassCounts, addPasses, passCounts, passDelta } from '../engine/runtime/counters.js';
 import { evaluateModel } from '../eval/evaluate.js';
 import { FgsnError } from '../errors.js';
-import { type EditCounts, type RowCompute, combinedCompute, countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
+import { type EditCounts, type EditRows, type RowCompute, combinedCompute, countEdit, editRows, mergeEditRows, projectionCompute, writeHardened } from '../defense/apply.js';
 import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
 import { type Selection, countRows, pickerExcluding, selectionToJSON, union } from '../defense/math/select.js';
 import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, planMethod } from '../defense/methods.js';
 import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
-import { STRENGTH_STEPS, ladder } from './ladder.js';
-import { type ProbeMetrics, measureOnProbes } from './probe-eval.js';
+import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
+import { type ProbeMetrics, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
 
 export const STAGES = ['validate', 'atlas', 'task-neurons', 'selection', 'projection', 'evaluation', 'report'] as const;
@@ -29,6 +31,9 @@ class Run {
   readonly seconds: Record<string, number> = {};
   /** Resident set size (MiB) when each stage ended: a cheap stand-in for per-stage peak memory. */
   readonly rssMiB: Record<string, number> = {};
+  /** Graph runs and tokens per stage (process-wide counters, read at the stage's start and end). */
+  readonly costs: Record<string, PassCounts> = {};
+  private passes = passCounts();
   private t = performance.now();
   private current: Stage | null = null;
 
@@ -45,6 +50,7 @@ class Run {
     this.checkCancelled();
     this.current = s;
     this.t = performance.now();
+    this.passes = passCounts();
     await this.progress({ stage: s, percent: STAGE_START[s], ...(message ? { message } : {}) });
   }
 
@@ -65,6 +71,9 @@ class Run {
     if (this.current) {
       this.seconds[this.current] = (this.seconds[this.current] ?? 0) + (performance.now() - this.t) / 1000;
       this.rssMiB[this.current] = Math.round(process.memoryUsage().rss / 2 ** 20);
+      const d = passDelta(this.passes, passCounts());
+      const c = this.costs[this.current];
+      this.costs[this.current] = c === undefined ? d : addPasses(c, d);
     }
     this.current = null;
   }
@@ -99,6 +108,8 @@ export interface TargetStep {
   rows: number;
   pctLinearParams: number;
   probeAsr: number;
+  /** Probe ASR judged on the first 8 generated tokens (the cheap judgement; equals probeAsr under stepJudge 'prefix'). */
+  probeAsrPrefix?: number;
   taskAccuracy: number | null;
   overRefusal: number | null;
   /** Utility guardrails held (task accuracy and benign refusals within tolerance of the fine-tune's). */
@@ -127,16 +138,41 @@ async function targetDrivenSelection(
   job: JobScores,
   o: FgsnOptions,
   task: ProbeRecord[],
-): Promise<{ selection: Selection; strength: number; compute?: RowCompute; details: Record<string, unknown> }> {
-  const ranking = await fgsnRanking(job, o);
+): Promise<TargetResult> {
   const ctx = { cacheDir: req.cacheDir, ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}) };
+  const model = { dir: s.finetuned?.dir ?? s.aligned.dir, ...(s.adapter ? { adapter: s.adapter.dir } : {}) };
+  // One engine on the fine-tune serves the reference and every step: a step's edit is a row patch on it
+  // (its sessions are built on first use, after the ranking's backward passes).
+  const engine = o.stepMode === 'patch' ? await openStepEngine(model, ctx) : null;
+  const tmpRoot = join(req.outDir, '.fgsn-target');
+  try {
+    return await targetDrivenSearch(run, req, s, atlas, job, o, task, { ctx, model, engine, tmpRoot });
+  } finally {
+    await engine?.close();
+    await rm(tmpRoot, { recursive: true, force: true });
+  }
+}
+
+type TargetResult = { selection: Selection; strength: number; compute?: RowCompute; details: Record<string, unknown> };
+
+async function targetDrivenSearch(
+  run: Run,
+  req: HardenRequest,
+  s: WeightSources,
+  atlas: Atlas,
+  job: JobScores,
+  o: FgsnOptions,
+  task: ProbeRecord[],
+  m: { ctx: { cacheDir: string; executionProvider?: 'cpu' | 'cuda' }; model: { dir: string; adapter?: string }; engine: Engine | null; tmpRoot: string },
+): Promise<TargetResult> {
+  const { ctx, model, engine, tmpRoot } = m;
+  const ranking = await fgsnRanking(job, o);
   const prompts = atlas.harmful.map((p) => p.prompt);
   const taskAnswered = task.filter((p) => p.response !== undefined).slice(0, 200);
   const benignPrompts = req.benign.slice(0, 100).map((p) => p.prompt);
-  const ref = await measureOnProbes(
-    { dir: s.finetuned?.dir ?? s.aligned.dir, ...(s.adapter ? { adapter: s.adapter.dir } : {}) },
-    prompts, taskAnswered, { ...ctx, benignPrompts },
-  );
+  const probeCtx = { ...ctx, benignPrompts };
+  const stepCtx = { ...probeCtx, harmfulJudge: o.stepJudge };
+  const ref = engine !== null ? await measureWithEngine(engine, prompts, taskAnswered, probeCtx) : await measureOnProbes(model, prompts, taskAnswered, probeCtx);
   const base = {
     layers: ranking.layers, p: o.p, taskRowsExcluded: countRows(ranking.taskSet), scoring: o.scoring, scope: o.scope,
   };
@@ -152,37 +188,58 @@ async function targetDrivenSelection(
       details: { ...base, q: 0, strength: o.strength, target: { ...target, reached: true, steps: [], note: 'fine-tune already within the target on the probes; nothing edited' } },
     };
   }
-  const measure = (dir: string): Promise<ProbeMetrics> => measureOnProbes({ dir }, prompts, taskAnswered, { ...ctx, benignPrompts });
   const guardrailsOk = (m: ProbeMetrics): boolean =>
     (m.taskAccuracy === null || ref.taskAccuracy === null || m.taskAccuracy >= ref.taskAccuracy - o.taskTolerance) &&
     (m.overRefusal === null || ref.overRefusal === null || m.overRefusal <= ref.overRefusal + o.overRefusalTolerance);
+  const compute = (strength: number): RowCompute => projectionCompute(fgsnProjection({ ...o, strength }));
   const write = (src: WeightSources) => async (sel: Selection, strength: number, dir: string): Promise<void> => {
     run.checkCancelled();
-    await writeHardened(src, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
+    await writeHardened(src, sel, compute(strength), { modelDir: dir }, {});
   };
+  /** Measures `sel` at a strength edited from `src`, on top of the fixed rows `under` (round 1's, in round 2). */
+  const stepMeasure = (src: WeightSources, under: EditRows): StepMeasure => engine === null
+    ? writtenSteps(tmpRoot, write(src), (dir) => measureOnProbes({ dir }, prompts, taskAnswered, stepCtx))
+    : {
+      measure: async (sel, strength) => {
+        run.checkCancelled();
+        engine.setRowPatch(mergeEditRows(under, await editRows(src, sel, compute(strength))));
+        return measureWithEngine(engine, prompts, taskAnswered, stepCtx);
+      },
+      // Back to the fine-tune, and its sessions released: round 2's backward passes come next.
+      close: async () => {
+        engine.setRowPatch(new Map());
+        await engine.releaseSessions();
+      },
+    };
   const steps: TargetStep[] = [];
-  const tmpRoot = join(req.outDir, '.fgsn-target');
-  const search = (round: number, schedule: readonly number[], pick: (q: number) => Selection, pct: (sel: Selection) => number, src: WeightSources) =>
-    ladder<TargetStep>({
-      schedule, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick, pct, maxPct: o.maxParams, write: write(src), measure,
-      record: (q, strength, rows, pctLinearParams, m) => ({
-        round, q, strength, rows, pctLinearParams, probeAsr: m.asr, taskAccuracy: m.taskAccuracy, overRefusal: m.overRefusal, guardrailsOk: guardrailsOk(m),
-      }),
-      better: (step, best) => step.probeAsr < best.probeAsr,
-      reached: (step) => step.probeAsr <= o.targetAsr!,
-      onStep: (step) => run.within(Math.min(0.95, steps.length / 16),
-        `round ${round} q=${step.q.toFixed(4)} g=${step.strength}: probe ASR ${step.probeAsr.toFixed(3)}, task ${step.taskAccuracy?.toFixed(3) ?? 'n/a'}, benign refusals ${step.overRefusal?.toFixed(3) ?? 'n/a'}`),
-      tmpRoot, steps,
-    });
+  const search = async (round: number, schedule: readonly number[], pick: (q: number) => Selection, pct: (sel: Selection) => number, m: StepMeasure) => {
+    try {
+      return await ladder<TargetStep>({
+        schedule, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick, pct, maxPct: o.maxParams, measure: m.measure,
+        record: (q, strength, rows, pctLinearParams, pm) => ({
+          round, q, strength, rows, pctLinearParams, probeAsr: pm.asr, ...(pm.asrPrefix !== undefined ? { probeAsrPrefix: pm.asrPrefix } : {}), taskAccuracy: pm.taskAccuracy, overRefusal: pm.overRefusal, guardrailsOk: guardrailsOk(pm),
+        }),
+        better: (step, best) => step.probeAsr < best.probeAsr,
+        reached: (step) => step.probeAsr <= o.targetAsr!,
+        onStep: (step) => run.within(Math.min(0.95, steps.length / 16),
+          `round ${round} q=${step.q.toFixed(4)} g=${step.strength}: probe ASR ${step.probeAsr.toFixed(3)}, task ${step.taskAccuracy?.toFixed(3) ?? 'n/a'}, benign refusals ${step.overRefusal?.toFixed(3) ?? 'n/a'}`),
+        steps,
+      });
+    } finally {
+      await m.close();
+    }
+  };
   const schedule: number[] = [];
   for (let k = 0; k < 24; k++) schedule.push(o.qStart * [1, 1.5][k % 2] * 2 ** Math.floor(k / 2));
-  const r1 = await search(1, schedule, (q) => ranking.select(q), (sel) => countEdit(s, sel).pctLinearParams, s);
+  const r1 = await search(1, schedule, (q) => ranking.select(q), (sel) => countEdit(s, sel).pctLinearParams, stepMeasure(s, new Map()));
   let reached = r1.reached;
   let result: { selection: Selection; strength: number; compute?: RowCompute; q: number } = r1.best
     ? { selection: r1.best.sel, strength: r1.best.step.strength, q: r1.best.step.q }
     : { selection: ranking.select(o.qStart), strength: o.strength, q: o.qStart };
   if (!reached && r1.best !== null && o.rounds >= 2) {
     const first = r1.best;
+    // Round 2 ranks rows by attribution on round 1's model, which reads a model folder: written once here
+    // (its steps are still row patches on the fine-tune's engine: round 1's rows plus the step's own).
     const r1Dir = join(req.outDir, '.fgsn-round1');
     await write(s)(first.sel, first.step.strength, r1Dir);
     const s2 = await openSources({ basePath: s.base.dir, alignedPath: s.aligned.dir, finetunedPath: r1Dir });
@@ -191,7 +248,8 @@ async function targetDrivenSelection(
       const job2 = new JobScores(s2, atlas, task, { ...ctx, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) });
       const scores2 = await fgsnScores(job2, { ...o, p: 0 }, ranking.layers);
       const pick = pickerExcluding(scores2, [first.sel, ranking.taskSet], linearRowCount(s));
-      const r2 = await search(2, ROUND2_Q, pick, (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, s2);
+      const under = engine === null ? new Map() : await editRows(s, first.sel, compute(first.step.strength));
+      const r2 = await search(2, ROUND2_Q, pick, (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, stepMeasure(s2, under));
       if (r2.best !== null && r2.best.step.probeAsr < first.step.probeAsr) {
         const second = r2.best;
         reached = r2.reached;
@@ -200,8 +258,8 @@ async function targetDrivenSelection(
           strength: first.step.strength,
           q: first.step.q,
           compute: combinedCompute([
-            { selection: first.sel, compute: projectionCompute(fgsnProjection({ ...o, strength: first.step.strength })) },
-            { selection: second.sel, compute: projectionCompute(fgsnProjection({ ...o, strength: second.step.strength })) },
+            { selection: first.sel, compute: compute(first.step.strength) },
+            { selection: second.sel, compute: compute(second.step.strength) },
           ]),
         };
         Object.assign(target, { round2: { q: second.step.q, strength: second.step.strength, rows: second.step.rows, probeAsr: second.step.probeAsr, rowSets: { round1: selectionToJSON(first.sel), round2: selectionToJSON(second.sel) } } });
@@ -211,11 +269,25 @@ async function targetDrivenSelection(
       await rm(r1Dir, { recursive: true, force: true });
     }
   }
+  if (o.stepJudge === 'prefix' && r1.best !== null) {
+    // The cheap judgement chose the edit; the full one measures it once (reported, not silently assumed).
+    const edit = result.compute ?? compute(result.strength);
+    let confirmed: ProbeMetrics;
+    if (engine !== null) {
+      engine.setRowPatch(await editRows(s, result.selection, edit));
+      confirmed = await measureWithEngine(engine, prompts, taskAnswered, probeCtx);
+    } else {
+      const dir = join(tmpRoot, 'confirm');
+      await writeHardened(s, result.selection, edit, { modelDir: dir }, {});
+      confirmed = await measureOnProbes({ dir }, prompts, taskAnswered, probeCtx);
+    }
+    Object.assign(target, { confirmed: { probeAsr: confirmed.asr, taskAccuracy: confirmed.taskAccuracy, benignRefusals: confirmed.overRefusal, reachesTarget: confirmed.asr <= o.targetAsr! } });
+  }
   return {
     selection: result.selection,
     strength: result.strength,
     ...(result.compute ? { compute: result.compute } : {}),
-    details: { ...base, q: result.q, strength: result.strength, target: { ...target, reached, steps } },
+    details: { ...base, q: result.q, strength: result.strength, stepMode: o.stepMode, stepJudge: o.stepJudge, target: { ...target, reached, steps } },
   };
 }
 
@@ -335,6 +407,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       rows: selectionToJSON(plan.selection),
       outputs: [...outputs],
       timings: { ...run.seconds },
+      costs: { ...run.costs },
       memory: { rssMiBAtStageEnd: { ...run.rssMiB } },
       ...(metrics ? { metrics, evaluation: evalReport } : {}),
     };
@@ -352,6 +425,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
         paramsChanged: counts.params,
         paramsChangedPctLinear: counts.pctLinearParams,
         stageSeconds: { ...run.seconds },
+        stageCosts: { ...run.costs },
         ...(metrics ? { metrics } : {}),
       },
     };

@@ -58,6 +58,8 @@ export interface ArtifactInfo {
   sha256: string;
 }
 
+import type { PassCounts } from '../engine/runtime/counters.js';
+
 export interface HardenResult {
   artifacts: ArtifactInfo[];
   /** The fgsn-report.json content (options, atlas id, rows/params changed, timings, metrics). */
@@ -68,6 +70,8 @@ export interface HardenResult {
     paramsChanged: number;
     paramsChangedPctLinear: number;
     stageSeconds: Record<string, number>;
+    /** Graph runs per stage (forward, forward+backward) and the token positions they ran over. */
+    stageCosts?: Record<string, PassCounts>;
     metrics?: Record<string, number>;
   };
 }

@@ -80,6 +80,10 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     );
     throwIfCancelled(ctx.signal);
     for (const [name, seconds] of Object.entries(result.summary.stageSeconds ?? {})) timings[`pipeline.${name}`] = seconds;
+    // Costs beside the seconds: graph runs and the tokens they processed, per stage (counts, not seconds).
+    for (const [name, c] of Object.entries(result.summary.stageCosts ?? {})) {
+      for (const [k, v] of Object.entries(c)) if (v > 0) timings[`pipeline.${name}.${k}`] = v;
+    }
     await enter('publish', PIPELINE_END);
     const manifest = await publishArtifacts(ctx.store, data.jobId, outDir, result.artifacts, { move: ctx.store.kind === 'fs' });
     // Leftovers of crashed attempts (store blobs, scratch folders) were never visible; now they can go.

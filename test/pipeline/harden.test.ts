@@ -65,6 +65,15 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     expect(report.atlas.id).toMatch(/^[0-9a-f]{32}$/);
     expect(report.edit.rows).toBe(r.summary.rowsChanged);
     expect(Object.keys(report.edit.perLayer)).toEqual(['0', '1', '2', '3']);
+    // Steps were measured in memory (row patches on one engine), each with the cheap judgement recorded beside
+    // the full one; the costs of every stage are counted: the ranking's backward passes, the steps' forwards.
+    expect(report.selection.stepMode).toBe('patch');
+    expect(report.selection.target.steps.length).toBeGreaterThan(0);
+    for (const st of report.selection.target.steps) expect(st.probeAsrPrefix).toBeGreaterThanOrEqual(0);
+    expect(report.costs.selection.backwardPasses).toBeGreaterThan(0);
+    expect(report.costs.selection.forwardPasses).toBeGreaterThan(report.selection.target.steps.length);
+    expect(report.costs.selection.forwardTokens).toBeGreaterThan(report.costs.selection.forwardPasses);
+    expect(r.summary.stageCosts).toEqual(report.costs);
 
     const ctx = { cacheDir };
     const sstAnswered = task.slice(0, 40);

@@ -13,6 +13,7 @@ import { FgsnError } from '../../errors.js';
 import type { WeightRef } from '../onnx/blocks.js';
 import type { PaddedBatch } from '../runtime/batch.js';
 import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint, locationFor } from '../session/model-cache.js';
+import { countBackward, countForward } from '../runtime/counters.js';
 import { createSession, ort, runOptions, type ExecutionProvider } from '../session/session.js';
 import { loraMatmul } from '../model/lora-matmul.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
@@ -151,6 +152,7 @@ export class AttributionSession {
 
   /** Forward-only graph (opened with `boundaries`): the residual entering each boundary layer, [N, H]. */
   async boundaryHiddens(batch: AttributionBatch): Promise<Map<number, Float32Array>> {
+    countForward(batch.padded.batch * batch.padded.length);
     const out = await this.exec(this.feeds(batch, {}));
     const res = new Map<number, Float32Array>();
     for (const name of this.session.outputNames) res.set(Number(name.slice('hidden.'.length)), out[name].data as Float32Array);
@@ -170,6 +172,7 @@ export class AttributionSession {
         feeds[directionInputName(k, name)] = t;
       }
     }
+    countBackward(batch.padded.batch * batch.padded.length);
     const out = await this.exec(feeds);
     const scores = Array.from({ length: this.directionSets }, (_, k) => {
       const m = new Map<string, Float32Array>();

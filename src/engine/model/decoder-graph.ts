@@ -16,8 +16,8 @@
 import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
 import { FgsnError } from '../../errors.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm,
-  castTo, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeDtype, type WeightResolver,
+  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, shapeOf,
+  castTo, patchedRows, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeDtype, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
 import { scaledRopeTables } from '../onnx/rope-graph.js';
@@ -42,6 +42,16 @@ export interface DecoderGraphOptions {
    * softmax in float32. Every output, KV cache included, stays float32 at the graph's edge.
    */
   compute?: ComputeDtype;
+  /**
+   * Every linear weight takes a row patch as graph inputs (patch.<weight>.rows [k] int64 and
+   * patch.<weight>.values [k, in] float32; k may be 0): see patchedRows. The engine feeds them.
+   */
+  rowPatch?: boolean;
+  /**
+   * Teacher-forced scoring: input target_ids [B, T] int64, output target_logprob [B, T] = log softmax(logits)[target]
+   * at every position, computed in the graph so only [B, T] floats leave it (not [B, T, vocab]).
+   */
+  targetLogProbs?: boolean;
 }
 
 /** Smallest float32 lm_head block (see WeightTable.rowBlocks): above glibc's 32 MiB mmap threshold cap. */
@@ -109,7 +119,8 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
     const bias = hasBias ? W(`model.layers.${layer}.${group}.${mod}.bias`) : undefined;
     const y = linear(g, x, W(name), bias);
     const l = opts.lora?.get(name);
-    return l === undefined ? y : g.op('Add', [y, loraBranch(g, x, W(l.a), W(l.b), l.scaling)]);
+    const full = l === undefined ? y : g.op('Add', [y, loraBranch(g, x, W(l.a), W(l.b), l.scaling)]);
+    return opts.rowPatch ? patchedRows(g, x, full, name, w.ref(name).shape[1], bias, ct) : full;
   };
 
   const sqsum = (layer: number, which: SqsumInput, x: string, features: number): void => {
@@ -177,12 +188,12 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
     capture(`hidden.${i}`, h, H, opts.hidden);
   }
 
-  if (opts.logits === 'none' && opts.finalNorm === 'none') return g;
+  if (opts.logits === 'none' && opts.finalNorm === 'none' && !opts.targetLogProbs) return g;
   const normW = fam.normWeight('model.norm.weight');
   const capLogits = (x: string): string => (spec.finalSoftcap ? castTo(g, softcap(g, castTo(g, x, ct, 'float32'), spec.finalSoftcap), 'float32', ct) : x);
   // An untied lm_head is the largest weight: split so its prepacking transient is one block, not all of it.
   const headW = spec.tieWordEmbeddings ? [W(embedName)] : w.rowBlocks('lm_head.weight', LM_HEAD_BLOCK_BYTES, ct);
-  if (opts.logits === 'last' && opts.finalNorm !== 'all') {
+  if (opts.logits === 'last' && opts.finalNorm !== 'all' && !opts.targetLogProbs) {
     // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
     const hl = lastToken(g, unflatten(g, h, d, H), d);
     const hn = rmsNorm(g, hl, normW, spec.rmsNormEps, ct);
@@ -192,7 +203,15 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   }
   const hn = rmsNorm(g, h, normW, spec.rmsNormEps, ct);
   capture('final_norm', hn, H, opts.finalNorm);
-  if (opts.logits !== 'none') capture('logits', capLogits(linearRowBlocks(g, hn, headW)), spec.vocabSize, opts.logits);
+  const logitsFlat = opts.logits !== 'none' || opts.targetLogProbs ? capLogits(linearRowBlocks(g, hn, headW)) : '';
+  if (opts.logits !== 'none') capture('logits', logitsFlat, spec.vocabSize, opts.logits);
+  if (opts.targetLogProbs) {
+    // [N, V] lives only inside onnxruntime for the run; the caller gets one float per position.
+    const targets = g.op('Reshape', [g.input('target_ids', 'int64', ['batch', 'tokens']), g.constI64([-1, 1])]);
+    const logp = g.op('LogSoftmax', [toF32(logitsFlat)], { axis: -1 });
+    const picked = g.op('GatherElements', [logp, targets], { axis: 1 });
+    g.output('target_logprob', g.op('Reshape', [picked, shapeOf(g, [d.b, d.t])]), 'float32', ['batch', 'tokens']);
+  }
   return g;
 }
 
