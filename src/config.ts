@@ -108,6 +108,9 @@ export const ConfigEnvSchema = z.object({
   FGSN_WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   FGSN_SHUTDOWN_TIMEOUT_S: positiveInt.default(30),
   FGSN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // Bound of the engine + atlas cache (<data dir>/cache), least recently used entries evicted. Unset: 20 GiB
+  // or a quarter of the cache's filesystem, whichever is smaller (src/engine/session/cache-lifecycle.ts).
+  FGSN_CACHE_MAX_BYTES: positiveInt.optional(),
 });
 
 /** Every environment variable the service reads; deployment manifests may set only these. */
@@ -156,6 +159,8 @@ export interface Config {
   probeSetMaxBytes: number;
   rateLimit: { max: number; windowS: number };
   minFreeDiskMb: number;
+  /** Engine + atlas cache bound in bytes; undefined: the default of cache-lifecycle.ts (20 GiB or 1/4 of the disk). */
+  cacheMaxBytes?: number;
   /** allowPrivate: webhooks may go to loopback/private addresses (off by default: tenants pick the URLs). */
   webhook: { attempts: number; backoffMs: number; timeoutMs: number; allowPrivate: boolean };
   shutdownTimeoutS: number;
@@ -245,6 +250,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     probeSetMaxBytes: d.FGSN_PROBE_SET_MAX_BYTES,
     rateLimit: { max: d.FGSN_RATE_LIMIT, windowS: d.FGSN_RATE_LIMIT_WINDOW_S },
     minFreeDiskMb: d.FGSN_MIN_FREE_DISK_MB,
+    cacheMaxBytes: d.FGSN_CACHE_MAX_BYTES,
     webhook: {
       attempts: d.FGSN_WEBHOOK_ATTEMPTS,
       backoffMs: d.FGSN_WEBHOOK_BACKOFF_MS,
@@ -254,4 +260,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeoutS: d.FGSN_SHUTDOWN_TIMEOUT_S,
     logLevel: d.FGSN_LOG_LEVEL,
   };
+}
+
+/**
+ * FGSN_CACHE_MAX_BYTES alone, parsed by the same schema field: the engine reads it in every process that
+ * builds cache entries (CLI, sandboxed job processors), where the rest of the service config may be absent.
+ */
+export function cacheMaxBytesFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const raw = env.FGSN_CACHE_MAX_BYTES;
+  if (raw === undefined || raw === '') return undefined;
+  const r = ConfigEnvSchema.shape.FGSN_CACHE_MAX_BYTES.safeParse(raw);
+  if (!r.success) {
+    throw new FgsnError('CONFIG_INVALID', `invalid configuration: FGSN_CACHE_MAX_BYTES: must be a positive integer (bytes), got "${raw}"`, {
+      details: { problems: [{ variable: 'FGSN_CACHE_MAX_BYTES', message: 'must be a positive integer (bytes)' }] },
+    });
+  }
+  return r.data;
 }

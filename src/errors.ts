@@ -80,6 +80,7 @@ export const ERROR_CATALOGUE = {
   UPLOAD_CHECKSUM_MISMATCH: { status: 422, hint: 'The file bytes do not match the sha256 sent in X-Content-SHA256; upload it again.' },
   MODEL_DIR_NOT_ALLOWED: { status: 403, hint: 'Server-side model folders must lie inside FGSN_ALLOWED_MODEL_DIRS.' },
   PIPELINE_UNAVAILABLE: { status: 503, hint: 'This build of the service has no defense pipeline; update the worker image.' },
+  DISK_SPACE_LOW: { status: 507, hint: 'The worker\'s data folder has too little free disk for this job (its output is about the size of the checkpoint, plus FGSN_MIN_FREE_DISK_MB); free space, lower FGSN_CACHE_MAX_BYTES or give the volume more room. The job is retried after the backoff.' },
   WORKER_LOST: { status: 500, hint: 'The worker running the job stopped repeatedly; check worker memory limits and logs.' },
   INTERNAL: { status: 500, hint: 'Unexpected error; see the server logs with the request id.' },
 } as const satisfies Record<string, ErrorSpec>;

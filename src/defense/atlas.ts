@@ -5,8 +5,12 @@
  * attribution target), per-input-feature activation energy on harmful (prompt + response) and benign
  * tokens, per-row harmful-probe Wanda scores, and per harm category k-means sub-clusters of the last-token
  * hidden states at the safety band's last layer.
+ *
+ * Atlases share the engine cache's bound (FGSN_CACHE_MAX_BYTES over <cacheDir>/engine and <cacheDir>/atlas,
+ * least recently used first): one found or built here is touched and held by this process (cache-lifecycle.ts).
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { linearWeightNames } from '../checkpoint/model-config.js';
@@ -14,6 +18,7 @@ import { ModelCheckpoint } from '../checkpoint/model-folder.js';
 import { SafetensorsFile } from '../checkpoint/safetensors-reader.js';
 import { writeSafetensors, type TensorSource } from '../checkpoint/safetensors-writer.js';
 import { loadEngine } from '../engine/engine.js';
+import { enforceCacheBound, holdEntry } from '../engine/session/cache-lifecycle.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../pipeline/types.js';
 import { kmeans } from './math/kmeans.js';
@@ -103,12 +108,15 @@ export async function getOrBuildAtlas(
   const config = await readFile(join(alignedDir, 'config.json'), 'utf8');
   const id = await atlasId(sha, config, harmful, benign, options);
   const dir = join(cacheDir, 'atlas', id);
-  try {
-    return { atlas: await loadAtlas(dir), cached: true };
-  } catch (e) {
-    if (!(e instanceof FgsnError && e.code === 'ATLAS_NOT_FOUND')) throw e;
+  if (holdAtlas(dir)) {
+    try {
+      return { atlas: await loadAtlas(dir), cached: true };
+    } catch (e) {
+      if (!(e instanceof FgsnError && e.code === 'ATLAS_NOT_FOUND')) throw e;
+    }
   }
   const atlas = await buildAtlas(alignedDir, sha, id, harmful, benign, cacheDir, options, opts, onStep);
+  if (holdAtlas(dir)) enforceCacheBound(join(cacheDir, 'atlas'));
   return { atlas, cached: false };
 }
 
@@ -133,6 +141,9 @@ async function buildAtlas(
   };
   const engine = await loadEngine(alignedDir, {
     cacheDir: opts.engineCacheDir ?? join(cacheDir, 'engine'),
+    // Generation then three captures, each graph used once in turn: a second live session (a second float32
+    // copy of the weights) would never be reused, so one at a time costs no rebuild (bench/scale measures it).
+    maxSessions: 1,
     ...(opts.executionProvider ? { executionProvider: opts.executionProvider } : {}),
   });
   let harmfulResponses: string[];
@@ -215,6 +226,15 @@ async function saveAtlas(dir: string, meta: AtlasMeta, h: Map<string, Float32Arr
   }
 }
 
+/** Holds (and touches) a complete atlas folder so no other process evicts it while this one reads it. */
+function holdAtlas(dir: string): boolean {
+  try {
+    return holdEntry(dir, (d) => existsSync(join(d, 'atlas.json'))) !== null;
+  } catch {
+    return false; // no cache folder yet
+  }
+}
+
 async function exists(p: string): Promise<boolean> {
   try {
     await stat(p);
@@ -252,6 +272,7 @@ export async function findAtlas(cacheDir: string, id: string): Promise<Atlas> {
   if (names.length !== 1) {
     throw new FgsnError('ATLAS_NOT_FOUND', names.length === 0 ? `no atlas "${id}" under ${root}` : `atlas id "${id}" is ambiguous (${names.length} matches)`, { details: { id } });
   }
+  holdAtlas(join(root, names[0]));
   return loadAtlas(join(root, names[0]));
 }
 

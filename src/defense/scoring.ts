@@ -22,6 +22,8 @@ export interface EngineContext {
 export async function loadFinetunedEngine(s: WeightSources, ctx: EngineContext): Promise<Engine> {
   return loadEngine(s.finetuned?.dir ?? s.aligned.dir, {
     cacheDir: join(ctx.cacheDir, 'engine'),
+    // One capture graph per job (task probes); attribution opens its own session: never two float32 copies.
+    maxSessions: 1,
     ...(s.adapter ? { adapter: s.adapter.dir } : {}),
     ...(ctx.executionProvider ? { executionProvider: ctx.executionProvider } : {}),
   });

@@ -28,6 +28,7 @@ export default async function process_(job: SandboxedJob<HardenJobData, HardenJo
       dataDir: runtime.dataDir,
       store,
       executionProvider: runtime.executionProvider,
+      ...(runtime.minFreeDiskMb !== undefined ? { minFreeDiskMb: runtime.minFreeDiskMb } : {}),
       signal,
       report: async (p) => {
         await job.updateProgress(p as unknown as object);

@@ -2,10 +2,12 @@
  * One attempt of a harden job, as the sandboxed processor runs it: validate inputs, run the pipeline into
  * a private folder, publish the artifacts atomically. Progress and cancellation come through `ctx`.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
+import { enforceCacheBound, releaseAllHolds } from '../engine/session/cache-lifecycle.js';
 import { FgsnError } from '../errors.js';
+import { admitDisk, diskNeed, processCost, weightBytes } from './disk.js';
 import { runHarden } from '../pipeline/harden.js';
 import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
 import type { BlobStore } from '../storage/index.js';
@@ -16,6 +18,8 @@ export interface RunContext {
   dataDir: string;
   store: BlobStore;
   executionProvider: 'cpu' | 'cuda';
+  /** FGSN_MIN_FREE_DISK_MB: margin kept free beyond the job's own output (default 0). */
+  minFreeDiskMb?: number;
   signal?: AbortSignal;
   report(p: HardenProgress): Promise<void>;
 }
@@ -58,8 +62,15 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     throwIfCancelled(ctx.signal);
   }
 
+  const cacheDir = join(ctx.dataDir, 'cache');
+  // Refused before anything is written: the output is about the size of the checkpoint it is made from.
+  await mkdir(ctx.dataDir, { recursive: true });
+  await admitDisk(ctx.dataDir, cacheDir, diskNeed(await weightBytes(data.input.finetunedPath ?? data.input.alignedPath), ctx.minFreeDiskMb ?? 0));
+
   // A fresh folder per attempt: a retried attempt never sees (or publishes) files of a crashed one.
-  const outDir = join(ctx.dataDir, 'work', data.jobId, `attempt-${ctx.attempt}-${process.pid}-${Date.now()}`);
+  const jobScratch = join(ctx.dataDir, 'work', data.jobId);
+  const costAtStart = processCost(true);
+  const outDir = join(jobScratch, `attempt-${ctx.attempt}-${process.pid}-${Date.now()}`);
   await mkdir(outDir, { recursive: true });
   try {
     await enter('pipeline', VALIDATE_END);
@@ -67,7 +78,7 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
       {
         ...data.input,
         outDir,
-        cacheDir: join(ctx.dataDir, 'cache'),
+        cacheDir,
         executionProvider: ctx.executionProvider,
       },
       {
@@ -91,12 +102,31 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     await rm(join(ctx.dataDir, 'work', data.jobId), { recursive: true, force: true });
     timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
     await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
+    const costAtEnd = processCost();
     return {
       artifacts: manifest.artifacts.map(({ name, bytes, sha256 }) => ({ name, bytes, sha256 })),
-      summary: { ...result.summary },
+      summary: {
+        ...result.summary,
+        // What the attempt cost this processor: bytes it wrote (scratch, cache, artifacts) and its peak RSS.
+        cost: {
+          bytesWritten: costAtEnd.writeBytes === null || costAtStart.writeBytes === null ? null : costAtEnd.writeBytes - costAtStart.writeBytes,
+          peakRssBytes: costAtEnd.peakRssBytes,
+        },
+      },
       timings,
     };
   } finally {
+    // Scratch goes whatever the outcome (completed, failed, cancelled); the job folder too once no other
+    // attempt (a stalled one recovered elsewhere) has a folder in it. The worker removes what a killed
+    // processor left when the job ends (worker.ts).
     await rm(outDir, { recursive: true, force: true });
+    await rmdir(jobScratch).catch(() => undefined);
+    // This process's engines are closed: the cache entries it used may be evicted again.
+    releaseAllHolds();
+    try {
+      enforceCacheBound(join(cacheDir, 'engine'));
+    } catch {
+      // bounding is housekeeping: the next job's admission and builds enforce it again
+    }
   }
 }

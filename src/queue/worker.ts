@@ -3,6 +3,7 @@
  * around it that need a long-lived process: cancel polling, webhook dispatch on terminal states, the
  * webhook delivery worker, stage metrics and graceful shutdown.
  */
+import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -15,6 +16,7 @@ import type { HardenJobData, HardenJobResult } from './job-data.js';
 import { observeFinished, workerMetrics } from './metrics.js';
 import { HARDEN_QUEUE, cancelFlagKey } from './names.js';
 import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
+import { enforceCacheBound } from '../engine/session/cache-lifecycle.js';
 import { withEngineProcessEnv } from '../engine/session/session.js';
 import { describeJob } from './status.js';
 import { createWebhookQueue, enqueueWebhook, eventFor, startWebhookWorker, type WebhookSettings } from './webhooks.js';
@@ -67,6 +69,12 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
       env: { ...withEngineProcessEnv(process.env), [RUNTIME_ENV]: runtimeToEnv(config) },
     },
   });
+  try {
+    // Leftovers of processors that died (builders' temporary folders) go, and the bound holds from the start.
+    enforceCacheBound(join(config.dataDir, 'cache', 'engine'));
+  } catch (e) {
+    log?.warn({ err: e }, 'cache bound check failed');
+  }
   const webhookSettings: WebhookSettings = config.webhook;
   const webhookQueue = createWebhookQueue(connection, config.queuePrefix);
   const webhookWorker = startWebhookWorker(connection, config.queuePrefix, webhookSettings);
@@ -92,6 +100,9 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     });
     const event = eventFor(status.state);
     if (event === undefined) return; // a failed attempt that will be retried
+    // The job ended (completed, failed or cancelled): its scratch goes, including what a processor killed
+    // mid-attempt (out of memory) could not remove itself.
+    await rm(join(config.dataDir, 'work', job.data.jobId), { recursive: true, force: true }).catch((e) => log?.warn({ err: e, jobId: job.data.jobId }, 'scratch removal failed'));
     log?.info({ jobId: status.id, state: status.state, error: status.error?.code }, 'job finished');
     if (metrics) observeFinished(metrics, status);
     const hook = job.data.webhook;

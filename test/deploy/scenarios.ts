@@ -19,7 +19,7 @@ export const SCENARIOS: Record<string, Record<string, unknown>> = {
       type: 's3',
       s3: { endpoint: 'http://minio.minio:9000', bucket: 'fgsn', forcePathStyle: true, prefix: 'prod/', existingSecret: 's3-creds' },
     },
-    config: { allowedModelDirs: ['/models/aligned', '/models/base'], logLevel: 'debug' },
+    config: { allowedModelDirs: ['/models/aligned', '/models/base'], logLevel: 'debug', cacheMaxBytes: 107374182400 },
     api: {
       autoscaling: { enabled: false },
       replicas: 3,

@@ -5,6 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +34,13 @@ async function setup(h: Harness): Promise<{ ft: string; reference: string; harmf
   };
 }
 
+/** A job's scratch (work/<jobId>: its attempt folders, the search's .fgsn-target models) is gone once it ended. */
+const expectNoScratch = async (h: Harness, id: string) => {
+  // The scratch root exists: the job got as far as making its scratch (the check is not vacuous).
+  expect(existsSync(join(h.dataDir, 'work'))).toBe(true);
+  await waitFor(async () => (existsSync(join(h.dataDir, 'work', id)) ? undefined : true), `scratch of job ${id} removed`, 10_000, 50);
+};
+
 const terminal = (h: Harness, id: string) =>
   waitFor(async () => {
     const j = await h.json<Job>('GET', `/v1/jobs/${id}`);
@@ -59,7 +67,11 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
     const sub = await h.json<Job>('POST', '/v1/jobs', {
       json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, webhook: { url: receiver.url, secret } },
     });
-    await waitFor(async () => ((await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body.state === 'running' ? true : undefined), 'running', 60_000, 20);
+    // Cancelled once the pipeline runs (its scratch exists), not while the inputs are being validated.
+    await waitFor(async () => {
+      const j = (await h.json<Job & { stage: string | null }>('GET', `/v1/jobs/${sub.body.id}`)).body;
+      return j.state === 'running' && j.stage !== null && j.stage !== 'validate' ? true : undefined;
+    }, 'pipeline running', 60_000, 20);
     const c = await h.json<Job & { cancelRequested: boolean }>('POST', `/v1/jobs/${sub.body.id}/cancel`);
     expect(c.status).toBe(202);
     expect(c.body.cancelRequested).toBe(true);
@@ -68,6 +80,7 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
     expect(done.error?.code).toBe('JOB_CANCELLED');
     expect(done.attempts.made).toBe(1);
     expect((await h.json<{ items: unknown[] }>('GET', `/v1/jobs/${sub.body.id}/artifacts`)).body.items).toEqual([]);
+    await expectNoScratch(h, sub.body.id);
     const hook = await waitFor(async () => receiver.received.find((r) => JSON.parse(r.body).job.id === sub.body.id), 'webhook', 30_000);
     expect(JSON.parse(hook.body).event).toBe('job.cancelled');
     const completed = await h.json('POST', `/v1/jobs/${sub.body.id}/cancel`);
@@ -80,6 +93,7 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
     expect(done.state).toBe('failed');
     expect(done.error?.code).toBe('DEFENSE_OPTION_INVALID');
     expect(done.attempts.made).toBe(1);
+    await expectNoScratch(h, sub.body.id);
     expect((await h.json('POST', `/v1/jobs/${sub.body.id}/cancel`)).status).toBe(409);
   });
 
@@ -87,9 +101,36 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
     const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, outputs: ['diff', 'report'] } });
     await waitFor(async () => ((await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body.state === 'running' ? true : undefined), 'running', 60_000, 20);
     await h.worker!.close();
-    const after = (await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body;
+    const after = (await h.json<Job & { summary: { cost?: { bytesWritten: number | null; peakRssBytes: number | null } } }>('GET', `/v1/jobs/${sub.body.id}`)).body;
     expect(after.state).toBe('completed');
+    // The attempt's own cost: it wrote at least its diff and report, and its processor's peak RSS is known.
+    expect(after.summary.cost?.bytesWritten).toBeGreaterThan(0);
+    expect(after.summary.cost?.peakRssBytes).toBeGreaterThan(0);
     expect((await h.json<{ items: unknown[] }>('GET', `/v1/jobs/${sub.body.id}/artifacts`)).body.items.length).toBeGreaterThan(0);
+    await expectNoScratch(h, sub.body.id);
+  });
+});
+
+describeTestbed('worker: a job is refused when the data folder lacks the disk it needs', () => {
+  let h: Harness;
+  let ids: Awaited<ReturnType<typeof setup>>;
+  beforeAll(async () => {
+    // A margin no disk has: every job is short of space (the API's own checks use the same variable).
+    h = await startHarness({ worker: true, env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV, FGSN_MIN_FREE_DISK_MB: String(1024 ** 3), FGSN_JOB_ATTEMPTS: '1' } });
+    ids = await setup(h);
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('fails with DISK_SPACE_LOW before writing any scratch', async () => {
+    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, outputs: ['diff'] } });
+    expect(sub.status).toBe(202);
+    const done = await terminal(h, sub.body.id);
+    expect(done.state).toBe('failed');
+    expect(done.error?.code).toBe('DISK_SPACE_LOW');
+    expect(done.error?.message).toMatch(/MiB free/);
+    expect(existsSync(join(h.dataDir, 'work', sub.body.id))).toBe(false);
   });
 });
 

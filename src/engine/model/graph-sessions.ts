@@ -250,6 +250,9 @@ export class GraphSessions {
   async close(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
+    // Closed: this model's cache entries may be evicted again (cache-lifecycle.ts).
+    for (const e of this.entries.values()) e.release();
+    this.entries.clear();
     for (const s of all) {
       try {
         await (await s.session).release();
