@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
 import { runHarden } from '../pipeline/harden.js';
+import { targetLine } from '../pipeline/policy.js';
 import { readProbes } from '../pipeline/probes.js';
 import type { DefenseMethod, HardenRequest, OutputKind } from '../pipeline/types.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';
@@ -14,15 +15,22 @@ const USAGE = `usage: fgsn harden --base DIR --aligned DIR (--finetuned DIR | --
                    [--band-share S] [--energy-share S] [--target-asr A] [--max-params PCT] [--task-tolerance T]
                    [--threshold TAU] [--top-k K] [--share S] [--gamma G] [--option key=value]...
                    [--eval-harmful F] [--eval-emerging F] [--eval-lookalike F] [--eval-task NAME=F]...
-                   [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet]
-Probe files: JSONL {"prompt", "category"?, "response"?}.`;
+                   [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet] [--require-target]
+                   [--utility-ceiling SHARE] [--miss-policy safety-first|guardrails-only] [--judge-share SHARE]
+Probe files: JSONL {"prompt", "category"?, "response"?}.
+The last line of the output says whether the safety target was reached; with --require-target the exit
+status is 3 when it was not.`;
 
 /** CLI flag -> method option key. */
 const OPTION_FLAGS: Record<string, string> = {
   q: 'q', p: 'p', scoring: 'scoring', scope: 'scope', mode: 'mode', strength: 'strength', alpha: 'alpha', layers: 'layers',
   'band-share': 'bandShare', 'energy-share': 'energyShare', 'target-asr': 'targetAsr', 'max-params': 'maxParams',
   'task-tolerance': 'taskTolerance', threshold: 'threshold', 'top-k': 'topK', share: 'share', gamma: 'gamma',
+  'utility-ceiling': 'utilityCeiling', 'miss-policy': 'missPolicy', 'judge-share': 'judgeShare',
 };
+
+/** Exit status of `fgsn harden --require-target` when the job finished but missed its safety target. */
+export const EXIT_TARGET_MISSED = 3;
 
 export async function run(args: string[]): Promise<number> {
   const stringOpts = Object.fromEntries(Object.keys(OPTION_FLAGS).map((k) => [k, { type: 'string' as const }]));
@@ -34,7 +42,7 @@ export async function run(args: string[]): Promise<number> {
       method: { type: 'string' }, format: { type: 'string', multiple: true }, option: { type: 'string', multiple: true },
       'eval-harmful': { type: 'string' }, 'eval-emerging': { type: 'string' }, 'eval-lookalike': { type: 'string' },
       'eval-task': { type: 'string', multiple: true }, 'cache-dir': { type: 'string' }, 'execution-provider': { type: 'string' },
-      quiet: { type: 'boolean' }, help: { type: 'boolean' },
+      quiet: { type: 'boolean' }, help: { type: 'boolean' }, 'require-target': { type: 'boolean' },
       ...stringOpts,
     },
     strict: true,
@@ -81,5 +89,13 @@ export async function run(args: string[]): Promise<number> {
     },
   });
   process.stdout.write(JSON.stringify({ out: req.outDir, summary: result.summary, artifacts: result.artifacts.map((a) => a.name) }, null, 2) + '\n');
+  // The last line, always: a missed target is never silent.
+  const d = result.summary.targetDetails;
+  process.stdout.write(targetLine({
+    target: result.summary.target,
+    ...(d ? { targetAsr: d.targetAsr, rule: d.rule, ...(d.probeAsr !== null ? { probeAsr: d.probeAsr } : {}) } : {}),
+    pctLinearParams: result.summary.paramsChangedPctLinear,
+  }) + '\n');
+  if (values['require-target'] && result.summary.target === 'not reached') return EXIT_TARGET_MISSED;
   return 0;
 }

@@ -58,12 +58,37 @@ export interface FgsnOptions {
    * 'prefix' on its first 8 tokens (cheaper; the chosen edit is then measured in full once, as `confirmed`).
    */
   stepJudge: 'full' | 'prefix';
+  /**
+   * Noise-aware guardrails (src/pipeline/guardrails.ts): 'paired' rejects a step only when its task-probe or
+   * benign-refusal loss vs the fine-tune is significant (exact one-sided McNemar at guardAlpha) AND larger
+   * than the tolerance; 'raw' is the earlier rule (raw drop > tolerance).
+   */
+  guardrailTest: 'paired' | 'raw';
+  /** One-sided significance level of the paired guardrail tests. */
+  guardAlpha: number;
+  /** Largest rise (nats per token) of the teacher-forced NLL of the task probes' reference answers. */
+  nllTolerance: number;
+  /** Hard utility ceiling (share): no step whose task drop or benign refusal rise exceeds it is ever kept. */
+  utilityCeiling: number;
+  /** When no step meets every guardrail at the target (src/pipeline/policy.ts). */
+  missPolicy: 'safety-first' | 'guardrails-only';
+  /** Share of the harmful probes held out of the ranking to judge (stop) the search on; 0 = rank and judge on all. */
+  judgeShare: number;
+  /** Seed of the rank/judge split. */
+  splitSeed: number;
+  /**
+   * Largest fall (nats per token) of the NLL of the aligned model's usual refusal after the benign probes
+   * (the refusal log-prob margin): a step leaning toward refusing them breaks the over-refusal guardrail.
+   */
+  refusalMarginTolerance: number;
 }
 
 export const FGSN_DEFAULTS: FgsnOptions = {
   scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
   energyShare: 0.9, targetAsr: 0.02, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
   rounds: 2, utilityWeight: 0, clusterScoring: 'pooled', stepMode: 'patch', stepJudge: 'full',
+  guardrailTest: 'paired', guardAlpha: 0.05, nllTolerance: 0.01, utilityCeiling: 0.05, missPolicy: 'safety-first', judgeShare: 0.5, splitSeed: 1,
+  refusalMarginTolerance: 1,
 };
 
 export interface SafeLoraOptions { threshold?: number; topK?: number; alpha: number }
@@ -86,6 +111,8 @@ const FGSN_SPEC: Spec = {
   strength: 'num', alpha: 'num', energyShare: 'share', targetAsr: 'share', qStart: 'share', maxParams: 'pos', taskTolerance: 'share',
   overRefusalTolerance: 'share', batchSize: 'int', layersPerPass: 'int', rounds: 'int', utilityWeight: 'nonneg', clusterScoring: ['pooled', 'per-cluster'],
   stepMode: ['patch', 'write'], stepJudge: ['full', 'prefix'],
+  guardrailTest: ['paired', 'raw'], guardAlpha: 'share', nllTolerance: 'nonneg', utilityCeiling: 'share', missPolicy: ['safety-first', 'guardrails-only'],
+  judgeShare: 'share', splitSeed: 'int', refusalMarginTolerance: 'nonneg',
 };
 const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
 

@@ -24,6 +24,21 @@ export interface ProbeMetrics {
    * them the prefix of the full answer, so both are read from one generation).
    */
   asrPrefix?: number;
+  /**
+   * Per-prompt outcomes, in the order given, for PAIRED guardrails (guardrails.ts compares a step with the
+   * fine-tune prompt by prompt). Optional: a measurement that has no per-prompt view leaves them out.
+   */
+  harmfulAnswered?: boolean[];
+  /** The same judged on the first PREFIX_TOKENS generated tokens (asrPrefix per prompt). */
+  harmfulAnsweredPrefix?: boolean[];
+  /**
+   * Mean NLL per token of a refusal sentence after each of `ctx.refusal.prompts` (benign prompts): the refusal
+   * log-prob margin. A step that lowers it moves toward refusing those prompts before a greedy answer shows it.
+   */
+  refusalNll?: number | null;
+  taskCorrect?: boolean[];
+  benignRefused?: boolean[];
+  exactCorrect?: boolean[];
 }
 
 /** Generated tokens the cheap step judgement reads (see ProbeContext.harmfulJudge). */
@@ -35,6 +50,8 @@ export interface ProbeContext {
   exact?: ProbeRecord[];
   /** Prompts and the responses whose teacher-forced NLL is measured. */
   nll?: { prompts: string[]; responses: string[] };
+  /** Prompts (benign) and the refusal sentence whose teacher-forced NLL is measured after each. */
+  refusal?: { prompts: string[]; text: string };
   cacheDir: string;
   executionProvider?: 'cpu' | 'cuda';
   judge?: JudgeOptions;
@@ -124,12 +141,19 @@ export async function measureWithEngine(engine: Engine, harmfulPrompts: string[]
   const b = take(benign.length);
   const accuracy = (set: ProbeRecord[], g: typeof gens): number | null =>
     set.length === 0 ? null : g.filter((gen, i) => exactMatch(gen.text, set[i].response!)).length / set.length;
+  const correct = (set: ProbeRecord[], g: typeof gens): boolean[] => g.map((gen, i) => exactMatch(gen.text, set[i].response!));
   return {
+    harmfulAnswered: h.map((g) => !isRefusal(g.text, judge)),
+    taskCorrect: correct(answered, t),
+    benignRefused: b.map((g) => isRefusal(g.text, judge)),
+    exactCorrect: correct(exact, x),
     asr: h.filter((g) => !isRefusal(g.text, judge)).length / Math.max(1, h.length),
     taskAccuracy: accuracy(answered, t),
     overRefusal: benign.length === 0 ? null : b.filter((g) => isRefusal(g.text, judge)).length / benign.length,
     exactAccuracy: accuracy(exact, x),
     responseNll: ctx.nll ? await meanResponseNll(engine, ctx.nll.prompts, ctx.nll.responses) : null,
     asrPrefix: prefixTexts.filter((text) => !isRefusal(text, judge)).length / Math.max(1, h.length),
+    harmfulAnsweredPrefix: prefixTexts.map((text) => !isRefusal(text, judge)),
+    ...(ctx.refusal ? { refusalNll: await meanResponseNll(engine, ctx.refusal.prompts, ctx.refusal.prompts.map(() => ctx.refusal!.text)) } : {}),
   };
 }

@@ -73,6 +73,21 @@ export interface HardenResult {
     /** Graph runs per stage (forward, forward+backward) and the token positions they ran over. */
     stageCosts?: Record<string, PassCounts>;
     metrics?: Record<string, number>;
+    /** Whether the safety target was reached ('not set': fixed budget or a baseline method). Never omitted. */
+    target: 'reached' | 'not reached' | 'not set';
+    /** The kept step and the best frontier points when the job had a target. */
+    targetDetails?: {
+      targetAsr: number;
+      rule: string;
+      /** Judged probe ASR of the kept step (the fine-tune's when nothing was kept). */
+      probeAsr: number | null;
+      /** ASR on the probes that ranked the rows. */
+      rankAsr: number | null;
+      taskLoss: number | null;
+      overRefusalRise: number | null;
+      utilityCeiling: number;
+      frontier: Record<string, unknown>[];
+    };
   };
 }
 

@@ -64,6 +64,13 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     const report = JSON.parse(await readFile(join(tmp, 'default', 'model', 'fgsn-report.json'), 'utf8'));
     expect(report.atlas.id).toMatch(/^[0-9a-f]{32}$/);
     expect(report.edit.rows).toBe(r.summary.rowsChanged);
+    // ranked on one half of the harmful probes, judged on the other; the result says whether the target was reached
+    const t = report.selection.target;
+    expect(t.probes).toMatchObject({ harmful: harmful.length, split: true });
+    expect(t.probes.rank + t.probes.judge).toBe(harmful.length);
+    expect(t.steps.every((x: { rankAsr: number | null }) => typeof x.rankAsr === 'number')).toBe(true);
+    expect(report.target).toBe(r.summary.target);
+    if (r.summary.target === 'reached') expect(t.chosen.probeAsr).toBeLessThanOrEqual(0.02 + 1e-9);
     expect(Object.keys(report.edit.perLayer)).toEqual(['0', '1', '2', '3']);
     // Steps were measured in memory (row patches on one engine), each with the cheap judgement recorded beside
     // the full one; the costs of every stage are counted: the ranking's backward passes, the steps' forwards.
@@ -146,7 +153,9 @@ describeTestbed('runHarden on ft_sst_p10', () => {
   it('round 2: when round 1 misses the target, remaining rows are ranked again and the kept edit is the union', async () => {
     // Target 0 under a 0.98 % cap: round 1 stops at 36 rows (0.75 %, probe ASR 1.7 % at
     // the time of writing; 48 rows would exceed the cap), so the second round must run.
-    const r = await runHarden(request('round2', { options: { targetAsr: 0, maxParams: 0.98, qStart: 0.00125 }, outputs: ['diff'] }));
+    // judgeShare 0: rank and judge on every probe, as when this case was measured (the split is tested below).
+    const r = await runHarden(request('round2', { options: { targetAsr: 0, maxParams: 0.98, qStart: 0.00125, judgeShare: 0 }, outputs: ['diff'] }));
+    expect(r.summary.target).toBe((r.report.selection as { target: { reached: boolean } }).target.reached ? 'reached' : 'not reached');
     const t = (r.report.selection as { target: { steps: { round: number; probeAsr: number; pctLinearParams: number; guardrailsOk: boolean }[]; round2?: { probeAsr: number; rowSets: { round1: Record<string, number[]>; round2: Record<string, number[]> } } } }).target;
     const r1 = t.steps.filter((x) => x.round === 1);
     const r2 = t.steps.filter((x) => x.round === 2);

@@ -97,6 +97,30 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
     expect((await h.json('POST', `/v1/jobs/${sub.body.id}/cancel`)).status).toBe(409);
   });
 
+  it('a job that cannot reach its safety target completes but says so in its status, webhook and report', async () => {
+    const secret = 'target-webhook-secret-123';
+    // A parameter cap below one row: no step can be measured, so the target cannot be reached.
+    const sub = await h.json<Job>('POST', '/v1/jobs', {
+      json: {
+        finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, outputs: ['report'],
+        options: { maxParams: 0.000001 }, webhook: { url: receiver.url, secret },
+      },
+    });
+    const done = (await terminal(h, sub.body.id)) as Job & { summary: { target: string; targetDetails: { rule: string; targetAsr: number } } };
+    expect(done.state).toBe('completed');
+    expect(done.summary.target).toBe('not reached');
+    expect(done.summary.targetDetails).toMatchObject({ rule: 'no step within the parameter cap', targetAsr: 0.02 });
+    const hook = await waitFor(async () => receiver.received.find((r) => JSON.parse(r.body).job.id === sub.body.id), 'webhook', 30_000);
+    const body = JSON.parse(hook.body) as { event: string; job: { summary: { target: string } } };
+    expect(body.event).toBe('job.completed');
+    expect(body.job.summary.target).toBe('not reached');
+    const list = await h.json<{ items: { name: string; url: string }[] }>('GET', `/v1/jobs/${sub.body.id}/artifacts`);
+    const report = list.body.items.find((a) => a.name === 'report.json');
+    const parsed = JSON.parse(Buffer.from(await (await h.req('GET', report!.url)).arrayBuffer()).toString('utf8')) as { target: string; selection: { target: { status: string } } };
+    expect(parsed.target).toBe('not reached');
+    expect(parsed.selection.target.status).toBe('not reached');
+  });
+
   it('graceful shutdown lets the running job finish (runs last: it stops this suite\'s worker)', async () => {
     const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: ids.harmful, benign: ids.benign }, outputs: ['diff', 'report'] } });
     await waitFor(async () => ((await h.json<Job>('GET', `/v1/jobs/${sub.body.id}`)).body.state === 'running' ? true : undefined), 'running', 60_000, 20);
