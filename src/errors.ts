@@ -82,6 +82,9 @@ export const ERROR_CATALOGUE = {
   PIPELINE_UNAVAILABLE: { status: 503, hint: 'This build of the service has no defense pipeline; update the worker image.' },
   DISK_SPACE_LOW: { status: 507, hint: 'The worker\'s data folder has too little free disk for this job (its output is about the size of the checkpoint, plus FGSN_MIN_FREE_DISK_MB); free space, lower FGSN_CACHE_MAX_BYTES or give the volume more room. The job is retried after the backoff.' },
   WORKER_LOST: { status: 500, hint: 'The worker running the job stopped repeatedly; check worker memory limits and logs.' },
+  SERVICE_UNAVAILABLE: { status: 503, hint: 'A backing service (Redis) does not answer; retry after the Retry-After delay.' },
+  QUOTA_EXCEEDED: { status: 429, hint: "The tenant's quota (named in details.quota) is used up; delete checkpoints, probe sets or finished jobs, or ask the operator for more." },
+  INSUFFICIENT_STORAGE: { status: 507, hint: 'The server has too little free disk to take this upload; retry later or contact the operator.' },
   INTERNAL: { status: 500, hint: 'Unexpected error; see the server logs with the request id.' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -24,7 +24,7 @@ const CONNECTIONS = Number(values.connections ?? 32);
 const UPLOAD_MB = Number(values['upload-mb'] ?? 1024);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const ROOT = resolve(import.meta.dirname, '..', '..');
-const KEY = 'bench-key';
+const KEY = 'bench-key-0123456789';
 const PREFIX = `fgsn-bench-${randomBytes(3).toString('hex')}`;
 
 async function freePort(): Promise<number> {

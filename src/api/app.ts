@@ -14,11 +14,11 @@ import { createHardenQueue, type HardenQueue } from '../queue/queue.js';
 import { createWebhookQueue } from '../queue/webhooks.js';
 import { createBlobStore, type BlobStore } from '../storage/index.js';
 import type { ApiContext } from './context.js';
-import { installErrorHandling } from './error-handler.js';
+import { installErrorHandling, redisUnavailable } from './error-handler.js';
 import { createApiMetrics } from './metrics.js';
 import { Records } from './records.js';
 import { artifactRoutes } from './routes/artifacts.js';
-import { checkpointRoutes } from './routes/checkpoints.js';
+import { checkpointRoutes, sweepAbandonedUploads } from './routes/checkpoints.js';
 import { jobRoutes } from './routes/jobs.js';
 import { opsRoutes } from './routes/ops.js';
 import { probeSetRoutes } from './routes/probe-sets.js';
@@ -57,11 +57,32 @@ function renameWildcard(schema: Record<string, unknown>, url: string): { schema:
   };
 }
 
+/** Waits up to `ms` for the connection (the API still starts without Redis, answering 503 until it is back). */
+function untilReady(r: Redis, ms: number): Promise<void> {
+  if (r.status === 'ready') return Promise.resolve();
+  return new Promise((res) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      r.off('ready', done);
+      res();
+    };
+    const timer = setTimeout(done, ms);
+    r.once('ready', done);
+  });
+}
+
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export async function buildApp(config: Config, opts: AppOptions = {}): Promise<BuiltApp> {
-  const redis = new Redis(config.redisUrl, { lazyConnect: opts.offline === true, maxRetriesPerRequest: 3 });
-  const queueConnection = new Redis(config.redisUrl, { lazyConnect: opts.offline === true, maxRetriesPerRequest: null });
+  // Fail fast when Redis is away: no offline queue (a command fails at once while disconnected), a command
+  // timeout and one retry, so a request answers 503 within about a second instead of hanging.
+  const failFast = { lazyConnect: opts.offline === true, enableOfflineQueue: false, commandTimeout: config.redisCommandTimeoutMs, maxRetriesPerRequest: 1 };
+  const redis = new Redis(config.redisUrl, failFast);
+  const queueConnection = new Redis(config.redisUrl, failFast);
+  // ioredis reports every failed reconnect as an 'error' event; requests see them as 503s.
+  redis.on('error', () => undefined);
+  queueConnection.on('error', () => undefined);
+  if (opts.offline !== true) await Promise.all([untilReady(redis, 5000), untilReady(queueConnection, 5000)]);
   const store: BlobStore = createBlobStore(config);
   const queue: HardenQueue = createHardenQueue(queueConnection, config.queuePrefix);
   const webhookQueue = createWebhookQueue(queueConnection, config.queuePrefix);
@@ -84,6 +105,8 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
       return typeof h === 'string' && REQUEST_ID.test(h) ? h : randomUUID();
     },
     bodyLimit: 1024 * 1024,
+    // Long names reach the route schemas (coded 400 in the service's error shape) instead of Fastify's own answer.
+    routerOptions: { maxParamLength: 4096 },
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     ajv: { customOptions: { strict: false } },
@@ -92,7 +115,14 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
   // Response schemas document; they do not filter what is sent.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   installErrorHandling(app);
+  // BullMQ prints connection errors of a queue without an 'error' listener; requests already answer 503.
+  for (const q of [queue, webhookQueue]) q.on('error', (e: Error) => app.log.debug({ err: e }, 'queue connection error'));
 
+  // Every /v1 request needs Redis (auth's rate limit, records, the queue): answer 503 at once while it is
+  // disconnected rather than let the request find out command by command.
+  app.addHook('onRequest', async (request) => {
+    if (opts.offline !== true && request.url.startsWith('/v1/') && (redis.status !== 'ready' || queueConnection.status !== 'ready')) throw redisUnavailable();
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -125,9 +155,19 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
   await jobRoutes(app, ctx);
   await artifactRoutes(app, ctx);
 
+  // Abandoned uploads are removed after FGSN_UPLOAD_TTL_S (checked a few times per TTL, at most every 5 min).
+  const sweeper =
+    opts.offline === true
+      ? undefined
+      : setInterval(() => {
+          sweepAbandonedUploads(ctx, app.log).catch((e: unknown) => app.log.warn({ err: e }, 'upload sweep failed'));
+        }, Math.min(config.uploadTtlS * 250, 300_000));
+  sweeper?.unref();
+
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      clearInterval(sweeper);
       await app.close();
       await queue.close();
       await webhookQueue.close();

@@ -1,5 +1,6 @@
 /** Request and response shapes of the /v1 API (the single source of validation and of the OpenAPI document). */
 import { z } from 'zod';
+import { optionIssues } from './method-options.js';
 
 const ResourceId = z.string().min(1).max(64).describe('Resource id as returned on creation');
 
@@ -28,7 +29,7 @@ export const CheckpointSchema = z
   .object({
     id: z.string(),
     name: z.string().optional(),
-    state: z.enum(['uploading', 'validating', 'ready']),
+    state: z.enum(['uploading', 'validating', 'ready', 'deleting']),
     kind: z.enum(['model', 'adapter']).optional().describe('Detected on complete: full model or PEFT LoRA adapter'),
     detected: z.record(z.string(), z.unknown()).optional().describe('Architecture, dtype, parameter counts, adapter settings'),
     files: z.array(UploadedFileSchema),
@@ -134,7 +135,11 @@ export const JobCreateBody = z
       .strict()
       .optional(),
   })
-  .strict();
+  .strict()
+  // Options are checked by the defense's parser here, at submission, not first in the worker.
+  .superRefine((b, ctx) => {
+    for (const issue of optionIssues(b.method, b.options)) ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message });
+  });
 
 export const JobState = z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']);
 

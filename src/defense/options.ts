@@ -104,7 +104,16 @@ export type MethodOptions =
   | { method: 'antidote'; o: AntidoteOptions }
   | { method: 'resta'; o: RestaOptions };
 
-type Spec = Record<string, 'share' | 'pos' | 'nonneg' | 'num' | 'int' | 'string' | readonly string[]>;
+/**
+ * Kinds of option values. Every number is bounded (a finite 1e308 strength once published +Inf weights):
+ * 'num' is a signed factor in [-NUM_BOUND, NUM_BOUND], 'nonneg' in [0, NUM_BOUND], 'pos' in (0, POS_BOUND]
+ * (percentages), 'int' a whole number in [1, INT_BOUND].
+ */
+export type OptionKind = 'share' | 'pos' | 'nonneg' | 'num' | 'int' | 'string' | readonly string[];
+export type OptionSpec = Record<string, OptionKind>;
+type Spec = OptionSpec;
+
+export const OPTION_BOUNDS = { num: 1000, nonneg: 1000, pos: 100, int: 100_000, string: 200 } as const;
 
 const FGSN_SPEC: Spec = {
   scoring: SCORINGS, q: 'share', scope: ['global', 'per-matrix'], p: 'share', layers: 'string', bandShare: 'share', mode: PROJECTION_MODES,
@@ -116,12 +125,29 @@ const FGSN_SPEC: Spec = {
 };
 const LAYER_SPEC: Spec = { layers: 'string', bandShare: 'share', mode: PROJECTION_MODES, alpha: 'num', strength: 'num', energyShare: 'share' };
 
+/** The options each method takes: the one list the parser, the API's submission check and its OpenAPI document use. */
+export const METHOD_OPTION_SPECS: Record<DefenseMethod, Spec> = {
+  fgsn: FGSN_SPEC,
+  safelora: { threshold: 'share', topK: 'int', alpha: 'num' },
+  layer: LAYER_SPEC,
+  restore: LAYER_SPEC,
+  antidote: { share: 'share' },
+  resta: { gamma: 'num' },
+};
+
+/** A short, bounded rendering of a tenant's value for messages (a deep or huge value must not be serialized). */
+function preview(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null) return String(value);
+  return Array.isArray(value) ? '[array]' : `[${typeof value}]`;
+}
+
 function parseWith(method: string, raw: Record<string, unknown>, spec: Spec): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(raw)) {
     if (value === undefined) continue;
-    const kind = spec[key];
-    const bad = (why: string): FgsnError => new FgsnError('DEFENSE_OPTION_INVALID', `method ${method}: option ${key}=${JSON.stringify(value)} ${why}`, { details: { method, option: key } });
+    const kind = Object.hasOwn(spec, key) ? spec[key] : undefined;
+    const bad = (why: string): FgsnError => new FgsnError('DEFENSE_OPTION_INVALID', `method ${method}: option ${key}=${preview(value)} ${why}`, { details: { method, option: key } });
     if (kind === undefined) throw bad(`is unknown (valid: ${Object.keys(spec).join(', ')})`);
     if (Array.isArray(kind)) {
       if (typeof value !== 'string' || !kind.includes(value)) throw bad(`must be one of ${kind.join(', ')}`);
@@ -130,15 +156,17 @@ function parseWith(method: string, raw: Record<string, unknown>, spec: Spec): Re
     }
     if (kind === 'string') {
       if (typeof value !== 'string' && typeof value !== 'number') throw bad('must be a string');
+      if (String(value).length > OPTION_BOUNDS.string) throw bad(`must be at most ${OPTION_BOUNDS.string} characters`);
       out[key] = String(value);
       continue;
     }
     const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-    if (typeof n !== 'number' || !Number.isFinite(n)) throw bad('must be a number');
+    if (typeof n !== 'number' || !Number.isFinite(n)) throw bad('must be a finite number');
     if (kind === 'share' && !(n >= 0 && n <= 1)) throw bad('must lie in [0, 1]');
-    if (kind === 'pos' && !(n > 0)) throw bad('must be positive');
-    if (kind === 'nonneg' && !(n >= 0)) throw bad('must be >= 0');
-    if (kind === 'int' && !(Number.isInteger(n) && n >= 1)) throw bad('must be a positive integer');
+    if (kind === 'pos' && !(n > 0 && n <= OPTION_BOUNDS.pos)) throw bad(`must lie in (0, ${OPTION_BOUNDS.pos}]`);
+    if (kind === 'nonneg' && !(n >= 0 && n <= OPTION_BOUNDS.nonneg)) throw bad(`must be >= 0 and <= ${OPTION_BOUNDS.nonneg}`);
+    if (kind === 'num' && !(Math.abs(n) <= OPTION_BOUNDS.num)) throw bad(`must lie in [-${OPTION_BOUNDS.num}, ${OPTION_BOUNDS.num}]`);
+    if (kind === 'int' && !(Number.isInteger(n) && n >= 1 && n <= OPTION_BOUNDS.int)) throw bad(`must be a positive integer <= ${OPTION_BOUNDS.int}`);
     out[key] = n;
   }
   return out;
@@ -153,7 +181,7 @@ export function parseMethodOptions(method: DefenseMethod, raw: Record<string, un
       return { method, o };
     }
     case 'safelora': {
-      const o = parseWith(method, raw, { threshold: 'share', topK: 'int', alpha: 'num' }) as Partial<SafeLoraOptions>;
+      const o = parseWith(method, raw, METHOD_OPTION_SPECS.safelora) as Partial<SafeLoraOptions>;
       if (o.threshold !== undefined && o.topK !== undefined) {
         throw new FgsnError('DEFENSE_OPTION_INVALID', 'method safelora: give threshold or topK, not both');
       }
@@ -171,9 +199,9 @@ export function parseMethodOptions(method: DefenseMethod, raw: Record<string, un
       } as MethodOptions;
     }
     case 'antidote':
-      return { method, o: { share: 0.05, ...(parseWith(method, raw, { share: 'share' }) as Partial<AntidoteOptions>) } };
+      return { method, o: { share: 0.05, ...(parseWith(method, raw, METHOD_OPTION_SPECS.antidote) as Partial<AntidoteOptions>) } };
     case 'resta':
-      return { method, o: { gamma: 0.5, ...(parseWith(method, raw, { gamma: 'num' }) as Partial<RestaOptions>) } };
+      return { method, o: { gamma: 0.5, ...(parseWith(method, raw, METHOD_OPTION_SPECS.resta) as Partial<RestaOptions>) } };
     default:
       throw new FgsnError('DEFENSE_OPTION_INVALID', `unknown method "${String(method)}" (fgsn, safelora, layer, antidote, resta, restore)`);
   }

@@ -1,14 +1,39 @@
 import type { HardenRequest } from '../pipeline/types.js';
 
 /**
+ * A probe set by reference: its NDJSON lives in the blob store under `key`; the worker checks `sha256`
+ * before use. Job data stays small however large the sets are, and is not copied per slot or per job.
+ */
+export interface ProbeRef {
+  id: string;
+  key: string;
+  sha256: string;
+  count: number;
+}
+
+/** The pipeline request minus what the worker decides itself, with probe sets by reference. */
+export interface HardenJobInput extends Omit<HardenRequest, 'outDir' | 'cacheDir' | 'executionProvider' | 'harmful' | 'benign' | 'task' | 'evaluate'> {
+  harmful: ProbeRef;
+  benign: ProbeRef;
+  task?: ProbeRef;
+  evaluate?: {
+    harmful?: ProbeRef;
+    emerging?: ProbeRef;
+    lookalike?: ProbeRef;
+    /** Task name -> probe set whose `response` is the expected answer. */
+    tasks?: Record<string, ProbeRef>;
+    maxNewTokens?: number;
+  };
+}
+
+/**
  * What a harden job carries in Redis: everything resolved by the API at submission (server-side paths of
- * the checkpoints, probe records), so a worker needs neither the API's records nor its authorization.
+ * the checkpoints, probe-set references), so a worker needs neither the API's records nor its authorization.
  */
 export interface HardenJobData {
   jobId: string;
   tenant: string;
-  /** The pipeline request minus what the worker decides itself (scratch folder, cache, execution provider). */
-  input: Omit<HardenRequest, 'outDir' | 'cacheDir' | 'executionProvider'>;
+  input: HardenJobInput;
   webhook?: { url: string; secret?: string };
   /** The request as the client sent it (secrets removed), echoed in status and webhooks. */
   request: Record<string, unknown>;

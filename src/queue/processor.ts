@@ -6,7 +6,7 @@ import { UnrecoverableError, type SandboxedJob } from 'bullmq';
 import { FgsnError, isFgsnError } from '../errors.js';
 import { createBlobStore, type BlobStore } from '../storage/index.js';
 import { encodeCodedError, type HardenJobData, type HardenJobResult } from './job-data.js';
-import { runHardenJob } from './run-job.js';
+import { pathScrubber, runHardenJob, scrubValue } from './run-job.js';
 import { runtimeFromEnv } from './runtime.js';
 
 // When the worker dies (even by SIGKILL) the IPC channel closes: leave with it rather than run orphaned.
@@ -36,11 +36,13 @@ export default async function process_(job: SandboxedJob<HardenJobData, HardenJo
     });
   } catch (e) {
     const err = signal?.aborted && !(isFgsnError(e) && e.code === 'JOB_CANCELLED') ? new FgsnError('JOB_CANCELLED', 'the job was cancelled') : e;
+    // Errors are shown to the tenant: server paths become ids and file names.
+    const scrub = pathScrubber(job.data.input, runtime.dataDir);
     if (isFgsnError(err)) {
-      const message = encodeCodedError({ code: err.code, message: err.message, details: err.details });
+      const message = encodeCodedError(scrubValue({ code: err.code, message: err.message, details: err.details }, scrub));
       if (isPermanent(err)) throw new UnrecoverableError(message);
       throw new Error(message);
     }
-    throw new Error(encodeCodedError({ code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) }));
+    throw new Error(encodeCodedError({ code: 'INTERNAL', message: scrub(err instanceof Error ? err.message : String(err)) }));
   }
 }

@@ -2,8 +2,9 @@
  * One attempt of a harden job, as the sandboxed processor runs it: validate inputs, run the pipeline into
  * a private folder, publish the artifacts atomically. Progress and cancellation come through `ctx`.
  */
-import { mkdir, rm, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join, relative, sep } from 'node:path';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
 import { enforceCacheBound, releaseAllHolds } from '../engine/session/cache-lifecycle.js';
 import { FgsnError } from '../errors.js';
@@ -11,7 +12,9 @@ import { admitDisk, diskNeed, processCost, weightBytes } from './disk.js';
 import { runHarden } from '../pipeline/harden.js';
 import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
 import type { BlobStore } from '../storage/index.js';
-import type { HardenJobData, HardenJobResult, HardenProgress } from './job-data.js';
+import type { HardenJobData, HardenJobInput, HardenJobResult, HardenProgress, ProbeRef } from './job-data.js';
+import type { EvaluationRequest, HardenRequest, ProbeRecord } from '../pipeline/types.js';
+import { readProbeBlob } from '../storage/probe-blobs.js';
 
 export interface RunContext {
   attempt: number;
@@ -30,6 +33,63 @@ const PIPELINE_END = 95;
 
 export function throwIfCancelled(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new FgsnError('JOB_CANCELLED', 'the job was cancelled');
+}
+
+/**
+ * Tenants see ids and file names, never server paths: an upload folder (<data>/uploads/<id>/files) becomes
+ * the checkpoint id, another folder of the data dir its relative path, any other folder (a server-side
+ * reference) its last name; leftovers of the data and temp folders become ".".
+ */
+export function pathScrubber(input: { basePath: string; alignedPath: string; finetunedPath?: string; adapterPath?: string }, dataDir: string): (text: string) => string {
+  const publicName = (p: string): string => {
+    const rel = relative(dataDir, p).split(sep);
+    if (rel[0] === 'uploads' && rel[2] === 'files') return [rel[1], ...rel.slice(3)].join('/');
+    return rel[0] !== '..' && rel[0] !== '' ? rel.join('/') : basename(p);
+  };
+  const pairs: [string, string][] = [input.basePath, input.alignedPath, input.finetunedPath, input.adapterPath]
+    .filter((p): p is string => p !== undefined)
+    .map((p) => [p, publicName(p)]);
+  pairs.push([dataDir, '.'], [tmpdir(), '.']);
+  // Longest first: a folder inside the data dir is replaced before the data dir itself.
+  pairs.sort((a, b) => b[0].length - a[0].length);
+  return (text) => pairs.reduce((t, [from, to]) => t.split(from).join(to), text);
+}
+
+/** Rewrites a JSON-ish value through the scrubber (strings only). */
+export function scrubValue<T>(value: T, scrub: (text: string) => string): T {
+  try {
+    return JSON.parse(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'string' ? scrub(v) : typeof v === 'bigint' ? String(v) : v))) as T;
+  } catch {
+    return JSON.parse(scrub(JSON.stringify(String(value)))) as T;
+  }
+}
+
+/** The job's probe-set references, read from the blob store (sha256-checked) into the pipeline's request. */
+export async function resolveProbes(store: BlobStore, input: HardenJobInput): Promise<Omit<HardenRequest, 'outDir' | 'cacheDir' | 'executionProvider'>> {
+  const read = (ref: ProbeRef | undefined): Promise<ProbeRecord[] | undefined> => (ref === undefined ? Promise.resolve(undefined) : readProbeBlob(store, ref));
+  const e = input.evaluate;
+  let evaluate: EvaluationRequest | undefined;
+  if (e !== undefined) {
+    evaluate = {};
+    const [harmful, emerging, lookalike] = await Promise.all([read(e.harmful), read(e.emerging), read(e.lookalike)]);
+    if (harmful) evaluate.harmful = harmful;
+    if (emerging) evaluate.emerging = emerging;
+    if (lookalike) evaluate.lookalike = lookalike;
+    if (e.maxNewTokens !== undefined) evaluate.maxNewTokens = e.maxNewTokens;
+    if (e.tasks) {
+      evaluate.tasks = {};
+      for (const [name, ref] of Object.entries(e.tasks)) {
+        evaluate.tasks[name] = ((await read(ref)) ?? []).map((p) => ({ prompt: p.prompt, answer: p.response ?? '' }));
+      }
+    }
+  }
+  return {
+    ...input,
+    harmful: (await read(input.harmful)) as ProbeRecord[],
+    benign: (await read(input.benign)) as ProbeRecord[],
+    task: await read(input.task),
+    evaluate,
+  };
 }
 
 export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promise<HardenJobResult> {
@@ -74,9 +134,10 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
   await mkdir(outDir, { recursive: true });
   try {
     await enter('pipeline', VALIDATE_END);
+    const input = await resolveProbes(ctx.store, data.input);
     const result = await runHarden(
       {
-        ...data.input,
+        ...input,
         outDir,
         cacheDir,
         executionProvider: ctx.executionProvider,
@@ -96,7 +157,18 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
       for (const [k, v] of Object.entries(c)) if (v > 0) timings[`pipeline.${name}.${k}`] = v;
     }
     await enter('publish', PIPELINE_END);
-    const manifest = await publishArtifacts(ctx.store, data.jobId, outDir, result.artifacts, { move: ctx.store.kind === 'fs' });
+    // The reports name their inputs: by id and file name only once published (re-hashed below).
+    const scrub = pathScrubber(data.input, ctx.dataDir);
+    const rewritten = new Set<string>();
+    for (const name of ['report.json', 'model/fgsn-report.json']) {
+      const path = join(outDir, ...name.split('/'));
+      const text = await readFile(path, 'utf8').catch(() => undefined);
+      if (text === undefined) continue;
+      await writeFile(path, scrub(text));
+      rewritten.add(name);
+    }
+    const known = result.artifacts.filter((a) => !rewritten.has(a.name));
+    const manifest = await publishArtifacts(ctx.store, data.jobId, outDir, known, { move: ctx.store.kind === 'fs' });
     // Leftovers of crashed attempts (store blobs, scratch folders) were never visible; now they can go.
     await removeStaleAttempts(ctx.store, manifest).catch(() => undefined);
     await rm(join(ctx.dataDir, 'work', data.jobId), { recursive: true, force: true });

@@ -19,6 +19,7 @@ import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
 import { enforceCacheBound } from '../engine/session/cache-lifecycle.js';
 import { withEngineProcessEnv } from '../engine/session/session.js';
 import { describeJob } from './status.js';
+import { expireJobRecord } from './queue.js';
 import { createWebhookQueue, enqueueWebhook, eventFor, startWebhookWorker, type WebhookSettings } from './webhooks.js';
 
 export interface WorkerOptions {
@@ -104,6 +105,8 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     // mid-attempt (out of memory) could not remove itself.
     await rm(join(config.dataDir, 'work', job.data.jobId), { recursive: true, force: true }).catch((e) => log?.warn({ err: e, jobId: job.data.jobId }, 'scratch removal failed'));
     log?.info({ jobId: status.id, state: status.state, error: status.error?.code }, 'job finished');
+    // The API's record of the job goes with the queue entry after the retention period.
+    await expireJobRecord(connection, config.queuePrefix, status.id, config.jobRetentionS);
     if (metrics) observeFinished(metrics, status);
     const hook = job.data.webhook;
     if (hook?.secret) await enqueueWebhook(webhookQueue, { url: hook.url, secret: hook.secret, event, job: status }, webhookSettings);

@@ -30,7 +30,7 @@ it('serve --with-worker starts, answers and exits 0 on SIGTERM', async () => {
       REDIS_URL,
       FGSN_DATA_DIR: dataDir,
       FGSN_QUEUE_PREFIX: prefix,
-      FGSN_API_KEYS: 'k:t',
+      FGSN_API_KEYS: 'cli-test-key-0123456:t',
       FGSN_LOG_LEVEL: 'info',
     });
     let url: string | undefined;

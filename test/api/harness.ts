@@ -15,7 +15,7 @@ import { REDIS_URL } from '../support/redis.js';
 
 type Body = RequestInit['body'];
 
-export const KEYS = { a: 'key-tenant-a', b: 'key-tenant-b', admin: 'key-admin' } as const;
+export const KEYS = { a: 'key-tenant-a-0123456789', b: 'key-tenant-b-0123456789', admin: 'key-admin-0123456789' } as const;
 
 export interface Harness {
   config: Config;
@@ -46,6 +46,8 @@ export async function startHarness(opts: { worker?: boolean; env?: Record<string
     // the tests' webhook receivers listen on 127.0.0.1
     FGSN_WEBHOOK_ALLOW_PRIVATE: 'true',
     FGSN_SHUTDOWN_TIMEOUT_S: '5',
+    // A loaded CI machine can hold a Redis reply past the 1 s production default; item 6's test sets 1000.
+    FGSN_REDIS_COMMAND_TIMEOUT_MS: '5000',
     ...opts.env,
   };
   const config = loadConfig(env);

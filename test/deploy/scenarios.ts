@@ -9,7 +9,7 @@ export const SCENARIOS: Record<string, Record<string, unknown>> = {
   // values.yaml plus the one value it cannot default: where Redis is.
   defaults: {
     redis: { url: 'redis://:secret@redis.example:6379/0' },
-    auth: { apiKeys: [{ key: 'k1', tenant: 'team-a' }], adminKeys: ['k1'] },
+    auth: { apiKeys: [{ key: 'k1-0123456789abcdef', tenant: 'team-a' }], adminKeys: ['k1-0123456789abcdef'] },
   },
   // S3 storage with credentials in Secrets the operator made, KEDA-scaled GPU workers, an ingress.
   s3Keda: {

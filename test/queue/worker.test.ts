@@ -88,10 +88,14 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
   });
 
   it('fails bad input at once with its code, without retries', async () => {
-    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, options: { notAnOption: 1 } } });
+    // Bad options are refused at submission now (test/security/item7); input that only the worker can
+    // find bad: a probe set whose stored blob went away after submission.
+    const probes = await h.json<{ id: string }>('POST', '/v1/probe-sets?kind=harmful', { body: '{"prompt":"x"}\n', headers: { 'content-type': 'application/x-ndjson' } });
+    await h.built.ctx.store.deletePrefix(`probes/${probes.body.id}.jsonl`);
+    const sub = await h.json<Job>('POST', '/v1/jobs', { json: { finetuned: ids.ft, reference: ids.reference, probes: { harmful: probes.body.id } } });
     const done = await terminal(h, sub.body.id);
     expect(done.state).toBe('failed');
-    expect(done.error?.code).toBe('DEFENSE_OPTION_INVALID');
+    expect(done.error?.code).toBe('PROBES_INVALID');
     expect(done.attempts.made).toBe(1);
     await expectNoScratch(h, sub.body.id);
     expect((await h.json('POST', `/v1/jobs/${sub.body.id}/cancel`)).status).toBe(409);

@@ -1,4 +1,5 @@
 import { basename } from 'node:path';
+import rangeParser from 'range-parser';
 import type { FastifyInstance } from 'fastify';
 import { FgsnError } from '../../errors.js';
 import { readManifest } from '../../storage/artifacts.js';
@@ -9,24 +10,48 @@ import { toJsonSchema } from '../zod-schema.js';
 import { jobStatusFor, ownJob } from './jobs.js';
 
 /**
- * One `bytes=` range of RFC 9110 (several ranges are answered with the whole body, which the RFC allows).
- * Returns null for "serve everything", 'unsatisfiable' for a range outside the object.
+ * One `bytes=` range of RFC 9110 via range-parser (several ranges are answered with the whole body, which
+ * the RFC allows). Returns null for "serve everything" (no header, another unit, or an invalid header,
+ * which RFC 9110 says to ignore, e.g. `bytes=5-2`), 'unsatisfiable' for a valid range outside the object.
  */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | 'unsatisfiable' {
   if (header === undefined) return null;
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  const m = /^\s*bytes\s*=\s*(.*)$/i.exec(header);
   if (m === null) return null;
-  const [, a, b] = m;
-  if (a === '' && b === '') return null;
-  if (a === '') {
-    const n = Number(b);
-    if (n === 0) return 'unsatisfiable';
-    return { start: Math.max(0, size - n), end: size - 1 };
+  const specs = m[1].split(',').map((x) => x.trim());
+  // A spec whose first position is past its last is invalid: the whole header is then ignored (not 416).
+  for (const spec of specs) {
+    const r = /^(\d*)-(\d*)$/.exec(spec);
+    if (r === null || (r[1] === '' && r[2] === '') || (r[1] !== '' && r[2] !== '' && Number(r[1]) > Number(r[2]))) return null;
   }
-  const start = Number(a);
-  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1);
-  if (start >= size || start > end) return 'unsatisfiable';
-  return { start, end };
+  // A suffix longer than the object means all of it (RFC 9110 14.1.2); range-parser would drop it.
+  const normalized = specs.map((x) => (/^-\d+$/.test(x) && Number(x.slice(1)) > size ? '0-' : x));
+  const parsed = rangeParser(size, `bytes=${normalized.join(',')}`, { combine: true });
+  if (parsed === -2) return null;
+  if (parsed === -1) return 'unsatisfiable';
+  if (parsed.type !== 'bytes' || parsed.length !== 1) return null;
+  return { start: parsed[0].start, end: parsed[0].end };
+}
+
+/** RFC 9110 If-None-Match: `*`, or a list of (weak or strong) tags compared weakly. */
+export function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  if (header.trim() === '*') return true;
+  const opaque = etag.replace(/^W\//, '');
+  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === opaque);
+}
+
+/** RFC 3986: each segment of an artifact name percent-encoded (a `#` or `?` in a name stays part of it). */
+export function artifactUrl(jobId: string, name: string): string {
+  return `/v1/jobs/${jobId}/artifacts/${name.split('/').map(encodeURIComponent).join('/')}`;
+}
+
+/** RFC 6266 Content-Disposition: an ASCII fallback name plus the exact name as RFC 8187 `filename*`. */
+export function contentDisposition(name: string): string {
+  const base = basename(name);
+  const fallback = base.replace(/[^\x20-\x7e]|["\\%;]/g, '_');
+  const encoded = encodeURIComponent(base).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return `attachment; filename="${fallback}"; filename*=UTF-8''${encoded}`;
 }
 
 function contentType(name: string): string {
@@ -55,7 +80,7 @@ export async function artifactRoutes(app: FastifyInstance, ctx: ApiContext): Pro
       return {
         jobId: record.id,
         state: status.state,
-        items: (manifest?.artifacts ?? []).map((a) => ({ name: a.name, bytes: a.bytes, sha256: a.sha256, url: `/v1/jobs/${record.id}/artifacts/${a.name}` })),
+        items: (manifest?.artifacts ?? []).map((a) => ({ name: a.name, bytes: a.bytes, sha256: a.sha256, url: artifactUrl(record.id, a.name) })),
       };
     },
   );
@@ -82,9 +107,9 @@ export async function artifactRoutes(app: FastifyInstance, ctx: ApiContext): Pro
         .header('etag', etag)
         .header('accept-ranges', 'bytes')
         .header('cache-control', 'private, max-age=31536000, immutable')
-        .header('content-disposition', `attachment; filename="${basename(art.name).replace(/"/g, '')}"`)
+        .header('content-disposition', contentDisposition(art.name))
         .type(contentType(art.name));
-      if (request.headers['if-none-match'] === etag) return reply.status(304).send();
+      if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.status(304).send();
       const ifRange = request.headers['if-range'];
       const range = ifRange !== undefined && ifRange !== etag ? null : parseRange(request.headers.range, art.bytes);
       if (range === 'unsatisfiable') {

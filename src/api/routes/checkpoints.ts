@@ -4,13 +4,12 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { validateCheckpointFolder, type CheckpointSummary } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
@@ -19,6 +18,9 @@ import type { CheckpointRecord, Records, UploadedFile } from '../records.js';
 import { checkUploadName } from '../upload-names.js';
 import { CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, ErrorBody, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
 import { toJsonSchema } from '../zod-schema.js';
+import { invalidUploadError, validateUploadOffThread } from '../upload-validation.js';
+
+export { compactSummary, scrubPaths } from '../upload-validation.js';
 
 export function uploadDir(dataDir: string, id: string): string {
   return join(dataDir, 'uploads', id);
@@ -44,24 +46,6 @@ async function view(records: Records, r: CheckpointRecord): Promise<Record<strin
     files: await records.listFiles(r.id),
     createdAt: r.createdAt,
     completedAt: r.completedAt,
-  };
-}
-
-/** What GET shows of the checkpoint layer's summary: the facts, not the full tensor table. */
-export function compactSummary(s: CheckpointSummary): Record<string, unknown> {
-  return {
-    kind: s.kind,
-    family: s.family,
-    modelType: s.modelType,
-    architectures: s.architectures,
-    dtype: s.dtype,
-    parameterCount: s.parameterCount,
-    linearParameterCount: s.linearParameterCount,
-    sharded: s.sharded,
-    tensorCount: s.tensors.length,
-    layers: s.spec?.numLayers ?? null,
-    hiddenSize: s.spec?.hiddenSize ?? null,
-    adapter: s.adapter,
   };
 }
 
@@ -105,9 +89,11 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
     },
     async (request, reply) => {
       const body = (request.body ?? {}) as { name?: string };
+      await checkQuota('checkpoints', config.quotas.checkpoints, await records.countCheckpoints(request.auth.tenant));
       const r: CheckpointRecord = { id: newId('ckpt'), tenant: request.auth.tenant, name: body.name, state: 'uploading', createdAt: new Date().toISOString() };
       await mkdir(uploadFilesDir(config.dataDir, r.id), { recursive: true });
       await records.putCheckpoint(r);
+      await records.markUploadOpen(r);
       request.log.info({ checkpointId: r.id }, 'upload created');
       return reply.status(201).header('location', `/v1/checkpoints/${r.id}`).send(await view(records, r));
     },
@@ -172,8 +158,14 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
             details: { limit: config.uploadMaxBytes },
           });
         }
+        // Before a byte is stored: the disk's free space and the tenant's byte quota (by the declared size).
+        const known = Number.isFinite(declared) ? declared : 0;
+        await checkFreeDisk(config.dataDir, config.minFreeDiskMb, known);
+        await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), known);
         const file = await receive(request, name, config.uploadMaxBytes, join(uploadDir(config.dataDir, id), 'partial'));
         try {
+          // A body without a declared length is counted once received.
+          await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), file.bytes);
           ctx.metrics.bytesIn.inc(file.bytes);
           const expected = request.headers['x-content-sha256'];
           if (typeof expected === 'string' && expected.toLowerCase() !== file.sha256) {
@@ -189,7 +181,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
           throw e;
         }
         const entry: UploadedFile = { name, bytes: file.bytes, sha256: file.sha256 };
-        await records.putFile(id, entry);
+        await records.putFile(id, entry, r.tenant);
         request.log.info({ checkpointId: id, file: name, bytes: file.bytes }, 'file uploaded');
         return reply.status(201).send(entry);
       },
@@ -212,7 +204,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       const r = await ownCheckpoint(records, request.auth.tenant, id);
       checkUploadName(name);
       if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
-      if (!(await records.deleteFile(id, name))) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
+      if (!(await records.deleteFile(id, name, r.tenant))) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
       await rm(join(uploadFilesDir(config.dataDir, id), name), { force: true });
       return reply.status(204).send();
     },
@@ -234,49 +226,151 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       const { id } = request.params as { id: string };
       const r = await ownCheckpoint(records, request.auth.tenant, id);
       if (r.state === 'ready') return view(records, r);
-      const claimed = await records.transitionCheckpoint(id, 'uploading', { state: 'validating' });
-      if (claimed === undefined) throw new FgsnError('CONFLICT', `checkpoint ${id} is being validated by another request`);
+      // The lease outlives the child's time limit, so a live validation is never taken over.
+      const leaseUntil = new Date(Date.now() + (config.validation.timeoutS + 60) * 1000).toISOString();
+      let claimed: CheckpointRecord | undefined;
+      if (r.state === 'uploading') claimed = await records.transitionCheckpoint(id, 'uploading', { state: 'validating', leaseUntil });
+      else if (r.state === 'validating' && leaseExpired(r)) {
+        // Whoever validated it died (API restarted, request lost): validate again under a new lease.
+        claimed = await records.transitionCheckpoint(id, 'validating', { leaseUntil }, r.leaseUntil ?? '');
+        if (claimed) request.log.warn({ checkpointId: id, expired: r.leaseUntil }, 'validation lease expired: validating again');
+      }
+      if (claimed === undefined) {
+        throw new FgsnError('CONFLICT', `checkpoint ${id} is being validated by another request (until ${r.leaseUntil ?? 'its lease ends'} at most)`);
+      }
       try {
         const dir = uploadFilesDir(config.dataDir, id);
         const files = await records.listFiles(id);
         if (files.length === 0) throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} has no files`, { details: { problems: [] } });
-        const v = await validateCheckpointFolder(dir);
-        if (!v.ok) {
-          const problems = v.problems.map((p) => scrubPaths({ code: p.code, message: p.message, details: p.details }, dir));
-          const codes = [...new Set(problems.map((p) => p.code))];
-          throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} is not a valid model or adapter folder: ${problems.length} problem(s): ${codes.join(', ')}`, {
-            details: { problems },
-          });
-        }
+        const v = await validateUploadOffThread(dir, { timeoutMs: config.validation.timeoutS * 1000, maxMemoryMb: config.validation.maxMemoryMb });
+        if (!v.ok) throw invalidUploadError(id, v);
         // Read-only files (the state already refuses changes); the folder stays writable so an operator's
         // cleanup can delete it without root.
         for (const f of files) await chmod(join(dir, f.name), 0o444);
-        const done = await records.transitionCheckpoint(id, 'validating', {
-          state: 'ready',
-          kind: v.kind,
-          summary: compactSummary(v.summary),
-          completedAt: new Date().toISOString(),
-        });
-        if (done === undefined) throw new FgsnError('INTERNAL', `checkpoint ${id} changed state during validation`);
+        const done = await records.transitionCheckpoint(
+          id,
+          'validating',
+          { state: 'ready', kind: v.kind, summary: v.summary, completedAt: new Date().toISOString(), leaseUntil: undefined },
+          leaseUntil,
+        );
+        if (done === undefined) throw new FgsnError('CONFLICT', `checkpoint ${id} changed state during validation`);
+        await records.markUploadClosed(id);
         request.log.info({ checkpointId: id, kind: v.kind }, 'upload completed');
         return view(records, done);
       } catch (e) {
-        await records.transitionCheckpoint(id, 'validating', { state: 'uploading' });
+        await records.transitionCheckpoint(id, 'validating', { state: 'uploading', leaseUntil: undefined }, leaseUntil);
         throw e;
       }
     },
   );
+
+  app.delete(
+    '/v1/checkpoints/:id',
+    {
+      onRequest: auth,
+      schema: {
+        tags: ['checkpoints'],
+        summary: 'Delete an upload and its files (refused while a queued or running job, or a reference, uses it)',
+        params: toJsonSchema(IdParams),
+        response: { 204: { description: 'Deleted', type: 'null' }, ...errorResponses(401, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const r = await ownCheckpoint(records, request.auth.tenant, id);
+      if (r.state === 'validating' && !leaseExpired(r)) throw new FgsnError('CONFLICT', `checkpoint ${id} is being validated; retry after ${r.leaseUntil ?? 'it ends'}`);
+      // Claimed first (state deleting): a job submitted from now on sees it is not ready; one submitted
+      // before is in the job index checked below.
+      const claimed = await records.transitionCheckpoint(id, r.state, { state: 'deleting' }, r.state === 'validating' ? (r.leaseUntil ?? '') : undefined);
+      if (claimed === undefined) throw new FgsnError('CONFLICT', `checkpoint ${id} changed state; retry`);
+      try {
+        const users = await checkpointUsers(ctx, r);
+        if (users.length > 0) {
+          throw new FgsnError('CONFLICT', `checkpoint ${id} is used by ${users.join(', ')}; cancel or wait for them first`, { details: { usedBy: users } });
+        }
+      } catch (e) {
+        await records.transitionCheckpoint(id, 'deleting', { state: r.state });
+        throw e;
+      }
+      await records.deleteCheckpoint(r);
+      await rm(uploadDir(config.dataDir, id), { recursive: true, force: true });
+      request.log.info({ checkpointId: id }, 'checkpoint deleted');
+      return reply.status(204).send();
+    },
+  );
 }
 
-/** Server paths are no business of the client: the upload folder is shown as ".". */
-export function scrubPaths<T>(value: T, dir: string): T {
-  return JSON.parse(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'string' ? v.split(dir + '/').join('').split(dir).join('.') : v))) as T;
+/** 429 QUOTA_EXCEEDED naming the quota when `used + adding` passes a non-zero limit. */
+export async function checkQuota(quota: 'bytes' | 'checkpoints' | 'concurrentJobs' | 'probeSets', limit: number, used: number, adding = 1): Promise<void> {
+  if (limit > 0 && used + adding > limit) {
+    throw new FgsnError('QUOTA_EXCEEDED', `tenant quota ${quota} exceeded: ${used} used + ${adding} > ${limit}`, { details: { quota, limit, used } });
+  }
+}
+
+/** 507 when taking `bytes` more would leave less than the configured free space on the data disk. */
+async function checkFreeDisk(dataDir: string, minFreeMb: number, bytes: number): Promise<void> {
+  const s = await statfs(dataDir);
+  const free = s.bavail * s.bsize;
+  if (free - bytes < minFreeMb * 1024 * 1024) {
+    throw new FgsnError('INSUFFICIENT_STORAGE', `not enough free disk for this upload (${Math.floor(free / 1024 ** 2)} MB free, ${Math.ceil(bytes / 1024 ** 2)} MB asked, ${minFreeMb} MB kept free)`, {
+      details: { freeMb: Math.floor(free / 1024 ** 2), minFreeMb },
+    });
+  }
+}
+
+/**
+ * Removes uploads not completed within the TTL (their files and records), so abandoned uploads do not hold
+ * disk or quota. Safe with several API replicas: each removal is claimed by a state compare-and-set.
+ */
+export async function sweepAbandonedUploads(ctx: ApiContext, log?: { info(o: object, m: string): void }): Promise<number> {
+  const { records, config } = ctx;
+  let removed = 0;
+  for (const id of await records.uploadsOpenedBefore(Date.now() - config.uploadTtlS * 1000, 500)) {
+    const r = await records.getCheckpoint(id);
+    if (r === undefined || r.state === 'ready') {
+      await records.markUploadClosed(id);
+      continue;
+    }
+    if (r.state === 'validating' && !leaseExpired(r)) continue;
+    if (r.state === 'deleting') continue;
+    const claimed = await records.transitionCheckpoint(id, r.state, { state: 'deleting' }, r.state === 'validating' ? (r.leaseUntil ?? '') : undefined);
+    if (claimed === undefined) continue;
+    await records.deleteCheckpoint(r);
+    await rm(uploadDir(config.dataDir, id), { recursive: true, force: true });
+    log?.info({ checkpointId: id, tenant: r.tenant }, 'abandoned upload removed');
+    removed++;
+  }
+  return removed;
+}
+
+function leaseExpired(r: CheckpointRecord): boolean {
+  return r.leaseUntil === undefined || Date.parse(r.leaseUntil) <= Date.now();
+}
+
+/** Queued or running jobs that read the checkpoint, and references that point at it. */
+async function checkpointUsers(ctx: ApiContext, r: CheckpointRecord): Promise<string[]> {
+  const users: string[] = [];
+  for (const jobId of await ctx.records.checkpointJobs(r.id)) {
+    const state = await ctx.queue.getJobState(jobId);
+    if (state === 'unknown' || state === 'completed' || state === 'failed') await ctx.records.forgetCheckpointJob(r.id, jobId);
+    else users.push(`job ${jobId}`);
+  }
+  for (const ref of await ctx.records.listReferences(r.tenant)) {
+    if (ref.aligned.checkpointId === r.id || ref.base.checkpointId === r.id) users.push(`reference ${ref.id}`);
+  }
+  return users;
 }
 
 async function receive(request: FastifyRequest, name: string, limit: number, partialDir: string): Promise<{ tmp: string; bytes: number; sha256: string }> {
   let source: Readable = request.raw;
   if (request.isMultipart()) {
-    const part = await request.file();
+    let part: Awaited<ReturnType<typeof request.file>>;
+    try {
+      part = await request.file();
+    } catch (e) {
+      if (e instanceof FgsnError) throw e;
+      throw new FgsnError('VALIDATION_FAILED', `malformed multipart body: ${(e as Error).message}`, { details: { in: 'body' } });
+    }
     if (part === undefined) throw new FgsnError('VALIDATION_FAILED', 'multipart body has no file part');
     source = part.file;
   }

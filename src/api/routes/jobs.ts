@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { FgsnError } from '../../errors.js';
-import type { EvaluationRequest, ProbeRecord } from '../../pipeline/types.js';
-import type { HardenJobData } from '../../queue/job-data.js';
-import { enqueueHarden, getHardenJob } from '../../queue/queue.js';
+import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/job-data.js';
+import { enqueueHarden, expireJobRecord, getHardenJob } from '../../queue/queue.js';
 import { describeJob, type JobStatus } from '../../queue/status.js';
 import { deleteJobArtifacts } from '../../storage/artifacts.js';
 import { privateLiteral } from '../../queue/webhook-address.js';
@@ -13,9 +12,10 @@ import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { JobRecord } from '../records.js';
 import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
-import { ownCheckpoint, uploadFilesDir } from './checkpoints.js';
-import { visibleProbeSet } from './probe-sets.js';
+import { toJsonSchema, type JsonSchema } from '../zod-schema.js';
+import { methodOptionsJsonSchema } from '../method-options.js';
+import { checkQuota, ownCheckpoint, uploadFilesDir } from './checkpoints.js';
+import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
 import type { z } from 'zod';
 
@@ -32,6 +32,13 @@ function canonical(v: unknown): string {
       .join(',')}}`;
   }
   return JSON.stringify(v);
+}
+
+/** The body's JSON Schema with `options` spelled out per method (the zod schema still validates). */
+function withOptionsDocumented(js: JsonSchema): JsonSchema {
+  const props = js.properties as Record<string, unknown> | undefined;
+  if (props?.options !== undefined) props.options = methodOptionsJsonSchema();
+  return js;
 }
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
@@ -78,12 +85,14 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         });
       }
     }
+    // Indexed before the state is read: a DELETE of the checkpoint either sees this job or makes it not ready.
+    await records.addCheckpointJob((await ownCheckpoint(records, tenant, body.finetuned)).id, jobId);
     const ft = await ownCheckpoint(records, tenant, body.finetuned);
     if (ft.state !== 'ready') throw new FgsnError('CONFLICT', `checkpoint ${ft.id} is not completed; POST /v1/checkpoints/${ft.id}/complete first`);
     const ref = await visibleReference(records, tenant, body.reference);
-    const harmful = await visibleProbeSet(records, tenant, body.probes?.harmful ?? 'default-harmful');
-    const benign = await visibleProbeSet(records, tenant, body.probes?.benign ?? 'default-benign');
-    const task = body.task === undefined ? undefined : await visibleProbeSet(records, tenant, body.task);
+    const harmful = (await visibleProbeSet(ctx, tenant, body.probes?.harmful ?? 'default-harmful')).ref;
+    const benign = (await visibleProbeSet(ctx, tenant, body.probes?.benign ?? 'default-benign')).ref;
+    const task = body.task === undefined ? undefined : (await visibleProbeSet(ctx, tenant, body.task)).ref;
     const ftPath = uploadFilesDir(config.dataDir, ft.id);
     const { webhook, ...publicRequest } = body;
     return {
@@ -93,24 +102,24 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         basePath: ref.base.path,
         alignedPath: ref.aligned.path,
         ...(ft.kind === 'adapter' ? { adapterPath: ftPath } : { finetunedPath: ftPath }),
-        harmful: harmful.probes,
-        benign: benign.probes,
-        task: task?.probes,
+        harmful,
+        benign,
+        task,
         method: body.method,
         options: body.options,
         outputs: body.outputs,
-        evaluate: await evaluationSets(tenant, body.evaluate, harmful.probes, benign.probes),
+        evaluate: await evaluationSets(tenant, body.evaluate, harmful, benign),
       },
       webhook,
       request: { ...publicRequest, ...(webhook ? { webhook: { url: webhook.url } } : {}) },
     };
   };
 
-  const evaluationSets = async (tenant: string, e: JobBody['evaluate'], harmful: ProbeRecord[], benign: ProbeRecord[]): Promise<EvaluationRequest | undefined> => {
+  const evaluationSets = async (tenant: string, e: JobBody['evaluate'], harmful: ProbeRef, benign: ProbeRef): Promise<HardenJobInput['evaluate']> => {
     if (e === false) return undefined;
     if (e === true) return { harmful, lookalike: benign };
-    const load = async (id: string | undefined) => (id === undefined ? undefined : (await visibleProbeSet(records, tenant, id)).probes);
-    const out: EvaluationRequest = {};
+    const load = async (id: string | undefined) => (id === undefined ? undefined : (await visibleProbeSet(ctx, tenant, id)).ref);
+    const out: NonNullable<HardenJobInput['evaluate']> = {};
     const h = await load(e.harmful);
     const em = await load(e.emerging);
     const l = await load(e.lookalike);
@@ -121,13 +130,25 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     if (e.tasks) {
       out.tasks = {};
       for (const [name, id] of Object.entries(e.tasks)) {
-        const probes = (await load(id)) as ProbeRecord[];
-        const missing = probes.findIndex((p) => p.response === undefined);
+        const probeRef = (await load(id)) as ProbeRef;
+        const missing = (await loadProbes(ctx, probeRef)).findIndex((p) => p.response === undefined);
         if (missing >= 0) throw new FgsnError('PROBES_INVALID', `task probe set ${id} (${name}): record ${missing + 1} has no "response" (the expected answer)`);
-        out.tasks[name] = probes.map((p) => ({ prompt: p.prompt, answer: p.response as string }));
+        out.tasks[name] = probeRef;
       }
     }
     return out;
+  };
+
+  /** Queued + running jobs of the tenant (finished ones leave the index as they are seen). */
+  const activeJobCount = async (tenant: string): Promise<number> => {
+    const key = records.key('tenant', tenant, 'active');
+    let n = 0;
+    for (const jobId of await ctx.redis.zrange(key, '0', '-1')) {
+      const state = await ctx.queue.getJobState(jobId);
+      if (state === 'completed' || state === 'failed' || state === 'unknown') await ctx.redis.zrem(key, jobId);
+      else n++;
+    }
+    return n;
   };
 
   const accepted = (reply: FastifyReply, status: JobStatus, replayed: boolean) =>
@@ -146,7 +167,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         summary: 'Submit a hardening job',
         description: 'Idempotency-Key header (kept 24 h per tenant): the same key with the same body returns the same job (Idempotent-Replayed: true); with another body, 409 IDEMPOTENCY_CONFLICT.',
         headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', maxLength: 255 } } },
-        body: toJsonSchema(JobCreateBody),
+        body: withOptionsDocumented(toJsonSchema(JobCreateBody)),
         response: { 202: toJsonSchema(JobSchema, 'output'), 400: err, 401: err, 404: err, 409: err, 429: err },
       },
     },
@@ -175,11 +196,13 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
       }
       let stored: JobRecord | undefined;
       try {
+        if (config.quotas.concurrentJobs > 0) await checkQuota('concurrentJobs', config.quotas.concurrentJobs, await activeJobCount(tenant));
         const data = await resolve(tenant, body, id);
         const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook, idempotencyKeyHash: claimedKey };
         await records.putJob(record);
         stored = record;
-        await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs });
+        await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs, retentionS: config.jobRetentionS });
+        if (config.quotas.concurrentJobs > 0) await ctx.redis.zadd(records.key('tenant', tenant, 'active'), Date.now(), id);
         request.log.info({ jobId: id, method: body.method }, 'job queued');
         return accepted(reply, await jobStatusFor(ctx, record), false);
       } catch (e) {
@@ -216,7 +239,11 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
         for (let i = 0; i < page.length; i++) {
           cursor = page[i];
           const rec = recs[i];
-          if (rec === undefined) continue;
+          if (rec === undefined) {
+            // The record expired (retention) or was deleted: drop it from the tenant's index too.
+            await ctx.redis.zrem(records.key('tenant', request.auth.tenant, 'jobs'), page[i].id);
+            continue;
+          }
           const s = await jobStatusFor(ctx, rec);
           if (q.state === undefined || s.state === q.state) items.push(s);
           if (items.length >= q.limit) break;
@@ -276,6 +303,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
             () => false,
           );
           if (removed) {
+            await expireJobRecord(ctx.redis, config.queuePrefix, record.id, config.jobRetentionS);
             const status = await jobStatusFor(ctx, record);
             if (record.webhook?.secret) {
               await enqueueWebhook(ctx.webhookQueue, { url: record.webhook.url, secret: record.webhook.secret, event: 'job.cancelled', job: status }, config.webhook);

@@ -55,6 +55,7 @@ export async function opsRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
   );
 
   app.get('/metrics', { schema: { tags: ['ops'], summary: 'Prometheus metrics', security: [], produces: ['text/plain'] } }, async (_request, reply) => {
-    return reply.type(ctx.registry.contentType).send(await ctx.registry.metrics());
+    // Bounded: collectors that read Redis give up with its command timeout; this is the backstop.
+    return reply.type(ctx.registry.contentType).send(await withTimeout(ctx.registry.metrics(), 2 * ctx.config.redisCommandTimeoutMs + 1000, 'metrics collection'));
   });
 }

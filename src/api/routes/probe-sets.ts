@@ -5,9 +5,13 @@ import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import { categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes, parseProbeNdjson } from '../probes.js';
-import type { ProbeSetRecord, Records } from '../records.js';
+import type { ProbeSetRecord } from '../records.js';
+import type { ProbeRef } from '../../queue/job-data.js';
+import type { BlobStore } from '../../storage/index.js';
+import { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from '../../storage/probe-blobs.js';
 import { ErrorBody, IdParams, ProbeSetList, ProbeSetQuery, ProbeSetSchema } from '../schemas.js';
 import { toJsonSchema } from '../zod-schema.js';
+import { checkQuota } from './checkpoints.js';
 
 const view = (r: ProbeSetRecord): Record<string, unknown> => ({
   id: r.id,
@@ -19,14 +23,42 @@ const view = (r: ProbeSetRecord): Record<string, unknown> => ({
   createdAt: r.createdAt,
 });
 
-/** A probe set the tenant may use (its own or a built-in one) with its records; 404 otherwise. */
-export async function visibleProbeSet(records: Records, tenant: string, id: string): Promise<{ meta: ProbeSetRecord; probes: ProbeRecord[] }> {
-  if (isDefaultProbeSet(id)) return { meta: await defaultProbeSetRecord(id), probes: await loadDefaultProbes(id) };
-  const meta = ID_PATTERN.test(id) ? await records.getProbeSet(id) : undefined;
+/** A probe set the tenant may use (its own or a built-in one) and its blob reference; 404 otherwise. */
+export async function visibleProbeSet(ctx: ApiContext, tenant: string, id: string): Promise<{ meta: ProbeSetRecord; ref: ProbeRef }> {
+  if (isDefaultProbeSet(id)) return { meta: await defaultProbeSetRecord(id), ref: await builtinProbeRef(ctx, id) };
+  const meta = ID_PATTERN.test(id) ? await ctx.records.getProbeSet(id) : undefined;
   if (meta === undefined || meta.tenant !== tenant) throw new FgsnError('NOT_FOUND', `no probe set ${id}`);
-  const probes = await records.getProbeRecords(id);
-  if (probes === undefined) throw new FgsnError('NOT_FOUND', `no probe set ${id}`);
-  return { meta, probes };
+  if (meta.key === undefined || meta.sha256 === undefined) {
+    // Stored in Redis by an earlier version: moved to the blob store on first use.
+    const legacy = await ctx.records.getLegacyProbeRecords(id);
+    if (legacy === undefined) throw new FgsnError('NOT_FOUND', `no probe set ${id}`);
+    const blob = await putProbeBlob(ctx.store, `probes/${id}.jsonl`, legacy);
+    Object.assign(meta, { key: blob.key, sha256: blob.sha256 });
+    await ctx.records.putProbeSet(meta);
+    await ctx.redis.del(ctx.records.key('probes', id, 'records'));
+  }
+  return { meta, ref: { id, key: meta.key as string, sha256: meta.sha256 as string, count: meta.count } };
+}
+
+/** Built-in sets go to the store once per content (the key carries the sha256), like uploaded ones. */
+const builtinRefs = new WeakMap<BlobStore, Map<string, ProbeRef>>();
+async function builtinProbeRef(ctx: ApiContext, id: keyof typeof DEFAULT_PROBE_SETS): Promise<ProbeRef> {
+  let refs = builtinRefs.get(ctx.store);
+  if (refs === undefined) builtinRefs.set(ctx.store, (refs = new Map()));
+  let ref = refs.get(id);
+  if (ref === undefined) {
+    const probes = await loadDefaultProbes(id);
+    const sha256 = sha256Text(probeNdjson(probes));
+    const blob = await putProbeBlob(ctx.store, `probes/builtin/${id}-${sha256}.jsonl`, probes);
+    ref = { id, key: blob.key, sha256: blob.sha256, count: probes.length };
+    refs.set(id, ref);
+  }
+  return ref;
+}
+
+/** The probes behind a reference (checked against its sha256). */
+export function loadProbes(ctx: ApiContext, ref: ProbeRef): Promise<ProbeRecord[]> {
+  return readProbeBlob(ctx.store, ref);
 }
 
 export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
@@ -57,6 +89,7 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           throw new FgsnError('UNSUPPORTED_MEDIA_TYPE', 'send the probe set as application/x-ndjson');
         }
         const q = request.query as { kind: 'harmful' | 'benign' | 'task'; name?: string };
+        await checkQuota('probeSets', config.quotas.probeSets, await records.countProbeSets(request.auth.tenant));
         const text = typeof request.body === 'string' ? request.body : '';
         const probes = parseProbeNdjson(text);
         const r: ProbeSetRecord = {
@@ -69,7 +102,10 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           bytes: Buffer.byteLength(text),
           createdAt: new Date().toISOString(),
         };
-        await records.putProbeSet(r, probes.map((p) => JSON.stringify(p)).join('\n'));
+        const blob = await putProbeBlob(ctx.store, `probes/${r.id}.jsonl`, probes);
+        r.key = blob.key;
+        r.sha256 = blob.sha256;
+        await records.putProbeSet(r);
         return reply.status(201).header('location', `/v1/probe-sets/${r.id}`).send(view(r));
       },
     );
@@ -89,6 +125,6 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   app.get(
     '/v1/probe-sets/:id',
     { onRequest: auth, schema: { tags: ['probe-sets'], summary: 'One probe set', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(ProbeSetSchema, 'output'), 401: err, 404: err } } },
-    async (request) => view((await visibleProbeSet(records, request.auth.tenant, (request.params as { id: string }).id)).meta),
+    async (request) => view((await visibleProbeSet(ctx, request.auth.tenant, (request.params as { id: string }).id)).meta),
   );
 }
