@@ -343,3 +343,43 @@ function checkPairs(
   }
   return pairs;
 }
+
+/**
+ * Pure: a row-sparse edit appended to a LoRA pair as a rank-k update (k = rows.length), padded with zeros to
+ * `outRank`. With A' = [A; deltas / scaling; 0] ([outRank, dIn]) and B' = [B, one-hot columns e_rows[j], 0]
+ * ([dOut, outRank]), scaling * B' A' = scaling * B A + sum_j e_rows[j] deltas[j]: the merge gains exactly
+ * the edited rows' deltas. `a`/`b` null (or rank 0) starts a fresh adapter. Zero padding lets every module
+ * of one adapter share one rank (PEFT's `r`; per-module rank_pattern is not understood by every server).
+ */
+export function appendRowUpdate(
+  pair: { a: Float32Array; b: Float32Array; rank: number } | null,
+  dOut: number,
+  dIn: number,
+  rows: Uint32Array,
+  deltas: Float32Array,
+  scaling: number,
+  outRank: number,
+): { a: Float32Array; b: Float32Array } {
+  const r0 = pair?.rank ?? 0;
+  const k = rows.length;
+  if (r0 + k > outRank) throw new RangeError(`rank ${r0} + ${k} rows exceeds the output rank ${outRank}`);
+  if (deltas.length !== k * dIn) throw new RangeError(`deltas: expected ${k * dIn} values, got ${deltas.length}`);
+  const a = new Float32Array(outRank * dIn);
+  const b = new Float32Array(dOut * outRank);
+  if (pair !== null && r0 > 0) {
+    a.set(pair.a.subarray(0, r0 * dIn));
+    for (let i = 0; i < dOut; i++) b.set(pair.b.subarray(i * r0, (i + 1) * r0), i * outRank);
+  }
+  for (let j = 0; j < k; j++) {
+    const row = rows[j];
+    if (row >= dOut) throw new RangeError(`row ${row} is outside [0, ${dOut})`);
+    for (let c = 0; c < dIn; c++) a[(r0 + j) * dIn + c] = deltas[j * dIn + c] / scaling;
+    b[row * outRank + r0 + j] = 1;
+  }
+  return { a, b };
+}
+
+/** A Hub repository id ("owner/name"), as opposed to a path on some machine. */
+export function isHubId(s: unknown): s is string {
+  return typeof s === 'string' && /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(s) && !s.includes('..');
+}

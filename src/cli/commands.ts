@@ -24,5 +24,6 @@ export const COMMANDS: Record<string, CommandEntry> = {
   'apply-diff': { summary: 'rebuild a hardened model from its source checkpoint and a row diff (bit-for-bit)', load: () => import('./apply-diff.js') },
   serve: { summary: 'run the HTTP API (--with-worker: and one harden worker in-process)', load: () => import('./serve.js') },
   worker: { summary: 'run a harden worker (BullMQ queue "harden", sandboxed processors)', load: () => import('./worker.js') },
+  report: { summary: 'render a harden report.json as self-contained report.html (charts as inline SVG)', load: () => import('./report.js') },
   openapi: { summary: 'print the OpenAPI 3.1 document of the HTTP API', load: () => import('./openapi.js') },
 };

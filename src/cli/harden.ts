@@ -5,7 +5,9 @@ import { runHarden } from '../pipeline/harden.js';
 import { targetLine } from '../pipeline/policy.js';
 import { readProbes } from '../pipeline/probes.js';
 import type { DefenseMethod, HardenRequest, OutputKind } from '../pipeline/types.js';
+import { type FlagValues, effectiveConfig, mergeFlags, readHardenConfig } from './harden-config.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';
+import { createProgress, progressMode } from './progress.js';
 
 const USAGE = `usage: fgsn harden --base DIR --aligned DIR (--finetuned DIR | --adapter DIR)
                    --harmful H.jsonl --benign B.jsonl [--task T.jsonl] --out DIR
@@ -15,11 +17,16 @@ const USAGE = `usage: fgsn harden --base DIR --aligned DIR (--finetuned DIR | --
                    [--band-share S] [--energy-share S] [--target-asr A] [--max-params PCT] [--task-tolerance T]
                    [--threshold TAU] [--top-k K] [--share S] [--gamma G] [--option key=value]...
                    [--eval-harmful F] [--eval-emerging F] [--eval-lookalike F] [--eval-task NAME=F]...
-                   [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet] [--require-target]
-                   [--utility-ceiling SHARE] [--miss-policy safety-first|guardrails-only] [--judge-share SHARE]
+                   [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet | --json] [--config harden.yaml]
+                   [--require-target] [--utility-ceiling SHARE] [--miss-policy safety-first|guardrails-only] [--judge-share SHARE]
 Probe files: JSONL {"prompt", "category"?, "response"?}.
-The last line of the output says whether the safety target was reached; with --require-target the exit
-status is 3 when it was not.`;
+--config FILE: every option above as YAML keys (long flag names; format: [..]; option: {k: v};
+  eval-task: {name: file}); paths relative to the file; flags on the command line win. A report.json is
+  accepted too and replays its run (report.json records the effective config).
+Progress: a bar with elapsed time and ETA on a terminal, plain lines otherwise; --json prints NDJSON events
+  ({"event":"progress",...} then {"event":"result",...}) on stdout.
+The last line of the output says whether the safety target was reached (with --json: the result event's
+summary.target); with --require-target the exit status is 3 when it was not.`;
 
 /** CLI flag -> method option key. */
 const OPTION_FLAGS: Record<string, string> = {
@@ -34,7 +41,7 @@ export const EXIT_TARGET_MISSED = 3;
 
 export async function run(args: string[]): Promise<number> {
   const stringOpts = Object.fromEntries(Object.keys(OPTION_FLAGS).map((k) => [k, { type: 'string' as const }]));
-  const { values } = parseArgs({
+  const { values: cli } = parseArgs({
     args,
     options: {
       base: { type: 'string' }, aligned: { type: 'string' }, finetuned: { type: 'string' }, adapter: { type: 'string' },
@@ -42,15 +49,17 @@ export async function run(args: string[]): Promise<number> {
       method: { type: 'string' }, format: { type: 'string', multiple: true }, option: { type: 'string', multiple: true },
       'eval-harmful': { type: 'string' }, 'eval-emerging': { type: 'string' }, 'eval-lookalike': { type: 'string' },
       'eval-task': { type: 'string', multiple: true }, 'cache-dir': { type: 'string' }, 'execution-provider': { type: 'string' },
-      quiet: { type: 'boolean' }, help: { type: 'boolean' }, 'require-target': { type: 'boolean' },
+      quiet: { type: 'boolean' }, help: { type: 'boolean' }, json: { type: 'boolean' }, config: { type: 'string' }, 'require-target': { type: 'boolean' },
       ...stringOpts,
     },
     strict: true,
   });
-  if (values.help) {
+  if (cli.help) {
     process.stdout.write(USAGE + '\n');
     return 0;
   }
+  const stringFlags = ['base', 'aligned', 'finetuned', 'adapter', 'harmful', 'benign', 'task', 'out', 'method', 'eval-harmful', 'eval-emerging', 'eval-lookalike', 'cache-dir', 'execution-provider', ...Object.keys(OPTION_FLAGS)];
+  const values = (cli.config ? mergeFlags(await readHardenConfig(cli.config, stringFlags), cli as FlagValues) : cli) as typeof cli;
   for (const k of ['base', 'aligned', 'harmful', 'benign', 'out'] as const) {
     if (!values[k]) throw new FgsnError('CLI_USAGE', `--${k} is required\n${USAGE}`);
   }
@@ -82,20 +91,26 @@ export async function run(args: string[]): Promise<number> {
     cacheDir: resolve(values['cache-dir'] ?? defaultCacheDir()),
     ...(ep ? { executionProvider: ep } : {}),
     ...(evaluate ? { evaluate } : {}),
+    config: effectiveConfig(values as FlagValues),
   };
-  const result = await runHarden(req, {
-    onProgress: (p) => {
-      if (!values.quiet) process.stderr.write(`[${p.percent.toFixed(0).padStart(3)}%] ${p.stage}${p.message ? `: ${p.message}` : ''}\n`);
-    },
-  });
-  process.stdout.write(JSON.stringify({ out: req.outDir, summary: result.summary, artifacts: result.artifacts.map((a) => a.name) }, null, 2) + '\n');
-  // The last line, always: a missed target is never silent.
+  const progress = createProgress('harden', progressMode(values));
+  let result;
+  try {
+    result = await runHarden(req, { onProgress: (p) => progress.update(p) });
+  } catch (e) {
+    progress.done();
+    throw e;
+  }
+  progress.done({ out: req.outDir, summary: result.summary, artifacts: result.artifacts.map((a) => a.name) });
+  // The last line, always: a missed target is never silent (in --json mode the result event carries it).
   const d = result.summary.targetDetails;
-  process.stdout.write(targetLine({
-    target: result.summary.target,
-    ...(d ? { targetAsr: d.targetAsr, rule: d.rule, ...(d.probeAsr !== null ? { probeAsr: d.probeAsr } : {}) } : {}),
-    pctLinearParams: result.summary.paramsChangedPctLinear,
-  }) + '\n');
+  if (!values.json) {
+    process.stdout.write(targetLine({
+      target: result.summary.target,
+      ...(d ? { targetAsr: d.targetAsr, rule: d.rule, ...(d.probeAsr !== null ? { probeAsr: d.probeAsr } : {}) } : {}),
+      pctLinearParams: result.summary.paramsChangedPctLinear,
+    }) + '\n');
+  }
   if (values['require-target'] && result.summary.target === 'not reached') return EXIT_TARGET_MISSED;
   return 0;
 }

@@ -116,6 +116,8 @@ export interface GenerateOptions {
   batchSize?: number;
   /** Default: generation_config.json eos_token_id, else config.json's. */
   stopTokenIds?: readonly number[];
+  /** Called after each batch with the prompts finished so far (progress bars; does not change batching). */
+  onBatch?: (done: number, total: number) => void;
 }
 
 export interface Generation {
@@ -355,13 +357,17 @@ export class Engine {
       ...(this.rowPatch ? { rowPatch: true } : {}),
     });
     try {
-      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH);
+      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH, opts.onBatch);
     } finally {
       lease.release();
     }
   }
 
-  private async generateWith(session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number): Promise<Generation[]> {
+  private async generateWith(
+    session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number,
+    onBatch?: (done: number, total: number) => void,
+  ): Promise<Generation[]> {
+    let finished = 0;
     const spec = this.spec;
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
@@ -426,6 +432,8 @@ export class Engine {
           margins: margins[b],
         };
       }));
+      finished += bucket.length;
+      onBatch?.(finished, encoded.length);
     }
     return results;
   }

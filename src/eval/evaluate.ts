@@ -32,11 +32,13 @@ export interface EvalOptions extends EvalSets {
   generationsFile?: string;
   /** Put the judged responses into the report too. */
   keepGenerations?: boolean;
+  /** Prompts generated so far, after each batch (progress bars). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Greedy text generation, one response per prompt, in order: what evaluation needs from the engine. */
 export interface TextGenerator {
-  generate(prompts: string[], options: { maxNewTokens: number; batchSize: number }): Promise<string[]>;
+  generate(prompts: string[], options: { maxNewTokens: number; batchSize: number; onBatch?: (done: number, total: number) => void }): Promise<string[]>;
 }
 
 export type EvalReport = Partial<Record<MetricName, number>> & {
@@ -134,7 +136,7 @@ export async function evaluateWithGenerator(
   const prompts = flatten(options).map((o) => o.prompt);
   if (prompts.length === 0) throw new FgsnError('EVAL_OPTION_INVALID', 'nothing to evaluate: give at least one set');
   const t0 = performance.now();
-  const responses = await generator.generate(prompts, { maxNewTokens, batchSize });
+  const responses = await generator.generate(prompts, { maxNewTokens, batchSize, ...(options.onProgress ? { onBatch: options.onProgress } : {}) });
   const generate = (performance.now() - t0) / 1000;
   const { report, generations } = buildReport(options, responses, judge, {
     model: meta.model,

@@ -11,13 +11,15 @@ import type { Engine } from '../engine/engine.js';
 import { type PassCounts, addPasses, passCounts, passDelta } from '../engine/runtime/counters.js';
 import { evaluateModel } from '../eval/evaluate.js';
 import { FgsnError } from '../errors.js';
-import { type EditCounts, type EditRows, type RowCompute, combinedCompute, countEdit, editRows, mergeEditRows, projectionCompute, writeHardened } from '../defense/apply.js';
+import { type EditCounts, type EditRows, type RowCompute, combinedCompute, countEdit, editRows, mergeEditRows, projectionCompute, rowSparseAdapterRank, writeHardened } from '../defense/apply.js';
 import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
 import { type Selection, countRows, pickerExcluding, selectionToJSON, union } from '../defense/math/select.js';
 import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, planMethod } from '../defense/methods.js';
 import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
-import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
+import { type WeightSources, closeSources, linearRowCount, openSources, shapeOf } from '../defense/io/sources.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
+import { writeModelCard } from './model-card.js';
+import { renderReportHtml } from './report-html.js';
 import { type ProbeMetrics, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
 import { type PairedVerdict, mostFrequent, nllRiseRejects, pairedLossTest, refusalMarginRejects } from './guardrails.js';
 import { chooseStep, frontier, withinCeiling } from './policy.js';
@@ -467,9 +469,6 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
   for (const o of outputs) {
     if (!['model', 'diff', 'adapter', 'report'].includes(o)) throw new FgsnError('DEFENSE_OPTION_INVALID', `unknown output "${o}" (model, diff, adapter, report)`);
   }
-  if (outputs.has('adapter')) {
-    if (req.adapterPath === undefined) throw new FgsnError('DEFENSE_OPTION_INVALID', 'output "adapter" needs a LoRA adapter input');
-  }
   await ensureEmptyDir(req.outDir);
   const sources = await openSources(req);
   try {
@@ -497,8 +496,15 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       plan = await planMethod(job, parsed);
     }
     const counts: EditCounts = countEdit(sources, plan.selection);
-    if (outputs.has('adapter') && (plan.projection === undefined || !['gram', 'subspace'].includes(plan.projection.mode))) {
-      throw new FgsnError('DEFENSE_OPTION_INVALID', `output "adapter" keeps the LoRA form only for projection modes gram and subspace (method ${req.method} uses ${plan.projection?.mode ?? 'an element-wise edit'})`);
+    // Adapter output: an adapter input with gram/subspace keeps its rank (B projected); every other case
+    // appends the row-sparse edit as a rank-k update. Checked before projection so a job fails early.
+    const projectedAdapter = sources.adapter !== undefined && plan.projection !== undefined && ['gram', 'subspace'].includes(plan.projection.mode);
+    if (outputs.has('adapter') && !projectedAdapter) {
+      const rank = rowSparseAdapterRank(sources, plan.selection);
+      const smallest = Math.min(...[...plan.selection.keys()].map((n) => Math.min(...shapeOf(sources, n))));
+      if (rank > smallest / 2) {
+        throw new FgsnError('DEFENSE_OPTION_INVALID', `output "adapter": method ${req.method} edits so many rows of one matrix that its adapter (rank ${rank}) would be larger than the matrices; use --format model or diff`, { details: { rank } });
+      }
     }
 
     await run.stage('projection');
@@ -509,7 +515,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
     const outcome = await writeHardened(sources, plan.selection, plan.compute, {
       ...(outputs.has('diff') ? { diffPath: join(req.outDir, 'diff.safetensors') } : {}),
       ...(modelDir ? { modelDir } : {}),
-      ...(outputs.has('adapter') ? { adapterDir: join(req.outDir, 'adapter'), adapterProjection: plan.projection } : {}),
+      ...(outputs.has('adapter') ? { adapterDir: join(req.outDir, 'adapter'), ...(projectedAdapter ? { adapterProjection: plan.projection } : {}) } : {}),
     }, { 'fgsn.method': methodMeta, 'fgsn.atlas': atlas.id }, async (name) => {
       run.checkCancelled();
       await run.within(++done / total, name);
@@ -520,7 +526,7 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
     let evalReport: unknown;
     if (req.evaluate && (modelDir || outputs.has('adapter'))) {
       const e = req.evaluate;
-      const report = await evaluateModel(modelDir ?? sources.aligned.dir, {
+      const report = await evaluateModel(modelDir ?? sources.finetuned?.dir ?? sources.aligned.dir, {
         ...(modelDir ? {} : { adapter: join(req.outDir, 'adapter') }),
         ...(e.harmful ? { harmful: e.harmful.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
         ...(e.emerging ? { emerging: e.emerging.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
@@ -530,7 +536,8 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
         cacheDir: join(req.cacheDir, 'engine'),
         ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}),
       });
-      evalReport = report;
+      // The evaluated folder is this job's scratch space: name it by the artifact instead.
+      evalReport = req.inputLabels ? { ...report, model: modelDir ? 'model' : (req.inputLabels.finetuned ?? req.inputLabels.aligned), ...(report.adapter !== undefined ? { adapter: 'adapter' } : {}) } : report;
       metrics = {};
       for (const [k, v] of Object.entries(report)) if (typeof v === 'number' && k !== 'max_new_tokens') metrics[k] = v;
     }
@@ -544,8 +551,11 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       ...targetStatus,
       options: parsed.o,
       inputs: {
-        base: sources.base.dir, aligned: sources.aligned.dir,
-        ...(sources.finetuned ? { finetuned: sources.finetuned.dir } : { adapter: sources.adapter!.dir }),
+        // A service names its inputs by label (e.g. checkpoint ids): its report must not show server paths.
+        base: req.inputLabels?.base ?? sources.base.dir, aligned: req.inputLabels?.aligned ?? sources.aligned.dir,
+        ...(sources.finetuned
+          ? { finetuned: req.inputLabels?.finetuned ?? sources.finetuned.dir }
+          : { adapter: req.inputLabels?.adapter ?? sources.adapter!.dir }),
         sourceSha256: outcome.sourceSha256,
         probes: { harmful: req.harmful.length, benign: req.benign.length, task: task.length, taskIsBenign: req.task === undefined },
       },
@@ -558,10 +568,15 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
       costs: { ...run.costs },
       memory: { rssMiBAtStageEnd: { ...run.rssMiB } },
       ...(metrics ? { metrics, evaluation: evalReport } : {}),
+      ...(req.config ? { config: req.config } : {}),
     };
     const text = JSON.stringify(report, null, 1) + '\n';
+    // A publishable folder: a model card (README.md) from this report, the fine-tune's docs carried over.
+    if (modelDir) await writeModelCard(modelDir, sources.finetuned?.dir ?? sources.adapter!.dir, sources.configDir, report);
     if (modelDir) await writeFile(join(modelDir, 'fgsn-report.json'), text);
     await writeFile(join(req.outDir, 'report.json'), text);
+    // --format report: the same report for people, self-contained HTML with inline SVG charts.
+    if (outputs.has('report')) await writeFile(join(req.outDir, 'report.html'), await renderReportHtml(report));
     const artifacts = await artifactList(req.outDir);
     await run.progress({ stage: 'report', percent: 100 });
     return {

@@ -34,6 +34,13 @@ export interface HardenRequest {
   executionProvider?: 'cpu' | 'cuda';
   /** Optional evaluation sets (prompt/answer JSONL records) for the report. */
   evaluate?: EvaluationRequest;
+  /**
+   * Names the report shows for the inputs instead of their paths (a service passes checkpoint ids or roles:
+   * nothing a tenant sees may contain a path of the server). The CLI leaves it unset: its user gave the paths.
+   */
+  inputLabels?: { base: string; aligned: string; finetuned?: string; adapter?: string };
+  /** The caller's effective configuration (the CLI's flags and --config), recorded in the report for replay. */
+  config?: Record<string, unknown>;
 }
 
 export interface EvaluationRequest {

@@ -138,6 +138,11 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     const result = await runHarden(
       {
         ...input,
+        // Artifacts go to tenants: the report names the inputs by role, never by server path.
+        inputLabels: input.inputLabels ?? {
+          base: 'base', aligned: 'aligned',
+          ...(data.input.finetunedPath ? { finetuned: 'finetuned' } : {}), ...(data.input.adapterPath ? { adapter: 'adapter' } : {}),
+        },
         outDir,
         cacheDir,
         executionProvider: ctx.executionProvider,

@@ -198,7 +198,7 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     await expect(runHarden(request('bad2', { options: { qq: 0.1 } }))).rejects.toThrow(/unknown/);
     await expect(runHarden(request('bad3', { adapterPath: testbedPath('lora_sst_p10') }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
     await expect(runHarden(request('bad4', { harmful: [] }))).rejects.toMatchObject({ code: 'PROBES_EMPTY' });
-    await expect(runHarden(request('bad5', { outputs: ['adapter'] }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
+    await expect(runHarden(request('bad5', { outputs: ['weights' as 'model'] }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
     const ac = new AbortController();
     await expect(runHarden(request('cancel'), {
       signal: ac.signal,
