@@ -29,7 +29,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(opts: { worker?: boolean; env?: Record<string, string> } = {}): Promise<Harness> {
+export async function startHarness(opts: { worker?: boolean; env?: Record<string, string>; workerEnv?: Record<string, string> } = {}): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'fgsn-api-'));
   const prefix = `fgsn-test-${randomBytes(4).toString('hex')}`;
   const env: Record<string, string> = {
@@ -55,7 +55,8 @@ export async function startHarness(opts: { worker?: boolean; env?: Record<string
   await built.app.listen({ port: 0, host: '127.0.0.1' });
   const addr = built.app.server.address();
   const base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
-  const worker = opts.worker ? startWorker(config) : undefined;
+  // workerEnv: settings only the worker gets (e.g. a disk margin the API's own upload checks must not see).
+  const worker = opts.worker ? startWorker(opts.workerEnv ? loadConfig({ ...env, ...opts.workerEnv }) : config) : undefined;
   if (worker) await worker.worker.waitUntilReady();
 
   const req: Harness['req'] = (method, path, o = {}) => {

@@ -136,7 +136,8 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     expect(restore.summary.paramsChangedPctLinear).toBeCloseTo(25, 6);
     const anti = await runHarden(request('antidote', { method: 'antidote', options: { share: 0.01 }, outputs: ['report'] }));
     expect((anti.report.selection as { weightsReset: number }).weightsReset).toBeGreaterThan(0);
-    expect(anti.artifacts.map((a) => a.name)).toEqual(['report.json']);
+    // outputs: ['report'] is report.json and its HTML rendering
+    expect(anti.artifacts.map((a) => a.name)).toEqual(['report.html', 'report.json']);
   });
 
   it('evaluates the hardened model when asked and puts the metrics in the report', async () => {

@@ -143,8 +143,11 @@ describeTestbed('worker: a job is refused when the data folder lacks the disk it
   let h: Harness;
   let ids: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    // A margin no disk has: every job is short of space (the API's own checks use the same variable).
-    h = await startHarness({ worker: true, env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV, FGSN_MIN_FREE_DISK_MB: String(1024 ** 3), FGSN_JOB_ATTEMPTS: '1' } });
+    // A margin no disk has, for the worker only: every job is short of space (the API would refuse the
+    // uploads themselves under the same margin, with 507, before any job exists).
+    h = await startHarness({
+      worker: true, env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV, FGSN_JOB_ATTEMPTS: '1' }, workerEnv: { FGSN_MIN_FREE_DISK_MB: String(1024 ** 3) },
+    });
     ids = await setup(h);
   });
   afterAll(async () => {
