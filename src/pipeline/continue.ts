@@ -16,6 +16,7 @@ import { type WeightSources, closeSources, linearRowCount, openSources } from '.
 import { evenSample } from '../util/sample.js';
 import type { Engine } from '../engine/engine.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
+import { pairedLossTest } from './guardrails.js';
 import { type ProbeContext, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
@@ -166,7 +167,8 @@ interface ContinueStep {
  * ranking steps where several reach the same ASR). Goal: ASR <= targetAsr and the NLL gap to the aligned
  * model halved.
  * Guardrails against the hardened model itself: task-probe accuracy (taskTolerance), exact match on the
- * atlas' benign probes with answers (exactTolerance) and their refusals (overRefusalTolerance). q grows on
+ * atlas' benign probes with answers (exactTolerance) and their refusals (overRefusalTolerance), each judged as
+ * harden judges them (paired test + tolerance under guardrailTest 'paired', raw drops capped by utilityCeiling). q grows on
  * CONTINUE_Q, g on STRENGTH_STEPS; a guardrail break ends the g ladder at that q. The first step that
  * reaches the goal wins, else the best step within the guardrails (lowest ASR, then a clearly lower NLL),
  * else nothing is edited.
@@ -215,6 +217,7 @@ async function searchSteps(
   const goalNll = alignedNll + 0.5 * gap;
   const details: Record<string, unknown> = {
     targetAsr, maxExtraParams: maxExtra, taskTolerance: o.taskTolerance, exactTolerance, overRefusalTolerance: o.overRefusalTolerance,
+    guardrailTest: o.guardrailTest, guardAlpha: o.guardAlpha, utilityCeiling: o.utilityCeiling,
     aligned: { refusalNll: alignedNll },
     hardened: { probeAsr: ref.asr, refusalNll: ref.responseNll, taskAccuracy: ref.taskAccuracy, benignExact: ref.exactAccuracy, benignRefusals: ref.overRefusal },
     goalRefusalNll: goalNll,
@@ -228,6 +231,19 @@ async function searchSteps(
 
   const within = (v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean =>
     v === null || r === null || (higherIsBetter ? v >= r - tol - eps : v <= r + tol + eps);
+  /**
+   * One guardrail, as harden's (guardrails.ts): under guardrailTest 'paired' a loss breaks it only when it is
+   * significant on the paired per-prompt outcomes (exact one-sided McNemar at guardAlpha) AND above the
+   * tolerance; the raw rule otherwise. Either way a raw loss past the utility ceiling always breaks it.
+   */
+  const holds = (refGood: boolean[] | undefined, good: boolean[] | undefined, v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean => {
+    if (!within(v, r, o.utilityCeiling, higherIsBetter)) return false;
+    if (o.guardrailTest === 'paired' && refGood && good && refGood.length === good.length && refGood.length > 0) {
+      return !pairedLossTest(refGood, good, { alpha: o.guardAlpha, minEffect: tol }).rejected;
+    }
+    return within(v, r, tol, higherIsBetter);
+  };
+  const notRefused = (xs: boolean[] | undefined): boolean[] | undefined => xs?.map((x) => !x);
   const steps: ContinueStep[] = [];
   const compute = (strength: number): RowCompute => projectionCompute(fgsnProjection({ ...o, strength }));
   const stepMeasure: StepMeasure = engine === null
@@ -249,8 +265,9 @@ async function searchSteps(
     record: (q, strength, rows, pctLinearParams, m) => ({
       q, strength, rows, pctLinearParams, probeAsr: m.asr, refusalNll: m.responseNll!,
       taskAccuracy: m.taskAccuracy, benignExact: m.exactAccuracy, benignRefusals: m.overRefusal,
-      guardrailsOk: within(m.taskAccuracy, ref.taskAccuracy, o.taskTolerance, true) && within(m.exactAccuracy, ref.exactAccuracy, exactTolerance, true) &&
-        within(m.overRefusal, ref.overRefusal, o.overRefusalTolerance, false),
+      guardrailsOk: holds(ref.taskCorrect, m.taskCorrect, m.taskAccuracy, ref.taskAccuracy, o.taskTolerance, true) &&
+        holds(ref.exactCorrect, m.exactCorrect, m.exactAccuracy, ref.exactAccuracy, exactTolerance, true) &&
+        holds(notRefused(ref.benignRefused), notRefused(m.benignRefused), m.overRefusal, ref.overRefusal, o.overRefusalTolerance, false),
     }),
     // A bigger edit replaces the best only for a lower ASR, or at equal ASR for a tenth or more of the NLL gap,
     // so a negligible NLL gain never buys more rows.

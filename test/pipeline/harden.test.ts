@@ -121,7 +121,9 @@ describeTestbed('runHarden on ft_sst_p10', () => {
       const kept = search.steps.find((s: { q: number; strength: number }) => s.q === search.q && s.strength === gr.continual[0].strength);
       expect(kept.guardrailsOk).toBe(true);
       expect(kept.rows).toBe(g.extraRows);
-      expect(kept.taskAccuracy).toBeGreaterThanOrEqual(search.hardened.taskAccuracy - 0.01 - 1e-9);
+      // Judged as harden judges: the paired test on per-prompt outcomes, raw losses capped by the utility ceiling.
+      expect(search.guardrailTest).toBe('paired');
+      expect(kept.taskAccuracy).toBeGreaterThanOrEqual(search.hardened.taskAccuracy - search.utilityCeiling - 1e-9);
     } else {
       expect(search.note).toMatch(/nothing edited/u);
     }
