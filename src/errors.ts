@@ -62,6 +62,11 @@ export const ERROR_CATALOGUE = {
   EVAL_DATA_INVALID: { status: 422, hint: 'Eval files are JSONL: harmful {"prompt", "category"?}, task/look-alike {"prompt", "answer"}.' },
   // cli
   CLI_USAGE: { status: 400, hint: 'Run `fgsn help` for usage.' },
+  // cli/remote.ts: a job run by a fgsn server
+  REMOTE_UNREACHABLE: { status: 502, hint: 'The server did not answer: check --server (URL and port) and that `fgsn serve` runs.' },
+  REMOTE_REQUEST_FAILED: { status: 502, hint: 'The server refused a request; its code and hint are in the details (an API key error is 401, a bad option 400).' },
+  REMOTE_JOB_FAILED: { status: 502, hint: 'The job ended failed or cancelled on the server; its error code and message are in the details (GET /v1/jobs/{id}).' },
+  REMOTE_ARTIFACT_INVALID: { status: 502, hint: 'A downloaded artifact did not match the sha256 or size the job lists; run the command again (nothing partial is kept).' },
   // api / queue / storage
   VALIDATION_FAILED: { status: 400, hint: 'The request does not match the schema; see details.' },
   UNAUTHORIZED: { status: 401, hint: 'Send Authorization: Bearer <api key>.' },
