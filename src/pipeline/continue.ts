@@ -10,8 +10,7 @@ import { FgsnError } from '../errors.js';
 import { type RowCompute, countEdit, editRows, projectionCompute, writeHardened } from '../defense/apply.js';
 import { addCategory, findAtlas, type Atlas } from '../defense/atlas.js';
 import { type Selection, countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from '../defense/math/select.js';
-import { JobScores, fgsnProjection, fgsnScores, resolveLayers } from '../defense/methods.js';
-import { FGSN_DEFAULTS, parseMethodOptions, type FgsnOptions } from '../defense/options.js';
+import { FGSN_DEFAULTS, type FgsnOptions, JobScores, fgsnProjection, fgsnScores, parseMethodOptions, resolveLayers } from '../defense/methods/index.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { evenSample } from '../util/sample.js';
 import type { Engine } from '../engine/engine.js';
@@ -71,11 +70,11 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
   const prevAtlas = (prev.atlas as { id: string }).id;
   const prevOptions = prev.method === 'fgsn' ? (prev.options as FgsnOptions) : FGSN_DEFAULTS;
   // Validated like any fgsn options, but only the keys the caller set override the hardened job's own.
-  const given = parseMethodOptions('fgsn', req.options ?? {}).o as FgsnOptions;
+  const given = parseMethodOptions('fgsn', req.options ?? {}).o;
   const o: FgsnOptions = { ...FGSN_DEFAULTS, ...prevOptions };
   // The target-driven budget may have raised g; a fixed-budget patch uses the strength the job ended with.
   const usedStrength = (prev.selection as { strength?: number } | undefined)?.strength;
-  for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
+  for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions & string)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
   const t0 = performance.now();
 
   await progress('atlas', 10, `adding category ${req.category}`);

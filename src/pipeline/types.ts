@@ -3,15 +3,12 @@
  * The pipeline is the only place that knows the order of stages; callers see progress and artifacts.
  */
 
-export type DefenseMethod = 'fgsn' | 'safelora' | 'layer' | 'antidote' | 'resta' | 'restore';
-export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
+import type { DefenseMethod } from '../defense/methods/index.js';
+import type { ProbeRecord } from '../util/probe-record.js';
 
-/** One probe: JSONL `{"prompt", "category"?, "response"?}`. */
-export interface ProbeRecord {
-  prompt: string;
-  category?: string;
-  response?: string;
-}
+/** The method names come from the defense registry (src/defense/methods/index.ts), the one list. */
+export type { DefenseMethod, ProbeRecord };
+export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
 
 export interface HardenRequest {
   basePath: string;
