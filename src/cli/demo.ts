@@ -88,7 +88,12 @@ export async function run(args: string[]): Promise<number> {
       outputs: ['model', 'diff', 'report'],
       outDir,
       cacheDir,
-      evaluate: { harmful: sets.harmful, lookalike: sets.lookalike.map((l) => ({ prompt: l.prompt, response: l.answer })), tasks: sets.tasks },
+      // The demo's eval files are `fgsn eval` datasets ({"prompt", "answer"}); the job takes probe records.
+      evaluate: {
+        harmful: sets.harmful,
+        lookalike: sets.lookalike.map((l) => ({ prompt: l.prompt, response: l.answer })),
+        tasks: { review: sets.tasks.review.map((t) => ({ prompt: t.prompt, response: t.answer })) },
+      },
     },
     { onProgress: (p) => log(`  [${p.percent.toFixed(0).padStart(3)}%] ${p.stage}${p.message ? `: ${p.message}` : ''}`) },
   );

@@ -530,7 +530,9 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
         ...(e.harmful ? { harmful: e.harmful.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
         ...(e.emerging ? { emerging: e.emerging.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
         ...(e.lookalike ? { lookalike: e.lookalike.map((p) => ({ prompt: p.prompt, ...(p.response ? { answer: p.response } : {}) })) } : {}),
-        ...(e.tasks ? { tasks: e.tasks } : {}),
+        // The evaluation module's own name of the reference is `answer` (its items also carry the generated
+        // `response`): the one conversion, here at its boundary.
+        ...(e.tasks ? { tasks: Object.fromEntries(Object.entries(e.tasks).map(([n, ps]) => [n, ps.map((p) => ({ prompt: p.prompt, answer: p.response ?? '' }))])) } : {}),
         ...(e.maxNewTokens ? { maxNewTokens: e.maxNewTokens } : {}),
         cacheDir: join(req.cacheDir, 'engine'),
         ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}),

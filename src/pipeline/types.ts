@@ -29,7 +29,7 @@ export interface HardenRequest {
   /** Shared cache for atlases and built graphs (content-addressed, safe to share between jobs). */
   cacheDir: string;
   executionProvider?: 'cpu' | 'cuda';
-  /** Optional evaluation sets (prompt/answer JSONL records) for the report. */
+  /** Optional evaluation sets for the report (probe records; `response` is the expected answer). */
   evaluate?: EvaluationRequest;
   /**
    * Names the report shows for the inputs instead of their paths (a service passes checkpoint ids or roles:
@@ -44,7 +44,8 @@ export interface EvaluationRequest {
   harmful?: ProbeRecord[];
   emerging?: ProbeRecord[];
   lookalike?: ProbeRecord[];
-  tasks?: Record<string, { prompt: string; answer: string }[]>;
+  /** Task name -> probes whose `response` is the exact expected answer. */
+  tasks?: Record<string, ProbeRecord[]>;
   maxNewTokens?: number;
 }
 
