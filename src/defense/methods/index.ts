@@ -35,7 +35,7 @@ export function isDefenseMethod(name: unknown): name is DefenseMethod {
 /** A method's definition, with a coded error for a name that is not registered. */
 export function methodDefinition(method: string): MethodDefinition<string, z.ZodObject, unknown> {
   if (!isDefenseMethod(method)) {
-    throw new FgsnError('DEFENSE_OPTION_INVALID', `unknown method "${String(method)}" (${DEFENSE_METHODS.join(', ')})`, { details: { option: 'method' } });
+    throw new FgsnError('DEFENSE_OPTION_INVALID', `unknown method "${String(method)}" (${DEFENSE_METHODS.join(', ')})`, { details: { method } });
   }
   return METHODS[method] as unknown as MethodDefinition<string, z.ZodObject, unknown>;
 }
