@@ -4,7 +4,7 @@ import { FgsnError } from '../errors.js';
 import { runHarden } from '../pipeline/harden.js';
 import { targetLine } from '../pipeline/policy.js';
 import { readProbes } from '../pipeline/probes.js';
-import { DEFENSE_METHODS } from '../defense/methods/index.js';
+import { DEFENSE_METHODS, parseMethodOptions } from '../defense/methods/index.js';
 import type { HardenRequest, OutputKind } from '../pipeline/types.js';
 import { type FlagValues, effectiveConfig, mergeFlags, readHardenConfig } from './harden-config.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';
@@ -67,6 +67,9 @@ export async function run(args: string[]): Promise<number> {
     if (i <= 0) throw new FgsnError('CLI_USAGE', `--option needs key=value, got "${kv}"`);
     options[kv.slice(0, i)] = kv.slice(i + 1);
   }
+  // Checked at the edge, before any file is read: a bad option fails at once, naming the field.
+  const method = methodFlag(values.method);
+  parseMethodOptions(method, options);
   const ep = values['execution-provider'];
   if (ep !== undefined && ep !== 'cpu' && ep !== 'cuda') throw new FgsnError('CLI_USAGE', '--execution-provider is cpu or cuda');
   const evaluate = await readEvalSets(values);
@@ -77,7 +80,7 @@ export async function run(args: string[]): Promise<number> {
     harmful: await readProbes(values.harmful!),
     benign: await readProbes(values.benign!),
     ...(values.task ? { task: await readProbes(values.task) } : {}),
-    method: methodFlag(values.method),
+    method,
     options,
     outputs: (values.format ?? ['model']) as OutputKind[],
     outDir: resolve(values.out!),
