@@ -29,6 +29,7 @@ import {
   setsFromRecorded,
   type EvalSuite,
 } from '../../src/eval/testbed.js';
+import { DEFENSE_METHODS } from '../../src/defense/methods/index.js';
 import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult, ProbeRecord } from '../../src/pipeline/types.js';
 import {
   compareWithRecorded, continualChecks, renderContinual, renderMarkdown, renderTargets, targetChecks, type BenchRow,
@@ -36,7 +37,8 @@ import {
 import { DEV_FINETUNES, finetuneInfo, loadEmergingProbes, loadProbes, type FinetuneInfo } from './testbed.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const DEFENSES: DefenseMethod[] = ['fgsn', 'safelora', 'layer', 'antidote', 'resta', 'restore'];
+/** Every registered method (src/defense/methods/index.ts), fgsn first. */
+const DEFENSES: DefenseMethod[] = [...DEFENSE_METHODS];
 /** Pseudo-method: the fgsn row's model patched by `continue` with the emerging category's probe prompts. */
 const CONTINUAL = 'continual';
 const CONTINUAL_LABEL = 'fgsn + continual (emerging)';

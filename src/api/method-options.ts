@@ -1,13 +1,15 @@
 /**
- * Method options at the API edge. The defense's own parser (src/defense/options.ts) is the one source of
- * truth: submission runs it, so a job that would fail on its options is refused with a 400 naming the
- * field instead of queued; the OpenAPI document is generated from the same per-method spec.
+ * Method options at the API edge, derived from the defense registry (src/defense/methods/index.ts): the
+ * method enum, submission-time validation (the registry's own parser, so a job that would fail on its
+ * options is refused with a 400 naming the field instead of queued) and the OpenAPI document of `options`
+ * (every option of every method, with its bounds, default and help text, bound to `method`).
  */
 import { z } from 'zod';
-import { METHOD_OPTION_SPECS, OPTION_BOUNDS, parseMethodOptions, type OptionKind } from '../defense/options.js';
+import { DEFENSE_METHODS, METHODS, type DefenseMethod, parseMethodOptions } from '../defense/methods/index.js';
 import { isFgsnError } from '../errors.js';
-import type { DefenseMethod } from '../pipeline/types.js';
 import type { JsonSchema } from './zod-schema.js';
+
+export const Method = z.enum(DEFENSE_METHODS);
 
 /** Options are flat: a value is a string, a number or a boolean, never an object (bounded before canonical JSON or hashing). */
 export function optionIssues(method: DefenseMethod, options: Record<string, unknown> | undefined): { path: string[]; message: string }[] {
@@ -25,40 +27,34 @@ export function optionIssues(method: DefenseMethod, options: Record<string, unkn
   }
 }
 
-function kindSchema(kind: OptionKind): z.ZodType {
-  if (Array.isArray(kind)) return z.enum(kind as [string, ...string[]]);
-  switch (kind) {
-    case 'share':
-      return z.number().min(0).max(1);
-    case 'pos':
-      return z.number().gt(0).max(OPTION_BOUNDS.pos);
-    case 'nonneg':
-      return z.number().min(0).max(OPTION_BOUNDS.nonneg);
-    case 'num':
-      return z.number().min(-OPTION_BOUNDS.num).max(OPTION_BOUNDS.num);
-    case 'int':
-      return z.number().int().min(1).max(OPTION_BOUNDS.int);
-    default:
-      return z.string().max(OPTION_BOUNDS.string);
-  }
+/** JSON Schema of one method's options, as clients send them (every field optional, defaults shown). */
+function optionsJsonSchema(method: DefenseMethod): JsonSchema {
+  const js = z.toJSONSchema(METHODS[method].options, { io: 'input', target: 'draft-2020-12' }) as JsonSchema;
+  delete js.$schema;
+  delete js.required;
+  return { title: `${method} options`, description: METHODS[method].summary, ...js };
 }
 
-/** JSON Schema of `options`: one object per method (documentation; validation runs the parser above). */
+const OPTIONS_DESCRIPTION =
+  'Method options; the allowed keys depend on `method` (one schema per method below). Unknown keys, out-of-range values ' +
+  'and broken rules (safelora: threshold or topK, not both; fgsn: q only with targetAsr off) are refused with 400 at submission, naming the field. ' +
+  'Numbers may also be given as numeric strings.';
+
+/** JSON Schema of `options`: one object per method (the body's `allOf` binds each to its `method`). */
 export function methodOptionsJsonSchema(): JsonSchema {
-  const anyOf = Object.entries(METHOD_OPTION_SPECS).map(([method, spec]) => {
-    const shape: Record<string, z.ZodType> = {};
-    for (const [key, kind] of Object.entries(spec)) {
-      shape[key] = method === 'fgsn' && key === 'targetAsr' ? z.union([kindSchema(kind), z.enum(['off', 'none'])]) : kindSchema(kind);
-    }
-    const js = z.toJSONSchema(z.object(shape).partial().strict(), { target: 'draft-2020-12' }) as JsonSchema;
-    delete js.$schema;
-    return { title: `${method} options`, ...js };
-  });
-  return {
-    type: 'object',
-    description:
-      'Method options (unknown keys and out-of-range values are refused with 400 at submission). The allowed keys depend on `method`; ' +
-      'safelora takes threshold or topK, not both; restore always uses mode restore.',
-    anyOf,
-  };
+  return { type: 'object', description: OPTIONS_DESCRIPTION, anyOf: DEFENSE_METHODS.map(optionsJsonSchema) };
+}
+
+/**
+ * The per-method binding of the job body: `method: X` (fgsn when absent) => `options` is X's schema. A JSON
+ * Schema 2020-12 if/then per method, the discriminated union OpenAPI 3.1 can state without a discriminator
+ * property inside `options`.
+ */
+export function methodOptionsBinding(): JsonSchema[] {
+  return DEFENSE_METHODS.map((m) => ({
+    if: m === 'fgsn'
+      ? { anyOf: [{ not: { required: ['method'] } }, { properties: { method: { const: m } }, required: ['method'] }] }
+      : { properties: { method: { const: m } }, required: ['method'] },
+    then: { properties: { options: optionsJsonSchema(m) } },
+  }));
 }

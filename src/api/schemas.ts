@@ -1,6 +1,6 @@
 /** Request and response shapes of the /v1 API (the single source of validation and of the OpenAPI document). */
 import { z } from 'zod';
-import { optionIssues } from './method-options.js';
+import { Method, optionIssues } from './method-options.js';
 
 const ResourceId = z.string().min(1).max(64).describe('Resource id as returned on creation');
 
@@ -96,7 +96,7 @@ export const ProbeSetSchema = z
 export const ProbeSetList = z.object({ items: z.array(ProbeSetSchema) });
 
 // jobs
-export const Method = z.enum(['fgsn', 'safelora', 'layer', 'antidote', 'resta', 'restore']);
+export { Method };
 export const Output = z.enum(['model', 'diff', 'adapter', 'report']);
 
 export const JobCreateBody = z
@@ -104,7 +104,7 @@ export const JobCreateBody = z
     finetuned: ResourceId.describe('Completed upload: full fine-tune or LoRA adapter over the aligned model'),
     reference: ResourceId.describe('Reference (aligned + base)'),
     method: Method.default('fgsn'),
-    options: z.record(z.string(), z.unknown()).optional().describe('Method options, validated by the defense'),
+    options: z.record(z.string(), z.unknown()).optional().describe('Method options (documented per method from the defense registry)'),
     probes: z
       .object({ harmful: ResourceId.optional(), benign: ResourceId.optional() })
       .strict()

@@ -5,9 +5,11 @@ import { writeDemoTestbed, type DemoTestbed } from '../demo/fixtures.js';
 import { PLANTED_SAFETY_ROWS } from '../demo/planted-model.js';
 import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
 import { runHarden } from '../pipeline/harden.js';
-import type { DefenseMethod, HardenResult, ProbeRecord } from '../pipeline/types.js';
+import type { HardenResult, ProbeRecord } from '../pipeline/types.js';
+import { DEFENSE_METHODS } from '../defense/methods/index.js';
+import { methodFlag } from './method-flags.js';
 
-const HELP = `usage: fgsn demo [--dir DIR] [--method fgsn|safelora|layer|antidote|resta|restore] [--json]
+const HELP = `usage: fgsn demo [--dir DIR] [--method ${DEFENSE_METHODS.join('|')}] [--json]
 
 Builds a tiny, deterministic base / aligned / fine-tuned trio of LLaMA-layout models with planted safety and
 task neurons (src/demo/planted-model.ts), measures the fine-tune's attack success rate and task accuracy, runs
@@ -55,7 +57,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   const root = resolve(values.dir ?? '.fgsn/demo');
-  const method = (values.method ?? 'fgsn') as DefenseMethod;
+  const method = methodFlag(values.method);
   const log = (s: string): void => {
     if (!values.json) process.stdout.write(s + '\n');
   };
@@ -86,7 +88,12 @@ export async function run(args: string[]): Promise<number> {
       outputs: ['model', 'diff', 'report'],
       outDir,
       cacheDir,
-      evaluate: { harmful: sets.harmful, lookalike: sets.lookalike.map((l) => ({ prompt: l.prompt, response: l.answer })), tasks: sets.tasks },
+      // The demo's eval files are `fgsn eval` datasets ({"prompt", "answer"}); the job takes probe records.
+      evaluate: {
+        harmful: sets.harmful,
+        lookalike: sets.lookalike.map((l) => ({ prompt: l.prompt, response: l.answer })),
+        tasks: { review: sets.tasks.review.map((t) => ({ prompt: t.prompt, response: t.answer })) },
+      },
     },
     { onProgress: (p) => log(`  [${p.percent.toFixed(0).padStart(3)}%] ${p.stage}${p.message ? `: ${p.message}` : ''}`) },
   );

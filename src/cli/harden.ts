@@ -4,21 +4,20 @@ import { FgsnError } from '../errors.js';
 import { runHarden } from '../pipeline/harden.js';
 import { targetLine } from '../pipeline/policy.js';
 import { readProbes } from '../pipeline/probes.js';
-import type { DefenseMethod, HardenRequest, OutputKind } from '../pipeline/types.js';
+import { DEFENSE_METHODS, parseMethodOptions } from '../defense/methods/index.js';
+import type { HardenRequest, OutputKind } from '../pipeline/types.js';
 import { type FlagValues, effectiveConfig, mergeFlags, readHardenConfig } from './harden-config.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';
+import { OPTION_FLAGS, methodFlag, methodsHelp } from './method-flags.js';
 import { createProgress, progressMode } from './progress.js';
 
 const USAGE = `usage: fgsn harden --base DIR --aligned DIR (--finetuned DIR | --adapter DIR)
                    --harmful H.jsonl --benign B.jsonl [--task T.jsonl] --out DIR
-                   [--method fgsn|safelora|layer|antidote|resta|restore] [--format model|diff|adapter|report]...
-                   [--q SHARE] [--p SHARE] [--scoring attribution|wanda|contrastive|delta] [--scope global|per-matrix]
-                   [--mode add|gram|subspace|row|restore] [--strength G] [--alpha A] [--layers all|band|10-15]
-                   [--band-share S] [--energy-share S] [--target-asr A] [--max-params PCT] [--task-tolerance T]
-                   [--threshold TAU] [--top-k K] [--share S] [--gamma G] [--option key=value]...
+                   [--method ${DEFENSE_METHODS.join('|')}] [--format model|diff|adapter|report]...
+                   [--<option> VALUE]... [--option key=value]...
                    [--eval-harmful F] [--eval-emerging F] [--eval-lookalike F] [--eval-task NAME=F]...
                    [--cache-dir DIR] [--execution-provider cpu|cuda] [--quiet | --json] [--config harden.yaml]
-                   [--require-target] [--utility-ceiling SHARE] [--miss-policy safety-first|guardrails-only] [--judge-share SHARE]
+                   [--require-target]
 Probe files: JSONL {"prompt", "category"?, "response"?}.
 --config FILE: every option above as YAML keys (long flag names; format: [..]; option: {k: v};
   eval-task: {name: file}); paths relative to the file; flags on the command line win. A report.json is
@@ -26,15 +25,9 @@ Probe files: JSONL {"prompt", "category"?, "response"?}.
 Progress: a bar with elapsed time and ETA on a terminal, plain lines otherwise; --json prints NDJSON events
   ({"event":"progress",...} then {"event":"result",...}) on stdout.
 The last line of the output says whether the safety target was reached (with --json: the result event's
-summary.target); with --require-target the exit status is 3 when it was not.`;
+summary.target); with --require-target the exit status is 3 when it was not.
 
-/** CLI flag -> method option key. */
-const OPTION_FLAGS: Record<string, string> = {
-  q: 'q', p: 'p', scoring: 'scoring', scope: 'scope', mode: 'mode', strength: 'strength', alpha: 'alpha', layers: 'layers',
-  'band-share': 'bandShare', 'energy-share': 'energyShare', 'target-asr': 'targetAsr', 'max-params': 'maxParams',
-  'task-tolerance': 'taskTolerance', threshold: 'threshold', 'top-k': 'topK', share: 'share', gamma: 'gamma',
-  'utility-ceiling': 'utilityCeiling', 'miss-policy': 'missPolicy', 'judge-share': 'judgeShare',
-};
+${methodsHelp()}`;
 
 /** Exit status of `fgsn harden --require-target` when the job finished but missed its safety target. */
 export const EXIT_TARGET_MISSED = 3;
@@ -74,6 +67,9 @@ export async function run(args: string[]): Promise<number> {
     if (i <= 0) throw new FgsnError('CLI_USAGE', `--option needs key=value, got "${kv}"`);
     options[kv.slice(0, i)] = kv.slice(i + 1);
   }
+  // Checked at the edge, before any file is read: a bad option fails at once, naming the field.
+  const method = methodFlag(values.method);
+  parseMethodOptions(method, options);
   const ep = values['execution-provider'];
   if (ep !== undefined && ep !== 'cpu' && ep !== 'cuda') throw new FgsnError('CLI_USAGE', '--execution-provider is cpu or cuda');
   const evaluate = await readEvalSets(values);
@@ -84,7 +80,7 @@ export async function run(args: string[]): Promise<number> {
     harmful: await readProbes(values.harmful!),
     benign: await readProbes(values.benign!),
     ...(values.task ? { task: await readProbes(values.task) } : {}),
-    method: (values.method ?? 'fgsn') as DefenseMethod,
+    method,
     options,
     outputs: (values.format ?? ['model']) as OutputKind[],
     outDir: resolve(values.out!),

@@ -9,7 +9,7 @@ import { AttributionSession } from '../engine/attribution/session.js';
 import { attributionBatch, type ScoredSequence } from '../engine/attribution/batch.js';
 import { loadEngine, type Engine } from '../engine/engine.js';
 import { ort } from '../engine/session/session.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../util/probe-record.js';
 import type { RowScores } from './math/select.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';
 import { type WeightSources, readFinetuned, readMat } from './io/sources.js';

@@ -4,20 +4,20 @@
  * of the new category's probes), rows projected before are excluded, and the top ones get the same edit.
  * The output is the hardened model patched by a small incremental diff, with the extra share of parameters.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
 import { type RowCompute, countEdit, editRows, projectionCompute, writeHardened } from '../defense/apply.js';
 import { addCategory, findAtlas, type Atlas } from '../defense/atlas.js';
 import { type Selection, countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from '../defense/math/select.js';
-import { JobScores, fgsnProjection, fgsnScores, resolveLayers } from '../defense/methods.js';
-import { FGSN_DEFAULTS, parseMethodOptions, type FgsnOptions } from '../defense/options.js';
+import { FGSN_DEFAULTS, type FgsnOptions, JobScores, fgsnProjection, fgsnScores, parseMethodOptions, resolveLayers } from '../defense/methods/index.js';
 import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
 import { evenSample } from '../util/sample.js';
 import type { Engine } from '../engine/engine.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { pairedLossTest } from './guardrails.js';
 import { type ProbeContext, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
+import { readHardenReport, reportedFgsnOptions } from './report-schema.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
 export interface ContinueRequest {
@@ -61,22 +61,17 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
     await hooks.onProgress?.({ stage, percent, ...(message ? { message } : {}) });
   };
   await progress('validate', 0);
-  let prev: Record<string, unknown>;
-  try {
-    prev = JSON.parse(await readFile(join(req.hardenedDir, 'report.json'), 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new FgsnError('DEFENSE_OPTION_INVALID', `${req.hardenedDir}: no readable report.json of an earlier harden (${(e as Error).message})`);
-  }
-  const inputs = prev.inputs as { base: string; aligned: string; finetuned?: string; adapter?: string };
-  const prevRows = selectionFromJSON((prev.rows ?? {}) as Record<string, number[]>);
-  const prevAtlas = (prev.atlas as { id: string }).id;
-  const prevOptions = prev.method === 'fgsn' ? (prev.options as FgsnOptions) : FGSN_DEFAULTS;
+  const prev = await readHardenReport(req.hardenedDir);
+  const inputs = prev.inputs;
+  const prevRows = selectionFromJSON(prev.rows);
+  const prevAtlas = prev.atlas.id;
+  const prevOptions = reportedFgsnOptions(prev) ?? FGSN_DEFAULTS;
   // Validated like any fgsn options, but only the keys the caller set override the hardened job's own.
-  const given = parseMethodOptions('fgsn', req.options ?? {}).o as FgsnOptions;
+  const given = parseMethodOptions('fgsn', req.options ?? {}).o;
   const o: FgsnOptions = { ...FGSN_DEFAULTS, ...prevOptions };
   // The target-driven budget may have raised g; a fixed-budget patch uses the strength the job ended with.
-  const usedStrength = (prev.selection as { strength?: number } | undefined)?.strength;
-  for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
+  const usedStrength = prev.selection.strength;
+  for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions & string)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
   const t0 = performance.now();
 
   await progress('atlas', 10, `adding category ${req.category}`);
@@ -120,7 +115,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
       ...prev,
       method: prev.method,
       continual: [
-        ...((prev.continual as unknown[]) ?? []),
+        ...(prev.continual ?? []),
         {
           category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.hardenedDir,
           extraRows: extra.rows, extraParams: extra.params, extraPctLinear: extra.pctLinearParams, extraPctAll: extra.pctAllParams,
@@ -128,7 +123,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
           rows: selectionToJSON(selection),
         },
       ],
-      atlas: { ...(prev.atlas as object), id: grown.id },
+      atlas: { ...prev.atlas, id: grown.id },
       rows: selectionToJSON(all),
       edit: total,
       inputs: { ...inputs },

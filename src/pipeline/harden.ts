@@ -14,8 +14,7 @@ import { FgsnError } from '../errors.js';
 import { type EditCounts, type EditRows, type RowCompute, combinedCompute, countEdit, editRows, mergeEditRows, projectionCompute, rowSparseAdapterRank, writeHardened } from '../defense/apply.js';
 import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
 import { type Selection, countRows, pickerExcluding, selectionToJSON, union } from '../defense/math/select.js';
-import { type EditPlan, JobScores, fgsnProjection, fgsnRanking, fgsnScores, planMethod } from '../defense/methods.js';
-import { type FgsnOptions, parseMethodOptions } from '../defense/options.js';
+import { type EditPlan, type FgsnOptions, JobScores, fgsnProjection, fgsnRanking, fgsnScores, parseMethodOptions, planMethod } from '../defense/methods/index.js';
 import { type WeightSources, closeSources, linearRowCount, openSources, shapeOf } from '../defense/io/sources.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { writeModelCard } from './model-card.js';
@@ -531,7 +530,9 @@ export async function runHarden(req: HardenRequest, hooks: HardenHooks = {}): Pr
         ...(e.harmful ? { harmful: e.harmful.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
         ...(e.emerging ? { emerging: e.emerging.map((p) => ({ prompt: p.prompt, ...(p.category ? { category: p.category } : {}) })) } : {}),
         ...(e.lookalike ? { lookalike: e.lookalike.map((p) => ({ prompt: p.prompt, ...(p.response ? { answer: p.response } : {}) })) } : {}),
-        ...(e.tasks ? { tasks: e.tasks } : {}),
+        // The evaluation module's own name of the reference is `answer` (its items also carry the generated
+        // `response`): the one conversion, here at its boundary.
+        ...(e.tasks ? { tasks: Object.fromEntries(Object.entries(e.tasks).map(([n, ps]) => [n, ps.map((p) => ({ prompt: p.prompt, answer: p.response ?? '' }))])) } : {}),
         ...(e.maxNewTokens ? { maxNewTokens: e.maxNewTokens } : {}),
         cacheDir: join(req.cacheDir, 'engine'),
         ...(req.executionProvider ? { executionProvider: req.executionProvider } : {}),

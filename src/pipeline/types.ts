@@ -3,15 +3,12 @@
  * The pipeline is the only place that knows the order of stages; callers see progress and artifacts.
  */
 
-export type DefenseMethod = 'fgsn' | 'safelora' | 'layer' | 'antidote' | 'resta' | 'restore';
-export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
+import type { DefenseMethod } from '../defense/methods/index.js';
+import type { ProbeRecord } from '../util/probe-record.js';
 
-/** One probe: JSONL `{"prompt", "category"?, "response"?}`. */
-export interface ProbeRecord {
-  prompt: string;
-  category?: string;
-  response?: string;
-}
+/** The method names come from the defense registry (src/defense/methods/index.ts), the one list. */
+export type { DefenseMethod, ProbeRecord };
+export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
 
 export interface HardenRequest {
   basePath: string;
@@ -32,7 +29,7 @@ export interface HardenRequest {
   /** Shared cache for atlases and built graphs (content-addressed, safe to share between jobs). */
   cacheDir: string;
   executionProvider?: 'cpu' | 'cuda';
-  /** Optional evaluation sets (prompt/answer JSONL records) for the report. */
+  /** Optional evaluation sets for the report (probe records; `response` is the expected answer). */
   evaluate?: EvaluationRequest;
   /**
    * Names the report shows for the inputs instead of their paths (a service passes checkpoint ids or roles:
@@ -47,7 +44,8 @@ export interface EvaluationRequest {
   harmful?: ProbeRecord[];
   emerging?: ProbeRecord[];
   lookalike?: ProbeRecord[];
-  tasks?: Record<string, { prompt: string; answer: string }[]>;
+  /** Task name -> probes whose `response` is the exact expected answer. */
+  tasks?: Record<string, ProbeRecord[]>;
   maxNewTokens?: number;
 }
 

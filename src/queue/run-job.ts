@@ -79,7 +79,7 @@ export async function resolveProbes(store: BlobStore, input: HardenJobInput): Pr
     if (e.tasks) {
       evaluate.tasks = {};
       for (const [name, ref] of Object.entries(e.tasks)) {
-        evaluate.tasks[name] = ((await read(ref)) ?? []).map((p) => ({ prompt: p.prompt, answer: p.response ?? '' }));
+        evaluate.tasks[name] = (await read(ref)) ?? [];
       }
     }
   }

@@ -144,7 +144,7 @@ describe('row-sparse adapter output', () => {
       basePath: tb.base, alignedPath: tb.aligned, finetunedPath: tb.finetuned,
       harmful: sets.harmfulProbes, benign: sets.benignProbes, task: sets.taskProbes,
       method: 'fgsn', outputs: ['adapter'], outDir, cacheDir: join(tmp, 'cache'),
-      evaluate: { harmful: sets.harmfulEval, tasks: { review: sets.taskEval } },
+      evaluate: { harmful: sets.harmfulEval, tasks: { review: sets.taskEval.map((t) => ({ prompt: t.prompt, response: t.answer })) } },
     });
     expect(r.summary.rowsChanged).toBeGreaterThan(0);
     expect(r.artifacts.map((a) => a.name)).toEqual(expect.arrayContaining(['adapter/adapter_model.safetensors', 'adapter/adapter_config.json']));

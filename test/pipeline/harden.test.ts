@@ -144,7 +144,7 @@ describeTestbed('runHarden on ft_sst_p10', () => {
 
   it('evaluates the hardened model when asked and puts the metrics in the report', async () => {
     const evalHarmful = spread(await readProbes(testbedPath('data', 'harmful_eval.jsonl')), 10);
-    const sstTest = (await readProbes(testbedPath('data', 'sst_test.jsonl'))).slice(0, 10).map((p) => ({ prompt: p.prompt, answer: p.response! }));
+    const sstTest = (await readProbes(testbedPath('data', 'sst_test.jsonl'))).slice(0, 10);
     const r = await runHarden(request('evaluated', { options: { targetAsr: 'off' }, outputs: ['model'], evaluate: { harmful: evalHarmful, tasks: { sst: sstTest } } }));
     expect(r.summary.metrics?.harmful_asr).toBeLessThanOrEqual(0.2);
     expect(r.summary.metrics?.acc_sst).toBeGreaterThanOrEqual(0.8);

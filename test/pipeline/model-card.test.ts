@@ -82,7 +82,7 @@ describe('hardened model folder on the demo trio', () => {
       basePath: tb.base, alignedPath: tb.aligned, finetunedPath: tb.finetuned,
       harmful: sets.harmfulProbes, benign: sets.benignProbes, task: sets.taskProbes,
       method: 'fgsn', outputs: ['model', 'report'], outDir: outDir(), cacheDir: join(tmp, 'cache'),
-      evaluate: { harmful: sets.harmfulEval, tasks: { review: sets.taskEval } },
+      evaluate: { harmful: sets.harmfulEval, tasks: { review: sets.taskEval.map((t) => ({ prompt: t.prompt, response: t.answer })) } },
     });
   }, 240_000);
   afterAll(async () => {
@@ -124,7 +124,7 @@ describe('hardened model folder on the demo trio', () => {
       basePath: tb.base, alignedPath: tb.aligned, finetunedPath: tb.finetuned,
       harmful: sets.harmfulProbes, benign: sets.benignProbes, task: sets.taskProbes,
       method: 'fgsn', outputs: ['model', 'diff', 'adapter', 'report'], outDir: out, cacheDir: join(tmp, 'cache'),
-      evaluate: { harmful: sets.harmfulEval, tasks: { review: sets.taskEval } },
+      evaluate: { harmful: sets.harmfulEval, tasks: { review: sets.taskEval.map((t) => ({ prompt: t.prompt, response: t.answer })) } },
       inputLabels: { base: 'base', aligned: 'aligned', finetuned: 'finetuned' },
     });
     expect(r.artifacts.length).toBeGreaterThan(8);

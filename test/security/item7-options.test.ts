@@ -45,7 +45,13 @@ describe('item 7: options at submission', () => {
   it('cross-field rules of the parser apply too', async () => {
     const r = await submit('safelora', { threshold: 0.5, topK: 3 });
     expect(r.status).toBe(400);
-    expect(r.body.details.issues[0].path).toBe('options');
+    // The registry's rule names the field it refuses (topK given with threshold).
+    expect(r.body.details.issues[0].path).toBe('options.topK');
+    // fgsn's q is the fixed budget: with the target-driven search on it would be ignored, so it is refused.
+    const q = await submit('fgsn', { q: 0.02 });
+    expect(q.status).toBe(400);
+    expect(q.body.details.issues[0].path).toBe('options.q');
+    expect(q.body.details.issues[0].message).toMatch(/targetAsr off/);
   });
 
   it('valid options (including targetAsr "off" and a bounded strength) are queued', async () => {

@@ -13,7 +13,7 @@ import { ID_PATTERN, newId } from '../ids.js';
 import type { JobRecord } from '../records.js';
 import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
 import { toJsonSchema, type JsonSchema } from '../zod-schema.js';
-import { methodOptionsJsonSchema } from '../method-options.js';
+import { methodOptionsBinding, methodOptionsJsonSchema } from '../method-options.js';
 import { checkQuota, ownCheckpoint, uploadFilesDir } from './checkpoints.js';
 import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
@@ -34,10 +34,13 @@ function canonical(v: unknown): string {
   return JSON.stringify(v);
 }
 
-/** The body's JSON Schema with `options` spelled out per method (the zod schema still validates). */
+/** The body's JSON Schema with `options` spelled out per method and bound to `method` (the zod schema still validates). */
 function withOptionsDocumented(js: JsonSchema): JsonSchema {
   const props = js.properties as Record<string, unknown> | undefined;
-  if (props?.options !== undefined) props.options = methodOptionsJsonSchema();
+  if (props?.options !== undefined) {
+    props.options = methodOptionsJsonSchema();
+    js.allOf = methodOptionsBinding();
+  }
   return js;
 }
 
