@@ -19,6 +19,7 @@ import { createApiMetrics } from './metrics.js';
 import { Records } from './records.js';
 import { artifactRoutes } from './routes/artifacts.js';
 import { checkpointRoutes, sweepAbandonedUploads } from './routes/checkpoints.js';
+import { jobEventRoutes } from './routes/job-events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { opsRoutes } from './routes/ops.js';
 import { probeSetRoutes } from './routes/probe-sets.js';
@@ -153,6 +154,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
   await referenceRoutes(app, ctx);
   await probeSetRoutes(app, ctx);
   await jobRoutes(app, ctx);
+  await jobEventRoutes(app, ctx);
   await artifactRoutes(app, ctx);
 
   // Abandoned uploads are removed after FGSN_UPLOAD_TTL_S (checked a few times per TTL, at most every 5 min).

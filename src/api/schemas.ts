@@ -160,6 +160,7 @@ export const JobSchema = z
     artifacts: z.array(ArtifactEntry).nullable(),
     error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }).nullable(),
     cancelRequested: z.boolean(),
+    estimatedFinishAt: z.string().nullable().describe('Running jobs: expected finish time, extrapolated from progress since the start; null otherwise'),
     request: z.record(z.string(), z.unknown()),
   });
 

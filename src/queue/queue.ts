@@ -1,4 +1,5 @@
 import { Job, Queue, type ConnectionOptions } from 'bullmq';
+import { MAX_JOB_EVENTS } from './events.js';
 import type { HardenJobData, HardenJobResult } from './job-data.js';
 import { HARDEN_QUEUE } from './names.js';
 
@@ -17,6 +18,8 @@ export async function enqueueHarden(queue: HardenQueue, data: HardenJobData, ret
     // job record expires with it, see jobRecordExpiry); then BullMQ drops it at its next cleanup.
     removeOnComplete: { age: retry.retentionS },
     removeOnFail: { age: retry.retentionS },
+    // The job's event log (events.ts) is its BullMQ log: capped, and removed with the job.
+    keepLogs: MAX_JOB_EVENTS,
   });
 }
 
@@ -27,4 +30,11 @@ export async function expireJobRecord(redis: { expire(key: string, seconds: numb
 
 export async function getHardenJob(queue: HardenQueue, id: string): Promise<Job<HardenJobData, HardenJobResult> | undefined> {
   return (await Job.fromId<HardenJobData, HardenJobResult>(queue, id)) ?? undefined;
+}
+
+/** A page of a job's event log: events after index `after` (exclusive; -1 = from the start), oldest first. */
+export async function getJobEvents(queue: HardenQueue, id: string, after: number, limit: number): Promise<{ lines: string[]; total: number }> {
+  const start = after + 1;
+  const { logs, count } = await queue.getJobLogs(id, start, start + limit - 1, true);
+  return { lines: logs, total: count };
 }
