@@ -131,6 +131,8 @@ export const JobCreateBody = z
       .object({
         url: z.url({ protocol: /^https?$/ }).max(2048).describe('http(s) URL called on the terminal state'),
         secret: z.string().min(16).max(256).describe('HMAC-SHA256 key for X-FGSN-Signature'),
+        events: z.array(z.enum(['terminal', 'stage'])).min(1).max(2).default(['terminal'])
+          .describe('terminal: job.completed / job.failed / job.cancelled (default); stage: also job.stage at every stage change'),
       })
       .strict()
       .optional(),

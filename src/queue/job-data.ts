@@ -34,7 +34,8 @@ export interface HardenJobData {
   jobId: string;
   tenant: string;
   input: HardenJobInput;
-  webhook?: { url: string; secret?: string };
+  /** events: 'terminal' (always) and 'stage' (a job.stage delivery at every stage change). */
+  webhook?: { url: string; secret?: string; events?: ('terminal' | 'stage')[] };
   /** The request as the client sent it (secrets removed), echoed in status and webhooks. */
   request: Record<string, unknown>;
 }

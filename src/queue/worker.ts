@@ -127,6 +127,22 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     log?.warn({ jobId: job.id, attempt: job.attemptsMade, reason: err.message }, 'job attempt failed');
     onTerminal(job).catch((e) => log?.error({ err: e, jobId: job.id }, 'terminal handling failed'));
   });
+  // Stage webhooks (webhook.events includes 'stage'): one delivery per stage change, from the progress the
+  // sandboxed processor reports; the last stage seen is kept per active job only.
+  const lastStage = new Map<string, string>();
+  worker.on('progress', (job, progress) => {
+    const hook = job.data.webhook;
+    const stage = (progress as { stage?: unknown }).stage;
+    if (!hook?.secret || !hook.events?.includes('stage') || typeof stage !== 'string' || lastStage.get(job.id as string) === stage) return;
+    lastStage.set(job.id as string, stage);
+    describeJob(job, { id: job.data.jobId, createdAt: new Date(job.timestamp).toISOString(), request: job.data.request, cancelRequested: false }, 'active')
+      .then((status) => enqueueWebhook(webhookQueue, { url: hook.url, secret: hook.secret!, event: 'job.stage', job: { ...status, stage } }, webhookSettings))
+      .catch((e) => log?.warn({ err: e, jobId: job.id }, 'stage webhook not queued'));
+  });
+  worker.on('completed', (job) => lastStage.delete(job.id as string));
+  worker.on('failed', (job) => {
+    if (job) lastStage.delete(job.id as string);
+  });
   worker.on('stalled', (jobId) => log?.warn({ jobId }, 'job stalled; put back in the queue'));
   worker.on('error', (e) => log?.error({ err: e }, 'worker error'));
   webhookWorker.on('failed', (job, err) => log?.warn({ jobId: job?.data.job.id, url: job?.data.url, attempt: job?.attemptsMade, reason: err.message }, 'webhook delivery failed'));

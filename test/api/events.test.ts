@@ -11,6 +11,7 @@ import { demoSets, writeDemoTestbed } from '../../src/demo/fixtures.js';
 import { ProgressEvents, estimatedFinishAt } from '../../src/queue/events.js';
 import { tempDir } from '../checkpoint/fixtures.js';
 import { KEYS, startHarness, type Harness } from './harness.js';
+import { startReceiver } from './webhook-receiver.js';
 
 type Event = { id: number; type: string; stage?: string; message?: string; state?: string; percent?: number };
 
@@ -53,9 +54,11 @@ describe('GET /v1/jobs/{id}/events on a real job', () => {
   let work: { dir: string; cleanup: () => Promise<void> };
   let jobId: string;
   let live: { id: number; event: string; data: Event }[];
+  let receiver: Awaited<ReturnType<typeof startReceiver>>;
 
   beforeAll(async () => {
     h = await startHarness({ worker: true });
+    receiver = await startReceiver();
     work = await tempDir('fgsn-events-');
     const tb = await writeDemoTestbed(join(work.dir, 'trio'));
     const admin = new FgsnClient(h.base, KEYS.admin);
@@ -66,6 +69,7 @@ describe('GET /v1/jobs/{id}/events on a real job', () => {
       finetuned: (await client.uploadCheckpoint(tb.finetuned)).id, reference,
       probes: { harmful: (await client.createProbeSet('harmful', sets.harmfulProbes)).id, benign: (await client.createProbeSet('benign', sets.benignProbes)).id },
       task: (await client.createProbeSet('task', sets.taskProbes)).id, outputs: ['diff'],
+      webhook: { url: receiver.url, secret: 'a-webhook-secret-of-some-length', events: ['terminal', 'stage'] },
     });
     jobId = job.id;
     // Subscribed right after submission: the stream follows the job live and ends with it.
@@ -75,6 +79,7 @@ describe('GET /v1/jobs/{id}/events on a real job', () => {
     live = await readSse(res);
   }, 300_000);
   afterAll(async () => {
+    await receiver?.close();
     await h?.close();
     await work?.cleanup();
   });
@@ -110,4 +115,15 @@ describe('GET /v1/jobs/{id}/events on a real job', () => {
     expect(rest.map((e) => e.id)).toEqual(live.slice(k + 1).map((e) => e.id));
     expect((await h.req('GET', `/v1/jobs/${jobId}/events`, { key: KEYS.b })).status).toBe(404);
   });
+
+  it('a webhook subscribed to stage events gets one job.stage delivery per stage, then the terminal one', async () => {
+    const events = (): { event: string; job: { stage: string | null } }[] => receiver.received.map((r) => JSON.parse(r.body) as { event: string; job: { stage: string | null } });
+    for (let i = 0; i < 100 && !events().some((e) => e.event === 'job.completed'); i++) await new Promise((r) => setTimeout(r, 100));
+    const got = events();
+    const stages = got.filter((e) => e.event === 'job.stage').map((e) => e.job.stage);
+    expect(new Set(stages).size).toBe(stages.length);
+    const streamed = live.filter((e) => e.event === 'stage').map((e) => e.data.stage);
+    expect(stages.sort()).toEqual([...new Set(streamed)].sort());
+    expect(got.filter((e) => e.event === 'job.completed')).toHaveLength(1);
+  }, 30_000);
 });
