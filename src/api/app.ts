@@ -12,7 +12,7 @@ import { Registry } from 'prom-client';
 import type { Config } from '../config.js';
 import { createHardenQueue, type HardenQueue } from '../queue/queue.js';
 import { createWebhookQueue } from '../queue/webhooks.js';
-import { createBlobStore, type BlobStore } from '../storage/index.js';
+import { createBlobStore, dataLayout, type BlobStore } from '../storage/index.js';
 import type { ApiContext } from './context.js';
 import { installErrorHandling, redisUnavailable } from './error-handler.js';
 import { createApiMetrics } from './metrics.js';
@@ -92,6 +92,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
     redis,
     records: new Records(redis, config.queuePrefix),
     store,
+    layout: dataLayout(config.dataDir),
     queue,
     webhookQueue,
     registry,

@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config.js';
 import type { HardenQueue } from '../queue/queue.js';
 import type { WebhookDelivery } from '../queue/webhooks.js';
-import type { BlobStore } from '../storage/index.js';
+import type { BlobStore, DataLayout } from '../storage/index.js';
 import type { ApiMetrics } from './metrics.js';
 import type { Records } from './records.js';
 
@@ -14,6 +14,8 @@ export interface ApiContext {
   redis: Redis;
   records: Records;
   store: BlobStore;
+  /** Every path under FGSN_DATA_DIR. */
+  layout: DataLayout;
   queue: HardenQueue;
   webhookQueue: Queue<WebhookDelivery>;
   registry: Registry;

@@ -22,12 +22,6 @@ import { invalidUploadError, validateUploadOffThread } from '../upload-validatio
 
 export { compactSummary, scrubPaths } from '../upload-validation.js';
 
-export function uploadDir(dataDir: string, id: string): string {
-  return join(dataDir, 'uploads', id);
-}
-export function uploadFilesDir(dataDir: string, id: string): string {
-  return join(uploadDir(dataDir, id), 'files');
-}
 
 /** The tenant's checkpoint or a 404 (another tenant's id is indistinguishable from a missing one). */
 export async function ownCheckpoint(records: Records, tenant: string, id: string): Promise<CheckpointRecord> {
@@ -73,7 +67,7 @@ class LimitedHasher extends Transform {
 }
 
 export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { records, config } = ctx;
+  const { records, config, layout } = ctx;
   const auth = authenticate(ctx);
 
   app.post(
@@ -91,7 +85,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       const body = (request.body ?? {}) as { name?: string };
       await checkQuota('checkpoints', config.quotas.checkpoints, await records.countCheckpoints(request.auth.tenant));
       const r: CheckpointRecord = { id: newId('ckpt'), tenant: request.auth.tenant, name: body.name, state: 'uploading', createdAt: new Date().toISOString() };
-      await mkdir(uploadFilesDir(config.dataDir, r.id), { recursive: true });
+      await mkdir(layout.uploadFiles(r.id), { recursive: true });
       await records.putCheckpoint(r);
       await records.markUploadOpen(r);
       request.log.info({ checkpointId: r.id }, 'upload created');
@@ -162,7 +156,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
         const known = Number.isFinite(declared) ? declared : 0;
         await checkFreeDisk(config.dataDir, config.minFreeDiskMb, known);
         await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), known);
-        const file = await receive(request, name, config.uploadMaxBytes, join(uploadDir(config.dataDir, id), 'partial'));
+        const file = await receive(request, name, config.uploadMaxBytes, layout.uploadPartial(id));
         try {
           // A body without a declared length is counted once received.
           await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), file.bytes);
@@ -175,7 +169,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
           }
           const now = await records.getCheckpoint(id);
           if (now?.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} was completed during the upload of ${name}`);
-          await rename(file.tmp, join(uploadFilesDir(config.dataDir, id), name));
+          await rename(file.tmp, join(layout.uploadFiles(id), name));
         } catch (e) {
           await rm(file.tmp, { force: true });
           throw e;
@@ -205,7 +199,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       checkUploadName(name);
       if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
       if (!(await records.deleteFile(id, name, r.tenant))) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
-      await rm(join(uploadFilesDir(config.dataDir, id), name), { force: true });
+      await rm(join(layout.uploadFiles(id), name), { force: true });
       return reply.status(204).send();
     },
   );
@@ -239,7 +233,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
         throw new FgsnError('CONFLICT', `checkpoint ${id} is being validated by another request (until ${r.leaseUntil ?? 'its lease ends'} at most)`);
       }
       try {
-        const dir = uploadFilesDir(config.dataDir, id);
+        const dir = layout.uploadFiles(id);
         const files = await records.listFiles(id);
         if (files.length === 0) throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} has no files`, { details: { problems: [] } });
         const v = await validateUploadOffThread(dir, { timeoutMs: config.validation.timeoutS * 1000, maxMemoryMb: config.validation.maxMemoryMb });
@@ -293,7 +287,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
         throw e;
       }
       await records.deleteCheckpoint(r);
-      await rm(uploadDir(config.dataDir, id), { recursive: true, force: true });
+      await rm(layout.upload(id), { recursive: true, force: true });
       request.log.info({ checkpointId: id }, 'checkpoint deleted');
       return reply.status(204).send();
     },
@@ -323,7 +317,7 @@ async function checkFreeDisk(dataDir: string, minFreeMb: number, bytes: number):
  * disk or quota. Safe with several API replicas: each removal is claimed by a state compare-and-set.
  */
 export async function sweepAbandonedUploads(ctx: ApiContext, log?: { info(o: object, m: string): void }): Promise<number> {
-  const { records, config } = ctx;
+  const { records, config, layout } = ctx;
   let removed = 0;
   for (const id of await records.uploadsOpenedBefore(Date.now() - config.uploadTtlS * 1000, 500)) {
     const r = await records.getCheckpoint(id);
@@ -336,7 +330,7 @@ export async function sweepAbandonedUploads(ctx: ApiContext, log?: { info(o: obj
     const claimed = await records.transitionCheckpoint(id, r.state, { state: 'deleting' }, r.state === 'validating' ? (r.leaseUntil ?? '') : undefined);
     if (claimed === undefined) continue;
     await records.deleteCheckpoint(r);
-    await rm(uploadDir(config.dataDir, id), { recursive: true, force: true });
+    await rm(layout.upload(id), { recursive: true, force: true });
     log?.info({ checkpointId: id, tenant: r.tenant }, 'abandoned upload removed');
     removed++;
   }

@@ -14,7 +14,7 @@ import type { JobRecord } from '../records.js';
 import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
 import { toJsonSchema, type JsonSchema } from '../zod-schema.js';
 import { methodOptionsJsonSchema } from '../method-options.js';
-import { checkQuota, ownCheckpoint, uploadFilesDir } from './checkpoints.js';
+import { checkQuota, ownCheckpoint } from './checkpoints.js';
 import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
 import type { z } from 'zod';
@@ -93,7 +93,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     const harmful = (await visibleProbeSet(ctx, tenant, body.probes?.harmful ?? 'default-harmful')).ref;
     const benign = (await visibleProbeSet(ctx, tenant, body.probes?.benign ?? 'default-benign')).ref;
     const task = body.task === undefined ? undefined : (await visibleProbeSet(ctx, tenant, body.task)).ref;
-    const ftPath = uploadFilesDir(config.dataDir, ft.id);
+    const ftPath = ctx.layout.uploadFiles(ft.id);
     const { webhook, ...publicRequest } = body;
     return {
       jobId,

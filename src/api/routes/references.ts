@@ -9,7 +9,7 @@ import { ID_PATTERN, newId } from '../ids.js';
 import type { ModelLocation, ReferenceRecord, Records } from '../records.js';
 import { ErrorBody, IdParams, ReferenceCreateBody, ReferenceList, ReferenceSchema } from '../schemas.js';
 import { toJsonSchema } from '../zod-schema.js';
-import { ownCheckpoint, uploadFilesDir } from './checkpoints.js';
+import { ownCheckpoint } from './checkpoints.js';
 
 export function referenceView(r: ReferenceRecord): Record<string, unknown> {
   // Server-side paths are the operator's business: tenants see only where a model came from.
@@ -49,7 +49,7 @@ export async function referenceRoutes(app: FastifyInstance, ctx: ApiContext): Pr
       const c = await ownCheckpoint(records, tenant, body.id);
       if (c.state !== 'ready') throw new FgsnError('CONFLICT', `checkpoint ${c.id} (${role}) is not completed`);
       if (c.kind !== 'model') throw new FgsnError('VALIDATION_FAILED', `checkpoint ${c.id} (${role}) is an adapter; references need full models`);
-      return { checkpointId: c.id, path: uploadFilesDir(config.dataDir, c.id) };
+      return { checkpointId: c.id, path: ctx.layout.uploadFiles(c.id) };
     }
     const loc: ModelLocation = { path: await allowedFolder(config.allowedModelDirs, body.path as string, role) };
     const v = await validateCheckpointFolder(loc.path);
