@@ -8,7 +8,11 @@ import type { BlobStore, DataLayout } from '../storage/index.js';
 import type { ApiMetrics } from './metrics.js';
 import type { Records } from './records.js';
 
-/** Everything route handlers use, created once per app. */
+/**
+ * What route handlers share, created once per app and decorated onto the Fastify instance (one decorator
+ * per member, so every route plugin reads `app.records`, `app.store`, ...). Helpers take this interface:
+ * the instance itself satisfies it, and so does BuiltApp.ctx outside a request.
+ */
 export interface ApiContext {
   config: Config;
   redis: Redis;
@@ -29,7 +33,19 @@ export interface AuthContext {
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    redis: Redis;
+    records: Records;
+    store: BlobStore;
+    layout: DataLayout;
+    queue: HardenQueue;
+    webhookQueue: Queue<WebhookDelivery>;
+    registry: Registry;
+    metrics: ApiMetrics;
+  }
   interface FastifyRequest {
+    /** Set by the authenticated scope's onRequest hook (auth.ts) before any /v1 handler runs. */
     auth: AuthContext;
   }
 }
