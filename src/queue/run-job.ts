@@ -128,7 +128,7 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
   const cacheDir = layout.cache;
   // Refused before anything is written: the output is about the size of the checkpoint it is made from.
   await mkdir(ctx.dataDir, { recursive: true });
-  await admitDisk(ctx.dataDir, cacheDir, diskNeed(await weightBytes(data.input.finetunedPath ?? data.input.alignedPath), ctx.minFreeDiskMb ?? 0));
+  await admitDisk(layout.root, layout.cache, diskNeed(await weightBytes(data.input.finetunedPath ?? data.input.alignedPath), ctx.minFreeDiskMb ?? 0));
 
   // A fresh folder per attempt: a retried attempt never sees (or publishes) files of a crashed one.
   const jobScratch = layout.jobScratch(data.jobId);

@@ -6,7 +6,8 @@
  *   <data>/uploads/<checkpoint>/files/<name>   completed upload files (read-only once complete)
  *   <data>/uploads/<checkpoint>/partial/       bytes of a PUT still being received
  *   <data>/work/<job>/attempt-.../             one attempt's private output folder
- *   <data>/cache/                              engine cache root (cache/engine: built ONNX sessions)
+ *   <data>/cache/                              the pipeline's cache root (it keeps built ONNX sessions in
+ *                                              cache/engine, which the queue bounds and evicts from)
  *   <data>/artifacts/                          the fs blob store (published artifacts, probe sets)
  */
 import { join, relative, sep } from 'node:path';
