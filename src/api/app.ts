@@ -1,6 +1,7 @@
 /**
- * The Fastify application: plugins (errors, auth, metrics, OpenAPI) and the /v1 routes over a context of
- * Redis records, the BullMQ queues and the artifact store. Building it connects nothing by itself.
+ * The Fastify application: the shared services (Redis records, the BullMQ queues, the artifact store, the
+ * data layout, metrics) as decorators, the ops routes, and the /v1 route plugins inside one authenticated
+ * scope. Building it connects nothing by itself.
  */
 import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
@@ -12,7 +13,8 @@ import { Registry } from 'prom-client';
 import type { Config } from '../config.js';
 import { createHardenQueue, type HardenQueue } from '../queue/queue.js';
 import { createWebhookQueue } from '../queue/webhooks.js';
-import { createBlobStore, type BlobStore } from '../storage/index.js';
+import { createBlobStore, dataLayout, type BlobStore } from '../storage/index.js';
+import { authenticate } from './auth.js';
 import type { ApiContext } from './context.js';
 import { installErrorHandling, redisUnavailable } from './error-handler.js';
 import { createApiMetrics } from './metrics.js';
@@ -24,7 +26,7 @@ import { jobRoutes } from './routes/jobs.js';
 import { opsRoutes } from './routes/ops.js';
 import { probeSetRoutes } from './routes/probe-sets.js';
 import { referenceRoutes } from './routes/references.js';
-import { zodValidatorCompiler } from './zod-schema.js';
+import { openApiObjectTransform, openApiRouteTransform, zodSerializerCompiler, zodValidatorCompiler } from './zod-schema.js';
 
 export const API_VERSION = '0.1.0';
 
@@ -41,21 +43,6 @@ export interface BuiltApp {
   ctx: ApiContext;
   /** Closes the HTTP server (in-flight requests finish), then the queues and connections. */
   close(): Promise<void>;
-}
-
-/** Fastify's catch-all parameter is `*`, which OpenAPI cannot name: documented as {path}. */
-function renameWildcard(schema: Record<string, unknown>, url: string): { schema: Record<string, unknown>; url: string } {
-  if (!url.endsWith('/*') || schema === undefined) return { schema, url };
-  const params = schema.params as { properties?: Record<string, unknown>; required?: string[] } | undefined;
-  const properties = { ...(params?.properties ?? {}) };
-  if ('*' in properties) {
-    properties.path = { ...(properties['*'] as object), description: 'Artifact name as listed, e.g. model/model.safetensors' };
-    delete properties['*'];
-  }
-  return {
-    schema: { ...schema, params: { ...params, properties, required: (params?.required ?? []).map((r) => (r === '*' ? 'path' : r)) } },
-    url: url.slice(0, -1) + ':path',
-  };
 }
 
 /** Waits up to `ms` for the connection (the API still starts without Redis, answering 503 until it is back). */
@@ -93,6 +80,7 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
     redis,
     records: new Records(redis, config.queuePrefix),
     store,
+    layout: dataLayout(config.dataDir),
     queue,
     webhookQueue,
     registry,
@@ -113,17 +101,22 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
     ajv: { customOptions: { strict: false } },
   }) as unknown as FastifyInstance;
   app.setValidatorCompiler(zodValidatorCompiler);
-  // Response schemas document; they do not filter what is sent.
-  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  app.setSerializerCompiler(zodSerializerCompiler);
   installErrorHandling(app);
+  // The shared services, one decorator each: route plugins read them from their instance (children see them).
+  app
+    .decorate('config', ctx.config)
+    .decorate('redis', ctx.redis)
+    .decorate('records', ctx.records)
+    .decorate('store', ctx.store)
+    .decorate('layout', ctx.layout)
+    .decorate('queue', ctx.queue)
+    .decorate('webhookQueue', ctx.webhookQueue)
+    .decorate('registry', ctx.registry)
+    .decorate('metrics', ctx.metrics);
   // BullMQ prints connection errors of a queue without an 'error' listener; requests already answer 503.
   for (const q of [queue, webhookQueue]) q.on('error', (e: Error) => app.log.debug({ err: e }, 'queue connection error'));
 
-  // Every /v1 request needs Redis (auth's rate limit, records, the queue): answer 503 at once while it is
-  // disconnected rather than let the request find out command by command.
-  app.addHook('onRequest', async (request) => {
-    if (opts.offline !== true && request.url.startsWith('/v1/') && (redis.status !== 'ready' || queueConnection.status !== 'ready')) throw redisUnavailable();
-  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -137,25 +130,50 @@ export async function buildApp(config: Config, opts: AppOptions = {}): Promise<B
       info: {
         title: 'fgsn',
         version: API_VERSION,
+        license: { name: 'MIT', url: 'https://opensource.org/license/mit' },
         description:
           'Find and repair the safety neurons a fine-tune broke: upload a fine-tuned checkpoint, run a hardening job, download the repaired model, ' +
           'a row diff and a report. Errors are {code, message, hint, details, requestId}; codes are listed in src/errors.ts.',
       },
+      servers: [
+        {
+          url: '{scheme}://{host}',
+          description: 'Where `fgsn serve` listens (FGSN_HOST / FGSN_PORT, default port 8080), or the deployment in front of it',
+          variables: { scheme: { default: 'http', enum: ['http', 'https'] }, host: { default: 'localhost:8080' } },
+        },
+      ],
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'API key from FGSN_API_KEYS' } } },
       security: [{ bearer: [] }],
-      tags: ['checkpoints', 'references', 'probe-sets', 'jobs', 'artifacts', 'ops'].map((name) => ({ name })),
+      tags: [
+        { name: 'checkpoints', description: 'Uploads of fine-tuned models and LoRA adapters: create, PUT files, complete (validated, then immutable)' },
+        { name: 'references', description: 'Aligned models with their base, registered by an admin; what a job compares the fine-tune against' },
+        { name: 'probe-sets', description: 'Harmful, benign and task prompts (NDJSON) that locate the safety neurons and evaluate the result' },
+        { name: 'jobs', description: 'Hardening jobs: submit (idempotent), follow, cancel, delete' },
+        { name: 'artifacts', description: 'What a completed job produced: the repaired model, a row diff, a report' },
+        { name: 'ops', description: 'Liveness, readiness and Prometheus metrics (no key needed)' },
+      ],
     },
-    transform: ({ schema, url }) => renameWildcard(schema as Record<string, unknown>, url),
+    transform: openApiRouteTransform,
+    transformObject: openApiObjectTransform,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
-  await opsRoutes(app, ctx);
-  await checkpointRoutes(app, ctx);
-  await referenceRoutes(app, ctx);
-  await probeSetRoutes(app, ctx);
-  await jobRoutes(app, ctx);
-  await jobEventRoutes(app, ctx);
-  await artifactRoutes(app, ctx);
+  await app.register(opsRoutes);
+  // The /v1 API: one scope whose hooks run before every route registered in it (and only those).
+  await app.register(async (v1) => {
+    // Every /v1 request needs Redis (auth's rate limit, records, the queue): answer 503 at once while it is
+    // disconnected rather than let the request find out command by command.
+    v1.addHook('onRequest', async () => {
+      if (opts.offline !== true && (redis.status !== 'ready' || queueConnection.status !== 'ready')) throw redisUnavailable();
+    });
+    v1.addHook('onRequest', authenticate(ctx));
+    await v1.register(checkpointRoutes);
+    await v1.register(referenceRoutes);
+    await v1.register(probeSetRoutes);
+    await v1.register(jobRoutes);
+    await v1.register(jobEventRoutes);
+    await v1.register(artifactRoutes);
+  });
 
   // Abandoned uploads are removed after FGSN_UPLOAD_TTL_S (checked a few times per TTL, at most every 5 min).
   const sweeper =

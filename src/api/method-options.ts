@@ -53,7 +53,7 @@ export function methodOptionsJsonSchema(): JsonSchema {
 export function methodOptionsBinding(): JsonSchema[] {
   return DEFENSE_METHODS.map((m) => ({
     if: m === 'fgsn'
-      ? { anyOf: [{ not: { required: ['method'] } }, { properties: { method: { const: m } }, required: ['method'] }] }
+      ? { anyOf: [{ not: { properties: { method: { type: 'string' } }, required: ['method'] } }, { properties: { method: { const: m } }, required: ['method'] }] }
       : { properties: { method: { const: m } }, required: ['method'] },
     then: { properties: { options: optionsJsonSchema(m) } },
   }));

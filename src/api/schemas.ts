@@ -1,17 +1,27 @@
-/** Request and response shapes of the /v1 API (the single source of validation and of the OpenAPI document). */
+/**
+ * Request and response shapes of the /v1 API (the single source of validation, of response serialization
+ * and of the OpenAPI document). Schemas given an id here (`component`) are shared OpenAPI
+ * components.schemas entries, referenced wherever they are used.
+ */
 import { z } from 'zod';
-import { Method, optionIssues } from './method-options.js';
+import { Method, methodOptionsBinding, methodOptionsJsonSchema, optionIssues } from './method-options.js';
+
+/** Names the schema in the OpenAPI document's components.schemas (input variants get an `Input` suffix). */
+function component<T extends z.ZodType>(id: string, schema: T): T {
+  z.globalRegistry.add(schema, { id });
+  return schema;
+}
 
 const ResourceId = z.string().min(1).max(64).describe('Resource id as returned on creation');
 
-export const ErrorBody = z
+export const ErrorBody = component('Error', z
   .object({
     code: z.string().describe('Stable error code from the catalogue (src/errors.ts)'),
     message: z.string(),
     hint: z.string().optional(),
     details: z.unknown().optional(),
     requestId: z.string().optional(),
-  });
+  }));
 
 export const IdParams = z.object({ id: ResourceId });
 export const FileParams = z.object({ id: ResourceId, name: z.string().min(1).max(1024) });
@@ -23,9 +33,9 @@ export const CheckpointCreateBody = z
   .strict()
   .default({});
 
-export const UploadedFileSchema = z.object({ name: z.string(), bytes: z.number().int(), sha256: z.string() });
+export const UploadedFileSchema = component('UploadedFile', z.object({ name: z.string(), bytes: z.number().int(), sha256: z.string() }));
 
-export const CheckpointSchema = z
+export const CheckpointSchema = component('Checkpoint', z
   .object({
     id: z.string(),
     name: z.string().optional(),
@@ -35,10 +45,10 @@ export const CheckpointSchema = z
     files: z.array(UploadedFileSchema),
     createdAt: z.string(),
     completedAt: z.string().optional(),
-  });
+  }));
 
 export const CheckpointListQuery = z.object({ limit: z.coerce.number().int().min(1).max(500).default(100) });
-export const CheckpointList = z.object({ items: z.array(CheckpointSchema) });
+export const CheckpointList = component('CheckpointList', z.object({ items: z.array(CheckpointSchema) }));
 
 // references
 export const ReferenceCreateBody = z
@@ -56,7 +66,7 @@ export const ReferenceCreateBody = z
     message: 'give either {aligned, base} checkpoint ids or {alignedPath, basePath} server-side folders',
   });
 
-export const ReferenceSchema = z
+export const ReferenceSchema = component('Reference', z
   .object({
     id: z.string(),
     name: z.string().optional(),
@@ -64,9 +74,9 @@ export const ReferenceSchema = z
     aligned: z.object({ checkpointId: z.string().optional(), source: z.enum(['upload', 'server']) }),
     base: z.object({ checkpointId: z.string().optional(), source: z.enum(['upload', 'server']) }),
     createdAt: z.string(),
-  });
+  }));
 
-export const ReferenceList = z.object({ items: z.array(ReferenceSchema) });
+export const ReferenceList = component('ReferenceList', z.object({ items: z.array(ReferenceSchema) }));
 
 // probe sets
 export const ProbeLine = z
@@ -82,7 +92,7 @@ export const ProbeSetQuery = z.object({
   name: z.string().min(1).max(200).optional(),
 });
 
-export const ProbeSetSchema = z
+export const ProbeSetSchema = component('ProbeSet', z
   .object({
     id: z.string(),
     name: z.string().optional(),
@@ -91,9 +101,9 @@ export const ProbeSetSchema = z
     categories: z.record(z.string(), z.number().int()),
     builtIn: z.boolean(),
     createdAt: z.string(),
-  });
+  }));
 
-export const ProbeSetList = z.object({ items: z.array(ProbeSetSchema) });
+export const ProbeSetList = component('ProbeSetList', z.object({ items: z.array(ProbeSetSchema) }));
 
 // jobs
 export { Method };
@@ -104,7 +114,8 @@ export const JobCreateBody = z
     finetuned: ResourceId.describe('Completed upload: full fine-tune or LoRA adapter over the aligned model'),
     reference: ResourceId.describe('Reference (aligned + base)'),
     method: Method.default('fgsn'),
-    options: z.record(z.string(), z.unknown()).optional().describe('Method options (documented per method from the defense registry)'),
+    // Documented per method from the defense's option spec; validated by the defense's parser below.
+    options: z.record(z.string(), z.unknown()).optional().meta(methodOptionsJsonSchema()),
     probes: z
       .object({ harmful: ResourceId.optional(), benign: ResourceId.optional() })
       .strict()
@@ -141,13 +152,15 @@ export const JobCreateBody = z
   // Options are checked by the defense's parser here, at submission, not first in the worker.
   .superRefine((b, ctx) => {
     for (const issue of optionIssues(b.method, b.options)) ctx.addIssue({ code: 'custom', path: issue.path, message: issue.message });
-  });
+  })
+  // OpenAPI: `options` bound to `method` (JSON Schema if/then per method), as the parser above enforces.
+  .meta({ allOf: methodOptionsBinding() });
 
 export const JobState = z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']);
 
-const ArtifactEntry = z.object({ name: z.string(), bytes: z.number().int(), sha256: z.string() });
+const ArtifactEntry = component('ArtifactEntry', z.object({ name: z.string(), bytes: z.number().int(), sha256: z.string() }));
 
-export const JobSchema = z
+export const JobSchema = component('Job', z
   .object({
     id: z.string(),
     state: JobState,
@@ -164,7 +177,7 @@ export const JobSchema = z
     cancelRequested: z.boolean(),
     estimatedFinishAt: z.string().nullable().describe('Running jobs: expected finish time, extrapolated from progress since the start; null otherwise'),
     request: z.record(z.string(), z.unknown()),
-  });
+  }));
 
 export const JobListQuery = z.object({
   state: JobState.optional(),
@@ -172,9 +185,22 @@ export const JobListQuery = z.object({
   cursor: z.string().max(200).optional(),
 });
 
-export const JobList = z.object({ items: z.array(JobSchema), nextCursor: z.string().nullable() });
+export const JobList = component('JobList', z.object({ items: z.array(JobSchema), nextCursor: z.string().nullable() }));
 
-export const ArtifactSchema = ArtifactEntry.extend({ url: z.string() });
-export const ArtifactList = z.object({ jobId: z.string(), state: JobState, items: z.array(ArtifactSchema) });
+export const ArtifactSchema = component('Artifact', ArtifactEntry.extend({ url: z.string() }));
+export const ArtifactList = component('ArtifactList', z.object({ jobId: z.string(), state: JobState, items: z.array(ArtifactSchema) }));
 
-export const Health = z.object({ status: z.string(), checks: z.record(z.string(), z.object({ ok: z.boolean(), detail: z.string().optional() })).optional() });
+export const Health = component('Health', z.object({ status: z.string(), checks: z.record(z.string(), z.object({ ok: z.boolean(), detail: z.string().optional() })).optional() }));
+
+/** Error responses of an operation, by status; every one answers in the Error shape. */
+export function errorResponses<C extends number>(...codes: C[]): Record<C, typeof ErrorBody> {
+  return Object.fromEntries(codes.map((c) => [c, ErrorBody])) as Record<C, typeof ErrorBody>;
+}
+
+/**
+ * Errors every authenticated (/v1) operation can answer besides its own: 401 (no or unknown key), 429 (rate
+ * limit or too many failed authentications, with Retry-After) and 503 (Redis away, with Retry-After).
+ */
+export function authErrorResponses<C extends number>(...codes: C[]): Record<C | 401 | 429 | 503, typeof ErrorBody> {
+  return errorResponses<C | 401 | 429 | 503>(...codes, 401, 429, 503);
+}

@@ -14,6 +14,7 @@ import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
 import type { BlobStore } from '../storage/index.js';
 import type { HardenJobData, HardenJobInput, HardenJobResult, HardenProgress, ProbeRef } from './job-data.js';
 import type { EvaluationRequest, HardenRequest, ProbeRecord } from '../pipeline/types.js';
+import { dataLayout } from '../storage/layout.js';
 import { readProbeBlob } from '../storage/probe-blobs.js';
 
 export interface RunContext {
@@ -42,8 +43,9 @@ export function throwIfCancelled(signal: AbortSignal | undefined): void {
  */
 export function pathScrubber(input: { basePath: string; alignedPath: string; finetunedPath?: string; adapterPath?: string }, dataDir: string): (text: string) => string {
   const publicName = (p: string): string => {
+    const upload = dataLayout(dataDir).uploadOf(p);
+    if (upload !== undefined) return [upload.checkpointId, ...upload.rest].join('/');
     const rel = relative(dataDir, p).split(sep);
-    if (rel[0] === 'uploads' && rel[2] === 'files') return [rel[1], ...rel.slice(3)].join('/');
     return rel[0] !== '..' && rel[0] !== '' ? rel.join('/') : basename(p);
   };
   const pairs: [string, string][] = [input.basePath, input.alignedPath, input.finetunedPath, input.adapterPath]
@@ -122,13 +124,14 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     throwIfCancelled(ctx.signal);
   }
 
-  const cacheDir = join(ctx.dataDir, 'cache');
+  const layout = dataLayout(ctx.dataDir);
+  const cacheDir = layout.cache;
   // Refused before anything is written: the output is about the size of the checkpoint it is made from.
   await mkdir(ctx.dataDir, { recursive: true });
-  await admitDisk(ctx.dataDir, cacheDir, diskNeed(await weightBytes(data.input.finetunedPath ?? data.input.alignedPath), ctx.minFreeDiskMb ?? 0));
+  await admitDisk(layout.root, layout.cache, diskNeed(await weightBytes(data.input.finetunedPath ?? data.input.alignedPath), ctx.minFreeDiskMb ?? 0));
 
   // A fresh folder per attempt: a retried attempt never sees (or publishes) files of a crashed one.
-  const jobScratch = join(ctx.dataDir, 'work', data.jobId);
+  const jobScratch = layout.jobScratch(data.jobId);
   const costAtStart = processCost(true);
   const outDir = join(jobScratch, `attempt-${ctx.attempt}-${process.pid}-${Date.now()}`);
   await mkdir(outDir, { recursive: true });
@@ -176,7 +179,7 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     const manifest = await publishArtifacts(ctx.store, data.jobId, outDir, known, { move: ctx.store.kind === 'fs' });
     // Leftovers of crashed attempts (store blobs, scratch folders) were never visible; now they can go.
     await removeStaleAttempts(ctx.store, manifest).catch(() => undefined);
-    await rm(join(ctx.dataDir, 'work', data.jobId), { recursive: true, force: true });
+    await rm(jobScratch, { recursive: true, force: true });
     timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
     await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
     const costAtEnd = processCost();
@@ -201,7 +204,7 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     // This process's engines are closed: the cache entries it used may be evicted again.
     releaseAllHolds();
     try {
-      enforceCacheBound(join(cacheDir, 'engine'));
+      enforceCacheBound(layout.engineCache);
     } catch {
       // bounding is housekeeping: the next job's admission and builds enforce it again
     }

@@ -20,6 +20,7 @@ import { enforceCacheBound } from '../engine/session/cache-lifecycle.js';
 import { withEngineProcessEnv } from '../engine/session/session.js';
 import { describeJob } from './status.js';
 import { expireJobRecord } from './queue.js';
+import { dataLayout } from '../storage/layout.js';
 import { createWebhookQueue, enqueueWebhook, eventFor, startWebhookWorker, type WebhookSettings } from './webhooks.js';
 
 export interface WorkerOptions {
@@ -72,7 +73,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
   });
   try {
     // Leftovers of processors that died (builders' temporary folders) go, and the bound holds from the start.
-    enforceCacheBound(join(config.dataDir, 'cache', 'engine'));
+    enforceCacheBound(dataLayout(config.dataDir).engineCache);
   } catch (e) {
     log?.warn({ err: e }, 'cache bound check failed');
   }
@@ -103,7 +104,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     if (event === undefined) return; // a failed attempt that will be retried
     // The job ended (completed, failed or cancelled): its scratch goes, including what a processor killed
     // mid-attempt (out of memory) could not remove itself.
-    await rm(join(config.dataDir, 'work', job.data.jobId), { recursive: true, force: true }).catch((e) => log?.warn({ err: e, jobId: job.data.jobId }, 'scratch removal failed'));
+    await rm(dataLayout(config.dataDir).jobScratch(job.data.jobId), { recursive: true, force: true }).catch((e) => log?.warn({ err: e, jobId: job.data.jobId }, 'scratch removal failed'));
     log?.info({ jobId: status.id, state: status.state, error: status.error?.code }, 'job finished');
     // The API's record of the job goes with the queue entry after the retention period.
     await expireJobRecord(connection, config.queuePrefix, status.id, config.jobRetentionS);

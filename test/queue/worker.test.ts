@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { startWorker, type RunningWorker } from '../../src/queue/worker.js';
 import { KEYS, startHarness, uploadFolder, waitFor, type Harness } from '../api/harness.js';
 import { testbedProbeNdjson } from '../api/testbed-probes.js';
 import { startReceiver } from '../api/webhook-receiver.js';
@@ -141,16 +143,18 @@ describeTestbed('worker: cancel and bad input (fs storage)', () => {
 
 describeTestbed('worker: a job is refused when the data folder lacks the disk it needs', () => {
   let h: Harness;
+  let worker: RunningWorker | undefined;
   let ids: Awaited<ReturnType<typeof setup>>;
   beforeAll(async () => {
-    // A margin no disk has, for the worker only: every job is short of space (the API would refuse the
-    // uploads themselves under the same margin, with 507, before any job exists).
-    h = await startHarness({
-      worker: true, env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV, FGSN_JOB_ATTEMPTS: '1' }, workerEnv: { FGSN_MIN_FREE_DISK_MB: String(1024 ** 3) },
-    });
+    h = await startHarness({ env: { FGSN_ALLOWED_MODEL_DIRS: TESTBED_DEV, FGSN_JOB_ATTEMPTS: '1' } });
+    // Uploaded first: the API refuses uploads (507) under the same margin the worker is given below.
     ids = await setup(h);
+    // A margin no disk has, for the worker only: every job is short of space.
+    worker = startWorker(loadConfig({ ...h.env, FGSN_MIN_FREE_DISK_MB: String(1024 ** 3) }));
+    await worker.worker.waitUntilReady();
   });
   afterAll(async () => {
+    await worker?.close();
     await h?.close();
   });
 

@@ -10,7 +10,7 @@ import { rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { uploadFilesDir } from '../../src/api/routes/checkpoints.js';
+import { dataLayout } from '../../src/storage/layout.js';
 import { loadConfig } from '../../src/config.js';
 import { pathScrubber } from '../../src/queue/run-job.js';
 import { startWorker, type RunningWorker } from '../../src/queue/worker.js';
@@ -98,7 +98,7 @@ describe('item 10', () => {
 
   it('a failed job reports its error without absolute server paths', async () => {
     const ft = await readyCheckpoint(s.h, s.modelDir, 'key-tenant-a-0123456789');
-    await rm(join(uploadFilesDir(s.h.dataDir, ft), 'config.json'), { force: true });
+    await rm(join(dataLayout(s.h.dataDir).uploadFiles(ft), 'config.json'), { force: true });
     const sub = await s.h.json<{ id: string }>('POST', '/v1/jobs', { json: { finetuned: ft, reference: s.reference } });
     expect(sub.status).toBe(202);
     worker = startWorker(s.h.config);

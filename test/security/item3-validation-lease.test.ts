@@ -7,7 +7,7 @@
 import { writeFile, mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { uploadDir } from '../../src/api/routes/checkpoints.js';
+import { dataLayout } from '../../src/storage/layout.js';
 import { tinyConfig } from '../checkpoint/fixtures.js';
 import { KEYS, uploadFolder } from '../api/harness.js';
 import { securitySetup, type SecuritySetup } from './fixtures.js';
@@ -97,7 +97,7 @@ describe('item 3: validation off the event loop, leases, DELETE', () => {
     await forceState(id, { state: 'validating', leaseUntil: new Date(Date.now() - 1000).toISOString() });
     expect((await s.h.json('DELETE', `/v1/checkpoints/${id}`)).status).toBe(204);
     expect((await s.h.json('GET', `/v1/checkpoints/${id}`)).status).toBe(404);
-    await expect(stat(uploadDir(s.h.dataDir, id))).rejects.toThrow();
+    await expect(stat(dataLayout(s.h.dataDir).upload(id))).rejects.toThrow();
   });
 
   it('DELETE is refused while a queued job uses the checkpoint, allowed after it is cancelled; other tenants get 404', async () => {
@@ -111,7 +111,7 @@ describe('item 3: validation off the event loop, leases, DELETE', () => {
     expect((await s.h.json<{ state: string }>('GET', `/v1/checkpoints/${s.finetuned}`)).body.state).toBe('ready');
     expect((await s.h.json('POST', `/v1/jobs/${job.body.id}/cancel`)).status).toBe(202);
     expect((await s.h.json('DELETE', `/v1/checkpoints/${s.finetuned}`)).status).toBe(204);
-    await expect(stat(uploadDir(s.h.dataDir, s.finetuned))).rejects.toThrow();
+    await expect(stat(dataLayout(s.h.dataDir).upload(s.finetuned))).rejects.toThrow();
     const after = await s.h.json<{ code: string }>('POST', '/v1/jobs', { json: { finetuned: s.finetuned, reference: s.reference } });
     expect(after.status).toBe(404);
   });

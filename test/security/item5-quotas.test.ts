@@ -7,7 +7,8 @@ import { request as httpRequest } from 'node:http';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sweepAbandonedUploads, uploadDir } from '../../src/api/routes/checkpoints.js';
+import { sweepAbandonedUploads } from '../../src/api/routes/checkpoints.js';
+import { dataLayout } from '../../src/storage/layout.js';
 import { KEYS, uploadFolder } from '../api/harness.js';
 import { securitySetup, type SecuritySetup } from './fixtures.js';
 
@@ -55,7 +56,7 @@ describe('item 5: quotas, upload TTL, free disk', () => {
     expect(await sweepAbandonedUploads(s.h.built.ctx)).toBeGreaterThanOrEqual(2);
     for (const o of open) {
       expect((await s.h.json('GET', `/v1/checkpoints/${o.id}`)).status).toBe(404);
-      await expect(stat(uploadDir(s.h.dataDir, o.id))).rejects.toThrow();
+      await expect(stat(dataLayout(s.h.dataDir).upload(o.id))).rejects.toThrow();
     }
     // the completed checkpoint stays
     expect((await s.h.json('GET', `/v1/checkpoints/${s.finetuned}`)).status).toBe(200);

@@ -1,12 +1,13 @@
 import { basename } from 'node:path';
 import rangeParser from 'range-parser';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { z } from 'zod';
 import { FgsnError } from '../../errors.js';
 import { readManifest } from '../../storage/artifacts.js';
-import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
-import { ArtifactList, ArtifactParams, ErrorBody, IdParams } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
+import { ArtifactList, ArtifactParams, authErrorResponses, IdParams } from '../schemas.js';
+import { binary, noContent } from '../zod-schema.js';
 import { jobStatusFor, ownJob } from './jobs.js';
 
 /**
@@ -61,22 +62,59 @@ function contentType(name: string): string {
   return 'application/octet-stream';
 }
 
-export async function artifactRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const auth = authenticate(ctx);
-  const err = toJsonSchema(ErrorBody, 'output');
+/** GET and HEAD of one artifact: headers (ETag = sha256, ranges) for both, bytes for GET. */
+async function serveArtifact(ctx: ApiContext, params: z.output<typeof ArtifactParams>, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const record = await ownJob(ctx, request.auth.tenant, params.id);
+  const status = await jobStatusFor(ctx, record);
+  const manifest = status.state === 'completed' ? await readManifest(ctx.store, record.id) : undefined;
+  const art = manifest?.artifacts.find((a) => a.name === params['*']);
+  if (art === undefined) throw new FgsnError('NOT_FOUND', `job ${record.id} has no artifact ${params['*']}`);
+  const etag = `"${art.sha256}"`;
+  reply
+    .header('etag', etag)
+    .header('accept-ranges', 'bytes')
+    .header('cache-control', 'private, max-age=31536000, immutable')
+    .header('content-disposition', contentDisposition(art.name))
+    .type(contentType(art.name));
+  if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.status(304).send();
+  const ifRange = request.headers['if-range'];
+  const range = ifRange !== undefined && ifRange !== etag ? null : parseRange(request.headers.range, art.bytes);
+  if (range === 'unsatisfiable') {
+    reply.header('content-range', `bytes */${art.bytes}`);
+    throw new FgsnError('RANGE_NOT_SATISFIABLE', `range ${request.headers.range} lies outside ${art.name} (${art.bytes} bytes)`);
+  }
+  const length = range === null ? art.bytes : range.end - range.start + 1;
+  reply.header('content-length', length);
+  if (range !== null) reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${art.bytes}`);
+  if (request.method === 'HEAD') return reply.send();
+  if (length === 0) return reply.send(Buffer.alloc(0));
+  const stream = await ctx.store.read(art.key, range ?? undefined);
+  // Counted when the response went out whole, without tapping the stream itself.
+  reply.raw.once('finish', () => ctx.metrics.bytesOut.inc(length));
+  return reply.send(stream);
+}
 
+/** Raw bytes (the artifact's own Content-Type is set per file; octet-stream is what a client should assume). */
+const bytesOf = (description: string) => ({ description, content: { 'application/octet-stream': { schema: binary(description) } } });
+
+export const artifactRoutes: FastifyPluginAsyncZod = async (app) => {
   app.get(
     '/v1/jobs/:id/artifacts',
     {
-      onRequest: auth,
-      schema: { tags: ['artifacts'], summary: 'Artifacts of a completed job (empty until then)', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(ArtifactList, 'output'), 401: err, 404: err } },
+      schema: {
+        tags: ['artifacts'],
+        operationId: 'listArtifacts',
+        summary: 'Artifacts of a completed job (empty until then)',
+        params: IdParams,
+        response: { 200: ArtifactList, ...authErrorResponses(404) },
+      },
     },
     async (request) => {
-      const record = await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id);
-      const status = await jobStatusFor(ctx, record);
+      const record = await ownJob(app, request.auth.tenant, request.params.id);
+      const status = await jobStatusFor(app, record);
       // Only a completed job's manifest is shown: a manifest from an attempt whose completion was lost is
       // complete in itself, but the job's own answer is what clients wait for.
-      const manifest = status.state === 'completed' ? await readManifest(ctx.store, record.id) : undefined;
+      const manifest = status.state === 'completed' ? await readManifest(app.store, record.id) : undefined;
       return {
         jobId: record.id,
         state: status.state,
@@ -85,46 +123,26 @@ export async function artifactRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     },
   );
 
-  app.route({
-    method: ['GET', 'HEAD'],
-    url: '/v1/jobs/:id/artifacts/*',
-    onRequest: auth,
-    schema: {
-      tags: ['artifacts'],
-      summary: 'Download one artifact (Range, ETag = sha256, HEAD)',
-      params: toJsonSchema(ArtifactParams),
-      response: { 200: { description: 'The artifact bytes', type: 'string', format: 'binary' }, 206: { description: 'One byte range', type: 'string', format: 'binary' }, 304: { description: 'Not modified', type: 'null' }, 401: err, 404: err, 416: err },
-    },
-    handler: async (request, reply) => {
-      const params = request.params as { id: string; '*': string };
-      const record = await ownJob(ctx, request.auth.tenant, params.id);
-      const status = await jobStatusFor(ctx, record);
-      const manifest = status.state === 'completed' ? await readManifest(ctx.store, record.id) : undefined;
-      const art = manifest?.artifacts.find((a) => a.name === params['*']);
-      if (art === undefined) throw new FgsnError('NOT_FOUND', `job ${record.id} has no artifact ${params['*']}`);
-      const etag = `"${art.sha256}"`;
-      reply
-        .header('etag', etag)
-        .header('accept-ranges', 'bytes')
-        .header('cache-control', 'private, max-age=31536000, immutable')
-        .header('content-disposition', contentDisposition(art.name))
-        .type(contentType(art.name));
-      if (ifNoneMatchHits(request.headers['if-none-match'], etag)) return reply.status(304).send();
-      const ifRange = request.headers['if-range'];
-      const range = ifRange !== undefined && ifRange !== etag ? null : parseRange(request.headers.range, art.bytes);
-      if (range === 'unsatisfiable') {
-        reply.header('content-range', `bytes */${art.bytes}`);
-        throw new FgsnError('RANGE_NOT_SATISFIABLE', `range ${request.headers.range} lies outside ${art.name} (${art.bytes} bytes)`);
-      }
-      const length = range === null ? art.bytes : range.end - range.start + 1;
-      reply.header('content-length', length);
-      if (range !== null) reply.status(206).header('content-range', `bytes ${range.start}-${range.end}/${art.bytes}`);
-      if (request.method === 'HEAD') return reply.send();
-      if (length === 0) return reply.send(Buffer.alloc(0));
-      const stream = await ctx.store.read(art.key, range ?? undefined);
-      // Counted when the response went out whole, without tapping the stream itself.
-      reply.raw.once('finish', () => ctx.metrics.bytesOut.inc(length));
-      return reply.send(stream);
+  const download = (operationId: string, summary: string, bytes: boolean) => ({
+    tags: ['artifacts'],
+    operationId,
+    summary,
+    params: ArtifactParams,
+    response: {
+      200: bytes ? bytesOf('The artifact bytes') : noContent('The artifact exists: its headers, no body'),
+      206: bytes ? bytesOf('One byte range') : noContent('One byte range: its headers, no body'),
+      304: noContent('Not modified'),
+      ...authErrorResponses(404, 416),
     },
   });
-}
+  // HEAD first and on its own: an operation of its own in the OpenAPI document (not Fastify's implicit HEAD).
+  app.head(
+    '/v1/jobs/:id/artifacts/*',
+    { schema: download('headArtifact', 'Headers of one artifact (size, ETag = sha256, ranges)', false), config: { swagger: { exposeHeadRoute: true } } },
+    (request, reply) =>
+    serveArtifact(app, request.params, request, reply),
+  );
+  app.get('/v1/jobs/:id/artifacts/*', { schema: download('downloadArtifact', 'Download one artifact (Range, ETag = sha256)', true) }, (request, reply) =>
+    serveArtifact(app, request.params, request, reply),
+  );
+};

@@ -9,25 +9,20 @@ import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import multipart from '@fastify/multipart';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod, ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { z } from 'zod';
 import { FgsnError } from '../../errors.js';
-import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { CheckpointRecord, Records, UploadedFile } from '../records.js';
 import { checkUploadName } from '../upload-names.js';
-import { CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, ErrorBody, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
+import { authErrorResponses, CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
+import { binary, noContent } from '../zod-schema.js';
 import { invalidUploadError, validateUploadOffThread } from '../upload-validation.js';
 
 export { compactSummary, scrubPaths } from '../upload-validation.js';
 
-export function uploadDir(dataDir: string, id: string): string {
-  return join(dataDir, 'uploads', id);
-}
-export function uploadFilesDir(dataDir: string, id: string): string {
-  return join(uploadDir(dataDir, id), 'files');
-}
 
 /** The tenant's checkpoint or a 404 (another tenant's id is indistinguishable from a missing one). */
 export async function ownCheckpoint(records: Records, tenant: string, id: string): Promise<CheckpointRecord> {
@@ -36,7 +31,7 @@ export async function ownCheckpoint(records: Records, tenant: string, id: string
   return r;
 }
 
-async function view(records: Records, r: CheckpointRecord): Promise<Record<string, unknown>> {
+async function view(records: Records, r: CheckpointRecord): Promise<z.output<typeof CheckpointSchema>> {
   return {
     id: r.id,
     name: r.name,
@@ -48,9 +43,6 @@ async function view(records: Records, r: CheckpointRecord): Promise<Record<strin
     completedAt: r.completedAt,
   };
 }
-
-const errorResponses = (...codes: number[]): Record<number, unknown> =>
-  Object.fromEntries(codes.map((c) => [c, toJsonSchema(ErrorBody, 'output')]));
 
 class LimitedHasher extends Transform {
   readonly hash = createHash('sha256');
@@ -72,26 +64,25 @@ class LimitedHasher extends Transform {
   }
 }
 
-export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { records, config } = ctx;
-  const auth = authenticate(ctx);
+export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { records, config, layout } = app;
 
   app.post(
     '/v1/checkpoints',
     {
-      onRequest: auth,
       schema: {
         tags: ['checkpoints'],
+        operationId: 'createCheckpoint',
         summary: 'Create an upload',
-        body: toJsonSchema(CheckpointCreateBody),
-        response: { 201: toJsonSchema(CheckpointSchema, 'output'), ...errorResponses(400, 401) },
+        body: CheckpointCreateBody,
+        response: { 201: CheckpointSchema, ...authErrorResponses(400) },
       },
     },
     async (request, reply) => {
-      const body = (request.body ?? {}) as { name?: string };
+      const body = request.body;
       await checkQuota('checkpoints', config.quotas.checkpoints, await records.countCheckpoints(request.auth.tenant));
       const r: CheckpointRecord = { id: newId('ckpt'), tenant: request.auth.tenant, name: body.name, state: 'uploading', createdAt: new Date().toISOString() };
-      await mkdir(uploadFilesDir(config.dataDir, r.id), { recursive: true });
+      await mkdir(layout.uploadFiles(r.id), { recursive: true });
       await records.putCheckpoint(r);
       await records.markUploadOpen(r);
       request.log.info({ checkpointId: r.id }, 'upload created');
@@ -102,11 +93,16 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
   app.get(
     '/v1/checkpoints',
     {
-      onRequest: auth,
-      schema: { tags: ['checkpoints'], summary: "The tenant's uploads, newest first", querystring: toJsonSchema(CheckpointListQuery), response: { 200: toJsonSchema(CheckpointList, 'output'), ...errorResponses(400, 401) } },
+      schema: {
+        tags: ['checkpoints'],
+        operationId: 'listCheckpoints',
+        summary: "The tenant's uploads, newest first",
+        querystring: CheckpointListQuery,
+        response: { 200: CheckpointList, ...authErrorResponses(400) },
+      },
     },
     async (request) => {
-      const { limit } = request.query as { limit: number };
+      const { limit } = request.query;
       return { items: await Promise.all((await records.listCheckpoints(request.auth.tenant, limit)).map((r) => view(records, r))) };
     },
   );
@@ -114,17 +110,23 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
   app.get(
     '/v1/checkpoints/:id',
     {
-      onRequest: auth,
-      schema: { tags: ['checkpoints'], summary: 'Upload state and what was detected', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(CheckpointSchema, 'output'), ...errorResponses(401, 404) } },
+      schema: {
+        tags: ['checkpoints'],
+        operationId: 'getCheckpoint',
+        summary: 'Upload state and what was detected',
+        params: IdParams,
+        response: { 200: CheckpointSchema, ...authErrorResponses(404) },
+      },
     },
     async (request) => {
-      const { id } = request.params as { id: string };
+      const { id } = request.params;
       return view(records, await ownCheckpoint(records, request.auth.tenant, id));
     },
   );
 
   // Uploads live in their own plugin scope: its catch-all parser leaves bodies unread for streaming.
-  await app.register(async (scope) => {
+  await app.register(async (parent) => {
+    const scope = parent.withTypeProvider<ZodTypeProvider>();
     // Every body is file bytes here, whatever its Content-Type (a config.json sent as application/json
     // must not be parsed and lost): only multipart is understood, the rest is streamed as is.
     scope.removeAllContentTypeParsers();
@@ -134,21 +136,21 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
     scope.put(
       '/v1/checkpoints/:id/files/:name',
       {
-        onRequest: auth,
         schema: {
           tags: ['checkpoints'],
+          operationId: 'uploadCheckpointFile',
           summary: 'Upload one file (raw body, e.g. curl -T; or multipart/form-data with one file part)',
           description:
             'Streams the body to disk. Optional header X-Content-SHA256 (hex) is checked against the received bytes. ' +
             'Names are flat (no "/", "..", NUL, leading "."); pickle files are refused.',
-          params: toJsonSchema(FileParams),
+          params: FileParams,
           consumes: ['application/octet-stream', 'multipart/form-data'],
-          body: { type: 'string', format: 'binary', description: 'The file bytes (or a multipart form with one file part)' },
-          response: { 201: toJsonSchema(UploadedFileSchema, 'output'), ...errorResponses(401, 404, 409, 413, 422) },
+          body: binary('The file bytes (or a multipart form with one file part)'),
+          response: { 201: UploadedFileSchema, ...authErrorResponses(404, 409, 413, 422, 507) },
         },
       },
       async (request, reply) => {
-        const { id, name } = request.params as { id: string; name: string };
+        const { id, name } = request.params;
         const r = await ownCheckpoint(records, request.auth.tenant, id);
         checkUploadName(name);
         if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
@@ -162,11 +164,11 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
         const known = Number.isFinite(declared) ? declared : 0;
         await checkFreeDisk(config.dataDir, config.minFreeDiskMb, known);
         await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), known);
-        const file = await receive(request, name, config.uploadMaxBytes, join(uploadDir(config.dataDir, id), 'partial'));
+        const file = await receive(request, name, config.uploadMaxBytes, layout.uploadPartial(id));
         try {
           // A body without a declared length is counted once received.
           await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), file.bytes);
-          ctx.metrics.bytesIn.inc(file.bytes);
+          app.metrics.bytesIn.inc(file.bytes);
           const expected = request.headers['x-content-sha256'];
           if (typeof expected === 'string' && expected.toLowerCase() !== file.sha256) {
             throw new FgsnError('UPLOAD_CHECKSUM_MISMATCH', `${name}: received sha256 ${file.sha256}, header says ${expected}`, {
@@ -175,7 +177,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
           }
           const now = await records.getCheckpoint(id);
           if (now?.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} was completed during the upload of ${name}`);
-          await rename(file.tmp, join(uploadFilesDir(config.dataDir, id), name));
+          await rename(file.tmp, join(layout.uploadFiles(id), name));
         } catch (e) {
           await rm(file.tmp, { force: true });
           throw e;
@@ -191,21 +193,21 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
   app.delete(
     '/v1/checkpoints/:id/files/:name',
     {
-      onRequest: auth,
       schema: {
         tags: ['checkpoints'],
+        operationId: 'deleteCheckpointFile',
         summary: 'Remove a file from an upload that is not completed yet',
-        params: toJsonSchema(FileParams),
-        response: { 204: { description: 'Removed', type: 'null' }, ...errorResponses(401, 404, 409, 422) },
+        params: FileParams,
+        response: { 204: noContent('Removed'), ...authErrorResponses(404, 409, 422) },
       },
     },
     async (request, reply) => {
-      const { id, name } = request.params as { id: string; name: string };
+      const { id, name } = request.params;
       const r = await ownCheckpoint(records, request.auth.tenant, id);
       checkUploadName(name);
       if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
       if (!(await records.deleteFile(id, name, r.tenant))) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
-      await rm(join(uploadFilesDir(config.dataDir, id), name), { force: true });
+      await rm(join(layout.uploadFiles(id), name), { force: true });
       return reply.status(204).send();
     },
   );
@@ -213,17 +215,17 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
   app.post(
     '/v1/checkpoints/:id/complete',
     {
-      onRequest: auth,
       schema: {
         tags: ['checkpoints'],
+        operationId: 'completeCheckpoint',
         summary: 'Validate the uploaded folder (model or LoRA adapter) and make it immutable',
         description: 'On failure: 422 UPLOAD_INVALID whose details.problems lists every problem found, each with its code.',
-        params: toJsonSchema(IdParams),
-        response: { 200: toJsonSchema(CheckpointSchema, 'output'), ...errorResponses(401, 404, 409, 422) },
+        params: IdParams,
+        response: { 200: CheckpointSchema, ...authErrorResponses(404, 409, 422) },
       },
     },
     async (request) => {
-      const { id } = request.params as { id: string };
+      const { id } = request.params;
       const r = await ownCheckpoint(records, request.auth.tenant, id);
       if (r.state === 'ready') return view(records, r);
       // The lease outlives the child's time limit, so a live validation is never taken over.
@@ -239,7 +241,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
         throw new FgsnError('CONFLICT', `checkpoint ${id} is being validated by another request (until ${r.leaseUntil ?? 'its lease ends'} at most)`);
       }
       try {
-        const dir = uploadFilesDir(config.dataDir, id);
+        const dir = layout.uploadFiles(id);
         const files = await records.listFiles(id);
         if (files.length === 0) throw new FgsnError('UPLOAD_INVALID', `checkpoint ${id} has no files`, { details: { problems: [] } });
         const v = await validateUploadOffThread(dir, { timeoutMs: config.validation.timeoutS * 1000, maxMemoryMb: config.validation.maxMemoryMb });
@@ -267,16 +269,16 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
   app.delete(
     '/v1/checkpoints/:id',
     {
-      onRequest: auth,
       schema: {
         tags: ['checkpoints'],
+        operationId: 'deleteCheckpoint',
         summary: 'Delete an upload and its files (refused while a queued or running job, or a reference, uses it)',
-        params: toJsonSchema(IdParams),
-        response: { 204: { description: 'Deleted', type: 'null' }, ...errorResponses(401, 404, 409) },
+        params: IdParams,
+        response: { 204: noContent('Deleted'), ...authErrorResponses(404, 409) },
       },
     },
     async (request, reply) => {
-      const { id } = request.params as { id: string };
+      const { id } = request.params;
       const r = await ownCheckpoint(records, request.auth.tenant, id);
       if (r.state === 'validating' && !leaseExpired(r)) throw new FgsnError('CONFLICT', `checkpoint ${id} is being validated; retry after ${r.leaseUntil ?? 'it ends'}`);
       // Claimed first (state deleting): a job submitted from now on sees it is not ready; one submitted
@@ -284,7 +286,7 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
       const claimed = await records.transitionCheckpoint(id, r.state, { state: 'deleting' }, r.state === 'validating' ? (r.leaseUntil ?? '') : undefined);
       if (claimed === undefined) throw new FgsnError('CONFLICT', `checkpoint ${id} changed state; retry`);
       try {
-        const users = await checkpointUsers(ctx, r);
+        const users = await checkpointUsers(app, r);
         if (users.length > 0) {
           throw new FgsnError('CONFLICT', `checkpoint ${id} is used by ${users.join(', ')}; cancel or wait for them first`, { details: { usedBy: users } });
         }
@@ -293,12 +295,12 @@ export async function checkpointRoutes(app: FastifyInstance, ctx: ApiContext): P
         throw e;
       }
       await records.deleteCheckpoint(r);
-      await rm(uploadDir(config.dataDir, id), { recursive: true, force: true });
+      await rm(layout.upload(id), { recursive: true, force: true });
       request.log.info({ checkpointId: id }, 'checkpoint deleted');
       return reply.status(204).send();
     },
   );
-}
+};
 
 /** 429 QUOTA_EXCEEDED naming the quota when `used + adding` passes a non-zero limit. */
 export async function checkQuota(quota: 'bytes' | 'checkpoints' | 'concurrentJobs' | 'probeSets', limit: number, used: number, adding = 1): Promise<void> {
@@ -323,7 +325,7 @@ async function checkFreeDisk(dataDir: string, minFreeMb: number, bytes: number):
  * disk or quota. Safe with several API replicas: each removal is claimed by a state compare-and-set.
  */
 export async function sweepAbandonedUploads(ctx: ApiContext, log?: { info(o: object, m: string): void }): Promise<number> {
-  const { records, config } = ctx;
+  const { records, config, layout } = ctx;
   let removed = 0;
   for (const id of await records.uploadsOpenedBefore(Date.now() - config.uploadTtlS * 1000, 500)) {
     const r = await records.getCheckpoint(id);
@@ -336,7 +338,7 @@ export async function sweepAbandonedUploads(ctx: ApiContext, log?: { info(o: obj
     const claimed = await records.transitionCheckpoint(id, r.state, { state: 'deleting' }, r.state === 'validating' ? (r.leaseUntil ?? '') : undefined);
     if (claimed === undefined) continue;
     await records.deleteCheckpoint(r);
-    await rm(uploadDir(config.dataDir, id), { recursive: true, force: true });
+    await rm(layout.upload(id), { recursive: true, force: true });
     log?.info({ checkpointId: id, tenant: r.tenant }, 'abandoned upload removed');
     removed++;
   }

@@ -4,15 +4,13 @@
  * `Accept: text/event-stream`, Server-Sent Events: every event from `after` (or the Last-Event-ID header) on,
  * live until the job ends, with a comment heartbeat; the stream closes after the terminal state's event.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { FgsnError } from '../../errors.js';
 import { parseJobEvent, type JobEvent } from '../../queue/events.js';
 import { getJobEvents } from '../../queue/queue.js';
-import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
-import { ErrorBody, IdParams } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
+import { IdParams, authErrorResponses } from '../schemas.js';
 import { jobStatusFor, ownJob } from './jobs.js';
 
 export const JobEventsQuery = z.object({
@@ -45,9 +43,8 @@ const MAX_STREAM_MS = 30 * 60_000;
 /** Open event streams per tenant on one API process (each polls Redis twice a second). */
 export const MAX_STREAMS_PER_TENANT = 10;
 
-export async function jobEventRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const auth = authenticate(ctx);
-  const err = toJsonSchema(ErrorBody, 'output');
+export const jobEventRoutes: FastifyPluginAsyncZod = async (app) => {
+  const ctx: ApiContext = app;
   const streams = new Map<string, number>();
 
   const page = async (id: string, after: number, limit: number): Promise<z.infer<typeof JobEventPage>> => {
@@ -64,18 +61,18 @@ export async function jobEventRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   app.get(
     '/v1/jobs/:id/events',
     {
-      onRequest: auth,
       schema: {
         tags: ['jobs'],
+        operationId: 'listJobEvents',
         summary: 'Job events (stages, search steps, warnings, errors, terminal state); JSON pages or text/event-stream',
-        params: toJsonSchema(IdParams),
-        querystring: toJsonSchema(JobEventsQuery),
-        response: { 200: toJsonSchema(JobEventPage, 'output'), 400: err, 401: err, 404: err, 429: err },
+        params: IdParams,
+        querystring: JobEventsQuery,
+        response: { 200: JobEventPage, ...authErrorResponses(400, 404) },
       },
     },
     async (request, reply) => {
-      const record = await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id);
-      const q = JobEventsQuery.parse(request.query);
+      const record = await ownJob(ctx, request.auth.tenant, request.params.id);
+      const q = request.query;
       if (!String(request.headers.accept ?? '').includes('text/event-stream')) return page(record.id, q.after, q.limit);
 
       const tenant = request.auth.tenant;
@@ -120,4 +117,4 @@ export async function jobEventRoutes(app: FastifyInstance, ctx: ApiContext): Pro
       }
     },
   );
-}
+};

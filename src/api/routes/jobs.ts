@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyReply } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { FgsnError } from '../../errors.js';
 import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/job-data.js';
 import { enqueueHarden, expireJobRecord, getHardenJob } from '../../queue/queue.js';
@@ -7,17 +9,14 @@ import { describeJob, type JobStatus } from '../../queue/status.js';
 import { deleteJobArtifacts } from '../../storage/artifacts.js';
 import { privateLiteral } from '../../queue/webhook-address.js';
 import { enqueueWebhook } from '../../queue/webhooks.js';
-import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { JobRecord } from '../records.js';
-import { ErrorBody, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
-import { toJsonSchema, type JsonSchema } from '../zod-schema.js';
-import { methodOptionsBinding, methodOptionsJsonSchema } from '../method-options.js';
-import { checkQuota, ownCheckpoint, uploadFilesDir } from './checkpoints.js';
+import { authErrorResponses, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
+import { noContent } from '../zod-schema.js';
+import { checkQuota, ownCheckpoint } from './checkpoints.js';
 import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
-import type { z } from 'zod';
 
 type JobBody = z.output<typeof JobCreateBody>;
 
@@ -34,15 +33,8 @@ function canonical(v: unknown): string {
   return JSON.stringify(v);
 }
 
-/** The body's JSON Schema with `options` spelled out per method and bound to `method` (the zod schema still validates). */
-function withOptionsDocumented(js: JsonSchema): JsonSchema {
-  const props = js.properties as Record<string, unknown> | undefined;
-  if (props?.options !== undefined) {
-    props.options = methodOptionsJsonSchema();
-    js.allOf = methodOptionsBinding();
-  }
-  return js;
-}
+/** Loose: the other headers stay as they are, only the idempotency key is checked. */
+const JobCreateHeaders = z.looseObject({ 'idempotency-key': z.string().max(255).optional() });
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -73,10 +65,9 @@ function decodeCursor(s: string): { score: number; id: string } {
   throw new FgsnError('VALIDATION_FAILED', 'cursor is not one this API returned');
 }
 
-export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { records, config } = ctx;
-  const auth = authenticate(ctx);
-  const err = toJsonSchema(ErrorBody, 'output');
+export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
+  const ctx: ApiContext = app;
+  const { records, config } = app;
 
   /** Resolves ids to server-side inputs, checking the tenant may use each; the job then needs nothing else. */
   const resolve = async (tenant: string, body: JobBody, jobId: string): Promise<HardenJobData> => {
@@ -96,7 +87,7 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     const harmful = (await visibleProbeSet(ctx, tenant, body.probes?.harmful ?? 'default-harmful')).ref;
     const benign = (await visibleProbeSet(ctx, tenant, body.probes?.benign ?? 'default-benign')).ref;
     const task = body.task === undefined ? undefined : (await visibleProbeSet(ctx, tenant, body.task)).ref;
-    const ftPath = uploadFilesDir(config.dataDir, ft.id);
+    const ftPath = ctx.layout.uploadFiles(ft.id);
     const { webhook, ...publicRequest } = body;
     return {
       jobId,
@@ -164,18 +155,18 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
   app.post(
     '/v1/jobs',
     {
-      onRequest: auth,
       schema: {
         tags: ['jobs'],
+        operationId: 'createJob',
         summary: 'Submit a hardening job',
         description: 'Idempotency-Key header (kept 24 h per tenant): the same key with the same body returns the same job (Idempotent-Replayed: true); with another body, 409 IDEMPOTENCY_CONFLICT.',
-        headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', maxLength: 255 } } },
-        body: withOptionsDocumented(toJsonSchema(JobCreateBody)),
-        response: { 202: toJsonSchema(JobSchema, 'output'), 400: err, 401: err, 404: err, 409: err, 429: err },
+        headers: JobCreateHeaders,
+        body: JobCreateBody,
+        response: { 202: JobSchema, ...authErrorResponses(400, 404, 409) },
       },
     },
     async (request, reply) => {
-      const body = request.body as JobBody;
+      const body = request.body;
       const tenant = request.auth.tenant;
       const id = newId('job');
       const idemKey = request.headers['idempotency-key'];
@@ -219,15 +210,17 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
 
   app.get(
     '/v1/jobs/:id',
-    { onRequest: auth, schema: { tags: ['jobs'], summary: 'Job state, stage, progress, timings, error', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(JobSchema, 'output'), 401: err, 404: err } } },
-    async (request) => jobStatusFor(ctx, await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id)),
+    {
+      schema: { tags: ['jobs'], operationId: 'getJob', summary: 'Job state, stage, progress, timings, error', params: IdParams, response: { 200: JobSchema, ...authErrorResponses(404) } },
+    },
+    async (request) => jobStatusFor(ctx, await ownJob(ctx, request.auth.tenant, request.params.id)),
   );
 
   app.get(
     '/v1/jobs',
-    { onRequest: auth, schema: { tags: ['jobs'], summary: "The tenant's jobs, newest first", querystring: toJsonSchema(JobListQuery), response: { 200: toJsonSchema(JobList, 'output'), 400: err, 401: err } } },
+    { schema: { tags: ['jobs'], operationId: 'listJobs', summary: "The tenant's jobs, newest first", querystring: JobListQuery, response: { 200: JobList, ...authErrorResponses(400) } } },
     async (request) => {
-      const q = request.query as z.output<typeof JobListQuery>;
+      const q = request.query;
       let cursor = q.cursor === undefined ? undefined : decodeCursor(q.cursor);
       const items: JobStatus[] = [];
       let exhausted = false;
@@ -259,16 +252,16 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
   app.delete(
     '/v1/jobs/:id',
     {
-      onRequest: auth,
       schema: {
         tags: ['jobs'],
+        operationId: 'deleteJob',
         summary: 'Delete a finished job and its artifacts (cancel a running one first)',
-        params: toJsonSchema(IdParams),
-        response: { 204: { description: 'Deleted', type: 'null' }, 401: err, 404: err, 409: err },
+        params: IdParams,
+        response: { 204: noContent('Deleted'), ...authErrorResponses(404, 409) },
       },
     },
     async (request, reply) => {
-      const record = await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id);
+      const record = await ownJob(ctx, request.auth.tenant, request.params.id);
       const status = await jobStatusFor(ctx, record);
       if (status.state === 'queued' || status.state === 'running') throw new FgsnError('CONFLICT', `job ${record.id} is ${status.state}; cancel it first`);
       // The record goes first: from then on the job is a 404, whatever remains to be removed.
@@ -284,11 +277,16 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
   app.post(
     '/v1/jobs/:id/cancel',
     {
-      onRequest: auth,
-      schema: { tags: ['jobs'], summary: 'Cancel a queued or running job (running jobs stop at the next stage boundary)', params: toJsonSchema(IdParams), response: { 202: toJsonSchema(JobSchema, 'output'), 401: err, 404: err, 409: err } },
+      schema: {
+        tags: ['jobs'],
+        operationId: 'cancelJob',
+        summary: 'Cancel a queued or running job (running jobs stop at the next stage boundary)',
+        params: IdParams,
+        response: { 202: JobSchema, ...authErrorResponses(404, 409) },
+      },
     },
     async (request, reply) => {
-      const record = await ownJob(ctx, request.auth.tenant, (request.params as { id: string }).id);
+      const record = await ownJob(ctx, request.auth.tenant, request.params.id);
       const before = await jobStatusFor(ctx, record);
       if (before.state === 'cancelled') return reply.status(202).send(before);
       if (before.state === 'completed' || before.state === 'failed') throw new FgsnError('CONFLICT', `job ${record.id} already ${before.state}`);
@@ -320,4 +318,4 @@ export async function jobRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
       return reply.status(202).send(await jobStatusFor(ctx, record));
     },
   );
-}
+};

@@ -1,7 +1,7 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod, ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { FgsnError } from '../../errors.js';
 import type { ProbeRecord } from '../../pipeline/types.js';
-import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import { categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes, parseProbeNdjson } from '../probes.js';
@@ -9,11 +9,10 @@ import type { ProbeSetRecord } from '../records.js';
 import type { ProbeRef } from '../../queue/job-data.js';
 import type { BlobStore } from '../../storage/index.js';
 import { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from '../../storage/probe-blobs.js';
-import { ErrorBody, IdParams, ProbeSetList, ProbeSetQuery, ProbeSetSchema } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
+import { authErrorResponses, IdParams, ProbeSetList, ProbeSetQuery, ProbeSetSchema } from '../schemas.js';
 import { checkQuota } from './checkpoints.js';
 
-const view = (r: ProbeSetRecord): Record<string, unknown> => ({
+const view = (r: ProbeSetRecord): z.output<typeof ProbeSetSchema> => ({
   id: r.id,
   name: r.name,
   kind: r.kind,
@@ -61,26 +60,27 @@ export function loadProbes(ctx: ApiContext, ref: ProbeRef): Promise<ProbeRecord[
   return readProbeBlob(ctx.store, ref);
 }
 
-export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { records, config } = ctx;
-  const auth = authenticate(ctx);
-  const err = toJsonSchema(ErrorBody, 'output');
+export const probeSetRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { records, config } = app;
 
-  await app.register(async (scope) => {
+  // Its own scope: the NDJSON parser applies to this route only.
+  await app.register(async (parent) => {
+    const scope = parent.withTypeProvider<ZodTypeProvider>();
     scope.addContentTypeParser(['application/x-ndjson', 'application/jsonl'], { parseAs: 'string', bodyLimit: config.probeSetMaxBytes }, (_req, body, done) =>
       done(null, body),
     );
     scope.post(
       '/v1/probe-sets',
       {
-        onRequest: auth,
         schema: {
           tags: ['probe-sets'],
+          operationId: 'createProbeSet',
           summary: 'Upload a probe set (application/x-ndjson: one {"prompt", "category"?, "response"?} per line)',
-          querystring: toJsonSchema(ProbeSetQuery),
+          querystring: ProbeSetQuery,
           consumes: ['application/x-ndjson'],
-          body: { type: 'string', description: 'One JSON object per line: {"prompt", "category"?, "response"?}' },
-          response: { 201: toJsonSchema(ProbeSetSchema, 'output'), 400: err, 401: err, 413: err, 415: err, 422: err },
+          // Any body reaches the handler, which answers 415 for anything but NDJSON.
+          body: z.unknown().meta({ type: 'string', description: 'One JSON object per line: {"prompt", "category"?, "response"?}' }),
+          response: { 201: ProbeSetSchema, ...authErrorResponses(400, 413, 415, 422) },
         },
       },
       async (request, reply) => {
@@ -88,7 +88,7 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
         if (ct !== 'application/x-ndjson' && ct !== 'application/jsonl') {
           throw new FgsnError('UNSUPPORTED_MEDIA_TYPE', 'send the probe set as application/x-ndjson');
         }
-        const q = request.query as { kind: 'harmful' | 'benign' | 'task'; name?: string };
+        const q = request.query;
         await checkQuota('probeSets', config.quotas.probeSets, await records.countProbeSets(request.auth.tenant));
         const text = typeof request.body === 'string' ? request.body : '';
         const probes = parseProbeNdjson(text);
@@ -102,7 +102,7 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           bytes: Buffer.byteLength(text),
           createdAt: new Date().toISOString(),
         };
-        const blob = await putProbeBlob(ctx.store, `probes/${r.id}.jsonl`, probes);
+        const blob = await putProbeBlob(app.store, `probes/${r.id}.jsonl`, probes);
         r.key = blob.key;
         r.sha256 = blob.sha256;
         await records.putProbeSet(r);
@@ -113,7 +113,7 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
 
   app.get(
     '/v1/probe-sets',
-    { onRequest: auth, schema: { tags: ['probe-sets'], summary: "Built-in probe sets and this tenant's own", response: { 200: toJsonSchema(ProbeSetList, 'output'), 401: err } } },
+    { schema: { tags: ['probe-sets'], operationId: 'listProbeSets', summary: "Built-in probe sets and this tenant's own", response: { 200: ProbeSetList, ...authErrorResponses() } } },
     async (request) => ({
       items: [
         ...(await Promise.all(Object.keys(DEFAULT_PROBE_SETS).map(async (id) => view(await defaultProbeSetRecord(id as keyof typeof DEFAULT_PROBE_SETS))))),
@@ -124,7 +124,7 @@ export async function probeSetRoutes(app: FastifyInstance, ctx: ApiContext): Pro
 
   app.get(
     '/v1/probe-sets/:id',
-    { onRequest: auth, schema: { tags: ['probe-sets'], summary: 'One probe set', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(ProbeSetSchema, 'output'), 401: err, 404: err } } },
-    async (request) => view((await visibleProbeSet(ctx, request.auth.tenant, (request.params as { id: string }).id)).meta),
+    { schema: { tags: ['probe-sets'], operationId: 'getProbeSet', summary: 'One probe set', params: IdParams, response: { 200: ProbeSetSchema, ...authErrorResponses(404) } } },
+    async (request) => view((await visibleProbeSet(app, request.auth.tenant, request.params.id)).meta),
   );
-}
+};
