@@ -14,8 +14,8 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import { demoSets, writeDemoTestbed } from '../../src/demo/fixtures.js';
+import { deleteKeys, freePort } from './common.js';
 
 const { values } = parseArgs({ options: { jobs: { type: 'string' }, concurrency: { type: 'string' } } });
 const JOBS = Number(values.jobs ?? 20);
@@ -28,16 +28,6 @@ const auth = { authorization: `Bearer ${KEY}` };
 
 type Artifact = { name: string; bytes: number; sha256: string; url: string };
 type Job = { id: string; state: string; error: { code: string; message: string } | null };
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((r) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => r(p));
-    });
-  });
-}
 
 const quantile = (xs: number[], q: number): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -157,20 +147,10 @@ async function main(): Promise<void> {
   } finally {
     for (const p of [server, worker]) p.kill('SIGTERM');
     await Promise.all([server, worker].map((p) => (p.exitCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r)))));
-    await cleanupRedis();
+    await deleteKeys(REDIS_URL, PREFIX);
     await rm(work, { recursive: true, force: true });
   }
 }
 
-async function cleanupRedis(): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${PREFIX}:*`, 'COUNT', 1000);
-    if (keys.length > 0) await redis.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  redis.disconnect();
-}
 
 await main();
