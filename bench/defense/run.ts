@@ -28,7 +28,7 @@ import {
   readRecordedGenerations,
   setsFromRecorded,
   type EvalSuite,
-} from '../../src/eval/testbed.js';
+} from '../../test/support/eval-testbed.js';
 import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult, ProbeRecord } from '../../src/pipeline/types.js';
 import {
   compareWithRecorded, continualChecks, renderContinual, renderMarkdown, renderTargets, targetChecks, type BenchRow,

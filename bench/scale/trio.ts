@@ -14,7 +14,7 @@ import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeFromF32 } from '../../src/checkpoint/dtypes.js';
 import { writeSafetensors, type TensorSource } from '../../src/checkpoint/safetensors-writer.js';
-import { syntheticTensors, syntheticValues, writeSyntheticModel, type SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
+import { syntheticTensors, syntheticValues, writeSyntheticModel, type SyntheticModelOptions } from '../../test/support/synthetic/synthetic-model.js';
 import { mulberry32 } from '../../src/util/prng.js';
 
 const common = { family: 'llama', vocabSize: 32000, tieWordEmbeddings: false, dtype: 'BF16', std: 0.02, maxPositionEmbeddings: 2048 } as const;

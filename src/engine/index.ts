@@ -34,5 +34,4 @@ export {
   enforceCacheBound, holdEntry, releaseAllHolds, cacheBytes, scanCache, cacheGroupRoots, cacheMaxBytesFor,
   resolveCacheMaxBytes, DEFAULT_CACHE_MAX_BYTES, DEFAULT_CACHE_DISK_SHARE, type BoundResult, type EntryHold,
 } from './session/cache-lifecycle.js';
-export { compareGenerations, readRecordedGenerations, testbedCheckpointDirs, type GenerationReport, type GenerationMismatch } from './testbed-generations.js';
 export { passCounts, passDelta, addPasses, type PassCounts } from './runtime/counters.js';

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { loadEngine } from '../../src/engine/index.js';
-import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
-import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../../src/engine/synthetic/family-configs.js';
+import { writeSyntheticFromConfig } from '../support/synthetic/synthetic-model.js';
+import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../support/synthetic/family-configs.js';
 import { expectCloseToReference, tempDir } from './helpers.js';
 import { referenceForward, referenceGreedy, type Weights } from './reference-forward.js';
 

@@ -15,7 +15,7 @@ import { fgsnProjection } from '../../src/defense/methods.js';
 import { FGSN_DEFAULTS } from '../../src/defense/options.js';
 import { loadEngine, type Engine } from '../../src/engine/index.js';
 import { passCounts } from '../../src/engine/runtime/counters.js';
-import { syntheticValues, writeSyntheticModel } from '../../src/engine/synthetic/synthetic-model.js';
+import { syntheticValues, writeSyntheticModel } from '../support/synthetic/synthetic-model.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 import { maxAbsDiff, tempDir } from './helpers.js';
 

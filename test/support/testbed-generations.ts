@@ -6,8 +6,8 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FgsnError } from '../errors.js';
-import type { Engine } from './engine.js';
+import { FgsnError } from '../../src/errors.js';
+import type { Engine } from '../../src/engine/engine.js';
 
 export interface RecordedGeneration {
   prompt: string;

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FgsnError } from '../errors.js';
+import { FgsnError } from '../../src/errors.js';
 import {
   limitItems,
   readHarmfulFile,
@@ -14,8 +14,8 @@ import {
   type HarmfulItem,
   type LookalikeItem,
   type TaskItem,
-} from './data.js';
-import type { GenerationSets } from './score.js';
+} from '../../src/eval/data.js';
+import type { GenerationSets } from '../../src/eval/score.js';
 
 /** The testbed's downstream tasks, each with data/<task>_test.jsonl. */
 export const TESTBED_TASKS = ['sst', 'agnews', 'gsm', 'instruct'] as const;
