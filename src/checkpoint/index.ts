@@ -10,7 +10,7 @@ export {
 export { ModelCheckpoint, SINGLE_FILE, INDEX_FILE } from './model-folder.js';
 export { LoraAdapter, parseAdapterConfig, parseLoraKey, loraDeltaRows, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraConfig, type LoraPair } from './lora.js';
 export {
-  openCheckpoint, validateCheckpointFolder, describeCheckpoint, closeOpened, sha256File,
+  openCheckpoint, validateCheckpointFolder, describeCheckpoint, closeOpened,
   type OpenedCheckpoint, type ValidationResult, type CheckpointSummary, type FileSummary, type TensorSummary, type DescribeOptions, type ValidateOptions,
 } from './detect.js';
 export { isPickleName } from './folder-safety.js';

@@ -16,7 +16,7 @@ import { type ProjectionOptions, projectLoraB, projectRows } from './math/projec
 import type { Selection } from './math/select.js';
 import { writeModelFolder } from './io/model-writer.js';
 import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
-import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf, sha256File } from './io/sources.js';
+import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf } from './io/sources.js';
 
 /** New fp32 values of `rows` (sorted) of one matrix, [rows.length * dIn]. */
 export type RowCompute = (io: MatrixIO, rows: Uint32Array) => Promise<Float32Array>;
@@ -366,4 +366,3 @@ export async function writeRowSparseAdapter(
   return ['adapter_model.safetensors', 'adapter_config.json'];
 }
 
-export { sha256File };

@@ -3,7 +3,7 @@
  * The API writes them (uploads, and the built-in sets on first use); workers read them by the reference
  * a job carries.
  */
-import { createHash } from 'node:crypto';
+import { sha256Text } from '../util/hash.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../pipeline/types.js';
 import type { BlobStore } from './types.js';
@@ -12,9 +12,7 @@ export function probeNdjson(probes: ProbeRecord[]): string {
   return probes.map((p) => JSON.stringify(p)).join('\n');
 }
 
-export function sha256Text(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
-}
+export { sha256Text };
 
 /** Stores a probe set; returns its key and sha256. */
 export async function putProbeBlob(store: BlobStore, key: string, probes: ProbeRecord[]): Promise<{ key: string; sha256: string; bytes: number }> {
