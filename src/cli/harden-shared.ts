@@ -1,8 +1,8 @@
 /** Bits shared by `fgsn harden` and `fgsn continue`: cache location and evaluation-set flags. */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
 import { readProbes } from '../pipeline/probes.js';
+import { parseJsonl, readJsonlText } from '../util/jsonl.js';
 import type { EvaluationRequest } from '../pipeline/types.js';
 
 export function defaultCacheDir(): string {
@@ -10,12 +10,8 @@ export function defaultCacheDir(): string {
 }
 
 async function readAnswered(path: string): Promise<{ prompt: string; answer: string }[]> {
-  const text = await readFile(path, 'utf8');
-  return text.split('\n').filter((l) => l.trim() !== '').map((l, i) => {
-    const o = JSON.parse(l) as { prompt?: unknown; answer?: unknown };
-    if (typeof o.prompt !== 'string' || typeof o.answer !== 'string') {
-      throw new FgsnError('PROBES_INVALID', `${path}:${i + 1}: task records need string "prompt" and "answer"`);
-    }
+  return parseJsonl(await readJsonlText(path), { source: path }, (o, at) => {
+    if (typeof o.prompt !== 'string' || typeof o.answer !== 'string') throw at.fail('task records need string "prompt" and "answer"');
     return { prompt: o.prompt, answer: o.answer };
   });
 }
