@@ -4,6 +4,7 @@
  * a job carries.
  */
 import { sha256Text } from '../util/hash.js';
+import { parseJsonl } from '../util/jsonl.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../pipeline/types.js';
 import type { BlobStore } from './types.js';
@@ -27,5 +28,6 @@ export async function readProbeBlob(store: BlobStore, ref: { id: string; key: st
   if (raw === undefined) throw new FgsnError('PROBES_INVALID', `probe set ${ref.id} is no longer stored`, { details: { probeSet: ref.id } });
   const text = raw.toString('utf8');
   if (sha256Text(text) !== ref.sha256) throw new FgsnError('PROBES_INVALID', `probe set ${ref.id} changed after the job was submitted (sha256 differs)`, { details: { probeSet: ref.id } });
-  return text.length === 0 ? [] : text.split('\n').map((l) => JSON.parse(l) as ProbeRecord);
+  // Written by probeNdjson from checked records (sha256 verified above): read back, not validated again.
+  return parseJsonl(text, { source: `probe set ${ref.id}`, empty: false }, (o) => o as unknown as ProbeRecord);
 }
