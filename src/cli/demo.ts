@@ -6,7 +6,7 @@ import { PLANTED_SAFETY_ROWS } from '../demo/planted-model.js';
 import { readHarmfulFile, readLookalikeFile, readTaskFile } from '../eval/data.js';
 import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
 import { runHarden } from '../pipeline/harden.js';
-import { readProbes } from '../pipeline/probes.js';
+import { readProbes } from '../probes.js';
 import type { DefenseMethod, HardenResult } from '../pipeline/types.js';
 
 const HELP = `usage: fgsn demo [--dir DIR] [--method fgsn|safelora|layer|antidote|resta|restore] [--json]

@@ -1,7 +1,7 @@
 /** Bits shared by `fgsn harden` and `fgsn continue`: cache location and evaluation-set flags. */
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { readProbes } from '../pipeline/probes.js';
+import { readProbes } from '../probes.js';
 import { parseJsonl, readJsonlText } from '../util/jsonl.js';
 import type { EvaluationRequest } from '../pipeline/types.js';
 

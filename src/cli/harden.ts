@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
 import { runHarden } from '../pipeline/harden.js';
 import { targetLine } from '../pipeline/policy.js';
-import { readProbes } from '../pipeline/probes.js';
+import { readProbes } from '../probes.js';
 import type { DefenseMethod, HardenRequest, OutputKind } from '../pipeline/types.js';
 import { type FlagValues, effectiveConfig, mergeFlags, readHardenConfig } from './harden-config.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas } from '../../src/defense/atlas.js';
 import { FGSN_DEFAULTS, parseMethodOptions } from '../../src/defense/options.js';
-import { readProbes } from '../../src/pipeline/probes.js';
+import { readProbes } from '../../src/probes.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
 let tmp: string;

@@ -4,8 +4,8 @@
  * ignored, so dataset files that carry ids or references (the testbed's) load as they are; `answer` (the
  * key of task files) stands in for a missing `response`.
  */
-import { optionalString, parseJsonl, promptField, readJsonlText } from '../util/jsonl.js';
-import type { ProbeRecord } from './types.js';
+import { optionalString, parseJsonl, promptField, readJsonlText } from './util/jsonl.js';
+import type { ProbeRecord } from './pipeline/types.js';
 
 export function parseProbes(text: string, source = '<probes>'): ProbeRecord[] {
   return parseJsonl(text, { source, empty: `${source}: no probe records` }, (o, at) => {
