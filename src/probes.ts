@@ -5,7 +5,13 @@
  * key of task files) stands in for a missing `response`.
  */
 import { optionalString, parseJsonl, promptField, readJsonlText } from './util/jsonl.js';
-import type { ProbeRecord } from './pipeline/types.js';
+
+/** One probe: JSONL `{"prompt", "category"?, "response"?}`. */
+export interface ProbeRecord {
+  prompt: string;
+  category?: string;
+  response?: string;
+}
 
 export function parseProbes(text: string, source = '<probes>'): ProbeRecord[] {
   return parseJsonl(text, { source, empty: `${source}: no probe records` }, (o, at) => {

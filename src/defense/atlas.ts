@@ -20,7 +20,7 @@ import { writeSafetensors, type TensorSource } from '../checkpoint/safetensors-w
 import { loadEngine } from '../engine/engine.js';
 import { enforceCacheBound, holdEntry } from '../engine/session/cache-lifecycle.js';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../probes.js';
 import { kmeans } from './math/kmeans.js';
 import { layerCurve, layerWeights, selectBand, type LayerCurve } from './math/layers.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';

@@ -12,6 +12,7 @@ export { RowDiff, writeRowDiff, DIFF_FORMAT } from './io/row-diff.js';
 export { writeModelFolder } from './io/model-writer.js';
 export { openSources, closeSources, type WeightSources } from './io/sources.js';
 export { ATLAS_VERSION, addCategory, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas, type Atlas, type AtlasOptions } from './atlas.js';
+export type { DefenseMethod } from './method-names.js';
 export { FGSN_DEFAULTS, SCORINGS, parseMethodOptions, type FgsnOptions, type MethodOptions } from './options.js';
 export { JobScores, fgsnRanking, fgsnScores, planMethod, resolveLayers, type EditPlan, type FgsnRanking } from './methods.js';
 export { attributionGradDotV, taskRowScores } from './scoring.js';

@@ -5,7 +5,7 @@
  */
 import { linearWeightNames } from '../checkpoint/model-config.js';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../probes.js';
 import { type RowCompute, projectionCompute } from './apply.js';
 import type { Atlas } from './atlas.js';
 import { parseLayerList, selectBand } from './math/layers.js';

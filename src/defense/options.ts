@@ -3,7 +3,7 @@
  * typed, validated values. Unknown keys are an error, so a typo never silently runs the default.
  */
 import { FgsnError } from '../errors.js';
-import type { DefenseMethod } from '../pipeline/types.js';
+import type { DefenseMethod } from './method-names.js';
 import { PROJECTION_MODES, type ProjectionMode } from './math/project.js';
 
 export const SCORINGS = ['attribution', 'wanda', 'contrastive', 'delta', 'vx'] as const;

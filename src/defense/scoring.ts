@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { linearWeightNames } from '../checkpoint/model-config.js';
 import { checkpointDifference, loadEngine, type Engine } from '../engine/index.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../probes.js';
 import type { RowScores } from './math/select.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';
 import { type WeightSources, readFinetuned } from './io/sources.js';

@@ -3,15 +3,12 @@
  * The pipeline is the only place that knows the order of stages; callers see progress and artifacts.
  */
 
-export type DefenseMethod = 'fgsn' | 'safelora' | 'layer' | 'antidote' | 'resta' | 'restore';
-export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
+import type { DefenseMethod } from '../defense/index.js';
+import type { ProbeRecord } from '../probes.js';
 
-/** One probe: JSONL `{"prompt", "category"?, "response"?}`. */
-export interface ProbeRecord {
-  prompt: string;
-  category?: string;
-  response?: string;
-}
+// Defined below this folder (defense and storage read them too); re-exported for the pipeline's callers.
+export type { DefenseMethod, ProbeRecord };
+export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
 
 export interface HardenRequest {
   basePath: string;

@@ -6,7 +6,7 @@
 import { sha256Text } from '../util/hash.js';
 import { parseJsonl } from '../util/jsonl.js';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../probes.js';
 import type { BlobStore } from './types.js';
 
 export function probeNdjson(probes: ProbeRecord[]): string {
