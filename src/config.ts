@@ -6,7 +6,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { FgsnError } from './errors.js';
-import { sha256Text } from './util/hash.js';
+import { sha256Text } from './util/index.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])

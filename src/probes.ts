@@ -4,7 +4,7 @@
  * ignored, so dataset files that carry ids or references (the testbed's) load as they are; `answer` (the
  * key of task files) stands in for a missing `response`.
  */
-import { optionalString, parseJsonl, promptField, readJsonlText } from './util/jsonl.js';
+import { optionalString, parseJsonl, promptField, readJsonlText } from './util/index.js';
 
 /** One probe: JSONL `{"prompt", "category"?, "response"?}`. */
 export interface ProbeRecord {

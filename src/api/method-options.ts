@@ -4,9 +4,9 @@
  * field instead of queued; the OpenAPI document is generated from the same per-method spec.
  */
 import { z } from 'zod';
-import { METHOD_OPTION_SPECS, OPTION_BOUNDS, parseMethodOptions, type OptionKind } from '../defense/options.js';
+import { METHOD_OPTION_SPECS, OPTION_BOUNDS, parseMethodOptions, type OptionKind } from '../defense/index.js';
 import { isFgsnError } from '../errors.js';
-import type { DefenseMethod } from '../pipeline/types.js';
+import type { DefenseMethod } from '../pipeline/index.js';
 import type { JsonSchema } from './zod-schema.js';
 
 /** Options are flat: a value is a string, a number or a boolean, never an object (bounded before canonical JSON or hashing). */

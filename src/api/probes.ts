@@ -3,10 +3,10 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../pipeline/index.js';
 import type { ProbeSetRecord } from './records.js';
 import { ProbeLine } from './schemas.js';
-import { jsonlLines } from '../util/jsonl.js';
+import { jsonlLines } from '../util/index.js';
 
 /** Every bad line is reported (up to a cap), with its 1-based number, so a client fixes the file in one go. */
 export function parseProbeNdjson(text: string): ProbeRecord[] {

@@ -4,9 +4,9 @@
  * on the shared data volume, artifact bytes in the BlobStore, job execution state in BullMQ.
  */
 import type { Redis } from 'ioredis';
-import type { ProbeRecord } from '../pipeline/types.js';
-import { cancelFlagKey } from '../queue/names.js';
-import { parseJsonl } from '../util/jsonl.js';
+import type { ProbeRecord } from '../pipeline/index.js';
+import { cancelFlagKey } from '../queue/index.js';
+import { parseJsonl } from '../util/index.js';
 
 /** `deleting`: claimed by a DELETE (or the upload sweeper); never used by a new job. */
 export type CheckpointState = 'uploading' | 'validating' | 'ready' | 'deleting';

@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
-import { sha256File } from '../util/hash.js';
+import { sha256File } from '../util/index.js';
 import { FgsnError } from '../errors.js';
 import { isPickleName } from './folder-safety.js';
 import { ioError } from './io.js';

@@ -17,3 +17,7 @@ export { isPickleName } from './folder-safety.js';
 export { firstNonFinite, scanSafetensorsFile } from './finite.js';
 export { MAX_LISTED_PROBLEMS } from './problems.js';
 export { compileTargetModules, type TargetMatcher } from './target-modules.js';
+export { appendRowUpdate, isHubId } from './lora.js';
+export { modelConfigJson } from './model-config.js';
+export { ropeParameters } from './rope.js';
+export type { RopeSpec } from './rope.js';

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, summarizeAtlas } from '../defense/atlas.js';
+import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, summarizeAtlas } from '../defense/index.js';
 import { readProbes } from '../probes.js';
 import { defaultCacheDir } from './harden-shared.js';
 

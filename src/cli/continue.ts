@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { runContinue } from '../pipeline/continue.js';
+import { runContinue } from '../pipeline/index.js';
 import { readProbes } from '../probes.js';
 import { defaultCacheDir } from './harden-shared.js';
 

@@ -1,13 +1,11 @@
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeDemoTestbed, type DemoTestbed } from '../demo/fixtures.js';
-import { PLANTED_SAFETY_ROWS } from '../demo/planted-model.js';
-import { readHarmfulFile, readLookalikeFile, readTaskFile } from '../eval/data.js';
-import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
-import { runHarden } from '../pipeline/harden.js';
+import { type DemoTestbed, PLANTED_SAFETY_ROWS, writeDemoTestbed } from '../demo/index.js';
+import { type EvalReport, evaluateModel, readHarmfulFile, readLookalikeFile, readTaskFile } from '../eval/index.js';
+import { runHarden } from '../pipeline/index.js';
 import { readProbes } from '../probes.js';
-import type { DefenseMethod, HardenResult } from '../pipeline/types.js';
+import type { DefenseMethod, HardenResult } from '../pipeline/index.js';
 
 const HELP = `usage: fgsn demo [--dir DIR] [--method fgsn|safelora|layer|antidote|resta|restore] [--json]
 

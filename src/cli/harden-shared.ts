@@ -2,8 +2,8 @@
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
 import { readProbes } from '../probes.js';
-import { parseJsonl, readJsonlText } from '../util/jsonl.js';
-import type { EvaluationRequest } from '../pipeline/types.js';
+import { parseJsonl, readJsonlText } from '../util/index.js';
+import type { EvaluationRequest } from '../pipeline/index.js';
 
 export function defaultCacheDir(): string {
   return process.env.FGSN_CACHE_DIR ?? join(process.cwd(), '.fgsn', 'cache');

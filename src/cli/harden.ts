@@ -1,10 +1,9 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { runHarden } from '../pipeline/harden.js';
-import { targetLine } from '../pipeline/policy.js';
+import { runHarden, targetLine } from '../pipeline/index.js';
 import { readProbes } from '../probes.js';
-import type { DefenseMethod, HardenRequest, OutputKind } from '../pipeline/types.js';
+import type { DefenseMethod, HardenRequest, OutputKind } from '../pipeline/index.js';
 import { type FlagValues, effectiveConfig, mergeFlags, readHardenConfig } from './harden-config.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';
 import { createProgress, progressMode } from './progress.js';

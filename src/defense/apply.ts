@@ -6,10 +6,7 @@
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { appendRowUpdate, isHubId } from '../checkpoint/lora.js';
-import { decodeToF32, encodeFromF32 } from '../checkpoint/dtypes.js';
-import { linearParameterCount, linearWeightNames } from '../checkpoint/model-config.js';
-import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
+import { appendRowUpdate, decodeToF32, encodeFromF32, isHubId, linearParameterCount, linearWeightNames, writeSafetensors } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import type { Mat } from './math/matrix.js';
 import { type ProjectionOptions, projectLoraB, projectRows } from './math/project.js';

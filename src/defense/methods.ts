@@ -3,7 +3,7 @@
  * (method.md steps 1-3, with the scorings of the defense issue) and the baselines share the same streaming
  * writer, so their outputs and edit-size accounting are comparable.
  */
-import { linearWeightNames } from '../checkpoint/model-config.js';
+import { linearWeightNames } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../probes.js';
 import { type RowCompute, projectionCompute } from './apply.js';
@@ -17,7 +17,7 @@ import {
 import { type RowScores, type Selection, countRows, difference, topCountGlobal, topShare } from './math/select.js';
 import { type WeightSources, matrixIO, readFinetuned, readMat, shapeOf } from './io/sources.js';
 import type { FgsnOptions, MethodOptions } from './options.js';
-import { evenSample } from '../util/sample.js';
+import { evenSample } from '../util/index.js';
 import { type EngineContext, attributionGradDotV, loadFinetunedEngine, taskRowScores } from './scoring.js';
 
 export interface EditPlan {

@@ -4,7 +4,7 @@
  * the fine-tune, dotted per row with the safety direction V = W_aligned - W_base).
  */
 import { join } from 'node:path';
-import { linearWeightNames } from '../checkpoint/model-config.js';
+import { linearWeightNames } from '../checkpoint/index.js';
 import { checkpointDifference, loadEngine, type Engine } from '../engine/index.js';
 import type { ProbeRecord } from '../probes.js';
 import type { RowScores } from './math/select.js';

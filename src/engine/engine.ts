@@ -2,11 +2,7 @@
  * The inference engine: a checkpoint (+ optional LoRA adapter) with its tokenizer and onnxruntime sessions.
  * JavaScript only pads, feeds and slices; every tensor operation runs in onnxruntime.
  */
-import { LoraAdapter } from '../checkpoint/lora.js';
-import { readGenerationConfig } from '../checkpoint/model-config.js';
-import { ModelCheckpoint } from '../checkpoint/model-folder.js';
-import { linearWeightNames, linearWeightShape } from '../checkpoint/model-config.js';
-import { linearModules, linearWeightName, type ModelSpec } from '../checkpoint/types.js';
+import { linearModules, linearWeightName, linearWeightNames, linearWeightShape, LoraAdapter, ModelCheckpoint, type ModelSpec, readGenerationConfig } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';

@@ -1,5 +1,5 @@
 /** JSONL prompt files for `fgsn trace` / `fgsn generate`: one `{"prompt": "..."}` object per line. */
-import { parseJsonl, readJsonlText } from '../util/jsonl.js';
+import { parseJsonl, readJsonlText } from '../util/index.js';
 
 export interface PromptRecord {
   prompt: string;

@@ -3,7 +3,7 @@
  * `{"prompt", "answer"}`. Extra fields (the testbed's id, target, ...) are ignored.
  */
 import { FgsnError } from '../errors.js';
-import { parseJsonl, readJsonlText } from '../util/jsonl.js';
+import { parseJsonl, readJsonlText } from '../util/index.js';
 
 export interface HarmfulItem {
   prompt: string;

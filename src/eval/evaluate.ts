@@ -4,7 +4,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { loadEngine } from '../engine/engine.js';
+import { loadEngine } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 import type { HarmfulItem, LookalikeItem, TaskItem } from './data.js';
 import { resolveJudge, type JudgeOptions } from './judges.js';

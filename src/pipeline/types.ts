@@ -62,7 +62,7 @@ export interface ArtifactInfo {
   sha256: string;
 }
 
-import type { PassCounts } from '../engine/runtime/counters.js';
+import type { PassCounts } from '../engine/index.js';
 
 export interface HardenResult {
   artifacts: ArtifactInfo[];

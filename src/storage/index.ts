@@ -12,3 +12,5 @@ export { S3BlobStore } from './s3-store.js';
 export function createBlobStore(config: Pick<Config, 'storage' | 'dataDir'>): BlobStore {
   return config.storage.kind === 's3' ? new S3BlobStore(config.storage.s3) : new FsBlobStore(join(config.dataDir, 'artifacts'));
 }
+export { deleteJobArtifacts, publishArtifacts, readManifest, removeStaleAttempts } from './artifacts.js';
+export { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from './probe-blobs.js';

@@ -3,8 +3,7 @@
  * The API writes them (uploads, and the built-in sets on first use); workers read them by the reference
  * a job carries.
  */
-import { sha256Text } from '../util/hash.js';
-import { parseJsonl } from '../util/jsonl.js';
+import { parseJsonl, sha256Text } from '../util/index.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../probes.js';
 import type { BlobStore } from './types.js';

@@ -2,7 +2,7 @@ import { basename } from 'node:path';
 import rangeParser from 'range-parser';
 import type { FastifyInstance } from 'fastify';
 import { FgsnError } from '../../errors.js';
-import { readManifest } from '../../storage/artifacts.js';
+import { readManifest } from '../../storage/index.js';
 import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ArtifactList, ArtifactParams, ErrorBody, IdParams } from '../schemas.js';

@@ -1,12 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { FgsnError } from '../../errors.js';
-import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/job-data.js';
-import { enqueueHarden, expireJobRecord, getHardenJob } from '../../queue/queue.js';
-import { describeJob, type JobStatus } from '../../queue/status.js';
-import { deleteJobArtifacts } from '../../storage/artifacts.js';
-import { privateLiteral } from '../../queue/webhook-address.js';
-import { enqueueWebhook } from '../../queue/webhooks.js';
+import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/index.js';
+import { describeJob, enqueueHarden, enqueueWebhook, expireJobRecord, getHardenJob, type JobStatus, privateLiteral } from '../../queue/index.js';
+import { deleteJobArtifacts } from '../../storage/index.js';
 import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';

@@ -1,14 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import { FgsnError } from '../../errors.js';
-import type { ProbeRecord } from '../../pipeline/types.js';
+import type { ProbeRecord } from '../../pipeline/index.js';
 import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import { categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes, parseProbeNdjson } from '../probes.js';
 import type { ProbeSetRecord } from '../records.js';
-import type { ProbeRef } from '../../queue/job-data.js';
+import type { ProbeRef } from '../../queue/index.js';
 import type { BlobStore } from '../../storage/index.js';
-import { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from '../../storage/probe-blobs.js';
+import { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from '../../storage/index.js';
 import { ErrorBody, IdParams, ProbeSetList, ProbeSetQuery, ProbeSetSchema } from '../schemas.js';
 import { toJsonSchema } from '../zod-schema.js';
 import { checkQuota } from './checkpoints.js';

@@ -3,11 +3,9 @@
  * merged on the fly, one matrix at a time (W_aligned + s·B·A), so callers never see the difference.
  */
 import { isAbsolute, resolve } from 'node:path';
-import { LoraAdapter } from '../../checkpoint/lora.js';
-import { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import { linearWeightNames } from '../../checkpoint/model-config.js';
-import type { DType, ModelSpec } from '../../checkpoint/types.js';
-import { sha256File } from '../../util/hash.js';
+import { linearWeightNames, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
+import type { DType, ModelSpec } from '../../checkpoint/index.js';
+import { sha256File } from '../../util/index.js';
 import { FgsnError } from '../../errors.js';
 import type { Mat } from '../math/matrix.js';
 
