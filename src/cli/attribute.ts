@@ -4,7 +4,9 @@
  */
 import { parseArgs } from 'node:util';
 import { LoraAdapter, ModelCheckpoint, type TensorSource, writeSafetensors } from '../checkpoint/index.js';
-import { adapterDirection, attributionScores, checkpointDifference, type DirectionSource, positiveInt, readPromptFile } from '../engine/index.js';
+import {
+  adapterDirection, attributionScores, checkpointDifference, type DirectionSource, positiveInt, readPromptFile,
+} from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 
 const HELP = `usage: fgsn attribute <model-dir> --probes <file.jsonl> --direction NAME=A_DIR:B_DIR [...] --out <scores.safetensors> [options]

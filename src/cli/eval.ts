@@ -7,7 +7,9 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createProgress, progressMode } from './progress.js';
 import { FgsnError } from '../errors.js';
-import { type EvalOptions, evaluateModel, limitItems, readHarmfulFile, readLookalikeFile, readTaskFile, type TaskItem } from '../eval/index.js';
+import {
+  type EvalOptions, evaluateModel, limitItems, readHarmfulFile, readLookalikeFile, readTaskFile, type TaskItem,
+} from '../eval/index.js';
 import type { JudgeOptions, JudgePresetName, MarkerBoundary } from '../eval/index.js';
 
 const HELP = `usage: fgsn eval MODEL [--adapter DIR] --harmful FILE [--emerging FILE] [--task NAME=FILE]...

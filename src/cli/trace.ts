@@ -4,7 +4,9 @@
  */
 import { parseArgs } from 'node:util';
 import { writeSafetensors } from '../checkpoint/index.js';
-import { ENGINE_OPTION_HELP, ENGINE_OPTION_SPEC, engineOptions, loadEngine, positiveInt, readPromptFile, traceTensors } from '../engine/index.js';
+import {
+  ENGINE_OPTION_HELP, ENGINE_OPTION_SPEC, engineOptions, loadEngine, positiveInt, readPromptFile, traceTensors,
+} from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 
 const HELP = `usage: fgsn trace <model-dir> --prompts <file.jsonl> --out <file.safetensors> [options]

@@ -6,7 +6,10 @@
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { appendRowUpdate, decodeToF32, encodeFromF32, isHubId, linearParameterCount, linearWeightNames, writeSafetensors } from '../checkpoint/index.js';
+import {
+  appendRowUpdate, decodeToF32, encodeFromF32, isHubId, linearParameterCount, linearWeightNames,
+  writeSafetensors,
+} from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import type { Mat } from './math/matrix.js';
 import { type ProjectionOptions, projectLoraB, projectRows } from './math/project.js';

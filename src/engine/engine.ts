@@ -2,7 +2,10 @@
  * The inference engine: a checkpoint (+ optional LoRA adapter) with its tokenizer and onnxruntime sessions.
  * JavaScript only pads, feeds and slices; every tensor operation runs in onnxruntime.
  */
-import { linearModules, linearWeightName, linearWeightNames, linearWeightShape, LoraAdapter, ModelCheckpoint, type ModelSpec, readGenerationConfig } from '../checkpoint/index.js';
+import {
+  linearModules, linearWeightName, linearWeightNames, linearWeightShape, LoraAdapter, ModelCheckpoint,
+  type ModelSpec, readGenerationConfig,
+} from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';

@@ -7,7 +7,12 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { addCategory, type Atlas, closeSources, countEdit, countRows, editRows, FGSN_DEFAULTS, type FgsnOptions, fgsnProjection, fgsnScores, findAtlas, JobScores, linearRowCount, openSources, parseMethodOptions, pickerExcluding, projectionCompute, resolveLayers, type RowCompute, type Selection, selectionFromJSON, selectionToJSON, union, type WeightSources, writeHardened } from '../defense/index.js';
+import {
+  addCategory, type Atlas, closeSources, countEdit, countRows, editRows, FGSN_DEFAULTS, type FgsnOptions,
+  fgsnProjection, fgsnScores, findAtlas, JobScores, linearRowCount, openSources, parseMethodOptions,
+  pickerExcluding, projectionCompute, resolveLayers, type RowCompute, type Selection, selectionFromJSON,
+  selectionToJSON, union, type WeightSources, writeHardened,
+} from '../defense/index.js';
 import { evenSample } from '../util/index.js';
 import type { Engine } from '../engine/index.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';

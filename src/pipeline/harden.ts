@@ -10,7 +10,13 @@ import { type PassCounts, addPasses, passCounts, passDelta } from '../engine/ind
 import { evaluateModel } from '../eval/index.js';
 import { FgsnError } from '../errors.js';
 import { sha256File } from '../util/index.js';
-import { type Atlas, closeSources, combinedCompute, countEdit, countRows, type EditCounts, type EditPlan, type EditRows, editRows, type FgsnOptions, fgsnProjection, fgsnRanking, fgsnScores, getOrBuildAtlas, JobScores, linearRowCount, mergeEditRows, openSources, parseMethodOptions, pickerExcluding, planMethod, projectionCompute, type RowCompute, rowSparseAdapterRank, type Selection, selectionToJSON, shapeOf, union, type WeightSources, writeHardened } from '../defense/index.js';
+import {
+  type Atlas, closeSources, combinedCompute, countEdit, countRows, type EditCounts, type EditPlan,
+  type EditRows, editRows, type FgsnOptions, fgsnProjection, fgsnRanking, fgsnScores, getOrBuildAtlas,
+  JobScores, linearRowCount, mergeEditRows, openSources, parseMethodOptions, pickerExcluding, planMethod,
+  projectionCompute, type RowCompute, rowSparseAdapterRank, type Selection, selectionToJSON, shapeOf, union,
+  type WeightSources, writeHardened,
+} from '../defense/index.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { writeModelCard } from './model-card.js';
 import { renderReportHtml } from './report-html.js';

@@ -16,7 +16,10 @@ import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { CheckpointRecord, Records, UploadedFile } from '../records.js';
 import { checkUploadName } from '../upload-names.js';
-import { CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, ErrorBody, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
+import {
+  CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, ErrorBody, FileParams, IdParams,
+  UploadedFileSchema,
+} from '../schemas.js';
 import { toJsonSchema } from '../zod-schema.js';
 import { invalidUploadError, validateUploadOffThread } from '../upload-validation.js';
 

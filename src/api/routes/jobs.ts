@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { FgsnError } from '../../errors.js';
 import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/index.js';
-import { describeJob, enqueueHarden, enqueueWebhook, expireJobRecord, getHardenJob, type JobStatus, privateLiteral } from '../../queue/index.js';
+import {
+  describeJob, enqueueHarden, enqueueWebhook, expireJobRecord, getHardenJob, type JobStatus, privateLiteral,
+} from '../../queue/index.js';
 import { deleteJobArtifacts } from '../../storage/index.js';
 import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';

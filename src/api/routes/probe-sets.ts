@@ -4,7 +4,10 @@ import type { ProbeRecord } from '../../pipeline/index.js';
 import { authenticate } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
-import { categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes, parseProbeNdjson } from '../probes.js';
+import {
+  categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes,
+  parseProbeNdjson,
+} from '../probes.js';
 import type { ProbeSetRecord } from '../records.js';
 import type { ProbeRef } from '../../queue/index.js';
 import type { BlobStore } from '../../storage/index.js';
