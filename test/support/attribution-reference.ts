@@ -11,7 +11,7 @@
  */
 import type { LinearModule, ModelSpec } from '../../src/checkpoint/types.js';
 import { LINEAR_MODULES, linearWeightName } from '../../src/checkpoint/types.js';
-import { ropeCosSin } from '../../src/checkpoint/rope.js';
+import { ropeCosSin } from './rope-reference.js';
 
 export interface RefModel {
   spec: ModelSpec;
