@@ -3,6 +3,9 @@
  * its index.ts, no folder imports one above it, onnxruntime stays inside src/engine. Checked on sample code
  * linted as if it were a file of src/, so a weakened rule fails here rather than silently passing.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { ESLint } from 'eslint';
 import { describe, expect, it } from 'vitest';
 
@@ -48,5 +51,24 @@ describe('folder entrances and layering (eslint no-restricted-imports)', () => {
   it('leaves tests and benchmarks free to import internals', async () => {
     expect(await restricted('test/engine/x.test.ts', "export { Engine } from '../../src/engine/engine.js';")).toEqual([]);
     expect(await restricted('bench/engine/x.ts', "export { ort } from '../../src/engine/session/session.js';")).toEqual([]);
+  });
+});
+
+describe('docs/architecture.md', () => {
+  it('lists, for each folder, exactly the folders eslint.config.js lets it import', async () => {
+    // Imported by URL: the config is plain JavaScript without type declarations.
+    const config = pathToFileURL(join(process.cwd(), 'eslint.config.js')).href;
+    const { LAYERS } = (await import(config)) as { LAYERS: Record<string, string[]> };
+    const doc = readFileSync(join(process.cwd(), 'docs', 'architecture.md'), 'utf8');
+    const documented: Record<string, string[]> = {};
+    for (const line of doc.split('\n')) {
+      const m = /^\| `src\/(\w+)\/` \| [^|]+ \| ([^|]+) \|/u.exec(line);
+      if (!m) continue;
+      const cell = m[2].trim();
+      documented[m[1]] = cell === 'every folder' ? Object.keys(LAYERS).filter((f) => f !== m[1])
+        : [...cell.matchAll(/`(\w+)`/gu)].map((x) => x[1]);
+    }
+    const sorted = (r: Record<string, string[]>) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, [...v].sort()]).sort());
+    expect(sorted(documented)).toEqual(sorted(LAYERS));
   });
 });
