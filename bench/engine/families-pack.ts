@@ -1,5 +1,5 @@
 /**
- * Tiny random-weight checkpoints of every supported family (src/engine/synthetic/family-configs.ts) with fgsn's
+ * Tiny random-weight checkpoints of every supported family (test/support/synthetic/family-configs.ts) with fgsn's
  * traces of a few prompts in float32 and float16 compute, laid out for `hf-compare.py --families`:
  *
  *   npx tsx bench/engine/families-pack.ts OUT

@@ -1,5 +1,5 @@
 /**
- * Every supported family in its public models' configuration (src/engine/synthetic/family-configs.ts), tiny and with
+ * Every supported family in its public models' configuration (test/support/synthetic/family-configs.ts), tiny and with
  * random weights, run by the engine and by the TS reference forward (reference-forward.ts): every captured
  * activation (embed, hidden, mlp_act, final_norm, logits) within allclose 1e-4, and greedy generation with the
  * KV cache equal to the reference's full-recompute greedy decoding.
