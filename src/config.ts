@@ -3,10 +3,10 @@
  * listed in CONFIG_ENV_VARS (docker compose / helm are checked against it), and a bad variable is reported
  * by name with what was expected, all of them at once.
  */
-import { createHash } from 'node:crypto';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { FgsnError } from './errors.js';
+import { sha256Text } from './util/index.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -90,7 +90,7 @@ const absoluteDirList = z.string().transform((v, ctx) => {
 });
 
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return sha256Text(key);
 }
 
 function hashKeySpec(key: string): string {

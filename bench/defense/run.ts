@@ -28,7 +28,7 @@ import {
   readRecordedGenerations,
   setsFromRecorded,
   type EvalSuite,
-} from '../../src/eval/testbed.js';
+} from '../../test/support/eval-testbed.js';
 import { DEFENSE_METHODS } from '../../src/defense/methods/index.js';
 import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult, ProbeRecord } from '../../src/pipeline/types.js';
 import {

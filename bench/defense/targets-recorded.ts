@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { TESTBED_TASKS } from '../../src/eval/testbed.js';
+import { TESTBED_TASKS } from '../../test/support/eval-testbed.js';
 import type { BenchRow } from './table.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

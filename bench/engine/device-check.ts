@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import { isFgsnError } from '../../src/errors.js';
 import { loadEngine, type Engine } from '../../src/engine/engine.js';
 import type { ComputeDtype, ExecutionProvider } from '../../src/engine/session/session.js';
-import { writeSyntheticModel } from '../../src/engine/synthetic/synthetic-model.js';
+import { writeSyntheticModel } from '../../test/support/synthetic/synthetic-model.js';
 import { runHarden } from '../../src/pipeline/harden.js';
 import type { ProbeRecord } from '../../src/pipeline/types.js';
 import { matmulGflops, SYNTHETIC_350M, timeEngine, tokenPrompts } from './timing.js';

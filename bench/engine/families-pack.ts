@@ -1,5 +1,5 @@
 /**
- * Tiny random-weight checkpoints of every supported family (src/engine/synthetic/family-configs.ts) with fgsn's
+ * Tiny random-weight checkpoints of every supported family (test/support/synthetic/family-configs.ts) with fgsn's
  * traces of a few prompts in float32 and float16 compute, laid out for `hf-compare.py --families`:
  *
  *   npx tsx bench/engine/families-pack.ts OUT
@@ -13,8 +13,8 @@
 import { join } from 'node:path';
 import { writeSafetensors } from '../../src/checkpoint/safetensors-writer.js';
 import { loadEngine } from '../../src/engine/engine.js';
-import { FAMILY_CONFIGS } from '../../src/engine/synthetic/family-configs.js';
-import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
+import { FAMILY_CONFIGS } from '../../test/support/synthetic/family-configs.js';
+import { writeSyntheticFromConfig } from '../../test/support/synthetic/synthetic-model.js';
 import { traceTensors } from '../../src/engine/trace.js';
 
 const out = process.argv[2];

@@ -27,7 +27,7 @@ import { ModelCheckpoint } from '../../src/checkpoint/index.js';
 import { checkpointDifference, scoreSequences, type ScoredSequence } from '../../src/engine/attribution/index.js';
 import { loadEngine } from '../../src/engine/engine.js';
 import { cacheBytes, cacheGroupRoots, scanCache } from '../../src/engine/session/cache-lifecycle.js';
-import type { SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
+import type { SyntheticModelOptions } from '../../test/support/synthetic/synthetic-model.js';
 import { flopsPerToken, matmulGflops, tokenPrompts } from '../engine/timing.js';
 import { SHAPE_125M, SHAPE_1_1B, trioProbes, writeTrio } from './trio.js';
 

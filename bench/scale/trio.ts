@@ -1,7 +1,7 @@
 /**
  * Synthetic base / aligned / fine-tuned trios for bench/scale, deterministic from a seed, bf16, written
  * tensor by tensor (no model in the JS heap):
- * - base: src/engine/synthetic's random llama;
+ * - base: test/support/synthetic's random llama;
  * - aligned = base + a planted "safety" direction: in the middle third of the layers, every 37th output row
  *   of o_proj and down_proj gets a shared unit input direction v (sign per row), at half the row's norm;
  * - fine-tuned = aligned - 0.6 x that direction (the fine-tune partly undoes it) + a "task" edit: every
@@ -14,7 +14,7 @@ import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeFromF32 } from '../../src/checkpoint/dtypes.js';
 import { writeSafetensors, type TensorSource } from '../../src/checkpoint/safetensors-writer.js';
-import { syntheticTensors, syntheticValues, writeSyntheticModel, type SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
+import { syntheticTensors, syntheticValues, writeSyntheticModel, type SyntheticModelOptions } from '../../test/support/synthetic/synthetic-model.js';
 import { mulberry32 } from '../../src/util/prng.js';
 
 const common = { family: 'llama', vocabSize: 32000, tieWordEmbeddings: false, dtype: 'BF16', std: 0.02, maxPositionEmbeddings: 2048 } as const;

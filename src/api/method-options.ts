@@ -5,7 +5,7 @@
  * (every option of every method, with its bounds, default and help text, bound to `method`).
  */
 import { z } from 'zod';
-import { DEFENSE_METHODS, METHODS, type DefenseMethod, parseMethodOptions } from '../defense/methods/index.js';
+import { DEFENSE_METHODS, METHODS, type DefenseMethod, parseMethodOptions } from '../defense/index.js';
 import { isFgsnError } from '../errors.js';
 import type { JsonSchema } from './zod-schema.js';
 

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { HardenQueue } from '../queue/queue.js';
+import type { HardenQueue } from '../queue/index.js';
 
 export interface ApiMetrics {
   requests: Histogram<'method' | 'route' | 'status'>;

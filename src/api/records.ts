@@ -4,8 +4,9 @@
  * on the shared data volume, artifact bytes in the BlobStore, job execution state in BullMQ.
  */
 import type { Redis } from 'ioredis';
-import type { ProbeRecord } from '../pipeline/types.js';
-import { cancelFlagKey } from '../queue/names.js';
+import type { ProbeRecord } from '../pipeline/index.js';
+import { cancelFlagKey } from '../queue/index.js';
+import { parseJsonl } from '../util/index.js';
 
 /** `deleting`: claimed by a DELETE (or the upload sweeper); never used by a new job. */
 export type CheckpointState = 'uploading' | 'validating' | 'ready' | 'deleting';
@@ -245,7 +246,7 @@ export class Records {
   async getLegacyProbeRecords(id: string): Promise<ProbeRecord[] | undefined> {
     const raw = await this.redis.get(this.key('probes', id, 'records'));
     if (raw === null) return undefined;
-    return raw.length === 0 ? [] : raw.split('\n').map((l) => JSON.parse(l) as ProbeRecord);
+    return parseJsonl(raw, { source: `probe set ${id}`, empty: false }, (o) => o as unknown as ProbeRecord);
   }
 
   // jobs

@@ -6,7 +6,7 @@ import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { Config } from '../config.js';
 import { FgsnError } from '../errors.js';
-import { startWorker, type RunningWorker } from '../queue/worker.js';
+import { startWorker, type RunningWorker } from '../queue/index.js';
 import { buildApp, type BuiltApp } from './app.js';
 
 export function createLogger(config: Config, name: string): Logger {

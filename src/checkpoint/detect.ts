@@ -3,10 +3,9 @@
  * folder or a lone safetensors file, validate it (all problems at once for uploads), and describe it
  * (the `fgsn inspect` JSON).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve } from 'node:path';
+import { sha256File } from '../util/index.js';
 import { FgsnError } from '../errors.js';
 import { isPickleName } from './folder-safety.js';
 import { ioError } from './io.js';
@@ -178,15 +177,13 @@ export async function closeOpened(o: OpenedCheckpoint): Promise<void> {
   else await o.file.close();
 }
 
-/** Streams a file through sha256 (1 MiB chunks): constant memory for any size. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
+/** sha256File with a read failure as the checkpoint layer's I/O error (code, path). */
+async function hashFile(path: string): Promise<string> {
   try {
-    for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+    return await sha256File(path);
   } catch (e) {
     throw ioError(path, e);
   }
-  return hash.digest('hex');
 }
 
 /** `scanned` holds the hashes of weights files taken during the values scan; other files are hashed here. */
@@ -198,7 +195,7 @@ async function fileSummary(root: string, path: string, hash: boolean, scanned: M
     throw ioError(path, e);
   }
   const known = scanned.get(path);
-  const sha256 = !hash ? null : typeof known === 'string' ? known : await sha256File(path);
+  const sha256 = !hash ? null : typeof known === 'string' ? known : await hashFile(path);
   return { name: relative(root, path) || basename(path), bytes, sha256 };
 }
 

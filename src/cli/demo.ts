@@ -1,12 +1,12 @@
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeDemoTestbed, type DemoTestbed } from '../demo/fixtures.js';
-import { PLANTED_SAFETY_ROWS } from '../demo/planted-model.js';
-import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
-import { runHarden } from '../pipeline/harden.js';
-import type { HardenResult, ProbeRecord } from '../pipeline/types.js';
-import { DEFENSE_METHODS } from '../defense/methods/index.js';
+import { type DemoTestbed, PLANTED_SAFETY_ROWS, writeDemoTestbed } from '../demo/index.js';
+import { type EvalReport, evaluateModel, readHarmfulFile, readLookalikeFile, readTaskFile } from '../eval/index.js';
+import { runHarden } from '../pipeline/index.js';
+import { readProbes } from '../probes.js';
+import type { HardenResult } from '../pipeline/index.js';
+import { DEFENSE_METHODS } from '../defense/index.js';
 import { methodFlag } from './method-flags.js';
 
 const HELP = `usage: fgsn demo [--dir DIR] [--method ${DEFENSE_METHODS.join('|')}] [--json]
@@ -16,15 +16,11 @@ task neurons (src/demo/planted-model.ts), measures the fine-tune's attack succes
 the defense in-process (no Redis needed) and measures the hardened model. Everything goes under DIR
 (default .fgsn/demo).`;
 
-async function readJsonl<T>(file: string): Promise<T[]> {
-  return (await readFile(file, 'utf8')).split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as T);
-}
-
 async function evalSets(tb: DemoTestbed) {
   return {
-    harmful: await readJsonl<{ prompt: string; category: string }>(tb.files.harmfulEval),
-    lookalike: await readJsonl<{ prompt: string; answer: string }>(tb.files.lookalikeEval),
-    tasks: { review: await readJsonl<{ prompt: string; answer: string }>(tb.files.taskEval) },
+    harmful: await readHarmfulFile(tb.files.harmfulEval),
+    lookalike: await readLookalikeFile(tb.files.lookalikeEval),
+    tasks: { review: await readTaskFile(tb.files.taskEval) },
   };
 }
 
@@ -73,9 +69,9 @@ export async function run(args: string[]): Promise<number> {
   log(`hardening the fine-tune with method ${method}`);
   const outDir = resolve(root, `hardened-${method}`);
   await rm(outDir, { recursive: true, force: true });
-  const harmful = await readJsonl<ProbeRecord>(tb.files.harmfulProbes);
-  const benign = await readJsonl<ProbeRecord>(tb.files.benignProbes);
-  const task = await readJsonl<ProbeRecord>(tb.files.taskProbes);
+  const harmful = await readProbes(tb.files.harmfulProbes);
+  const benign = await readProbes(tb.files.benignProbes);
+  const task = await readProbes(tb.files.taskProbes);
   const result: HardenResult = await runHarden(
     {
       basePath: tb.base,

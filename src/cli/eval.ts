@@ -7,10 +7,10 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createProgress, progressMode } from './progress.js';
 import { FgsnError } from '../errors.js';
-import { limitItems, readHarmfulFile, readLookalikeFile, readTaskFile, type TaskItem } from '../eval/data.js';
-import { evaluateModel, type EvalOptions } from '../eval/evaluate.js';
-import type { JudgeOptions } from '../eval/judges.js';
-import type { JudgePresetName, MarkerBoundary } from '../eval/markers.js';
+import {
+  type EvalOptions, evaluateModel, limitItems, readHarmfulFile, readLookalikeFile, readTaskFile, type TaskItem,
+} from '../eval/index.js';
+import type { JudgeOptions, JudgePresetName, MarkerBoundary } from '../eval/index.js';
 
 const HELP = `usage: fgsn eval MODEL [--adapter DIR] --harmful FILE [--emerging FILE] [--task NAME=FILE]...
                 [--lookalike FILE] [--limit N] --out report.json

@@ -1,8 +1,8 @@
 /** Bits shared by `fgsn harden` and `fgsn continue`: cache location and evaluation-set flags. */
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { readProbes } from '../pipeline/probes.js';
-import type { EvaluationRequest, ProbeRecord } from '../pipeline/types.js';
+import { readProbes, type ProbeRecord } from '../probes.js';
+import type { EvaluationRequest } from '../pipeline/index.js';
 
 export function defaultCacheDir(): string {
   return process.env.FGSN_CACHE_DIR ?? join(process.cwd(), '.fgsn', 'cache');

@@ -1,11 +1,10 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { runHarden } from '../pipeline/harden.js';
-import { targetLine } from '../pipeline/policy.js';
-import { readProbes } from '../pipeline/probes.js';
-import { DEFENSE_METHODS, parseMethodOptions } from '../defense/methods/index.js';
-import type { HardenRequest, OutputKind } from '../pipeline/types.js';
+import { runHarden, targetLine } from '../pipeline/index.js';
+import { readProbes } from '../probes.js';
+import { DEFENSE_METHODS, parseMethodOptions } from '../defense/index.js';
+import type { HardenRequest, OutputKind } from '../pipeline/index.js';
 import { type FlagValues, effectiveConfig, mergeFlags, readHardenConfig } from './harden-config.js';
 import { defaultCacheDir, readEvalSets } from './harden-shared.js';
 import { OPTION_FLAGS, methodFlag, methodsHelp } from './method-flags.js';

@@ -3,7 +3,7 @@
  * what it is as JSON. Bad input throws a coded FgsnError, which main prints and turns into exit status 2.
  */
 import { parseArgs } from 'node:util';
-import { describeCheckpoint } from '../checkpoint/detect.js';
+import { describeCheckpoint } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 
 const HELP = `usage: fgsn inspect <dir|file> [--no-hash] [--no-values] [--no-tensors]

@@ -4,7 +4,7 @@
  * `fgsn harden --help` from its schema (help text, bounds, default). Nothing here lists an option by hand.
  */
 import type { z } from 'zod';
-import { DEFENSE_METHODS, METHODS, type DefenseMethod, fieldInfo, isDefenseMethod } from '../defense/methods/index.js';
+import { DEFENSE_METHODS, METHODS, type DefenseMethod, fieldInfo, isDefenseMethod } from '../defense/index.js';
 import { FgsnError } from '../errors.js';
 
 export function kebab(key: string): string {

@@ -7,8 +7,8 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnApiError, FgsnClient, type JobRequest } from '../client/index.js';
 import { FgsnError } from '../errors.js';
-import { targetLine } from '../pipeline/policy.js';
-import { readProbes } from '../pipeline/probes.js';
+import { targetLine } from '../pipeline/index.js';
+import { readProbes } from '../probes.js';
 import { EXIT_TARGET_MISSED } from './harden.js';
 import { createProgress, progressMode } from './progress.js';
 

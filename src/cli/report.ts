@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { renderReportHtml } from '../pipeline/report-html.js';
+import { renderReportHtml } from '../pipeline/index.js';
 
 const USAGE = `usage: fgsn report REPORT.json [--out FILE.html] [--open]
 

@@ -4,8 +4,8 @@
  * sha256 verified. Types come from the API's own zod schemas (type-only imports: no server code is loaded), so
  * the client cannot drift from the routes without the typecheck noticing.
  *
- * May import: node built-ins and type-only imports of src/api/schemas.ts. Imported by: src/cli/remote.ts,
- * bench/, and any platform code (`import { FgsnClient } from 'fgsn/client'`-style through the package).
+ * May import: node built-ins and type-only imports of src/api's schemas (through api/index.js). Imported by:
+ * src/cli/remote.ts, bench/, and platform code.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -15,7 +15,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { z } from 'zod';
-import type { ArtifactList, CheckpointSchema, JobCreateBody, JobSchema, ProbeSetSchema, ReferenceSchema } from '../api/schemas.js';
+import type { ArtifactList, CheckpointSchema, JobCreateBody, JobSchema, ProbeSetSchema, ReferenceSchema } from '../api/index.js';
 
 export type Job = z.infer<typeof JobSchema>;
 export type JobRequest = z.input<typeof JobCreateBody>;

@@ -6,17 +6,17 @@
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { appendRowUpdate, isHubId } from '../checkpoint/lora.js';
-import { decodeToF32, encodeFromF32 } from '../checkpoint/dtypes.js';
-import { linearParameterCount, linearWeightNames } from '../checkpoint/model-config.js';
-import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
+import {
+  appendRowUpdate, decodeToF32, encodeFromF32, isHubId, linearParameterCount, linearWeightNames,
+  writeSafetensors,
+} from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import type { Mat } from './math/matrix.js';
 import { type ProjectionOptions, projectLoraB, projectRows } from './math/project.js';
 import type { Selection } from './math/select.js';
 import { writeModelFolder } from './io/model-writer.js';
 import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
-import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf, sha256File } from './io/sources.js';
+import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf } from './io/sources.js';
 
 /** New fp32 values of `rows` (sorted) of one matrix, [rows.length * dIn]. */
 export type RowCompute = (io: MatrixIO, rows: Uint32Array) => Promise<Float32Array>;
@@ -366,4 +366,3 @@ export async function writeRowSparseAdapter(
   return ['adapter_model.safetensors', 'adapter_config.json'];
 }
 
-export { sha256File };

@@ -9,18 +9,14 @@
  * Atlases share the engine cache's bound (FGSN_CACHE_MAX_BYTES over <cacheDir>/engine and <cacheDir>/atlas,
  * least recently used first): one found or built here is touched and held by this process (cache-lifecycle.ts).
  */
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { linearWeightNames } from '../checkpoint/model-config.js';
-import { ModelCheckpoint } from '../checkpoint/model-folder.js';
-import { SafetensorsFile } from '../checkpoint/safetensors-reader.js';
-import { writeSafetensors, type TensorSource } from '../checkpoint/safetensors-writer.js';
-import { loadEngine } from '../engine/engine.js';
-import { enforceCacheBound, holdEntry } from '../engine/session/cache-lifecycle.js';
+import { linearWeightNames, ModelCheckpoint, SafetensorsFile, type TensorSource, writeSafetensors } from '../checkpoint/index.js';
+import { enforceCacheBound, holdEntry, loadEngine } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../util/probe-record.js';
+import type { ProbeRecord } from '../probes.js';
+import { sha256Text } from '../util/index.js';
 import { kmeans } from './math/kmeans.js';
 import { layerCurve, layerWeights, selectBand, type LayerCurve } from './math/layers.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';
@@ -83,9 +79,7 @@ const defaults = (o: AtlasOptions): AtlasMeta['options'] => ({
 });
 
 export async function atlasId(alignedSha: Record<string, string>, config: string, harmful: ProbeRecord[], benign: ProbeRecord[], options: AtlasMeta['options']): Promise<string> {
-  const h = createHash('sha256');
-  h.update(JSON.stringify({ v: ATLAS_VERSION, alignedSha, config, harmful, benign, options }));
-  return h.digest('hex').slice(0, 32);
+  return sha256Text(JSON.stringify({ v: ATLAS_VERSION, alignedSha, config, harmful, benign, options })).slice(0, 32);
 }
 
 /** Returns the cached atlas for these inputs, building it when missing. */

@@ -17,3 +17,9 @@ export {
   type DefenseMethod, type EditPlan, type FgsnOptions, type FgsnRanking, type MethodOptions,
 } from './methods/index.js';
 export { attributionGradDotV, taskRowScores } from './scoring.js';
+export { combinedCompute, editRows, mergeEditRows, rowSparseAdapterRank } from './apply.js';
+export type { EditRows } from './apply.js';
+export { linearRowCount, shapeOf } from './io/sources.js';
+export { countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from './math/select.js';
+export type { Selection } from './math/select.js';
+export { OPTION_BOUNDS, fgsnOptions, fgsnProjection, fieldInfo, methodDefinition, type FieldInfo, type OptionsOf } from './methods/index.js';

@@ -2,11 +2,10 @@
  * The inference engine: a checkpoint (+ optional LoRA adapter) with its tokenizer and onnxruntime sessions.
  * JavaScript only pads, feeds and slices; every tensor operation runs in onnxruntime.
  */
-import { LoraAdapter } from '../checkpoint/lora.js';
-import { readGenerationConfig } from '../checkpoint/model-config.js';
-import { ModelCheckpoint } from '../checkpoint/model-folder.js';
-import { linearWeightNames } from '../checkpoint/model-config.js';
-import { linearModules, linearWeightName, type ModelSpec } from '../checkpoint/types.js';
+import {
+  linearModules, linearWeightName, linearWeightNames, linearWeightShape, LoraAdapter, ModelCheckpoint,
+  type ModelSpec, readGenerationConfig,
+} from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
@@ -18,6 +17,7 @@ import { defaultCacheRoot } from './session/model-cache.js';
 import { computeDtypeFromEnv, executionProviderFromEnv, ort, type ComputeDtype, type ExecutionProvider } from './session/session.js';
 
 import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
+import { scoreSequences, scoredWeights, type AttributionResult, type DirectionSource, type Reduction } from './attribution/index.js';
 
 export interface EngineOptions {
   /** PEFT LoRA adapter folder applied on top of the model. */
@@ -130,6 +130,22 @@ export interface Generation {
   margins: number[];
 }
 
+/** What `Engine.attribute` scores: the NLL of these responses, teacher-forced, under this engine's model (+ adapter). */
+export interface AttributeOptions {
+  /** Direction sets M_k; the result holds <dL/dW[r], M_k[r]> per linear weight row (attribution/index.ts). */
+  directions: DirectionSource[];
+  /** 'mean' (default): over all response tokens; 'sum': the plain sum. */
+  reduction?: Reduction;
+  /** Sequences per onnxruntime run (default 8). */
+  batchSize?: number;
+  /**
+   * Layers whose directions are in memory at once (one segment each); default: as many as fit
+   * `maxDirectionBytes` (default 1 GiB). Given, it overrides the byte budget.
+   */
+  layersPerPass?: number;
+  maxDirectionBytes?: number;
+}
+
 const DEFAULT_BATCH = 16;
 
 export class Engine {
@@ -142,6 +158,8 @@ export class Engine {
     readonly defaultMaxNewTokens: number,
     private readonly graphs: GraphSessions,
     private readonly rowPatch: boolean,
+    /** Where and how attribution sessions run: the same cache and provider as the forward graphs. */
+    private readonly runtime: { cacheRoot: string; executionProvider: ExecutionProvider; threads?: number },
   ) {}
 
   /** Patch inputs of every linear weight (empty until setRowPatch), fed to every run of a rowPatch engine. */
@@ -155,16 +173,19 @@ export class Engine {
       const tokenizer = await ChatTokenizer.load(modelDir, checkpoint.spec.padTokenId ?? 0);
       const gen = await readGenerationConfig(modelDir);
       const eos = gen !== null && gen.eosTokenIds.length > 0 ? gen.eosTokenIds : checkpoint.spec.eosTokenIds;
-      const graphs = new GraphSessions(checkpoint, adapter, {
+      const runtime = {
         cacheRoot: opts.cacheDir ?? defaultCacheRoot(),
-        loraMode: opts.loraMode,
         executionProvider: opts.executionProvider ?? executionProviderFromEnv(),
+        ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      };
+      const graphs = new GraphSessions(checkpoint, adapter, {
+        ...runtime,
+        loraMode: opts.loraMode,
         compute: opts.compute ?? computeDtypeFromEnv(),
-        threads: opts.threads,
         maxSessions: opts.maxSessions,
         deviceKv: opts.deviceKv ?? deviceKvFromEnv(),
       });
-      const engine = new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs, opts.rowPatch ?? false);
+      const engine = new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs, opts.rowPatch ?? false, runtime);
       if (engine.rowPatch) engine.setRowPatch(new Map());
       return engine;
     } catch (e) {
@@ -438,6 +459,33 @@ export class Engine {
     return results;
   }
 
+  /**
+   * First-order attribution of the teacher-forced NLL of `responses` (one per prompt, chat-formatted with this
+   * engine's tokenizer) under this engine's model and adapter: per linear weight row, <dL/dW[r], M_k[r]> for
+   * every direction set. Runs in its own float32 sessions (attribution/), on this engine's cache and provider;
+   * a row patch set on this engine does not apply.
+   */
+  async attribute(prompts: readonly string[], responses: readonly string[], opts: AttributeOptions): Promise<AttributionResult> {
+    if (prompts.length !== responses.length) {
+      throw new FgsnError('DEFENSE_OPTION_INVALID', `attribution got ${prompts.length} prompts and ${responses.length} responses`);
+    }
+    const sequences = await Promise.all(prompts.map(async (p, i) => {
+      const e = await this.tokenizer.encodeChat(p, responses[i]);
+      return { ids: e.ids, promptLength: e.promptLength };
+    }));
+    const maxDirectionBytes = opts.layersPerPass === undefined
+      ? opts.maxDirectionBytes
+      : Math.max(1, Math.min(this.spec.numLayers, opts.layersPerPass)) * layerDirectionBytes(this.spec, opts.directions.length);
+    return scoreSequences(this.checkpoint, this.adapter, sequences, {
+      directions: opts.directions,
+      ...(opts.reduction !== undefined ? { reduction: opts.reduction } : {}),
+      ...(opts.batchSize !== undefined ? { batchSize: opts.batchSize } : {}),
+      ...(maxDirectionBytes !== undefined ? { maxDirectionBytes } : {}),
+      ...this.runtime,
+      padTokenId: this.tokenizer.padTokenId,
+    });
+  }
+
   /** Releases every onnxruntime session (each holds a float32 copy of the weights); later runs build them again. */
   async releaseSessions(): Promise<void> {
     await this.graphs.close();
@@ -448,6 +496,14 @@ export class Engine {
     await this.checkpoint.close();
     await this.adapter?.close();
   }
+}
+
+/** Bytes of one layer's direction inputs for `sets` direction sets, as attribution's layerChunks counts them. */
+function layerDirectionBytes(spec: ModelSpec, sets: number): number {
+  return scoredWeights(spec, 0, 1).reduce((n, w) => {
+    const [rows, cols] = linearWeightShape(spec, w) as [number, number];
+    return n + rows * cols;
+  }, 0) * 4 * sets;
 }
 
 /** Best logit minus the second best of one row. */

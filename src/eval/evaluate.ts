@@ -4,12 +4,15 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { loadEngine } from '../engine/engine.js';
+import { loadEngine } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 import type { HarmfulItem, LookalikeItem, TaskItem } from './data.js';
 import { resolveJudge, type JudgeOptions } from './judges.js';
 import type { JudgeConfig } from './markers.js';
-import { RESERVED_SET_NAMES, scoreGenerations, type CategoryScore, type GenerationSets, type MetricName, type ScoredGeneration } from './score.js';
+import {
+  RESERVED_SET_NAMES, scoreGenerations, type CategoryScore, type GenerationSets, type MetricName,
+  type ScoredGeneration,
+} from './score.js';
 
 export const DEFAULT_MAX_NEW_TOKENS = 40;
 export const DEFAULT_BATCH_SIZE = 32;

@@ -7,13 +7,14 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { type RowCompute, countEdit, editRows, projectionCompute, writeHardened } from '../defense/apply.js';
-import { addCategory, findAtlas, type Atlas } from '../defense/atlas.js';
-import { type Selection, countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from '../defense/math/select.js';
-import { FGSN_DEFAULTS, type FgsnOptions, JobScores, fgsnProjection, fgsnScores, parseMethodOptions, resolveLayers } from '../defense/methods/index.js';
-import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
-import { evenSample } from '../util/sample.js';
-import type { Engine } from '../engine/engine.js';
+import {
+  addCategory, type Atlas, closeSources, countEdit, countRows, editRows, FGSN_DEFAULTS, type FgsnOptions,
+  fgsnProjection, fgsnScores, findAtlas, JobScores, linearRowCount, openSources, parseMethodOptions,
+  pickerExcluding, projectionCompute, resolveLayers, type RowCompute, type Selection, selectionFromJSON,
+  selectionToJSON, union, type WeightSources, writeHardened,
+} from '../defense/index.js';
+import { evenSample } from '../util/index.js';
+import type { Engine } from '../engine/index.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { pairedLossTest } from './guardrails.js';
 import { type ProbeContext, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';

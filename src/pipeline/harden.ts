@@ -3,19 +3,20 @@
  * target-driven budget when asked) -> projection (streamed outputs) -> optional evaluation -> report.
  * Progress is reported per stage; cancellation is checked between stages and between budget steps.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import type { Engine } from '../engine/engine.js';
-import { type PassCounts, addPasses, passCounts, passDelta } from '../engine/runtime/counters.js';
-import { evaluateModel } from '../eval/evaluate.js';
+import type { Engine } from '../engine/index.js';
+import { type PassCounts, addPasses, passCounts, passDelta } from '../engine/index.js';
+import { evaluateModel } from '../eval/index.js';
 import { FgsnError } from '../errors.js';
-import { type EditCounts, type EditRows, type RowCompute, combinedCompute, countEdit, editRows, mergeEditRows, projectionCompute, rowSparseAdapterRank, writeHardened } from '../defense/apply.js';
-import { type Atlas, getOrBuildAtlas } from '../defense/atlas.js';
-import { type Selection, countRows, pickerExcluding, selectionToJSON, union } from '../defense/math/select.js';
-import { type EditPlan, type FgsnOptions, JobScores, fgsnProjection, fgsnRanking, fgsnScores, parseMethodOptions, planMethod } from '../defense/methods/index.js';
-import { type WeightSources, closeSources, linearRowCount, openSources, shapeOf } from '../defense/io/sources.js';
+import { sha256File } from '../util/index.js';
+import {
+  type Atlas, closeSources, combinedCompute, countEdit, countRows, type EditCounts, type EditPlan,
+  type EditRows, editRows, type FgsnOptions, fgsnProjection, fgsnRanking, fgsnScores, getOrBuildAtlas,
+  JobScores, linearRowCount, mergeEditRows, openSources, parseMethodOptions, pickerExcluding, planMethod,
+  projectionCompute, type RowCompute, rowSparseAdapterRank, type Selection, selectionToJSON, shapeOf, union,
+  type WeightSources, writeHardened,
+} from '../defense/index.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { writeModelCard } from './model-card.js';
 import { renderReportHtml } from './report-html.js';
@@ -445,11 +446,7 @@ async function artifactList(outDir: string): Promise<ArtifactInfo[]> {
       const p = join(dir, name);
       const st = await stat(p);
       if (st.isDirectory()) await walk(p);
-      else {
-        const h = createHash('sha256');
-        for await (const chunk of createReadStream(p)) h.update(chunk as Buffer);
-        out.push({ name: relative(outDir, p), bytes: st.size, sha256: h.digest('hex') });
-      }
+      else out.push({ name: relative(outDir, p), bytes: st.size, sha256: await sha256File(p) });
     }
   };
   await walk(outDir);

@@ -8,7 +8,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Selection, countRows } from '../defense/math/select.js';
+import { type Selection, countRows } from '../defense/index.js';
 import type { ProbeMetrics } from './probe-eval.js';
 
 /** Strengths tried at each q, as multiples of the configured g: strength is free in parameters, q is not. */

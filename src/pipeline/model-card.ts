@@ -13,7 +13,7 @@
 import { copyFile, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseDocument, stringify } from 'yaml';
-import { isHubId } from '../checkpoint/lora.js';
+import { isHubId } from '../checkpoint/index.js';
 
 export const CARD_FILE = 'README.md';
 export const FINETUNE_CARD_FILE = 'README.finetune.md';

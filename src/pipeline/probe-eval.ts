@@ -4,8 +4,8 @@
  * teacher-forced NLL of given refusals (a signal that keeps moving once every probe is already refused).
  */
 import { join } from 'node:path';
-import { loadEngine, type Engine, type EngineOptions } from '../engine/engine.js';
-import { exactMatch, isRefusal, resolveJudge, type JudgeOptions } from '../eval/judges.js';
+import { loadEngine, type Engine, type EngineOptions } from '../engine/index.js';
+import { exactMatch, isRefusal, resolveJudge, type JudgeOptions } from '../eval/index.js';
 import type { ProbeRecord } from './types.js';
 
 export interface ProbeMetrics {

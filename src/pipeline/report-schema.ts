@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { FgsnError } from '../errors.js';
-import { DEFENSE_METHODS, fgsnOptions } from '../defense/methods/index.js';
+import { DEFENSE_METHODS, fgsnOptions } from '../defense/index.js';
 
 /**
  * FGSN's options as the report stores them: parsed (defaults filled), with `targetAsr` absent for the fixed

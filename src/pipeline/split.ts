@@ -4,8 +4,8 @@
  * one model family reached 2 % on its ranking probes and 8 % on unseen prompts). So the target-driven search
  * ranks rows on the `rank` part and stops on the ASR of the `judge` part, and reports both.
  */
-import type { Atlas } from '../defense/atlas.js';
-import { mulberry32 } from '../util/prng.js';
+import type { Atlas } from '../defense/index.js';
+import { mulberry32 } from '../util/index.js';
 
 export interface ProbeSplit {
   rank: number[];

@@ -3,10 +3,10 @@
  * The pipeline is the only place that knows the order of stages; callers see progress and artifacts.
  */
 
-import type { DefenseMethod } from '../defense/methods/index.js';
-import type { ProbeRecord } from '../util/probe-record.js';
+import type { DefenseMethod } from '../defense/index.js';
+import type { ProbeRecord } from '../probes.js';
 
-/** The method names come from the defense registry (src/defense/methods/index.ts), the one list. */
+// Defined below this folder (defense and storage read them too); re-exported for the pipeline's callers.
 export type { DefenseMethod, ProbeRecord };
 export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
 
@@ -63,7 +63,7 @@ export interface ArtifactInfo {
   sha256: string;
 }
 
-import type { PassCounts } from '../engine/runtime/counters.js';
+import type { PassCounts } from '../engine/index.js';
 
 export interface HardenResult {
   artifacts: ArtifactInfo[];

@@ -7,7 +7,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { readdir, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cacheBytes, enforceCacheBound, scanCache, cacheGroupRoots } from '../engine/session/cache-lifecycle.js';
+import { cacheBytes, enforceCacheBound, scanCache, cacheGroupRoots } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 
 const MiB = 1024 ** 2;

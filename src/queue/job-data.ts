@@ -1,4 +1,4 @@
-import type { HardenRequest } from '../pipeline/types.js';
+import type { HardenRequest } from '../pipeline/index.js';
 
 /**
  * A probe set by reference: its NDJSON lives in the blob store under `key`; the worker checks `sha256`

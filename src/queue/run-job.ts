@@ -6,16 +6,15 @@ import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, relative, sep } from 'node:path';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
-import { enforceCacheBound, releaseAllHolds } from '../engine/session/cache-lifecycle.js';
+import { enforceCacheBound, releaseAllHolds } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 import { admitDisk, diskNeed, processCost, weightBytes } from './disk.js';
-import { runHarden } from '../pipeline/harden.js';
-import { publishArtifacts, removeStaleAttempts } from '../storage/artifacts.js';
+import { runHarden } from '../pipeline/index.js';
+import { publishArtifacts, readProbeBlob, removeStaleAttempts } from '../storage/index.js';
 import type { BlobStore } from '../storage/index.js';
 import type { HardenJobData, HardenJobInput, HardenJobResult, HardenProgress, ProbeRef } from './job-data.js';
-import type { EvaluationRequest, HardenRequest, ProbeRecord } from '../pipeline/types.js';
-import { dataLayout } from '../storage/layout.js';
-import { readProbeBlob } from '../storage/probe-blobs.js';
+import type { EvaluationRequest, HardenRequest, ProbeRecord } from '../pipeline/index.js';
+import { dataLayout } from '../storage/index.js';
 
 export interface RunContext {
   attempt: number;

@@ -16,11 +16,10 @@ import type { HardenJobData, HardenJobResult } from './job-data.js';
 import { observeFinished, workerMetrics } from './metrics.js';
 import { HARDEN_QUEUE, cancelFlagKey } from './names.js';
 import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
-import { enforceCacheBound } from '../engine/session/cache-lifecycle.js';
-import { withEngineProcessEnv } from '../engine/session/session.js';
+import { enforceCacheBound, withEngineProcessEnv } from '../engine/index.js';
 import { describeJob } from './status.js';
 import { expireJobRecord } from './queue.js';
-import { dataLayout } from '../storage/layout.js';
+import { dataLayout } from '../storage/index.js';
 import { createWebhookQueue, enqueueWebhook, eventFor, startWebhookWorker, type WebhookSettings } from './webhooks.js';
 
 export interface WorkerOptions {

@@ -3,18 +3,16 @@
  * The API writes them (uploads, and the built-in sets on first use); workers read them by the reference
  * a job carries.
  */
-import { createHash } from 'node:crypto';
+import { parseJsonl, sha256Text } from '../util/index.js';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../probes.js';
 import type { BlobStore } from './types.js';
 
 export function probeNdjson(probes: ProbeRecord[]): string {
   return probes.map((p) => JSON.stringify(p)).join('\n');
 }
 
-export function sha256Text(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
-}
+export { sha256Text };
 
 /** Stores a probe set; returns its key and sha256. */
 export async function putProbeBlob(store: BlobStore, key: string, probes: ProbeRecord[]): Promise<{ key: string; sha256: string; bytes: number }> {
@@ -29,5 +27,6 @@ export async function readProbeBlob(store: BlobStore, ref: { id: string; key: st
   if (raw === undefined) throw new FgsnError('PROBES_INVALID', `probe set ${ref.id} is no longer stored`, { details: { probeSet: ref.id } });
   const text = raw.toString('utf8');
   if (sha256Text(text) !== ref.sha256) throw new FgsnError('PROBES_INVALID', `probe set ${ref.id} changed after the job was submitted (sha256 differs)`, { details: { probeSet: ref.id } });
-  return text.length === 0 ? [] : text.split('\n').map((l) => JSON.parse(l) as ProbeRecord);
+  // Written by probeNdjson from checked records (sha256 verified above): read back, not validated again.
+  return parseJsonl(text, { source: `probe set ${ref.id}`, empty: false }, (o) => o as unknown as ProbeRecord);
 }

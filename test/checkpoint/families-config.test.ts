@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { expectedTensors, linearWeightNames, linearWeightShape, parseModelConfig } from '../../src/checkpoint/model-config.js';
-import { FAMILY_CONFIGS } from '../../src/engine/synthetic/family-configs.js';
+import { FAMILY_CONFIGS } from '../support/synthetic/family-configs.js';
 
 const parse = (name: string, over: Record<string, unknown> = {}) => parseModelConfig({ ...FAMILY_CONFIGS[name], ...over }, 'config.json');
 const refused = (name: string, over: Record<string, unknown>, feature: RegExp): void => {

@@ -4,7 +4,8 @@
  * Each type is checked below and beyond its original context where the two differ.
  */
 import { describe, expect, it } from 'vitest';
-import { dynamicTheta, parseRopeScaling, ropeCosSin, ropeParameters, ropeScalingJson, yarnCorrectionRange, type RopeScaling } from '../../src/checkpoint/rope.js';
+import { dynamicTheta, parseRopeScaling, ropeParameters, ropeScalingJson, yarnCorrectionRange, type RopeScaling } from '../../src/checkpoint/rope.js';
+import { ropeCosSin } from '../support/rope-reference.js';
 
 const spec = (headDim: number, ropeScaling: RopeScaling | null, ropeTheta = 10000) => ({ headDim, ropeTheta, ropeScaling });
 const near = (got: ArrayLike<number>, want: number[], digits = 7): void => {

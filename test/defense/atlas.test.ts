@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas } from '../../src/defense/atlas.js';
-import { readProbes } from '../../src/pipeline/probes.js';
+import { readProbes } from '../../src/probes.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
 let tmp: string;

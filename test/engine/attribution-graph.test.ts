@@ -12,7 +12,7 @@ import { ModelCheckpoint } from '../../src/checkpoint/index.js';
 import { attributionBatch, type ScoredSequence } from '../../src/engine/attribution/batch.js';
 import { scoreSequences } from '../../src/engine/attribution/index.js';
 import { AttributionSession, type BatchScores } from '../../src/engine/attribution/session.js';
-import { referenceLoss, referenceScores, type RefResult } from '../../src/engine/attribution/reference.js';
+import { referenceLoss, referenceScores, type RefResult } from '../support/attribution-reference.js';
 import { ort } from '../../src/engine/session/session.js';
 import { differences, perturbed, randomModel, randomSequences, rng, roundedToBf16, rowsOf, tinySpec, withRowStep, writeModelFolder } from './attribution/tiny-model.js';
 

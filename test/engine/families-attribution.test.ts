@@ -11,9 +11,9 @@ import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { attributionBatch, type ScoredSequence } from '../../src/engine/attribution/batch.js';
 import { AttributionSession } from '../../src/engine/attribution/session.js';
 import { ort } from '../../src/engine/session/session.js';
-import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
+import { writeSyntheticFromConfig } from '../support/synthetic/synthetic-model.js';
 import { mulberry32 } from '../../src/util/prng.js';
-import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../../src/engine/synthetic/family-configs.js';
+import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../support/synthetic/family-configs.js';
 import { tempDir } from './helpers.js';
 import { referenceForward, type Weights } from './reference-forward.js';
 

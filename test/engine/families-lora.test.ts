@@ -12,9 +12,9 @@ import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { LoraAdapter } from '../../src/checkpoint/lora.js';
 import { writeSafetensors } from '../../src/checkpoint/safetensors-writer.js';
 import { loadEngine } from '../../src/engine/index.js';
-import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
+import { writeSyntheticFromConfig } from '../support/synthetic/synthetic-model.js';
 import { mulberry32 } from '../../src/util/prng.js';
-import { FAMILY_CONFIGS } from '../../src/engine/synthetic/family-configs.js';
+import { FAMILY_CONFIGS } from '../support/synthetic/family-configs.js';
 import { expectCloseToReference, tempDir } from './helpers.js';
 import { referenceForward, type Weights } from './reference-forward.js';
 

@@ -1,5 +1,5 @@
 /**
- * Every supported family in its public models' configuration (src/engine/synthetic/family-configs.ts), tiny and with
+ * Every supported family in its public models' configuration (test/support/synthetic/family-configs.ts), tiny and with
  * random weights, run by the engine and by the TS reference forward (reference-forward.ts): every captured
  * activation (embed, hidden, mlp_act, final_norm, logits) within allclose 1e-4, and greedy generation with the
  * KV cache equal to the reference's full-recompute greedy decoding.
@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { loadEngine } from '../../src/engine/index.js';
-import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
-import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../../src/engine/synthetic/family-configs.js';
+import { writeSyntheticFromConfig } from '../support/synthetic/synthetic-model.js';
+import { FAMILY_CONFIGS, LENGTH_DEPENDENT_ROPE } from '../support/synthetic/family-configs.js';
 import { expectCloseToReference, tempDir } from './helpers.js';
 import { referenceForward, referenceGreedy, type Weights } from './reference-forward.js';
 

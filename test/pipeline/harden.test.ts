@@ -12,7 +12,7 @@ import { runHarden } from '../../src/pipeline/harden.js';
 import { RowDiff } from '../../src/defense/io/row-diff.js';
 import { countRows } from '../../src/defense/math/select.js';
 import { measureOnProbes } from '../../src/pipeline/probe-eval.js';
-import { readProbes } from '../../src/pipeline/probes.js';
+import { readProbes } from '../../src/probes.js';
 import type { HardenRequest, ProbeRecord, StageProgress } from '../../src/pipeline/types.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 

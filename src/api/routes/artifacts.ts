@@ -4,7 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { z } from 'zod';
 import { FgsnError } from '../../errors.js';
-import { readManifest } from '../../storage/artifacts.js';
+import { readManifest } from '../../storage/index.js';
 import type { ApiContext } from '../context.js';
 import { ArtifactList, ArtifactParams, authErrorResponses, IdParams } from '../schemas.js';
 import { binary, noContent } from '../zod-schema.js';

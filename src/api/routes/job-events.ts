@@ -7,8 +7,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { FgsnError } from '../../errors.js';
-import { parseJobEvent, type JobEvent } from '../../queue/events.js';
-import { getJobEvents } from '../../queue/queue.js';
+import { getJobEvents, parseJobEvent, type JobEvent } from '../../queue/index.js';
 import type { ApiContext } from '../context.js';
 import { IdParams, authErrorResponses } from '../schemas.js';
 import { jobStatusFor, ownJob } from './jobs.js';

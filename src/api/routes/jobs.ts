@@ -3,12 +3,11 @@ import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { FgsnError } from '../../errors.js';
-import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/job-data.js';
-import { enqueueHarden, expireJobRecord, getHardenJob } from '../../queue/queue.js';
-import { describeJob, type JobStatus } from '../../queue/status.js';
-import { deleteJobArtifacts } from '../../storage/artifacts.js';
-import { privateLiteral } from '../../queue/webhook-address.js';
-import { enqueueWebhook } from '../../queue/webhooks.js';
+import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/index.js';
+import {
+  describeJob, enqueueHarden, enqueueWebhook, expireJobRecord, getHardenJob, type JobStatus, privateLiteral,
+} from '../../queue/index.js';
+import { deleteJobArtifacts } from '../../storage/index.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { JobRecord } from '../records.js';

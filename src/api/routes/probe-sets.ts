@@ -1,14 +1,17 @@
 import type { FastifyPluginAsyncZod, ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { FgsnError } from '../../errors.js';
-import type { ProbeRecord } from '../../pipeline/types.js';
+import type { ProbeRecord } from '../../pipeline/index.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
-import { categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes, parseProbeNdjson } from '../probes.js';
+import {
+  categoryCounts, DEFAULT_PROBE_SETS, defaultProbeSetRecord, isDefaultProbeSet, loadDefaultProbes,
+  parseProbeNdjson,
+} from '../probes.js';
 import type { ProbeSetRecord } from '../records.js';
-import type { ProbeRef } from '../../queue/job-data.js';
+import type { ProbeRef } from '../../queue/index.js';
 import type { BlobStore } from '../../storage/index.js';
-import { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from '../../storage/probe-blobs.js';
+import { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from '../../storage/index.js';
 import { authErrorResponses, IdParams, ProbeSetList, ProbeSetQuery, ProbeSetSchema } from '../schemas.js';
 import { checkQuota } from './checkpoints.js';
 

@@ -3,8 +3,8 @@
  * scores, attribution): computed at most once per job, whichever methods or search steps ask.
  */
 import { FgsnError } from '../../errors.js';
-import type { ProbeRecord } from '../../util/probe-record.js';
-import { evenSample } from '../../util/sample.js';
+import type { ProbeRecord } from '../../probes.js';
+import { evenSample } from '../../util/index.js';
 import type { Atlas } from '../atlas.js';
 import type { RowScores } from '../math/select.js';
 import type { WeightSources } from '../io/sources.js';

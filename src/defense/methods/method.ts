@@ -5,7 +5,7 @@
  * the API's schema and OpenAPI, the CLI flags and --help, submission-time validation) is derived from there.
  */
 import type { z } from 'zod';
-import { linearWeightNames } from '../../checkpoint/model-config.js';
+import { linearWeightNames } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import type { RowCompute } from '../apply.js';
 import type { Atlas } from '../atlas.js';

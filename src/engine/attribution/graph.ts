@@ -20,8 +20,8 @@
  * Only layers in [layerFrom, layerTo) are scored, and the backward stops at layerFrom: callers split a big
  * model into layer chunks so the directions fed per run stay within a memory budget.
  */
-import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
-import { linearModules, linearWeightName } from '../../checkpoint/types.js';
+import type { LinearModule, ModelSpec } from '../../checkpoint/index.js';
+import { linearModules, linearWeightName } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { checkSupported } from '../model/decoder-graph.js';
 import {

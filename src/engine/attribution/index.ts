@@ -23,10 +23,8 @@
  * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
  * whole checkpoint.
  */
-import { LoraAdapter } from '../../checkpoint/lora.js';
-import { linearWeightShape } from '../../checkpoint/model-config.js';
-import { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import type { ModelSpec } from '../../checkpoint/types.js';
+import { linearWeightShape, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
+import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { lengthBuckets } from '../runtime/batch.js';
 import { ort, type ExecutionProvider } from '../session/session.js';

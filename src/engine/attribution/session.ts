@@ -6,9 +6,7 @@
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { LoraAdapter } from '../../checkpoint/lora.js';
-import type { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import type { TensorInfo } from '../../checkpoint/types.js';
+import type { LoraAdapter, ModelCheckpoint, TensorInfo } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import type { WeightRef } from '../onnx/blocks.js';
 import type { PaddedBatch } from '../runtime/batch.js';

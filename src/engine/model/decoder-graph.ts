@@ -13,7 +13,7 @@
  * sqsum.{i}.o_in (o_proj), sqsum.{i}.mlp_in (gate/up_proj), sqsum.{i}.down_in (down_proj); each is [d_in],
  * summed over the batch and over tokens weighted by token_weights. SQSUM_INPUT_OF maps weights to them.
  */
-import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
+import type { LinearModule, ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import {
   WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, shapeOf,

@@ -4,7 +4,7 @@
  * (N = batch * tokens) so every linear is a Gemm with transB=1 straight on the stored [out, in] weight:
  * no transposed weight copy is ever made.
  */
-import type { DType } from '../../checkpoint/types.js';
+import type { DType } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { GraphBuilder, elemCode, elemTypeOfDType, f, type ElemType } from './graph-builder.js';
 

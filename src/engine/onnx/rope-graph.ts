@@ -4,7 +4,7 @@
  * call's sequence length do it in-graph from max(position_ids) + 1, as transformers' dynamic_rope_update
  * does at every forward: dynamic NTK recomputes its base, longrope switches short -> long factors.
  */
-import { ropeParameters, type RopeSpec } from '../../checkpoint/rope.js';
+import { ropeParameters, type RopeSpec } from '../../checkpoint/index.js';
 import { GraphBuilder, elemCode } from './graph-builder.js';
 
 /** max(position_ids) + 1 as a float32 scalar. */

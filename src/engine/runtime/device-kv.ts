@@ -18,7 +18,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ModelSpec } from '../../checkpoint/types.js';
+import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
 import { createSession, ort, runOptions, type SessionConfig } from '../session/session.js';

@@ -1,5 +1,5 @@
 /** One run of the decoder graph on a padded batch (prefill or a KV-cache decode step). */
-import type { ModelSpec } from '../../checkpoint/types.js';
+import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { ort, runOptions } from '../session/session.js';
 import { countForward } from './counters.js';

@@ -21,7 +21,10 @@
  *   its size once, however many entries link it.
  */
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, statfsSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  lstatSync, mkdirSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, statfsSync, unlinkSync,
+  utimesSync, writeFileSync,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { cacheMaxBytesFromEnv } from '../../config.js';

@@ -9,9 +9,9 @@
  * Loss: the SUM over the sequence's loss positions t of -log p(ids[t] | ids[<t]); the callers divide by the
  * token count when they want the mean.
  */
-import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
-import { LINEAR_MODULES, linearWeightName } from '../../checkpoint/types.js';
-import { ropeCosSin } from '../../checkpoint/rope.js';
+import type { LinearModule, ModelSpec } from '../../src/checkpoint/types.js';
+import { LINEAR_MODULES, linearWeightName } from '../../src/checkpoint/types.js';
+import { ropeCosSin } from './rope-reference.js';
 
 export interface RefModel {
   spec: ModelSpec;

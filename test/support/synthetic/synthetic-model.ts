@@ -6,11 +6,11 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeFromF32 } from '../../checkpoint/dtypes.js';
-import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
-import { expectedTensors, modelConfigJson, parseModelConfig } from '../../checkpoint/model-config.js';
-import type { DType, ModelSpec } from '../../checkpoint/types.js';
-import { mulberry32 as prng } from '../../util/prng.js';
+import { encodeFromF32 } from '../../../src/checkpoint/dtypes.js';
+import { writeSafetensors, type TensorSource } from '../../../src/checkpoint/safetensors-writer.js';
+import { expectedTensors, modelConfigJson, parseModelConfig } from '../../../src/checkpoint/model-config.js';
+import type { DType, ModelSpec } from '../../../src/checkpoint/types.js';
+import { mulberry32 as prng } from '../../../src/util/prng.js';
 
 export interface SyntheticModelOptions {
   family: 'llama' | 'qwen2';

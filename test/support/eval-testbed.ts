@@ -3,9 +3,9 @@
  * suite, and its recorded generations turned into GenerationSets so the judges can be checked against the
  * reference implementation without running a model.
  */
-import { readFile } from 'node:fs/promises';
+import { parseJsonl, readJsonlText } from '../../src/util/jsonl.js';
 import { join } from 'node:path';
-import { FgsnError } from '../errors.js';
+import { FgsnError } from '../../src/errors.js';
 import {
   limitItems,
   readHarmfulFile,
@@ -14,8 +14,8 @@ import {
   type HarmfulItem,
   type LookalikeItem,
   type TaskItem,
-} from './data.js';
-import type { GenerationSets } from './score.js';
+} from '../../src/eval/data.js';
+import type { GenerationSets } from '../../src/eval/score.js';
 
 /** The testbed's downstream tasks, each with data/<task>_test.jsonl. */
 export const TESTBED_TASKS = ['sst', 'agnews', 'gsm', 'instruct'] as const;
@@ -51,18 +51,10 @@ interface RecordedRow {
 }
 
 export async function readRecordedGenerations(file: string): Promise<RecordedRow[]> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new FgsnError('EVAL_DATA_INVALID', `cannot read ${file}: ${(e as Error).message}`);
-  }
-  return text.split('\n').filter((l) => l.trim().length > 0).map((l, i) => {
-    const r = JSON.parse(l) as Partial<RecordedRow>;
-    if (typeof r.set !== 'string' || typeof r.prompt !== 'string' || typeof r.response !== 'string') {
-      throw new FgsnError('EVAL_DATA_INVALID', `${file}:${i + 1}: needs string set, prompt and response`);
-    }
-    return r as RecordedRow;
+  const text = await readJsonlText(file, 'EVAL_DATA_INVALID');
+  return parseJsonl(text, { source: file, code: 'EVAL_DATA_INVALID', empty: false }, (r, at) => {
+    if (typeof r.set !== 'string' || typeof r.prompt !== 'string' || typeof r.response !== 'string') throw at.fail('needs string set, prompt and response');
+    return r as unknown as RecordedRow;
   });
 }
 

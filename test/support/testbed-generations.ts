@@ -3,11 +3,10 @@
  * explains every mismatch by the logits at the first diverging step: a flip between two implementations is
  * only acceptable when the two tokens were nearly tied.
  */
-import { readFile } from 'node:fs/promises';
+import { parseJsonl, readJsonlText } from '../../src/util/jsonl.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FgsnError } from '../errors.js';
-import type { Engine } from './engine.js';
+import type { Engine } from '../../src/engine/engine.js';
 
 export interface RecordedGeneration {
   prompt: string;
@@ -15,12 +14,8 @@ export interface RecordedGeneration {
 }
 
 export async function readRecordedGenerations(path: string): Promise<RecordedGeneration[]> {
-  const text = await readFile(path, 'utf8');
-  return text.split('\n').filter((l) => l.trim() !== '').map((l, i) => {
-    const v = JSON.parse(l) as Partial<RecordedGeneration>;
-    if (typeof v.prompt !== 'string' || typeof v.response !== 'string') {
-      throw new FgsnError('PROBES_INVALID', `${path}:${i + 1}: expected "prompt" and "response" strings`);
-    }
+  return parseJsonl(await readJsonlText(path), { source: path, empty: false }, (v, at) => {
+    if (typeof v.prompt !== 'string' || typeof v.response !== 'string') throw at.fail('expected "prompt" and "response" strings');
     return { prompt: v.prompt, response: v.response };
   });
 }
