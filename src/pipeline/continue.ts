@@ -18,6 +18,7 @@ import type { Engine } from '../engine/index.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { pairedLossTest } from './guardrails.js';
 import { type ProbeContext, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
+import { writeModelCard } from './model-card.js';
 import { readHardenReport, reportedFgsnOptions } from './report-schema.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
@@ -130,6 +131,8 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
       inputs: { ...inputs },
     };
     const text = JSON.stringify(report, null, 1) + '\n';
+    // The patched folder stays publishable: a card with the continual patches, the customer's docs carried over.
+    await writeModelCard(join(req.outDir, 'model'), join(req.hardenedDir, 'model'), join(req.hardenedDir, 'model'), report);
     await writeFile(join(req.outDir, 'model', 'fgsn-report.json'), text);
     await writeFile(join(req.outDir, 'report.json'), text);
     await progress('report', 100);

@@ -47,7 +47,9 @@ export async function readCardSource(finetuneDir: string, configDir: string): Pr
   let meta: Record<string, unknown> = {};
   let title: string | undefined;
   try {
-    const p = join(finetuneDir, CARD_FILE);
+    // A folder fgsn hardened before (continue): its README.md is our card, the customer's is README.finetune.md.
+    const own = join(finetuneDir, FINETUNE_CARD_FILE);
+    const p = (await stat(own).then(() => true, () => false)) ? own : join(finetuneDir, CARD_FILE);
     if ((await stat(p)).size <= MAX_CARD_BYTES) {
       const card = parseCard(await readFile(p, 'utf8'));
       meta = card.meta;
@@ -114,6 +116,7 @@ export function modelCard(report: Obj, source: CardSource): string {
   const edit = obj(report.edit) ?? {};
   const metrics = obj(report.metrics);
   const probe = probeBeforeAfter(report);
+  const continual = (Array.isArray(report.continual) ? report.continual : []).map(obj).filter((c): c is Obj => c !== undefined);
   const copied: Obj = {};
   for (const k of ['base_model', 'license', 'license_name', 'license_link', 'language', 'pipeline_tag']) {
     if (source.meta[k] !== undefined) copied[k] = source.meta[k];
@@ -132,6 +135,7 @@ export function modelCard(report: Obj, source: CardSource): string {
       params_changed_pct_all: edit.pctAllParams,
       ...(probe ? { probe } : {}),
       ...(metrics ? { metrics } : {}),
+      ...(continual.length > 0 ? { continual: continual.map((c) => ({ category: c.category, rows_added: c.extraRows, params_added_pct_linear: c.extraPctLinear })) } : {}),
     },
   };
   const name = source.title ?? 'the fine-tuned model';
@@ -157,6 +161,17 @@ export function modelCard(report: Obj, source: CardSource): string {
     '',
     ...(perMatrix.length > 0
       ? ['| matrix | rows changed | of |', '|---|---|---|', ...perMatrix.map(([k, v]) => `| \`${k}\` | ${String(v.rows)} | ${String(v.of)} |`), '']
+      : []),
+    ...(continual.length > 0
+      ? [
+        'Continual patches for harm categories added after the first hardening (`fgsn continue`; each touches only rows',
+        'not projected before; the totals above include them):',
+        '',
+        '| category | rows added | % of linear parameters |',
+        '|---|---|---|',
+        ...continual.map((c) => `| ${String(c.category)} | ${String(c.extraRows)} | ${typeof c.extraPctLinear === 'number' ? c.extraPctLinear.toFixed(3) : 'n/a'} |`),
+        '',
+      ]
       : []),
     '## Metrics',
     '',

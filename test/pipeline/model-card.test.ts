@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { demoSets, writeDemoTestbed, type DemoTestbed } from '../../src/demo/fixtures.js';
 import { runHarden } from '../../src/pipeline/harden.js';
-import { isDocFile, isHubId, modelCard, parseCard, probeBeforeAfter } from '../../src/pipeline/model-card.js';
+import { isDocFile, isHubId, modelCard, parseCard, probeBeforeAfter, readCardSource } from '../../src/pipeline/model-card.js';
 import type { HardenResult } from '../../src/pipeline/types.js';
 
 const FT_CARD = `---
@@ -30,6 +30,27 @@ describe('model card pieces', () => {
     expect(parseCard(FT_CARD).meta).toEqual({ base_model: 'meta-llama/Llama-3.1-8B-Instruct', license: 'llama3.1', tags: ['sentiment', 'trl'] });
     expect(parseCard('# just a title\n')).toEqual({ meta: {}, body: '# just a title\n' });
     expect(parseCard('---\n: [unclosed\n---\nbody').meta).toEqual({});
+  });
+
+  it('a continued model: the card lists each continual patch; the source card is the customer\'s, not ours', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'fgsn-card-cont-'));
+    try {
+      // A folder fgsn hardened: README.md is our card, README.finetune.md the customer's.
+      await writeFile(join(dir, 'README.md'), '---\nbase_model: somewhere/else\ntags: [fgsn]\n---\n# Safety-hardened fine-tune\n');
+      await writeFile(join(dir, 'README.finetune.md'), FT_CARD);
+      const source = await readCardSource(dir, dir);
+      expect(source.meta.base_model).toBe('meta-llama/Llama-3.1-8B-Instruct');
+      expect(source.title).toBe('Acme review classifier');
+      const card = modelCard({
+        method: 'fgsn', edit: { rows: 12, params: 1200, pctLinearParams: 0.5, pctAllParams: 0.4 },
+        continual: [{ category: 'misinformation', extraRows: 4, extraPctLinear: 0.125 }],
+      }, source);
+      const front = parseCard(card).meta as { fgsn: { continual: unknown[] } };
+      expect(front.fgsn.continual).toEqual([{ category: 'misinformation', rows_added: 4, params_added_pct_linear: 0.125 }]);
+      expect(card).toMatch(/\| misinformation \| 4 \| 0\.125 \|/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('Hub ids, not paths', () => {
