@@ -153,7 +153,7 @@ describe('Content-Range uploads', () => {
     expect(existsSync(join(h.dataDir, 'uploads', id, 'resumable', 'model.safetensors'))).toBe(false);
   });
 
-  it('bounds the partial files of a tenant; complete and the sweeper drop partials and their quota reservations', async () => {
+  it('bounds the partial files of a tenant; deleting the checkpoint and the TTL sweeper drop its partials', async () => {
     const ids: string[] = [];
     for (let i = 0; i < MAX_PARTIAL_FILES; i++) {
       const id = await create();
@@ -249,5 +249,35 @@ describe('the TypeScript client resumes', () => {
     expect(resumedAt).toBeGreaterThan(chunkBytes);
     expect(resumedAt).toBeLessThanOrEqual(chunkBytes + cut);
     expect((await stat(join(h.dataDir, 'uploads', ckpt.id, 'files', 'model.safetensors'))).size).toBe(weights.length);
+  });
+});
+
+describe('the byte quota counts a partial file at its announced total', () => {
+  let q: Harness;
+  beforeAll(async () => {
+    q = await startHarness({ env: { FGSN_QUOTA_BYTES: '10000' } });
+  });
+  afterAll(async () => {
+    await q?.close();
+  });
+
+  it('refuses a first chunk whose total would pass the quota, and counts reservations against whole-file PUTs', async () => {
+    const id = (await q.json<{ id: string }>('POST', '/v1/checkpoints', { json: {} })).body.id;
+    const put = (name: string, body: Buffer, range?: string) =>
+      q.json<Record<string, unknown>>('PUT', `/v1/checkpoints/${id}/files/${name}`, { body, headers: { 'content-type': 'application/octet-stream', ...(range ? { 'content-range': range } : {}) } });
+    const big = await put('big.safetensors', Buffer.alloc(10), 'bytes 0-9/20000');
+    expect(big.status).toBe(429);
+    expect(big.body).toMatchObject({ code: 'QUOTA_EXCEEDED', details: { quota: 'bytes', limit: 10000 } });
+    expect(existsSync(join(q.dataDir, 'uploads', id, 'resumable', 'big.safetensors'))).toBe(false);
+
+    expect((await put('a.safetensors', Buffer.alloc(10), 'bytes 0-9/8000')).status).toBe(202);
+    // 8000 reserved: a 3000-byte whole file no longer fits, a 2000-byte one does
+    expect((await put('b.json', Buffer.alloc(3000))).body).toMatchObject({ code: 'QUOTA_EXCEEDED' });
+    expect((await put('c.json', Buffer.alloc(2000))).status).toBe(201);
+    // finishing the chunked file turns the reservation into stored bytes (10000 in all: at the limit, not over)
+    const last = await put('a.safetensors', Buffer.alloc(7990), 'bytes 10-7999/8000');
+    expect(last.status, JSON.stringify(last.body)).toBe(201);
+    expect(last.body).toMatchObject({ bytes: 8000, sha256: createHash('sha256').update(Buffer.alloc(8000)).digest('hex') });
+    expect((await put('d.json', Buffer.alloc(1))).body).toMatchObject({ code: 'QUOTA_EXCEEDED' });
   });
 });
