@@ -35,6 +35,16 @@ export const CheckpointCreateBody = z
 
 export const UploadedFileSchema = component('UploadedFile', z.object({ name: z.string(), bytes: z.number().int(), sha256: z.string() }));
 
+/** Where a file sent in Content-Range chunks stands (the answer to a chunk that is not the last, and to GET/HEAD of a file). */
+export const UploadFileStatusSchema = component('UploadFileStatus', z
+  .object({
+    name: z.string(),
+    state: z.enum(['partial', 'complete']).describe('partial: chunks are still expected; complete: the file is stored (bytes, sha256)'),
+    offset: z.number().int().describe('Bytes the server holds: the next chunk starts here (also the Upload-Offset header)'),
+    total: z.number().int().describe('The size announced by Content-Range (a complete file: its size)'),
+    sha256: z.string().optional().describe('Of the whole file, once complete'),
+  }));
+
 export const CheckpointSchema = component('Checkpoint', z
   .object({
     id: z.string(),

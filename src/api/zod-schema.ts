@@ -74,7 +74,7 @@ const RATE_LIMIT_HEADERS: Record<string, JsonSchema> = {
 const STATUS_DESCRIPTIONS: Record<string, string> = {
   '200': 'OK',
   '201': 'Created',
-  '202': 'Accepted: the job as it stands now',
+  '202': 'Accepted (a job: as it stands now; a Content-Range chunk that is not the last: the offset the server holds)',
   '400': 'Invalid request (VALIDATION_FAILED names the field)',
   '401': 'Missing or unknown API key',
   '403': 'The key may not do this',

@@ -15,7 +15,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { z } from 'zod';
-import type { ArtifactList, CheckpointSchema, JobCreateBody, JobSchema, ProbeSetSchema, ReferenceSchema } from '../api/index.js';
+import type { ArtifactList, CheckpointSchema, JobCreateBody, JobSchema, ProbeSetSchema, ReferenceSchema, UploadFileStatusSchema } from '../api/index.js';
 
 export type Job = z.infer<typeof JobSchema>;
 export type JobRequest = z.input<typeof JobCreateBody>;
@@ -23,6 +23,7 @@ export type Checkpoint = z.infer<typeof CheckpointSchema>;
 export type Reference = z.infer<typeof ReferenceSchema>;
 export type ProbeSet = z.infer<typeof ProbeSetSchema>;
 export type Artifacts = z.infer<typeof ArtifactList>;
+export type UploadFileStatus = z.infer<typeof UploadFileStatusSchema>;
 export type ProbeKind = 'harmful' | 'benign' | 'task';
 
 /** An error answer of the API (its catalogue code, status and hint), or a transport failure (code REMOTE_UNREACHABLE). */
@@ -32,6 +33,8 @@ export class FgsnApiError extends Error {
     readonly code: string,
     message: string,
     readonly hint?: string,
+    /** The error body's details (e.g. expectedOffset of UPLOAD_OFFSET_MISMATCH). */
+    readonly details?: unknown,
   ) {
     super(message);
     this.name = 'FgsnApiError';
@@ -43,6 +46,11 @@ export interface ClientOptions {
   retries?: number;
   /** First backoff in ms, doubled per retry (Retry-After wins when the server sends it). Default 500. */
   backoffMs?: number;
+  /**
+   * Files are sent in Content-Range chunks of this many bytes (default 64 MiB); after a transport failure the
+   * client asks the server how much it holds and continues from there, so a multi-GB shard is not resent whole.
+   */
+  chunkBytes?: number;
 }
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
@@ -52,15 +60,23 @@ export class FgsnClient {
   private readonly base: string;
   private readonly retries: number;
   private readonly backoffMs: number;
+  private readonly chunkBytes: number;
 
   constructor(server: string, private readonly key: string, o: ClientOptions = {}) {
     this.base = server.replace(/\/+$/, '');
     this.retries = o.retries ?? 4;
     this.backoffMs = o.backoffMs ?? 500;
+    this.chunkBytes = o.chunkBytes ?? 64 * 1024 ** 2;
+    if (!(this.chunkBytes >= 1)) throw new RangeError('chunkBytes must be at least 1');
   }
 
   /** One request; `retry` for idempotent ones. JSON answers are parsed; API errors become FgsnApiError. */
-  private async send(method: string, path: string, body?: { json?: unknown; ndjson?: string; file?: string }, retry = method === 'GET'): Promise<Response> {
+  private async send(
+    method: string,
+    path: string,
+    body?: { json?: unknown; ndjson?: string; file?: string; range?: { start: number; end: number; total: number } },
+    retry = method === 'GET',
+  ): Promise<Response> {
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = { authorization: `Bearer ${this.key}` };
       let payload: RequestInit['body'];
@@ -70,8 +86,10 @@ export class FgsnClient {
       if (body?.file !== undefined) {
         // Streamed from disk: a multi-GB shard never sits in memory.
         headers['content-type'] = 'application/octet-stream';
-        headers['content-length'] = String((await stat(body.file)).size);
-        payload = Readable.toWeb(createReadStream(body.file, { highWaterMark: 1 << 20 })) as unknown as RequestInit['body'];
+        const r = body.range;
+        headers['content-length'] = String(r ? r.end - r.start + 1 : (await stat(body.file)).size);
+        if (r) headers['content-range'] = `bytes ${r.start}-${r.end}/${r.total}`;
+        payload = Readable.toWeb(createReadStream(body.file, { highWaterMark: 1 << 20, ...(r ? { start: r.start, end: r.end } : {}) })) as unknown as RequestInit['body'];
         duplex = 'half';
       }
       let res: Response | undefined;
@@ -93,13 +111,13 @@ export class FgsnClient {
       }
       if (res.status >= 400) {
         const text = await res.text();
-        let parsed: { code?: string; message?: string; hint?: string } = {};
+        let parsed: { code?: string; message?: string; hint?: string; details?: unknown } = {};
         try {
           parsed = JSON.parse(text) as typeof parsed;
         } catch {
           // not a JSON error body (a proxy's page): keep the text
         }
-        throw new FgsnApiError(res.status, parsed.code ?? `HTTP_${res.status}`, `${method} ${path}: ${parsed.message ?? text.slice(0, 300)}`, parsed.hint);
+        throw new FgsnApiError(res.status, parsed.code ?? `HTTP_${res.status}`, `${method} ${path}: ${parsed.message ?? text.slice(0, 300)}`, parsed.hint, parsed.details);
       }
       return res;
     }
@@ -114,11 +132,65 @@ export class FgsnClient {
     const created = await this.json<Checkpoint>('POST', '/v1/checkpoints', { json: {} });
     for (const file of await listFiles(dir)) {
       const name = relative(dir, file);
-      // A whole-file PUT is idempotent: a failed transfer is sent again from the start.
-      await this.send('PUT', `/v1/checkpoints/${created.id}/files/${encodeURIComponent(name)}`, { file }, true);
+      await this.uploadFile(created.id, name, file);
       onFile?.(name, (await stat(file)).size);
     }
     return this.json<Checkpoint>('POST', `/v1/checkpoints/${created.id}/complete`);
+  }
+
+  /**
+   * Sends one file in Content-Range chunks of `chunkBytes`. After a transport failure, a 5xx/429 or a busy
+   * file (the server may not have noticed the dropped connection yet), it waits with backoff, asks the server
+   * for the offset it holds (GET of the file) and continues from there; `retries` failures in a row without
+   * progress give up. An empty file is one whole-file PUT (Content-Range cannot describe zero bytes).
+   */
+  async uploadFile(checkpointId: string, name: string, file: string): Promise<void> {
+    const path = `/v1/checkpoints/${encodeURIComponent(checkpointId)}/files/${encodeURIComponent(name)}`;
+    const total = (await stat(file)).size;
+    if (total === 0) {
+      await this.send('PUT', path, { file }, true);
+      return;
+    }
+    let offset = 0;
+    for (let failures = 0; ; ) {
+      const end = Math.min(offset + this.chunkBytes, total) - 1;
+      try {
+        const res = await this.send('PUT', path, { file, range: { start: offset, end, total } }, false);
+        const body = (await res.json()) as { offset?: number };
+        if (res.status === 201) return;
+        const next = Number(res.headers.get('upload-offset') ?? body.offset);
+        // A 202 that does not move forward would loop for ever: count it as a failure.
+        failures = next > offset ? 0 : failures + 1;
+        offset = next;
+      } catch (e) {
+        if (!(e instanceof FgsnApiError)) throw e;
+        if (e.code === 'UPLOAD_OFFSET_MISMATCH') {
+          // The server holds another length (a lost answer, a cut chunk): it names it, continue from there.
+          const expected = (e.details as { expectedOffset?: number } | undefined)?.expectedOffset;
+          if (typeof expected !== 'number' || ++failures > this.retries) throw e;
+          offset = expected;
+          continue;
+        }
+        const transient = e.status === 0 || e.status === 429 || e.status >= 500 || e.code === 'UPLOAD_BUSY';
+        if (!transient || ++failures > this.retries) throw e;
+        await sleep(this.backoffMs * 2 ** (failures - 1));
+        const state = await this.fileState(path);
+        // The last chunk arrived but its answer was lost: the file is stored whole.
+        if (state?.state === 'complete' && state.offset === total) return;
+        offset = state?.state === 'partial' ? state.offset : 0;
+      }
+      if (failures > this.retries) throw new FgsnApiError(0, 'REMOTE_UNREACHABLE', `PUT ${path}: no progress after ${this.retries} attempts (offset ${offset} of ${total})`);
+    }
+  }
+
+  /** Where a file of an open upload stands on the server, or undefined when it has none of it. */
+  private async fileState(path: string): Promise<UploadFileStatus | undefined> {
+    try {
+      return (await (await this.send('GET', path)).json()) as UploadFileStatus;
+    } catch (e) {
+      if (e instanceof FgsnApiError && e.status === 404) return undefined;
+      throw e;
+    }
   }
 
   createReference(aligned: string, base: string, name?: string): Promise<Reference> {

@@ -5,6 +5,7 @@
  *
  *   <data>/uploads/<checkpoint>/files/<name>   completed upload files (read-only once complete)
  *   <data>/uploads/<checkpoint>/partial/       bytes of a PUT still being received
+ *   <data>/uploads/<checkpoint>/resumable/<name>  a file sent in Content-Range chunks, until its last byte
  *   <data>/work/<job>/attempt-.../             one attempt's private output folder
  *   <data>/cache/                              the pipeline's cache root (it keeps built ONNX sessions in
  *                                              cache/engine, which the queue bounds and evicts from)
@@ -20,6 +21,8 @@ export interface DataLayout {
   uploadFiles(checkpointId: string): string;
   /** Where PUT bodies are streamed before they are renamed into uploadFiles. */
   uploadPartial(checkpointId: string): string;
+  /** Files sent in Content-Range chunks, one per (flat) name, until their last chunk moves them into uploadFiles. */
+  uploadResumable(checkpointId: string): string;
   /** A job's scratch folder (all its attempts); removed when the job ends. */
   jobScratch(jobId: string): string;
   /** The pipeline's cache root (its `engine/` folder holds built sessions). */
@@ -42,6 +45,7 @@ export function dataLayout(root: string): DataLayout {
     upload,
     uploadFiles: (id) => join(upload(id), FILES),
     uploadPartial: (id) => join(upload(id), 'partial'),
+    uploadResumable: (id) => join(upload(id), 'resumable'),
     jobScratch: (jobId) => join(root, 'work', jobId),
     cache: join(root, 'cache'),
     engineCache: join(root, 'cache', 'engine'),

@@ -1,15 +1,16 @@
 /**
- * Uploads: create -> PUT files (raw body or multipart, streamed to disk with a size limit and sha256) ->
- * complete (validated by the checkpoint layer, then read-only). Bytes never pass through the JS heap whole.
+ * Uploads: create -> PUT files (raw body or multipart, streamed to disk with a size limit and sha256; or raw
+ * Content-Range chunks appended to a partial file that resume after a dropped connection) -> complete
+ * (validated by the checkpoint layer, then read-only). Bytes never pass through the JS heap whole.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { chmod, mkdir, rename, rm, statfs } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chmod, mkdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import multipart from '@fastify/multipart';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod, ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { z } from 'zod';
 import { FgsnError } from '../../errors.js';
@@ -17,7 +18,8 @@ import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { CheckpointRecord, Records, UploadedFile } from '../records.js';
 import { checkUploadName } from '../upload-names.js';
-import { authErrorResponses, CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, FileParams, IdParams, UploadedFileSchema } from '../schemas.js';
+import { authErrorResponses, CheckpointCreateBody, CheckpointList, CheckpointListQuery, CheckpointSchema, FileParams, IdParams, UploadedFileSchema, UploadFileStatusSchema } from '../schemas.js';
+import { MAX_PARTIAL_FILES, UploadPartials } from '../upload-partials.js';
 import { binary, noContent } from '../zod-schema.js';
 import { invalidUploadError, validateUploadOffThread } from '../upload-validation.js';
 
@@ -44,28 +46,36 @@ async function view(records: Records, r: CheckpointRecord): Promise<z.output<typ
   };
 }
 
+/** Counts (and hashes) the bytes going through; more than `limit` fails before the excess is passed on. */
 class LimitedHasher extends Transform {
   readonly hash = createHash('sha256');
   bytes = 0;
   constructor(
     private readonly limit: number,
     private readonly name: string,
+    /** false: a Content-Range chunk (limit = its declared length; the file is hashed whole at its end). */
+    private readonly wholeFile = true,
   ) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null, d?: Buffer) => void): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.limit) {
-      cb(new FgsnError('PAYLOAD_TOO_LARGE', `${this.name} exceeds the upload limit of ${this.limit} bytes`, { details: { limit: this.limit } }));
+    if (this.bytes + chunk.length > this.limit) {
+      cb(
+        this.wholeFile
+          ? new FgsnError('PAYLOAD_TOO_LARGE', `${this.name} exceeds the upload limit of ${this.limit} bytes`, { details: { limit: this.limit } })
+          : new FgsnError('UPLOAD_RANGE_INVALID', `the body of a chunk of ${this.name} is longer than its Content-Range (${this.limit} bytes)`),
+      );
       return;
     }
-    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    if (this.wholeFile) this.hash.update(chunk);
     cb(null, chunk);
   }
 }
 
 export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
   const { records, config, layout } = app;
+  const partials = new UploadPartials(records);
 
   app.post(
     '/v1/checkpoints',
@@ -139,14 +149,19 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
         schema: {
           tags: ['checkpoints'],
           operationId: 'uploadCheckpointFile',
-          summary: 'Upload one file (raw body, e.g. curl -T; or multipart/form-data with one file part)',
+          summary: 'Upload one file (raw body, e.g. curl -T; or multipart/form-data with one file part), whole or in resumable Content-Range chunks',
           description:
-            'Streams the body to disk. Optional header X-Content-SHA256 (hex) is checked against the received bytes. ' +
-            'Names are flat (no "/", "..", NUL, leading "."); pickle files are refused.',
+            'Streams the body to disk. Optional header X-Content-SHA256 (hex) is checked against the received bytes (of the whole file). ' +
+            'Names are flat (no "/", "..", NUL, leading "."); pickle files are refused. ' +
+            'Resumable: a raw body with `Content-Range: bytes <start>-<end>/<total>` is appended to a partial file; a chunk must start at ' +
+            'the offset the server holds (GET or HEAD of the file answers it as Upload-Offset; otherwise 409 UPLOAD_OFFSET_MISMATCH with ' +
+            'details.expectedOffset). A chunk that is not the last answers 202 with the new offset; the last one stores the file (sha256 over ' +
+            'the whole file) and answers 201. A connection cut mid-chunk keeps the bytes that arrived. The size limit, byte quota and free-disk ' +
+            'check apply to the announced total from the first chunk on.',
           params: FileParams,
           consumes: ['application/octet-stream', 'multipart/form-data'],
-          body: binary('The file bytes (or a multipart form with one file part)'),
-          response: { 201: UploadedFileSchema, ...authErrorResponses(404, 409, 413, 422, 507) },
+          body: binary('The file bytes (or a multipart form with one file part; or one Content-Range chunk)'),
+          response: { 201: UploadedFileSchema, 202: UploadFileStatusSchema, ...authErrorResponses(400, 404, 409, 413, 416, 422, 507) },
         },
       },
       async (request, reply) => {
@@ -154,6 +169,8 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
         const r = await ownCheckpoint(records, request.auth.tenant, id);
         checkUploadName(name);
         if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
+        const range = request.headers['content-range'];
+        if (range !== undefined) return receiveChunk(request, reply, r, name, range);
         const declared = Number(request.headers['content-length'] ?? NaN);
         if (Number.isFinite(declared) && declared > config.uploadMaxBytes) {
           throw new FgsnError('PAYLOAD_TOO_LARGE', `${name} (${declared} bytes) exceeds the upload limit of ${config.uploadMaxBytes} bytes`, {
@@ -163,11 +180,11 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
         // Before a byte is stored: the disk's free space and the tenant's byte quota (by the declared size).
         const known = Number.isFinite(declared) ? declared : 0;
         await checkFreeDisk(config.dataDir, config.minFreeDiskMb, known);
-        await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), known);
+        await checkQuota('bytes', config.quotas.bytes, await usedBytes(r.tenant), known);
         const file = await receive(request, name, config.uploadMaxBytes, layout.uploadPartial(id));
         try {
           // A body without a declared length is counted once received.
-          await checkQuota('bytes', config.quotas.bytes, await records.storedBytes(r.tenant), file.bytes);
+          await checkQuota('bytes', config.quotas.bytes, await usedBytes(r.tenant), file.bytes);
           app.metrics.bytesIn.inc(file.bytes);
           const expected = request.headers['x-content-sha256'];
           if (typeof expected === 'string' && expected.toLowerCase() !== file.sha256) {
@@ -184,11 +201,159 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
         }
         const entry: UploadedFile = { name, bytes: file.bytes, sha256: file.sha256 };
         await records.putFile(id, entry, r.tenant);
+        await dropPartial(r, name);
         request.log.info({ checkpointId: id, file: name, bytes: file.bytes }, 'file uploaded');
         return reply.status(201).send(entry);
       },
     );
   });
+
+  /** Stored bytes plus the totals announced by partial files: what the byte quota counts. */
+  async function usedBytes(tenant: string): Promise<number> {
+    return (await records.storedBytes(tenant)) + (await partials.reservedBytes(tenant));
+  }
+
+  /** A whole-file PUT or DELETE of `name` supersedes a partial of the same name. */
+  async function dropPartial(r: CheckpointRecord, name: string): Promise<boolean> {
+    const had = await partials.remove(r.tenant, r.id, name);
+    if (had) await rm(join(layout.uploadResumable(r.id), name), { force: true });
+    return had;
+  }
+
+  /** The length of a partial file on disk: the offset the next chunk must start at. */
+  async function received(path: string): Promise<number> {
+    return stat(path).then((s) => s.size, () => 0);
+  }
+
+  /**
+   * One Content-Range chunk, appended under the file's write lease. The offset is the partial file's length
+   * on disk, so a chunk cut off mid-way keeps what arrived. The sha256 is computed by re-reading the whole
+   * file once its last byte is in: node:crypto cannot persist a SHA-256 midstate, and chunks may reach
+   * different API replicas or a restarted one; the extra sequential read costs seconds for a multi-GB shard.
+   */
+  async function receiveChunk(request: FastifyRequest, reply: FastifyReply, r: CheckpointRecord, name: string, header: string): Promise<FastifyReply> {
+    const id = r.id;
+    const m = /^bytes (\d{1,15})-(\d{1,15})\/(\d{1,15})$/.exec(header.trim());
+    const [start, end, total] = m ? [Number(m[1]), Number(m[2]), Number(m[3])] : [NaN, NaN, NaN];
+    if (!m || start > end || end >= total) {
+      throw new FgsnError('UPLOAD_RANGE_INVALID', `Content-Range ${JSON.stringify(header)} is not "bytes <start>-<end>/<total>" with start <= end < total`, { details: { contentRange: header } });
+    }
+    if (request.isMultipart()) throw new FgsnError('UPLOAD_RANGE_INVALID', 'a Content-Range chunk is a raw body (application/octet-stream), not multipart', { details: { contentRange: header } });
+    if (total > config.uploadMaxBytes) {
+      throw new FgsnError('PAYLOAD_TOO_LARGE', `${name} (${total} bytes) exceeds the upload limit of ${config.uploadMaxBytes} bytes`, { details: { limit: config.uploadMaxBytes } });
+    }
+    const length = end - start + 1;
+    const declared = Number(request.headers['content-length'] ?? NaN);
+    if (Number.isFinite(declared) && declared !== length) {
+      throw new FgsnError('UPLOAD_RANGE_INVALID', `Content-Range ${header} covers ${length} bytes, Content-Length says ${declared}`, { details: { contentRange: header, contentLength: declared } });
+    }
+    const release = await partials.lock(id, name);
+    if (release === undefined) throw new FgsnError('UPLOAD_BUSY', `another request is writing ${name} of checkpoint ${id}`, { details: { name } });
+    const path = join(layout.uploadResumable(id), name);
+    try {
+      const entry = await partials.get(r.tenant, id, name);
+      if (entry === undefined) {
+        if (start !== 0) throw offsetMismatch(reply, name, start, 0);
+        // Before a byte is stored, for the whole announced file: free disk, byte quota, partial-file count.
+        await checkFreeDisk(config.dataDir, config.minFreeDiskMb, total);
+        await checkQuota('bytes', config.quotas.bytes, await usedBytes(r.tenant), total);
+        const added = await partials.add(r.tenant, id, name, { total });
+        if (!added.ok) {
+          throw new FgsnError('QUOTA_EXCEEDED', `tenant holds ${added.used} partial files (at most ${MAX_PARTIAL_FILES}); finish or DELETE one first`, {
+            details: { quota: 'partialFiles', limit: MAX_PARTIAL_FILES, used: added.used },
+          });
+        }
+        await mkdir(layout.uploadResumable(id), { recursive: true });
+        await rm(path, { force: true });
+      } else {
+        if (entry.total !== total) {
+          throw new FgsnError('UPLOAD_RANGE_INVALID', `${name} was announced with ${entry.total} bytes, this chunk says ${total}; DELETE the file to start over`, {
+            details: { contentRange: header, total: entry.total },
+          });
+        }
+        const offset = await received(path);
+        if (start !== offset) throw offsetMismatch(reply, name, start, offset);
+        await checkFreeDisk(config.dataDir, config.minFreeDiskMb, length);
+      }
+      if ((await records.getCheckpoint(id))?.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} was completed during the upload of ${name}`);
+      const limiter = new LimitedHasher(length, name, false);
+      try {
+        await pipeline(request.raw, limiter, createWriteStream(path, { flags: 'a' }));
+      } catch (e) {
+        // What arrived stays: the client asks for the offset and sends the rest.
+        app.metrics.bytesIn.inc(limiter.bytes);
+        if (e instanceof FgsnError) throw e;
+        throw new FgsnError('VALIDATION_FAILED', `chunk of ${name} was interrupted at offset ${await received(path)}: ${(e as Error).message}`, { details: { name, offset: await received(path) } });
+      }
+      app.metrics.bytesIn.inc(limiter.bytes);
+      const offset = await received(path);
+      reply.header('upload-offset', String(offset));
+      if (offset < total) return reply.status(202).send({ name, state: 'partial', offset, total });
+      return await finishChunked(request, reply, r, name, path, total);
+    } finally {
+      await release();
+    }
+  }
+
+  /** The last byte is in: hash the whole file, check it, move it among the upload's files. */
+  async function finishChunked(request: FastifyRequest, reply: FastifyReply, r: CheckpointRecord, name: string, path: string, total: number): Promise<FastifyReply> {
+    const hash = createHash('sha256');
+    for await (const b of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(b as Buffer);
+    const sha256 = hash.digest('hex');
+    const expected = request.headers['x-content-sha256'];
+    if (typeof expected === 'string' && expected.toLowerCase() !== sha256) {
+      // The stored bytes are wrong somewhere: they are dropped, as a whole-file PUT's would be.
+      await dropPartial(r, name);
+      throw new FgsnError('UPLOAD_CHECKSUM_MISMATCH', `${name}: received sha256 ${sha256}, header says ${expected}`, { details: { name, received: sha256, expected } });
+    }
+    if ((await records.getCheckpoint(r.id))?.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${r.id} was completed during the upload of ${name}`);
+    await rename(path, join(layout.uploadFiles(r.id), name));
+    const entry: UploadedFile = { name, bytes: total, sha256 };
+    // Recorded before the reservation is released, so the quota never sees the file as absent.
+    await records.putFile(r.id, entry, r.tenant);
+    await partials.remove(r.tenant, r.id, name);
+    request.log.info({ checkpointId: r.id, file: name, bytes: total }, 'file uploaded in chunks');
+    return reply.status(201).send(entry);
+  }
+
+  const fileStatus = {
+    tags: ['checkpoints'],
+    params: FileParams,
+    response: { 200: UploadFileStatusSchema, ...authErrorResponses(404, 422) },
+  };
+  /** A partial file's received offset, or a stored file's size and sha256 (Upload-Offset on both). */
+  const statusOf = async (params: z.infer<typeof FileParams>, tenant: string, reply: FastifyReply): Promise<z.output<typeof UploadFileStatusSchema>> => {
+    const { id, name } = params;
+    const r = await ownCheckpoint(records, tenant, id);
+    checkUploadName(name);
+    const entry = await partials.get(r.tenant, id, name);
+    if (entry !== undefined) {
+      const offset = await received(join(layout.uploadResumable(id), name));
+      reply.header('upload-offset', String(offset));
+      return { name, state: 'partial', offset, total: entry.total };
+    }
+    const file = (await records.listFiles(id)).find((f) => f.name === name);
+    if (file === undefined) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
+    reply.header('upload-offset', String(file.bytes));
+    return { name, state: 'complete', offset: file.bytes, total: file.bytes, sha256: file.sha256 };
+  };
+  // HEAD first and on its own: an operation of its own in the OpenAPI document (not Fastify's implicit HEAD).
+  app.head(
+    '/v1/checkpoints/:id/files/:name',
+    {
+      schema: { ...fileStatus, operationId: 'headCheckpointFile', summary: 'Upload-Offset of a file (partial: bytes received so far; stored: its size)', response: { 200: noContent('Upload-Offset header, no body'), ...authErrorResponses(404, 422) } },
+      config: { swagger: { exposeHeadRoute: true } },
+    },
+    async (request, reply) => {
+      await statusOf(request.params, request.auth.tenant, reply);
+      return reply.status(200).send();
+    },
+  );
+  app.get(
+    '/v1/checkpoints/:id/files/:name',
+    { schema: { ...fileStatus, operationId: 'getCheckpointFile', summary: 'Where a file stands: partial (offset, total) or complete (bytes, sha256); Upload-Offset header' } },
+    (request, reply) => statusOf(request.params, request.auth.tenant, reply),
+  );
 
   app.delete(
     '/v1/checkpoints/:id/files/:name',
@@ -196,7 +361,7 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
       schema: {
         tags: ['checkpoints'],
         operationId: 'deleteCheckpointFile',
-        summary: 'Remove a file from an upload that is not completed yet',
+        summary: 'Remove a file (stored or partial) from an upload that is not completed yet',
         params: FileParams,
         response: { 204: noContent('Removed'), ...authErrorResponses(404, 409, 422) },
       },
@@ -206,7 +371,8 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
       const r = await ownCheckpoint(records, request.auth.tenant, id);
       checkUploadName(name);
       if (r.state !== 'uploading') throw new FgsnError('CONFLICT', `checkpoint ${id} is ${r.state}; its files can no longer change`);
-      if (!(await records.deleteFile(id, name, r.tenant))) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
+      const hadPartial = await dropPartial(r, name);
+      if (!(await records.deleteFile(id, name, r.tenant)) && !hadPartial) throw new FgsnError('NOT_FOUND', `checkpoint ${id} has no file ${name}`);
       await rm(join(layout.uploadFiles(id), name), { force: true });
       return reply.status(204).send();
     },
@@ -257,6 +423,9 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
         );
         if (done === undefined) throw new FgsnError('CONFLICT', `checkpoint ${id} changed state during validation`);
         await records.markUploadClosed(id);
+        // Unfinished chunked files are not part of the checkpoint: their bytes and reservations go.
+        await partials.removeCheckpoint(r.tenant, id);
+        await rm(layout.uploadResumable(id), { recursive: true, force: true });
         request.log.info({ checkpointId: id, kind: v.kind }, 'upload completed');
         return view(records, done);
       } catch (e) {
@@ -295,12 +464,21 @@ export const checkpointRoutes: FastifyPluginAsyncZod = async (app) => {
         throw e;
       }
       await records.deleteCheckpoint(r);
+      await partials.removeCheckpoint(r.tenant, id);
       await rm(layout.upload(id), { recursive: true, force: true });
       request.log.info({ checkpointId: id }, 'checkpoint deleted');
       return reply.status(204).send();
     },
   );
 };
+
+/** 409 naming the offset the server holds (also as Upload-Offset, so a client need not parse the body). */
+function offsetMismatch(reply: FastifyReply, name: string, start: number, expected: number): FgsnError {
+  reply.header('upload-offset', String(expected));
+  return new FgsnError('UPLOAD_OFFSET_MISMATCH', `chunk of ${name} starts at ${start}, the server holds ${expected} bytes: send from ${expected}`, {
+    details: { name, start, expectedOffset: expected },
+  });
+}
 
 /** 429 QUOTA_EXCEEDED naming the quota when `used + adding` passes a non-zero limit. */
 export async function checkQuota(quota: 'bytes' | 'checkpoints' | 'concurrentJobs' | 'probeSets', limit: number, used: number, adding = 1): Promise<void> {
@@ -338,6 +516,8 @@ export async function sweepAbandonedUploads(ctx: ApiContext, log?: { info(o: obj
     const claimed = await records.transitionCheckpoint(id, r.state, { state: 'deleting' }, r.state === 'validating' ? (r.leaseUntil ?? '') : undefined);
     if (claimed === undefined) continue;
     await records.deleteCheckpoint(r);
+    // Its partial (Content-Range) files go with it, and so do their quota reservations.
+    await new UploadPartials(records).removeCheckpoint(r.tenant, id);
     await rm(layout.upload(id), { recursive: true, force: true });
     log?.info({ checkpointId: id, tenant: r.tenant }, 'abandoned upload removed');
     removed++;
