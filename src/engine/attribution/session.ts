@@ -19,7 +19,7 @@ import { loraMatmul } from '../model/lora-matmul.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
 
 /** Bump when the attribution graph changes, so stale cache entries are not reused. */
-export const ATTRIBUTION_GRAPH_VERSION = 1;
+export const ATTRIBUTION_GRAPH_VERSION = 2;
 
 export interface AttributionSessionOptions {
   directionSets: number;
@@ -27,7 +27,10 @@ export interface AttributionSessionOptions {
   layerTo: number;
   /** See AttributionGraphOptions: 'full' (default) or 'segment'. */
   mode?: 'full' | 'segment';
-  /** A forward-only graph giving the residual entering each of these layers (see boundaryHiddens). */
+  /**
+   * A forward-only graph giving the residual entering each of these layers (see boundaryHiddens); with mode
+   * 'segment' it starts at layerFrom (from hidden_in when layerFrom > 0).
+   */
   boundaries?: number[];
   cacheRoot?: string;
   executionProvider?: ExecutionProvider;
@@ -60,6 +63,8 @@ export class AttributionSession {
     readonly weights: string[],
     readonly directionSets: number,
     private readonly hidden: number,
+    /** Whether this graph's forward starts at the tokens / its backward starts at the loss (pass counters). */
+    private readonly counts: { forward: boolean; backward: boolean },
   ) {}
 
   static async open(ckpt: ModelCheckpoint, lora: LoraAdapter | null, opts: AttributionSessionOptions): Promise<AttributionSession> {
@@ -113,9 +118,14 @@ export class AttributionSession {
         throw new FgsnError('STORAGE_ERROR', `cannot write the attribution graph ${onnxPath}: ${(e as Error).message}`, { cause: e });
       }
     }
-    const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads });
+    // No prepacking: every weight feeds a forward Gemm and a backward MatMul, and onnxruntime would keep a
+    // packed copy per consuming node beside the float32 initializer (measured on the 125M bench trio: the
+    // whole-model pass peaked 0.5 GB higher with it, at the same speed).
+    const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads, disablePrepacking: true });
     const weights = opts.boundaries === undefined ? scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo) : [];
-    return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize);
+    const segment = opts.mode === 'segment';
+    const counts = { forward: !segment || opts.layerFrom === 0, backward: !segment || opts.layerTo === ckpt.spec.numLayers };
+    return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize, counts);
   }
 
   private feeds(batch: AttributionBatch, seg: { hiddenIn?: Float32Array; gradOut?: Float32Array }): Record<string, ort.Tensor> {
@@ -150,10 +160,14 @@ export class AttributionSession {
     }
   }
 
-  /** Forward-only graph (opened with `boundaries`): the residual entering each boundary layer, [N, H]. */
-  async boundaryHiddens(batch: AttributionBatch): Promise<Map<number, Float32Array>> {
-    countForward(batch.padded.batch * batch.padded.length);
-    const out = await this.exec(this.feeds(batch, {}));
+  /**
+   * Forward-only graph (opened with `boundaries`): the residual entering each boundary layer, [N, H]. A
+   * segment starting above layer 0 takes the residual entering it (`hiddenIn`).
+   */
+  async boundaryHiddens(batch: AttributionBatch, seg: { hiddenIn?: Float32Array } = {}): Promise<Map<number, Float32Array>> {
+    // A forward run chunk by chunk is one forward pass: counted once, by the chunk that starts at the tokens.
+    if (this.counts.forward) countForward(batch.padded.batch * batch.padded.length);
+    const out = await this.exec(this.feeds(batch, seg));
     const res = new Map<number, Float32Array>();
     for (const name of this.session.outputNames) res.set(Number(name.slice('hidden.'.length)), out[name].data as Float32Array);
     return res;
@@ -172,7 +186,7 @@ export class AttributionSession {
         feeds[directionInputName(k, name)] = t;
       }
     }
-    countBackward(batch.padded.batch * batch.padded.length);
+    if (this.counts.backward) countBackward(batch.padded.batch * batch.padded.length);
     const out = await this.exec(feeds);
     const scores = Array.from({ length: this.directionSets }, (_, k) => {
       const m = new Map<string, Float32Array>();
