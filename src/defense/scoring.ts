@@ -8,6 +8,7 @@ import { linearWeightNames } from '../checkpoint/model-config.js';
 import { checkpointDifference, scoreSequences } from '../engine/attribution/index.js';
 import type { ScoredSequence } from '../engine/attribution/batch.js';
 import { loadEngine, type Engine } from '../engine/engine.js';
+import { SQSUM_BATCH } from './atlas.js';
 import type { ProbeRecord } from '../pipeline/types.js';
 import type { RowScores } from './math/select.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';
@@ -32,7 +33,7 @@ export async function loadFinetunedEngine(s: WeightSources, ctx: EngineContext):
 export async function taskRowScores(s: WeightSources, engine: Engine, task: ProbeRecord[]): Promise<RowScores> {
   const withResponses = task.every((p) => p.response !== undefined);
   const cap = await engine.capture(task.map((p) => p.prompt), { inputSquareSums: true }, {
-    batchSize: 32,
+    batchSize: SQSUM_BATCH,
     ...(withResponses ? { responses: task.map((p) => p.response!) } : {}),
   });
   const out: RowScores = new Map();

@@ -36,7 +36,7 @@ import { ort, type ExecutionProvider } from '../session/session.js';
 import { ChatTokenizer } from '../tokenizer/chat-tokenizer.js';
 import { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
 import { scoredWeights } from './graph.js';
-import { AttributionSession } from './session.js';
+import { AttributionSession, type AttributionBatch } from './session.js';
 
 export { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
 export { buildAttributionGraph, scoredWeights, type AttributionGraphOptions } from './graph.js';
@@ -143,6 +143,33 @@ export function layerChunks(spec: ModelSpec, directionSets: number, budget: numb
   return out;
 }
 
+/** Rows per run of the loss head: its [rows, vocab] float32 tensors stay near 16 MiB each. */
+export function headRows(vocabSize: number): number {
+  return Math.max(16, Math.floor((16 << 20) / (4 * vocabSize)));
+}
+
+/**
+ * The loss and dLoss/d(residual leaving the top layer) [N, H] of one batch, the loss head run on its
+ * counted positions only, `rows` at a time (zero gradient elsewhere).
+ */
+async function headGradient(head: AttributionSession, b: AttributionBatch, top: Float32Array, H: number, rows: number): Promise<{ lossSum: number; grad: Float32Array }> {
+  const counted: number[] = [];
+  b.lossWeights.forEach((w, n) => {
+    if (w > 0) counted.push(n);
+  });
+  const grad = new Float32Array(top.length);
+  let lossSum = 0;
+  for (let k = 0; k < counted.length; k += rows) {
+    const part = counted.slice(k, k + rows);
+    const hidden = new Float32Array(part.length * H);
+    part.forEach((n, j) => hidden.set(top.subarray(n * H, (n + 1) * H), j * H));
+    const r = await head.headRows(hidden, BigInt64Array.from(part, (n) => b.targets[n]), Float32Array.from(part, (n) => b.lossWeights[n]));
+    lossSum += r.lossSum;
+    part.forEach((n, j) => grad.set(r.grad.subarray(j * H, (j + 1) * H), n * H));
+  }
+  return { lossSum, grad };
+}
+
 /** Chunks of `per` layers (at least 1). */
 export function fixedLayerChunks(numLayers: number, per: number): [number, number][] {
   const n = Math.max(1, Math.floor(per));
@@ -234,11 +261,12 @@ export async function scoreSequences(
     }
   } else {
     // The forward chunk by chunk, bottom-up, each chunk's session holding only its own layers' weights and
-    // keeping the residual leaving it; then the segments top-down, each handing the gradient at its lower
-    // boundary to the one below: two forwards + one backward in all, one chunk's weights and directions
-    // in memory at a time.
+    // keeping the residual leaving it; the loss head a few response rows at a time; then the segments
+    // top-down, each handing the gradient at its lower boundary to the one below: two forwards + one
+    // backward in all, one chunk's float32 weights and directions in memory at a time, and [rows, vocab]
+    // tensors of HEAD_ROWS rows whatever the batch.
     const hiddens: Map<number, Float32Array>[] = batches.map(() => new Map());
-    for (const [from, to] of chunks.slice(0, -1)) {
+    for (const [from, to] of chunks) {
       const fwd = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment', boundaries: [to] });
       try {
         for (const [i, b] of batches.entries()) {
@@ -249,15 +277,26 @@ export async function scoreSequences(
         await fwd.release();
       }
     }
-    let grads: (Float32Array | undefined)[] = batches.map(() => undefined);
+    let grads: (Float32Array | undefined)[] = [];
+    const head = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: L, layerTo: L, mode: 'head' });
+    try {
+      for (const [i, b] of batches.entries()) {
+        const top = hiddens[i].get(L) as Float32Array;
+        hiddens[i].delete(L);
+        const r = await headGradient(head, b, top, spec.hiddenSize, headRows(spec.vocabSize));
+        lossSum += r.lossSum;
+        grads.push(r.grad);
+      }
+    } finally {
+      await head.release();
+    }
     for (const [from, to] of [...chunks].reverse()) {
-      const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment' });
+      const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment', lossHead: false });
       try {
         const dirs = await loadDirections(opts.directions, spec, session.weights);
         const below: (Float32Array | undefined)[] = [];
         for (const [i, b] of batches.entries()) {
           const r = await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
-          if (to === L) lossSum += r.lossSum;
           add(r.scores);
           below.push(r.gradIn);
           // The residual entering this chunk is not needed again.

@@ -25,8 +25,10 @@ export interface AttributionSessionOptions {
   directionSets: number;
   layerFrom: number;
   layerTo: number;
-  /** See AttributionGraphOptions: 'full' (default) or 'segment'. */
-  mode?: 'full' | 'segment';
+  /** See AttributionGraphOptions: 'full' (default), 'segment' or 'head' (see headRows). */
+  mode?: 'full' | 'segment' | 'head';
+  /** See AttributionGraphOptions.lossHead (default true). */
+  lossHead?: boolean;
   /**
    * A forward-only graph giving the residual entering each of these layers (see boundaryHiddens); with mode
    * 'segment' it starts at layerFrom (from hidden_in when layerFrom > 0).
@@ -96,6 +98,7 @@ export class AttributionSession {
       layerFrom: opts.layerFrom,
       layerTo: opts.layerTo,
       mode: opts.mode,
+      lossHead: opts.lossHead,
       boundaries: opts.boundaries,
       lora: loraEdges.size > 0 ? loraEdges : undefined,
     };
@@ -124,7 +127,9 @@ export class AttributionSession {
     const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads, disablePrepacking: true });
     const weights = opts.boundaries === undefined ? scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo) : [];
     const segment = opts.mode === 'segment';
-    const counts = { forward: !segment || opts.layerFrom === 0, backward: !segment || opts.layerTo === ckpt.spec.numLayers };
+    const counts = opts.mode === 'head'
+      ? { forward: false, backward: false }
+      : { forward: !segment || opts.layerFrom === 0, backward: !segment || opts.layerTo === ckpt.spec.numLayers };
     return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize, counts);
   }
 
@@ -198,6 +203,20 @@ export class AttributionSession {
       gradIn: 'grad_in' in out ? (out.grad_in.data as Float32Array) : undefined,
       scores,
     };
+  }
+
+  /**
+   * 'head' graph: summed weighted NLL of `rows` positions given the residual leaving the top layer
+   * (hidden [rows, H]), their next tokens and loss weights, and its gradient wrt that residual [rows, H].
+   */
+  async headRows(hidden: Float32Array, targets: BigInt64Array, lossWeights: Float32Array): Promise<{ lossSum: number; grad: Float32Array }> {
+    const n = targets.length;
+    const out = await this.exec({
+      hidden_in: new ort.Tensor('float32', hidden, [n, this.hidden]),
+      targets: new ort.Tensor('int64', targets, [1, n]),
+      loss_weights: new ort.Tensor('float32', lossWeights, [1, n]),
+    });
+    return { lossSum: (out.loss_sum.data as Float32Array)[0], grad: out.grad_in.data as Float32Array };
   }
 
   release(): Promise<void> {
