@@ -14,7 +14,7 @@
  * Memory: the weights of W are external data that onnxruntime reads and casts to float32 per session
  * (no prepacked copies, see session.ts); direction matrices are fed as float32 graph inputs, K * (linear
  * parameters of the scored layers) * 4 bytes. Layers are scored in chunks sized by `maxDirectionBytes`
- * (default a quarter of the checkpoint's bytes, at most 1 GiB) or `layersPerPass`. A model whose
+ * (default a quarter of the checkpoint's bytes, within [64 MiB, 1 GiB]) or `layersPerPass`. A model whose
  * directions fit the budget runs one graph (forward + backward per batch). Otherwise the forward runs chunk
  * by chunk bottom-up, each chunk a session of its own layers only, keeping the residual stream at every
  * chunk boundary (4 * tokens * hidden bytes per boundary); then the chunks run top-down as segments, each
@@ -56,8 +56,8 @@ export interface CommonAttributionOptions {
   /** Sequences per onnxruntime run (default 8); batches group similar lengths to limit padding. */
   batchSize?: number;
   /**
-   * Budget for the direction inputs of one pass (default: a quarter of the checkpoint's bytes, at most
-   * 1 GiB); see the module comment.
+   * Budget for the direction inputs of one pass (default: a quarter of the checkpoint's bytes, within
+   * [64 MiB, 1 GiB]); see the module comment.
    */
   maxDirectionBytes?: number;
   /** Layers per pass; overrides maxDirectionBytes. */
@@ -92,15 +92,18 @@ export interface AttributionResult {
 
 const ROW_BLOCK_BYTES = 4 << 20;
 const MAX_DEFAULT_DIRECTION_BYTES = 1 << 30;
+const MIN_DEFAULT_DIRECTION_BYTES = 64 << 20;
 
 /**
- * The default direction budget of one pass: a quarter of the checkpoint's bytes (at most 1 GiB). With one
- * direction set that is about half the checkpoint's bytes of float32 weights + directions per pass, so
- * the pass, its activations and the process stay under 3x the checkpoint (docs/scale.md).
+ * The default direction budget of one pass: a quarter of the checkpoint's bytes, within [64 MiB, 1 GiB].
+ * With one direction set that is about half the checkpoint's bytes of float32 weights + directions per
+ * pass, so the pass, its activations and the process stay under 3x the checkpoint (docs/scale.md). The
+ * floor keeps small models in one pass: below it the memory saved is less than the process's own, and
+ * every chunk costs two session builds (the dev testbed's attribution would go from 1 session to 9).
  */
 export function defaultDirectionBytes(checkpoint: ModelCheckpoint): number {
   const bytes = checkpoint.files.reduce((n, f) => n + statSync(f).size, 0);
-  return Math.min(MAX_DEFAULT_DIRECTION_BYTES, Math.floor(bytes / 4));
+  return Math.min(MAX_DEFAULT_DIRECTION_BYTES, Math.max(MIN_DEFAULT_DIRECTION_BYTES, Math.floor(bytes / 4)));
 }
 
 /** M = a - b, read row block by row block from two checkpoints of the same architecture. */
