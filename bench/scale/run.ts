@@ -14,8 +14,9 @@
  * it cannot be), as tokens/s ratios fgsn / PyTorch.
  *
  *   npm run bench -- scale [--size 125m|1.1b|both] [--probes N] [--runs default,fixed] [--format model|diff]
- *                          [--keep DIR] [--no-peer] [--json FILE]
+ *                          [--keep DIR] [--no-peer] [--plain-env] [--json FILE]
  * --keep DIR keeps (and reuses) the trios in DIR; otherwise they are written to a temp folder and removed.
+ * The harden child runs with ENGINE_PROCESS_ENV (as the worker's processors) unless --plain-env.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -26,6 +27,7 @@ import { parseArgs } from 'node:util';
 import { ModelCheckpoint } from '../../src/checkpoint/index.js';
 import { checkpointDifference, scoreSequences, type ScoredSequence } from '../../src/engine/attribution/index.js';
 import { loadEngine } from '../../src/engine/engine.js';
+import { withEngineProcessEnv } from '../../src/engine/session/session.js';
 import { cacheBytes, cacheGroupRoots, scanCache } from '../../src/engine/session/cache-lifecycle.js';
 import type { SyntheticModelOptions } from '../../test/support/synthetic/synthetic-model.js';
 import { flopsPerToken, matmulGflops, tokenPrompts } from '../engine/timing.js';
@@ -39,6 +41,9 @@ const { values } = parseArgs({
     format: { type: 'string', default: 'model' },
     keep: { type: 'string' },
     'no-peer': { type: 'boolean' },
+    // The child runs with the engine process environment (ENGINE_PROCESS_ENV), as the worker runs its
+    // processors; --plain-env runs it with this process's environment only (a bare `fgsn harden`).
+    'plain-env': { type: 'boolean' },
     json: { type: 'string' },
   },
 });
@@ -146,7 +151,8 @@ async function measuredHarden(label: string, trio: { base: string; aligned: stri
     '--harmful', join(probeDir, 'harmful.jsonl'), '--benign', join(probeDir, 'benign.jsonl'), '--out', out, '--cache-dir', cache, '--format', values.format, ...extra];
   const selfBefore = ioWrite('self');
   const t0 = performance.now();
-  const child = spawn(process.execPath, args, { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  const env = values['plain-env'] ? process.env : withEngineProcessEnv(process.env);
+  const child = spawn(process.execPath, args, { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env });
   const pid = child.pid!;
   const stages: StageCost[] = [];
   let current = 'start';

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { linearWeightNames } from '../checkpoint/index.js';
 import { checkpointDifference, loadEngine, type Engine } from '../engine/index.js';
 import type { ProbeRecord } from '../probes.js';
+import { SQSUM_BATCH } from './atlas.js';
 import type { RowScores } from './math/select.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';
 import { type WeightSources, readFinetuned } from './io/sources.js';
@@ -30,7 +31,7 @@ export async function loadFinetunedEngine(s: WeightSources, ctx: EngineContext):
 export async function taskRowScores(s: WeightSources, engine: Engine, task: ProbeRecord[]): Promise<RowScores> {
   const withResponses = task.every((p) => p.response !== undefined);
   const cap = await engine.capture(task.map((p) => p.prompt), { inputSquareSums: true }, {
-    batchSize: 32,
+    batchSize: SQSUM_BATCH,
     ...(withResponses ? { responses: task.map((p) => p.response!) } : {}),
   });
   const out: RowScores = new Map();
@@ -42,8 +43,10 @@ export async function taskRowScores(s: WeightSources, engine: Engine, task: Prob
 
 /**
  * s_i = <dL/dW_i, V_i> for every linear weight row, L = summed NLL of `responses` (teacher-forced) under the
- * fine-tune, through the engine's attribution (Engine.attribute). Layers are scored in passes of
- * `layersPerPass` (default: all layers in one pass) so only that many layers' V are in memory.
+ * fine-tune, through the engine's attribution (Engine.attribute: a forward chunk by chunk, then segments
+ * top-down), which keeps one chunk's float32 weights and V in memory at a time: `layersPerPass` layers when
+ * given, else its default budget (a quarter of the checkpoint's bytes of V per pass), which keeps a bf16 job
+ * under 3x the checkpoint (docs/scale.md).
  */
 export async function attributionGradDotV(
   s: WeightSources,
@@ -56,7 +59,8 @@ export async function attributionGradDotV(
     directions: [checkpointDifference('V', s.aligned, s.base)],
     reduction: 'sum',
     batchSize: ctx.batchSize ?? 16,
-    layersPerPass: ctx.layersPerPass ?? s.spec.numLayers,
+    ...(ctx.layersPerPass !== undefined ? { layersPerPass: ctx.layersPerPass } : {}),
   });
   return { scores: r.scores.get('V')!, loss: r.loss, tokens: r.tokens };
 }
+

@@ -46,9 +46,21 @@ export interface AttributionGraphOptions {
    * input hidden_in [N, H] and the output grad_in [N, H] is dLoss/d(hidden_in); when layerTo < numLayers,
    * grad_out [N, H] = dLoss/d(residual leaving layerTo - 1) is an input and no loss head is built.
    * Chained top-down, segments cost one forward and one backward in all, whatever their number.
+   * 'head': only the final norm and the loss head, on hidden_in [rows, H] (the residual leaving the top
+   * layer) with targets / loss_weights [1, rows]; outputs loss_sum and grad_in = dLoss/d(hidden_in). Callers
+   * run it on a few rows at a time, so its [rows, vocab] tensors stay small whatever the batch.
    */
-  mode?: 'full' | 'segment';
-  /** Forward-only graph: outputs hidden.{l} [N, H], the residual entering layer l, for each l here. */
+  mode?: 'full' | 'segment' | 'head';
+  /**
+   * false: a segment ending at the top layer takes grad_out like any other (the loss head then runs as its
+   * own 'head' graph, see mode). Default true.
+   */
+  lossHead?: boolean;
+  /**
+   * Forward-only graph: outputs hidden.{l} [N, H], the residual entering layer l, for each l here, building
+   * layers [0, max l) (or, with mode 'segment', [layerFrom, max l) from hidden_in, so a forward can run
+   * chunk by chunk with only one chunk's weights in a session).
+   */
   boundaries?: number[];
 }
 
@@ -118,23 +130,75 @@ function geluTanhInner(g: GraphBuilder, z: string): string {
   return g.op('Tanh', [g.op('Mul', [g.op('Add', [z, g.op('Mul', [z3, g.scalarF32(0.044715)])]), g.scalarF32(Math.sqrt(2 / Math.PI))])]);
 }
 
+/**
+ * Summed weighted NLL of the positions that count, and its gradient wrt hTop. Only the rows with a positive
+ * loss weight (the response tokens) go through the final norm and lm_head, so the graph's [rows, vocab]
+ * tensors are [response tokens, vocab], and there are two of them at most (logits, softmax; a third, the
+ * cap's derivative, with a final soft cap): the one-hot and log-softmax copies are avoided by writing the
+ * gradient as dh = (softmax W - W[target]) * weight (W the head, one row gathered per target).
+ */
+function lossHead(g: GraphBuilder, w: WeightTable, spec: ModelSpec, hTop: string): string {
+  const normW = (name: string): string => (spec.normWeightOffset ? offsetNormWeight(g, w.f32(name), 'float32') : w.f32(name));
+  const finalW = normW('model.norm.weight');
+  const targets = g.input('targets', 'int64', ['batch', 'tokens']);
+  const lossWeights = g.input('loss_weights', 'float32', ['batch', 'tokens']);
+  const wflat = g.op('Reshape', [lossWeights, g.constI64([-1])]);
+  // rows [M]: the flat positions whose prediction counts.
+  const rows = g.op('Reshape', [g.op('NonZero', [g.op('Greater', [wflat, g.scalarF32(0)])]), g.constI64([-1])]);
+  const hSel = g.op('Gather', [hTop, rows], { axis: 0 });
+  const tSel = g.op('Reshape', [g.op('Gather', [g.op('Reshape', [targets, g.constI64([-1])]), rows], { axis: 0 }), g.constI64([-1, 1])]);
+  const wSel = g.op('Reshape', [g.op('Gather', [wflat, rows], { axis: 0 }), g.constI64([-1, 1])]);
+  const nf = rmsNormKeep(g, hSel, finalW, spec.rmsNormEps);
+  const headW = w.f32(spec.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+  let logits = linear(g, nf.y, headW);
+  // Gemma 2's final cap: logits -> cap tanh(logits / cap); its derivative 1 - tanh^2 scales dlogits below.
+  const capT = spec.finalSoftcap ? g.op('Tanh', [g.op('Div', [logits, g.scalarF32(spec.finalSoftcap)])]) : null;
+  if (capT !== null) logits = g.op('Mul', [capT, g.scalarF32(spec.finalSoftcap as number)]);
+  // nll = logsumexp(logits) - logits[target]; ReduceLogSumExp subtracts the row max first.
+  const lse = g.op('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
+  const nll = g.op('Sub', [lse, g.op('GatherElements', [logits, tSel], { axis: 1 })]);
+  g.output('loss_sum', g.op('ReduceSum', [g.op('Mul', [nll, wSel])], { keepdims: 0 }), 'float32', []);
+  // dlogits = (softmax - onehot) * c * weight, c = 1 - tanh^2 under a cap (else 1).
+  let probs = g.op('Softmax', [logits], { axis: -1 });
+  const wTarget = g.op('Gather', [headW, g.op('Reshape', [tSel, g.constI64([-1])])], { axis: 0 });
+  let atTarget = wTarget;
+  if (capT !== null) {
+    const c = oneMinusSquare(g, capT);
+    probs = g.op('Mul', [probs, c]);
+    atTarget = g.op('Mul', [wTarget, g.op('GatherElements', [c, tSel], { axis: 1 })]);
+  }
+  const dhSel = g.op('Mul', [g.op('Sub', [g.op('MatMul', [probs, headW]), atTarget]), wSel]);
+  const dnSel = rmsNormBack(g, dhSel, hSel, nf.inv, finalW);
+  // Back to every row (zero where the prediction does not count).
+  const zeros = g.op('Expand', [g.scalarF32(0), g.op('Shape', [hTop])]);
+  return g.op('ScatterND', [zeros, g.op('Unsqueeze', [rows, g.constI64([1])]), dnSel]);
+}
+
+
 export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, opts: AttributionGraphOptions): GraphBuilder {
   checkSupported(spec);
   const L = spec.numLayers;
+  if (opts.mode === 'head') {
+    const g = new GraphBuilder(`fgsn_${spec.family}_attribution_head`);
+    const hIn = g.input('hidden_in', 'float32', ['rows', spec.hiddenSize]);
+    g.output('grad_in', lossHead(g, new WeightTable(g, resolve), spec, hIn), 'float32', ['rows', spec.hiddenSize]);
+    return g;
+  }
   const lo = opts.layerFrom ?? 0;
   const hi = opts.layerTo ?? L;
   if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && lo < hi && hi <= L) || !(opts.directionSets >= 1)) {
     throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: bad layer range [${lo}, ${hi}) or direction count ${opts.directionSets} for a ${L}-layer model`);
   }
   const boundaries = opts.boundaries ?? null;
-  if (boundaries !== null && (boundaries.length === 0 || boundaries.some((b) => !Number.isInteger(b) || b < 1 || b >= L))) {
-    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: boundaries must be layers in [1, ${L}), got ${JSON.stringify(boundaries)}`);
-  }
   const segment = opts.mode === 'segment';
+  const lowest = segment ? lo + 1 : 1;
+  if (boundaries !== null && (boundaries.length === 0 || boundaries.some((b) => !Number.isInteger(b) || b < lowest || b > L))) {
+    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: boundaries must be layers in [${lowest}, ${L}], got ${JSON.stringify(boundaries)}`);
+  }
   // Layers built: [first, last).
   const first = segment ? lo : 0;
   const last = boundaries !== null ? Math.max(...boundaries) : segment ? hi : L;
-  const withHead = last === L;
+  const withHead = last === L && opts.lossHead !== false;
   const K = opts.directionSets;
   const g = new GraphBuilder(`fgsn_${spec.family}_attribution`);
   const w = new WeightTable(g, resolve);
@@ -144,7 +208,6 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   const KV = spec.numKvHeads;
   const G = NH / KV;
   const I = spec.intermediateSize;
-  const V = spec.vocabSize;
 
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
   const attnMask = g.input('attention_mask', 'int64', ['batch', 'tokens']);
@@ -271,29 +334,7 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     g.output(boundaryOutputName(last), h, 'float32', flat);
     return g;
   }
-  let dh = withHead ? lossHead(h) : g.input('grad_out', 'float32', flat);
-
-  function lossHead(hTop: string): string {
-    const finalW = normW('model.norm.weight');
-    const nf = rmsNormKeep(g, hTop, finalW, spec.rmsNormEps);
-    const headW = w.f32(spec.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
-    let logits = linear(g, nf.y, headW);
-    // Gemma 2's final cap: logits -> cap tanh(logits / cap); its derivative 1 - tanh^2 scales dlogits below.
-    const capT = spec.finalSoftcap ? g.op('Tanh', [g.op('Div', [logits, g.scalarF32(spec.finalSoftcap)])]) : null;
-    if (capT !== null) logits = g.op('Mul', [capT, g.scalarF32(spec.finalSoftcap as number)]);
-    // Sum of weighted NLL; its gradient wrt the logits is (softmax - onehot) * weight.
-    const targets = g.input('targets', 'int64', ['batch', 'tokens']);
-    const lossWeights = g.input('loss_weights', 'float32', ['batch', 'tokens']);
-    const tgt = g.op('Reshape', [targets, g.constI64([-1, 1])]);
-    const wcol = g.op('Reshape', [lossWeights, g.constI64([-1, 1])]);
-    const logp = g.op('LogSoftmax', [logits], { axis: -1 });
-    const nll = g.op('Neg', [g.op('GatherElements', [logp, tgt], { axis: 1 })]);
-    g.output('loss_sum', g.op('ReduceSum', [g.op('Mul', [nll, wcol])], { keepdims: 0 }), 'float32', []);
-    const onehot = g.op('OneHot', [g.op('Reshape', [targets, g.constI64([-1])]), g.scalarI64(V), g.constF32([0, 1], [2])], { axis: -1 });
-    let dlogits = g.op('Mul', [g.op('Sub', [g.op('Exp', [logp]), onehot]), wcol]);
-    if (capT !== null) dlogits = g.op('Mul', [dlogits, oneMinusSquare(g, capT)]);
-    return rmsNormBack(g, g.op('MatMul', [dlogits, headW]), hTop, nf.inv, finalW);
-  }
+  let dh = withHead ? lossHead(g, w, spec, h) : g.input('grad_out', 'float32', flat);
 
   // ---- backward through the layers, down to the first scored one ----
   const gOf = (x: string): string => g.op('Reshape', [x, shapeOf(g, [d.b, KV, g.op('Mul', [d.t, g.constI64([G])]), D])]);

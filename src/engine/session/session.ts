@@ -20,6 +20,11 @@ export interface SessionConfig {
   threads?: number;
   /** CUDA only: keep generation's KV cache on the device (runtime/device-kv.ts). Default off. */
   deviceKv?: boolean;
+  /**
+   * Turn off onnxruntime's weight prepacking (session.disable_prepacking): for graphs whose weights feed
+   * several nodes (the attribution graph's forward and backward), where each node would keep its own packed copy.
+   */
+  disablePrepacking?: boolean;
   /** CUDA only (ignored on the CPU provider, whose tensors are host tensors): where outputs are returned. */
   preferredOutputLocation?: ort.InferenceSession.SessionOptions['preferredOutputLocation'];
 }
@@ -110,6 +115,7 @@ export async function createSession(onnxPath: string, cfg: SessionConfig = {}): 
     enableCpuMemArena: cpuArenaEnabled(),
   };
   if (cfg.threads !== undefined) options.intraOpNumThreads = cfg.threads;
+  if (cfg.disablePrepacking === true) options.extra = { session: { disable_prepacking: '1' } };
   if (ep === 'cuda' && cfg.preferredOutputLocation !== undefined) options.preferredOutputLocation = cfg.preferredOutputLocation;
   try {
     return await ort.InferenceSession.create(onnxPath, options);
