@@ -82,6 +82,8 @@ export const ERROR_CATALOGUE = {
   CONFIG_INVALID: { status: 500, hint: 'Fix the environment variables named in the message.' },
   STORAGE_ERROR: { status: 500, hint: 'Artifact storage failed; check disk space or S3 settings.' },
   JOB_CANCELLED: { status: 409, hint: 'The job was cancelled.' },
+  SOURCE_JOB_NOT_COMPLETED: { status: 409, hint: 'A continue job starts from a completed job; wait until the source job is completed (GET /v1/jobs/{id}) and submit again.' },
+  SOURCE_JOB_NO_MODEL: { status: 409, hint: 'A continue job patches the source job\'s published model folder and report.json: the source job must have been submitted with outputs including "model" and "report" (the default), and its artifacts must not have expired.' },
   UPLOAD_CHECKSUM_MISMATCH: { status: 422, hint: 'The file bytes do not match the sha256 sent in X-Content-SHA256; upload it again.' },
   MODEL_DIR_NOT_ALLOWED: { status: 403, hint: 'Server-side model folders must lie inside FGSN_ALLOWED_MODEL_DIRS.' },
   PIPELINE_UNAVAILABLE: { status: 503, hint: 'This build of the service has no defense pipeline; update the worker image.' },

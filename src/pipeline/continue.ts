@@ -43,6 +43,11 @@ export interface ContinueRequest {
   /** Edit of the new rows; default: the hardened job's own (fgsn) options. */
   options?: Record<string, unknown>;
   executionProvider?: 'cpu' | 'cuda';
+  /**
+   * How the report's `continual[].from` names what was continued (default: hardenedDir). The service passes
+   * the source job's id: its scratch copy of the job's output is a server path no tenant should see.
+   */
+  from?: string;
 }
 
 export interface ContinueResult {
@@ -117,7 +122,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
       continual: [
         ...(prev.continual ?? []),
         {
-          category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.hardenedDir,
+          category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.from ?? req.hardenedDir,
           extraRows: extra.rows, extraParams: extra.params, extraPctLinear: extra.pctLinearParams, extraPctAll: extra.pctAllParams,
           rowsAlreadyProjected: countRows(prevRows), strength, ...(search ? { search } : {}), seconds: (performance.now() - t0) / 1000,
           rows: selectionToJSON(selection),
