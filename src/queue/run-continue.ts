@@ -92,11 +92,6 @@ export async function runContinueJob(data: ContinueJobData, ctx: RunContext): Pr
       await fetchArtifact(ctx.store, a, join(sourceDir, ...a.name.split('/')));
       throwIfCancelled(ctx.signal);
     }
-    // The published report names the inputs by role (never by server path); continue opens them by path.
-    const reportPath = join(sourceDir, 'report.json');
-    const report = JSON.parse(await readFile(reportPath, 'utf8')) as { inputs?: Record<string, unknown> };
-    report.inputs = { ...report.inputs, base: input.basePath, aligned: input.alignedPath };
-    await writeFile(reportPath, JSON.stringify(report));
     const prev = await readHardenReport(sourceDir);
     const [probes, task] = await Promise.all([readProbeBlob(ctx.store, input.probes), input.task ? readProbeBlob(ctx.store, input.task) : undefined]);
     const ep = { executionProvider: ctx.executionProvider };
@@ -117,7 +112,9 @@ export async function runContinueJob(data: ContinueJobData, ctx: RunContext): Pr
     await enter('pipeline', FETCH_END);
     const result = await runContinue(
       {
-        hardenedDir: sourceDir, category: input.category, probes, outDir, cacheDir: layout.cache, from: input.sourceJobId, ...ep,
+        hardenedDir: sourceDir, category: input.category, probes, outDir, cacheDir: layout.cache, ...ep,
+        // The published report names the inputs by role (never by server path): continue opens them here.
+        checkpoints: { base: input.basePath, aligned: input.alignedPath }, from: input.sourceJobId,
         ...(task ? { task } : {}), ...(input.q !== undefined ? { q: input.q } : {}), ...(input.targetAsr !== undefined ? { targetAsr: input.targetAsr } : {}),
         ...(input.maxExtraParams !== undefined ? { maxExtraParams: input.maxExtraParams } : {}),
         ...(input.exactTolerance !== undefined ? { exactTolerance: input.exactTolerance } : {}), ...(input.options ? { options: input.options } : {}),
@@ -138,17 +135,17 @@ export async function runContinueJob(data: ContinueJobData, ctx: RunContext): Pr
     await rm(join(outDir, '.fgsn-target'), { recursive: true, force: true });
     if (!outputs.has('model')) await rm(join(outDir, 'model'), { recursive: true, force: true });
     if (!outputs.has('diff')) await rm(join(outDir, 'diff.safetensors'), { force: true });
-    if (!outputs.has('report')) await rm(join(outDir, 'report.json'), { force: true });
+    if (!outputs.has('report')) {
+      await rm(join(outDir, 'report.json'), { force: true });
+      await rm(join(outDir, 'report.html'), { force: true });
+    }
+    // What the pipeline writes names the inputs by role and the source by job id; the scrubber is the
+    // backstop for a path in a message (as for harden's reports).
     const scrub = pathScrubber(input, ctx.dataDir);
-    for (const name of ['report.json', 'model/fgsn-report.json']) {
+    for (const name of ['report.json', 'report.html', 'model/fgsn-report.json', 'model/README.md']) {
       const path = join(outDir, ...name.split('/'));
       const text = await readFile(path, 'utf8').catch(() => undefined);
-      // The report carries the inputs as the worker opened them: back to the roles the source's report had.
-      if (text !== undefined) {
-        const r = JSON.parse(text) as { inputs?: Record<string, unknown> };
-        r.inputs = { ...r.inputs, base: 'base', aligned: 'aligned' };
-        await writeFile(path, scrub(JSON.stringify(r, null, 1) + '\n'));
-      }
+      if (text !== undefined) await writeFile(path, scrub(text));
     }
     const published = await publishArtifacts(ctx.store, data.jobId, outDir, [], { move: ctx.store.kind === 'fs' });
     await removeStaleAttempts(ctx.store, published).catch(() => undefined);

@@ -6,6 +6,7 @@
  * or that published no model, gets a coded 409.
  */
 import { readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FgsnClient, type Job } from '../../src/client/index.js';
@@ -83,9 +84,17 @@ describe('POST /v1/jobs/{id}/continue on a real job', () => {
     expect(names).toContain('report.json');
     expect(names).toContain('diff.safetensors');
     expect(names.some((n) => n.startsWith('model/') && n.endsWith('.safetensors'))).toBe(true);
-    const text = await readFile(join(dir, 'report.json'), 'utf8');
+    expect(names).toContain('report.html');
+    expect(names).toContain('model/README.md');
     // Nothing a tenant sees names a server folder.
-    expect(text).not.toContain(h.dataDir);
+    for (const name of ['report.json', 'report.html', 'model/README.md', 'model/fgsn-report.json']) {
+      const t = await readFile(join(dir, ...name.split('/')), 'utf8');
+      expect(t, name).not.toContain(h.dataDir);
+      expect(t, name).not.toContain(tmpdir());
+    }
+    const card = await readFile(join(dir, 'model', 'README.md'), 'utf8');
+    expect(card).toMatch(/^---\n/);
+    const text = await readFile(join(dir, 'report.json'), 'utf8');
     const report = JSON.parse(text) as { continual: { from: string; category: string; rows: Record<string, number[]> }[]; inputs: Record<string, string>; rows: Record<string, number[]> };
     expect(report.continual).toHaveLength(1);
     expect(report.continual[0]).toMatchObject({ from: source.id, category: NEW_CATEGORY });
@@ -104,7 +113,7 @@ describe('POST /v1/jobs/{id}/continue on a real job', () => {
   it('a continue job can itself be continued', async () => {
     const again = await client.waitForJob((await client.continueJob(cont.id, { category: 'fraud_again', probes: newProbes, outputs: ['report'], options: { q: 0.02 } })).id);
     expect(again.state, JSON.stringify(again.error)).toBe('completed');
-    expect(again.artifacts?.map((a) => a.name)).toEqual(['report.json']);
+    expect(again.artifacts?.map((a) => a.name).sort()).toEqual(['report.html', 'report.json']);
     const res = await h.req('GET', `/v1/jobs/${again.id}/artifacts/report.json`);
     const report = (await res.json()) as { continual: { from: string }[] };
     expect(report.continual.map((c) => c.from)).toEqual([source.id, cont.id]);
