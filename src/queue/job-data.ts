@@ -82,12 +82,8 @@ export interface ContinueJobData extends JobDataBase {
   input: ContinueJobInput;
 }
 
-/** Any job of the queue; dispatch on `jobKind`. */
+/** Any job of the queue; the processor dispatches on `kind` (absent = harden). */
 export type FgsnJobData = HardenJobData | ContinueJobData;
-
-export function jobKind(data: FgsnJobData): 'harden' | 'continue' {
-  return data.kind ?? 'harden';
-}
 
 /** Progress as the processor reports it through BullMQ's updateProgress. */
 export interface HardenProgress {

@@ -119,7 +119,7 @@ describe('POST /v1/jobs/{id}/continue on a real job', () => {
     expect(report.continual.map((c) => c.from)).toEqual([source.id, cont.id]);
   }, 300_000);
 
-  it('another tenant gets 404; no model to start from is a coded 409; bad bodies are 400', async () => {
+  it('another tenant gets 404; no model to start from is a coded 409; bad bodies are 400; Idempotency-Key', async () => {
     const other = await h.json<{ code: string }>('POST', `/v1/jobs/${source.id}/continue`, { key: KEYS.b, json: { category: NEW_CATEGORY, probes: 'default-harmful' } });
     expect(other.status).toBe(404);
     expect(other.body.code).toBe('NOT_FOUND');
@@ -129,7 +129,19 @@ describe('POST /v1/jobs/{id}/continue on a real job', () => {
     const badOption = await h.json<{ code: string }>('POST', `/v1/jobs/${source.id}/continue`, { json: { category: NEW_CATEGORY, probes: newProbes, options: { edit: { mode: 'no-such-mode' } } } });
     expect(badOption.status).toBe(400);
     expect(JSON.stringify(badOption.body)).toContain('edit');
+    // Idempotency-Key: a retried request gets the same job; the key with another request is a conflict.
+    const again = { category: 'fraud_retry', probes: newProbes, outputs: ['report'], options: { q: 0.02 } };
+    const first = await h.json<Job>('POST', `/v1/jobs/${source.id}/continue`, { json: again, headers: { 'idempotency-key': 'continue-retry-1' } });
+    expect(first.status).toBe(202);
+    const replay = await h.json<Job>('POST', `/v1/jobs/${source.id}/continue`, { json: again, headers: { 'idempotency-key': 'continue-retry-1' } });
+    expect(replay.status).toBe(202);
+    expect(replay.body.id).toBe(first.body.id);
+    expect(replay.res.headers.get('idempotent-replayed')).toBe('true');
+    const otherSource = await h.json<{ code: string }>('POST', `/v1/jobs/${cont.id}/continue`, { json: again, headers: { 'idempotency-key': 'continue-retry-1' } });
+    expect(otherSource.status).toBe(409);
+    expect(otherSource.body.code).toBe('IDEMPOTENCY_CONFLICT');
+    expect((await client.waitForJob(first.body.id)).state).toBe('completed');
     const noCategory = await h.json<{ code: string }>('POST', `/v1/jobs/${source.id}/continue`, { json: { probes: newProbes } });
     expect(noCategory.status).toBe(400);
-  });
+  }, 120_000);
 });

@@ -217,6 +217,40 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
     }
   };
 
+  /**
+   * Idempotency-Key (kept 24 h per tenant, one key space for every job-creating operation): the same key with
+   * the same request returns the job it created (Idempotent-Replayed: true); with another request,
+   * IDEMPOTENCY_CONFLICT. `hashed` is what identifies the request (a continue's includes the source job).
+   */
+  const idempotent = async (reply: FastifyReply, tenant: string, id: string, idemKey: string | undefined, hashed: unknown, create: (claimedKey: string | undefined) => Promise<JobRecord>) => {
+    let claimedKey: string | undefined;
+    if (typeof idemKey === 'string' && idemKey.length > 0) {
+      const keyHash = sha256(idemKey);
+      const bodyHash = sha256(canonical(hashed));
+      const existing = await records.claimIdempotencyKey(tenant, keyHash, bodyHash, id);
+      if (existing !== undefined) {
+        if (existing.bodyHash !== bodyHash) {
+          throw new FgsnError('IDEMPOTENCY_CONFLICT', 'this Idempotency-Key was already used with a different request body');
+        }
+        // The first request may still be creating its job: wait briefly for its record.
+        for (let i = 0; i < 50; i++) {
+          const r = await records.getJob(existing.jobId);
+          if (r !== undefined) return accepted(reply, await jobStatusFor(ctx, r), true);
+          await new Promise((res) => setTimeout(res, 100));
+        }
+        throw new FgsnError('CONFLICT', 'a request with this Idempotency-Key is still being processed; retry shortly');
+      }
+      claimedKey = keyHash;
+    }
+    try {
+      const record = await create(claimedKey);
+      return accepted(reply, await jobStatusFor(ctx, record), false);
+    } catch (e) {
+      if (claimedKey !== undefined) await ctx.redis.del(records.key('idem', tenant, claimedKey));
+      throw e;
+    }
+  };
+
   const accepted = (reply: FastifyReply, status: JobStatus, replayed: boolean) =>
     reply
       .status(202)
@@ -241,33 +275,11 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
       const body = request.body;
       const tenant = request.auth.tenant;
       const id = newId('job');
-      const idemKey = request.headers['idempotency-key'];
-      let claimedKey: string | undefined;
-      if (typeof idemKey === 'string' && idemKey.length > 0) {
-        const keyHash = sha256(idemKey);
-        const existing = await records.claimIdempotencyKey(tenant, keyHash, sha256(canonical(body)), id);
-        if (existing !== undefined) {
-          if (existing.bodyHash !== sha256(canonical(body))) {
-            throw new FgsnError('IDEMPOTENCY_CONFLICT', 'this Idempotency-Key was already used with a different request body');
-          }
-          // The first request may still be creating its job: wait briefly for its record.
-          for (let i = 0; i < 50; i++) {
-            const r = await records.getJob(existing.jobId);
-            if (r !== undefined) return accepted(reply, await jobStatusFor(ctx, r), true);
-            await new Promise((res) => setTimeout(res, 100));
-          }
-          throw new FgsnError('CONFLICT', 'a request with this Idempotency-Key is still being processed; retry shortly');
-        }
-        claimedKey = keyHash;
-      }
-      try {
+      return idempotent(reply, tenant, id, request.headers['idempotency-key'], body, async (claimedKey) => {
         const record = await submit(tenant, id, () => resolve(tenant, body, id), claimedKey);
         request.log.info({ jobId: id, method: body.method }, 'job queued');
-        return accepted(reply, await jobStatusFor(ctx, record), false);
-      } catch (e) {
-        if (claimedKey !== undefined) await ctx.redis.del(records.key('idem', tenant, claimedKey));
-        throw e;
-      }
+        return record;
+      });
     },
   );
 
@@ -282,7 +294,9 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
           'Continual defense (`fgsn continue`): the completed job\'s published model is patched for the new category\'s harmful probes; ' +
           'only rows the job did not edit are edited. The result is a new job (GET /v1/jobs/{newId}, its events and artifacts) whose report ' +
           'lists the patch under `continual`, with `from` the id of the job it continued. A continue job can itself be continued. ' +
-          '404 when the job is not this tenant\'s; 409 SOURCE_JOB_NOT_COMPLETED while it is not completed; 409 SOURCE_JOB_NO_MODEL when it published no model folder and report.json.',
+          '404 when the job is not this tenant\'s; 409 SOURCE_JOB_NOT_COMPLETED while it is not completed; 409 SOURCE_JOB_NO_MODEL when it published no model folder and report.json. ' +
+          'Idempotency-Key as for POST /v1/jobs (one key space): safe to retry when applying a category to many past jobs.',
+        headers: JobCreateHeaders,
         params: IdParams,
         body: JobContinueBody,
         response: { 202: JobSchema, ...authErrorResponses(400, 404, 409) },
@@ -291,9 +305,11 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
     async (request, reply) => {
       const tenant = request.auth.tenant;
       const id = newId('job');
-      const record = await submit(tenant, id, () => resolveContinue(tenant, request.params.id, request.body, id));
-      request.log.info({ jobId: id, continues: request.params.id, category: request.body.category }, 'continue job queued');
-      return accepted(reply, await jobStatusFor(ctx, record), false);
+      return idempotent(reply, tenant, id, request.headers['idempotency-key'], { continues: request.params.id, ...request.body }, async (claimedKey) => {
+        const record = await submit(tenant, id, () => resolveContinue(tenant, request.params.id, request.body, id), claimedKey);
+        request.log.info({ jobId: id, continues: request.params.id, category: request.body.category }, 'continue job queued');
+        return record;
+      });
     },
   );
 
