@@ -82,6 +82,14 @@ export interface ContinueJobData extends JobDataBase {
   input: ContinueJobInput;
 }
 
+/**
+ * What of a job's published output a continue job needs: the report and the model folder it patches. Here,
+ * not in run-continue.ts, so the API can check a source job without loading the pipeline.
+ */
+export function continuableArtifacts(artifacts: { name: string }[]): boolean {
+  return artifacts.some((a) => a.name === 'report.json') && artifacts.some((a) => a.name.startsWith('model/') && a.name.endsWith('.safetensors'));
+}
+
 /** Any job of the queue; the processor dispatches on `kind` (absent = harden). */
 export type FgsnJobData = HardenJobData | ContinueJobData;
 

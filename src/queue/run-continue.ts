@@ -21,17 +21,12 @@ import type { BlobStore } from '../storage/index.js';
 import { dataLayout } from '../storage/layout.js';
 import { readProbeBlob } from '../storage/probe-blobs.js';
 import { admitDisk, diskNeed, processCost } from './disk.js';
-import type { ContinueJobData, HardenJobResult } from './job-data.js';
+import { continuableArtifacts, type ContinueJobData, type HardenJobResult } from './job-data.js';
 import { pathScrubber, throwIfCancelled, type RunContext } from './run-job.js';
 
 const VALIDATE_END = 5;
 const FETCH_END = 10;
 const PIPELINE_END = 95;
-
-/** What of a job's output a continue job needs: the report and the model folder it patches. */
-export function continuableArtifacts(artifacts: { name: string }[]): boolean {
-  return artifacts.some((a) => a.name === 'report.json') && artifacts.some((a) => a.name.startsWith('model/') && a.name.endsWith('.safetensors'));
-}
 
 /** Copies one published artifact to `path`, checking the sha256 the manifest lists as the bytes pass. */
 async function fetchArtifact(store: BlobStore, a: PublishedArtifact, path: string): Promise<void> {
