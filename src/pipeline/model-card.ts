@@ -51,7 +51,8 @@ export async function readCardSource(finetuneDir: string, configDir: string): Pr
     if ((await stat(p)).size <= MAX_CARD_BYTES) {
       const card = parseCard(await readFile(p, 'utf8'));
       meta = card.meta;
-      title = /^#\s+(.+)$/m.exec(card.body)?.[1]?.trim();
+      // A continued model's folder holds fgsn's own card: its title already says so (never suffixed twice).
+      title = /^#\s+(.+)$/m.exec(card.body)?.[1]?.trim().replace(/ \(safety-hardened\)$/, '');
     }
   } catch {
     // no card: the fields below fall back to the config
@@ -177,6 +178,21 @@ export function modelCard(report: Obj, source: CardSource): string {
     lines.push('Evaluation of the hardened model on held-out sets:', '', '| metric | value |', '|---|---|', ...Object.entries(metrics).map(([k, v]) => `| ${k} | ${typeof v === 'number' ? v.toFixed(4) : String(v)} |`), '');
   }
   if (!probe && !metrics) lines.push('No metrics were measured for this job (no evaluation sets and no target-driven search).', '');
+  const continual = Array.isArray(report.continual) ? (report.continual as unknown[]).map(obj).filter((c): c is Obj => c !== undefined) : [];
+  if (continual.length > 0) {
+    // `fgsn continue` patches: the rows above include them; the metrics above were measured before them.
+    lines.push(
+      '## Continual patches',
+      '',
+      'Harm categories added after the hardening (`fgsn continue`), each editing only rows not edited before. The rows',
+      'changed above include them; the metrics above were measured before them.',
+      '',
+      '| category | probes | rows added | % of linear parameters |',
+      '|---|---|---|---|',
+      ...continual.map((c) => `| ${String(c.category)} | ${String(c.probes)} | ${String(c.extraRows)} | ${Number(c.extraPctLinear).toFixed(3)}% |`),
+      '',
+    );
+  }
   lines.push(
     '## Files',
     '',

@@ -94,6 +94,9 @@ describe('POST /v1/jobs/{id}/continue on a real job', () => {
     }
     const card = await readFile(join(dir, 'model', 'README.md'), 'utf8');
     expect(card).toMatch(/^---\n/);
+    expect(card).toContain('## Continual patches');
+    expect(card).toContain(`| ${NEW_CATEGORY} |`);
+    expect(card).not.toMatch(/\(safety-hardened\) \(safety-hardened\)/);
     const text = await readFile(join(dir, 'report.json'), 'utf8');
     const report = JSON.parse(text) as { continual: { from: string; category: string; rows: Record<string, number[]> }[]; inputs: Record<string, string>; rows: Record<string, number[]> };
     expect(report.continual).toHaveLength(1);
