@@ -12,7 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FgsnClient, type Job } from '../../src/client/index.js';
 import { demoSets, writeDemoTestbed } from '../../src/demo/fixtures.js';
 import { tempDir } from '../checkpoint/fixtures.js';
-import { KEYS, startHarness, type Harness } from './harness.js';
+import { enqueueHarden, getHardenJob } from '../../src/queue/queue.js';
+import type { HardenJobData } from '../../src/queue/job-data.js';
+import { KEYS, startHarness, waitFor, type Harness } from './harness.js';
 
 /** The category the harden job never sees: the continue job adds it. */
 const NEW_CATEGORY = 'fraud_theft';
@@ -120,6 +122,21 @@ describe('POST /v1/jobs/{id}/continue on a real job', () => {
     const res = await h.req('GET', `/v1/jobs/${again.id}/artifacts/report.json`);
     const report = (await res.json()) as { continual: { from: string }[] };
     expect(report.continual.map((c) => c.from)).toEqual([source.id, cont.id]);
+  }, 300_000);
+
+  it('a harden job queued without `kind` (by a version before continue jobs) still runs as a harden job', async () => {
+    const queued = await getHardenJob(h.built.ctx.queue, source.id);
+    expect(queued?.data.kind).toBe('harden');
+    const { kind: _kind, ...legacy } = queued!.data as HardenJobData;
+    const id = `${source.id}-legacy`;
+    await enqueueHarden(h.built.ctx.queue, { ...legacy, jobId: id }, { attempts: 1, backoffMs: 1000, retentionS: 600 });
+    const job = await waitFor(async () => {
+      const j = await getHardenJob(h.built.ctx.queue, id);
+      const state = await j?.getState();
+      return state === 'completed' || state === 'failed' ? j : undefined;
+    }, 'the legacy job to finish', 300_000, 500);
+    expect(await job.getState(), job.failedReason).toBe('completed');
+    expect(job.returnvalue.artifacts.map((a) => a.name)).toContain('report.json');
   }, 300_000);
 
   it('another tenant gets 404; no model to start from is a coded 409; bad bodies are 400; Idempotency-Key', async () => {
