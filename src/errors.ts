@@ -85,6 +85,8 @@ export const ERROR_CATALOGUE = {
   UPLOAD_OFFSET_MISMATCH: { status: 409, hint: 'A Content-Range chunk must start where the copy on the server ends: GET (or HEAD) the file for Upload-Offset (also in details.expectedOffset) and send from there.' },
   UPLOAD_RANGE_INVALID: { status: 416, hint: 'Content-Range is "bytes <start>-<end>/<total>" with start <= end < total, the same total for every chunk of a file, and a body of exactly end-start+1 bytes; DELETE the file to start over with another size.' },
   UPLOAD_BUSY: { status: 409, hint: 'Another request is writing this file right now (or the server has not yet noticed a dropped connection); retry after a short backoff.' },
+  SOURCE_JOB_NOT_COMPLETED: { status: 409, hint: 'A continue job starts from a completed job; wait until the source job is completed (GET /v1/jobs/{id}) and submit again.' },
+  SOURCE_JOB_NO_MODEL: { status: 409, hint: 'A continue job patches the source job\'s published model folder and report.json: the source job must have been submitted with outputs including "model" and "report" (the default), and its artifacts must not have expired.' },
   UPLOAD_CHECKSUM_MISMATCH: { status: 422, hint: 'The file bytes do not match the sha256 sent in X-Content-SHA256; upload it again.' },
   MODEL_DIR_NOT_ALLOWED: { status: 403, hint: 'Server-side model folders must lie inside FGSN_ALLOWED_MODEL_DIRS.' },
   PIPELINE_UNAVAILABLE: { status: 503, hint: 'This build of the service has no defense pipeline; update the worker image.' },

@@ -28,7 +28,7 @@ export function optionIssues(method: DefenseMethod, options: Record<string, unkn
 }
 
 /** JSON Schema of one method's options, as clients send them (every field optional, defaults shown). */
-function optionsJsonSchema(method: DefenseMethod): JsonSchema {
+export function optionsJsonSchema(method: DefenseMethod): JsonSchema {
   const js = z.toJSONSchema(METHODS[method].options, { io: 'input', target: 'draft-2020-12' }) as JsonSchema;
   delete js.$schema;
   delete js.required;

@@ -4,7 +4,7 @@
  * components.schemas entries, referenced wherever they are used.
  */
 import { z } from 'zod';
-import { Method, methodOptionsBinding, methodOptionsJsonSchema, optionIssues } from './method-options.js';
+import { Method, methodOptionsBinding, methodOptionsJsonSchema, optionIssues, optionsJsonSchema } from './method-options.js';
 
 /** Names the schema in the OpenAPI document's components.schemas (input variants get an `Input` suffix). */
 function component<T extends z.ZodType>(id: string, schema: T): T {
@@ -119,6 +119,15 @@ export const ProbeSetList = component('ProbeSetList', z.object({ items: z.array(
 export { Method };
 export const Output = z.enum(['model', 'diff', 'adapter', 'report']);
 
+const JobWebhook = z
+  .object({
+    url: z.url({ protocol: /^https?$/ }).max(2048).describe('http(s) URL called on the terminal state'),
+    secret: z.string().min(16).max(256).describe('HMAC-SHA256 key for X-FGSN-Signature'),
+    events: z.array(z.enum(['terminal', 'stage'])).min(1).max(2).default(['terminal'])
+      .describe('terminal: job.completed / job.failed / job.cancelled (default); stage: also job.stage at every stage change'),
+  })
+  .strict();
+
 export const JobCreateBody = z
   .object({
     finetuned: ResourceId.describe('Completed upload: full fine-tune or LoRA adapter over the aligned model'),
@@ -148,15 +157,7 @@ export const JobCreateBody = z
       ])
       .default(false)
       .describe('true: evaluate on the job\'s harmful probes and benign look-alikes; or name the evaluation probe sets'),
-    webhook: z
-      .object({
-        url: z.url({ protocol: /^https?$/ }).max(2048).describe('http(s) URL called on the terminal state'),
-        secret: z.string().min(16).max(256).describe('HMAC-SHA256 key for X-FGSN-Signature'),
-        events: z.array(z.enum(['terminal', 'stage'])).min(1).max(2).default(['terminal'])
-          .describe('terminal: job.completed / job.failed / job.cancelled (default); stage: also job.stage at every stage change'),
-      })
-      .strict()
-      .optional(),
+    webhook: JobWebhook.optional(),
   })
   .strict()
   // Options are checked by the defense's parser here, at submission, not first in the worker.
@@ -165,6 +166,34 @@ export const JobCreateBody = z
   })
   // OpenAPI: `options` bound to `method` (JSON Schema if/then per method), as the parser above enforces.
   .meta({ allOf: methodOptionsBinding() });
+
+/** Artifacts a continue job can publish (it always writes a full model folder; no adapter). */
+export const ContinueOutput = z.enum(['model', 'diff', 'report']);
+
+export const JobContinueBody = z
+  .object({
+    category: z.string().min(1).max(100).describe('Name of the new harm category (recorded in the report)'),
+    probes: ResourceId.describe('Harmful probe set of the new category'),
+    task: ResourceId.optional().describe('Task probe set (with responses) for the task-accuracy guardrail'),
+    outputs: z.array(ContinueOutput).min(1).default(['model', 'diff', 'report']),
+    options: z
+      .object({
+        targetAsr: z.union([z.number().min(0).max(1), z.literal('off')]).optional()
+          .describe("Category probe ASR the guarded search aims for (default: the source job's); 'off' patches a fixed share q"),
+        maxExtraParams: z.number().min(0).max(100).optional().describe('Largest extra share of linear-weight parameters, in % (default 1)'),
+        exactTolerance: z.number().min(0).max(1).optional().describe("How far exact match on the atlas' benign probes may fall (default 0.02)"),
+        q: z.number().gt(0).max(1).optional().describe("A fixed budget: this share of all linear rows at the source job's final strength"),
+        edit: z.record(z.string(), z.unknown()).optional().meta(optionsJsonSchema('fgsn'))
+          .describe("FGSN options of the new rows' edit (e.g. strength, mode); default: the source job's own"),
+      })
+      .strict()
+      .default({}),
+    webhook: JobWebhook.optional(),
+  })
+  .strict()
+  .superRefine((b, ctx) => {
+    for (const issue of optionIssues('fgsn', b.options.edit)) ctx.addIssue({ code: 'custom', path: ['options', 'edit', ...issue.path.slice(1)], message: issue.message });
+  });
 
 export const JobState = z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']);
 

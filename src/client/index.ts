@@ -15,10 +15,11 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { z } from 'zod';
-import type { ArtifactList, CheckpointSchema, JobCreateBody, JobSchema, ProbeSetSchema, ReferenceSchema, UploadFileStatusSchema } from '../api/index.js';
+import type { ArtifactList, CheckpointSchema, JobContinueBody, JobCreateBody, JobSchema, ProbeSetSchema, ReferenceSchema, UploadFileStatusSchema } from '../api/index.js';
 
 export type Job = z.infer<typeof JobSchema>;
 export type JobRequest = z.input<typeof JobCreateBody>;
+export type ContinueRequest = z.input<typeof JobContinueBody>;
 export type Checkpoint = z.infer<typeof CheckpointSchema>;
 export type Reference = z.infer<typeof ReferenceSchema>;
 export type ProbeSet = z.infer<typeof ProbeSetSchema>;
@@ -205,6 +206,11 @@ export class FgsnClient {
 
   submitJob(body: JobRequest): Promise<Job> {
     return this.json<Job>('POST', '/v1/jobs', { json: body });
+  }
+
+  /** Patches a completed job's output for a new harm category; the patch is a new job (returned queued). */
+  continueJob(id: string, body: ContinueRequest): Promise<Job> {
+    return this.json<Job>('POST', `/v1/jobs/${encodeURIComponent(id)}/continue`, { json: body });
   }
 
   getJob(id: string): Promise<Job> {

@@ -20,6 +20,7 @@ import { pairedLossTest } from './guardrails.js';
 import { type ProbeContext, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
 import { writeModelCard } from './model-card.js';
 import { readHardenReport, reportedFgsnOptions } from './report-schema.js';
+import { renderReportHtml } from './report-html.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
 export interface ContinueRequest {
@@ -45,6 +46,16 @@ export interface ContinueRequest {
   /** Edit of the new rows; default: the hardened job's own (fgsn) options. */
   options?: Record<string, unknown>;
   executionProvider?: 'cpu' | 'cuda';
+  /**
+   * How the report's `continual[].from` names what was continued (default: hardenedDir). The service passes
+   * the source job's id: its scratch copy of the job's output is a server path no tenant should see.
+   */
+  from?: string;
+  /**
+   * Where the base and aligned checkpoints are, when the report names them by label rather than by path (a
+   * service's published report says "base" and "aligned"); the new report keeps the labels.
+   */
+  checkpoints?: { base: string; aligned: string };
 }
 
 export interface ContinueResult {
@@ -83,7 +94,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
   const catAtlas: Atlas = { ...grown, harmful: catIdx.map((i) => grown.harmful[i]), harmfulResponses: catIdx.map((i) => grown.harmfulResponses[i]) };
 
   // The hardened model plays the fine-tune: the new rows are ranked where the model is now.
-  const sources = await openSources({ basePath: inputs.base, alignedPath: inputs.aligned, finetunedPath: join(req.hardenedDir, 'model') });
+  const sources = await openSources({ basePath: req.checkpoints?.base ?? inputs.base, alignedPath: req.checkpoints?.aligned ?? inputs.aligned, finetunedPath: join(req.hardenedDir, 'model') });
   try {
     await progress('selection', 30);
     // Utility-aware ranking (utilityWeight > 0) weighs the answers of the task probes, else the atlas' benign ones.
@@ -119,7 +130,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
       continual: [
         ...(prev.continual ?? []),
         {
-          category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.hardenedDir,
+          category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.from ?? req.hardenedDir,
           extraRows: extra.rows, extraParams: extra.params, extraPctLinear: extra.pctLinearParams, extraPctAll: extra.pctAllParams,
           rowsAlreadyProjected: countRows(prevRows), strength, ...(search ? { search } : {}), seconds: (performance.now() - t0) / 1000,
           rows: selectionToJSON(selection),
@@ -131,10 +142,12 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
       inputs: { ...inputs },
     };
     const text = JSON.stringify(report, null, 1) + '\n';
-    // The patched folder stays publishable: a card with the continual patches, the customer's docs carried over.
-    await writeModelCard(join(req.outDir, 'model'), join(req.hardenedDir, 'model'), join(req.hardenedDir, 'model'), report);
     await writeFile(join(req.outDir, 'model', 'fgsn-report.json'), text);
     await writeFile(join(req.outDir, 'report.json'), text);
+    // Publishable like harden's output: a model card (metadata and documentation carried from the continued
+    // model's folder, which carries the fine-tune's) and the report rendered as HTML.
+    await writeModelCard(join(req.outDir, 'model'), join(req.hardenedDir, 'model'), join(req.hardenedDir, 'model'), report);
+    await writeFile(join(req.outDir, 'report.html'), await renderReportHtml(report));
     await progress('report', 100);
     return { report, extraRows: extra.rows, extraPctLinear: extra.pctLinearParams, totalPctLinear: total.pctLinearParams };
   } finally {

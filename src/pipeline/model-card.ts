@@ -53,7 +53,8 @@ export async function readCardSource(finetuneDir: string, configDir: string): Pr
     if ((await stat(p)).size <= MAX_CARD_BYTES) {
       const card = parseCard(await readFile(p, 'utf8'));
       meta = card.meta;
-      title = /^#\s+(.+)$/m.exec(card.body)?.[1]?.trim();
+      // A continued model's folder holds fgsn's own card: its title already says so (never suffixed twice).
+      title = /^#\s+(.+)$/m.exec(card.body)?.[1]?.trim().replace(/ \(safety-hardened\)$/, '');
     }
   } catch {
     // no card: the fields below fall back to the config
@@ -162,17 +163,6 @@ export function modelCard(report: Obj, source: CardSource): string {
     ...(perMatrix.length > 0
       ? ['| matrix | rows changed | of |', '|---|---|---|', ...perMatrix.map(([k, v]) => `| \`${k}\` | ${String(v.rows)} | ${String(v.of)} |`), '']
       : []),
-    ...(continual.length > 0
-      ? [
-        'Continual patches for harm categories added after the first hardening (`fgsn continue`; each touches only rows',
-        'not projected before; the totals above include them):',
-        '',
-        '| category | rows added | % of linear parameters |',
-        '|---|---|---|',
-        ...continual.map((c) => `| ${String(c.category)} | ${String(c.extraRows)} | ${typeof c.extraPctLinear === 'number' ? c.extraPctLinear.toFixed(3) : 'n/a'} |`),
-        '',
-      ]
-      : []),
     '## Metrics',
     '',
   ];
@@ -192,6 +182,20 @@ export function modelCard(report: Obj, source: CardSource): string {
     lines.push('Evaluation of the hardened model on held-out sets:', '', '| metric | value |', '|---|---|', ...Object.entries(metrics).map(([k, v]) => `| ${k} | ${typeof v === 'number' ? v.toFixed(4) : String(v)} |`), '');
   }
   if (!probe && !metrics) lines.push('No metrics were measured for this job (no evaluation sets and no target-driven search).', '');
+  if (continual.length > 0) {
+    // `fgsn continue` patches: the rows above include them; the metrics above were measured before them.
+    lines.push(
+      '## Continual patches',
+      '',
+      'Harm categories added after the hardening (`fgsn continue`), each editing only rows not edited before. The rows',
+      'changed above include them; the metrics above were measured before them.',
+      '',
+      '| category | probes | rows added | % of linear parameters |',
+      '|---|---|---|---|',
+      ...continual.map((c) => `| ${String(c.category)} | ${String(c.probes)} | ${String(c.extraRows)} | ${Number(c.extraPctLinear).toFixed(3)}% |`),
+      '',
+    );
+  }
   lines.push(
     '## Files',
     '',

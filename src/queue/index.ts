@@ -1,5 +1,6 @@
 /** Public surface of src/queue: what other folders may import (eslint.config.js enforces it). */
-export type { HardenJobData, HardenJobInput, ProbeRef } from './job-data.js';
+export type { ContinueJobData, FgsnJobData, HardenJobData, HardenJobInput, ProbeRef } from './job-data.js';
+export { continuableArtifacts } from './job-data.js';
 export { cancelFlagKey } from './names.js';
 export { createHardenQueue, enqueueHarden, expireJobRecord, getHardenJob, getJobEvents } from './queue.js';
 export { EVENT_TYPES, MAX_JOB_EVENTS, parseJobEvent, type JobEvent, type JobEventType } from './events.js';

@@ -6,8 +6,9 @@ import { UnrecoverableError, type SandboxedJob } from 'bullmq';
 import { FgsnError, isFgsnError } from '../errors.js';
 import { createBlobStore, type BlobStore } from '../storage/index.js';
 import { ProgressEvents, type JobEvent } from './events.js';
-import { encodeCodedError, type HardenJobData, type HardenJobResult } from './job-data.js';
-import { pathScrubber, runHardenJob, scrubValue } from './run-job.js';
+import { encodeCodedError, type FgsnJobData, type HardenJobResult } from './job-data.js';
+import { runContinueJob } from './run-continue.js';
+import { pathScrubber, runHardenJob, scrubValue, type RunContext } from './run-job.js';
 import { runtimeFromEnv } from './runtime.js';
 
 // When the worker dies (even by SIGKILL) the IPC channel closes: leave with it rather than run orphaned.
@@ -20,7 +21,7 @@ function isPermanent(e: FgsnError): boolean {
   return e.isUserError || e.code === 'PIPELINE_UNAVAILABLE' || e.code === 'ENGINE_EP_UNAVAILABLE' || e.code === 'CONFIG_INVALID';
 }
 
-export default async function process_(job: SandboxedJob<HardenJobData, HardenJobResult>, _token?: string, signal?: AbortSignal): Promise<HardenJobResult> {
+export default async function process_(job: SandboxedJob<FgsnJobData, HardenJobResult>, _token?: string, signal?: AbortSignal): Promise<HardenJobResult> {
   const runtime = runtimeFromEnv();
   store ??= createBlobStore(runtime);
   // Events are shown to the tenant too: server paths become ids and file names.
@@ -31,7 +32,7 @@ export default async function process_(job: SandboxedJob<HardenJobData, HardenJo
     await job.log(JSON.stringify(scrubValue(e, scrub)));
   };
   try {
-    const result = await runHardenJob(job.data, {
+    const ctx: RunContext = {
       attempt: job.attemptsMade + 1,
       dataDir: runtime.dataDir,
       store,
@@ -43,7 +44,10 @@ export default async function process_(job: SandboxedJob<HardenJobData, HardenJo
         const e = events.next(p);
         if (e) await log(e);
       },
-    });
+    };
+    // Same context, same events and error coding: only what the attempt runs differs by kind.
+    const data = job.data;
+    const result = data.kind === 'continue' ? await runContinueJob(data, ctx) : await runHardenJob(data, ctx);
     const at = new Date().toISOString();
     // A missed safety target is never silent: it is an event as well as the summary's `target`.
     if (result.summary.target === 'not reached') {

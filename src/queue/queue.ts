@@ -1,16 +1,16 @@
 import { Job, Queue, type ConnectionOptions } from 'bullmq';
 import { MAX_JOB_EVENTS } from './events.js';
-import type { HardenJobData, HardenJobResult } from './job-data.js';
+import type { FgsnJobData, HardenJobResult } from './job-data.js';
 import { HARDEN_QUEUE } from './names.js';
 
-export type HardenQueue = Queue<HardenJobData, HardenJobResult>;
+export type HardenQueue = Queue<FgsnJobData, HardenJobResult>;
 
 export function createHardenQueue(connection: ConnectionOptions, prefix: string): HardenQueue {
-  return new Queue<HardenJobData, HardenJobResult>(HARDEN_QUEUE, { connection, prefix });
+  return new Queue<FgsnJobData, HardenJobResult>(HARDEN_QUEUE, { connection, prefix });
 }
 
-export async function enqueueHarden(queue: HardenQueue, data: HardenJobData, retry: { attempts: number; backoffMs: number; retentionS: number }): Promise<void> {
-  await queue.add('harden', data, {
+export async function enqueueHarden(queue: HardenQueue, data: FgsnJobData, retry: { attempts: number; backoffMs: number; retentionS: number }): Promise<void> {
+  await queue.add(data.kind ?? 'harden', data, {
     jobId: data.jobId,
     attempts: retry.attempts,
     backoff: { type: 'exponential', delay: retry.backoffMs },
@@ -28,8 +28,8 @@ export async function expireJobRecord(redis: { expire(key: string, seconds: numb
   await redis.expire(`${prefix}:job:${jobId}`, retentionS);
 }
 
-export async function getHardenJob(queue: HardenQueue, id: string): Promise<Job<HardenJobData, HardenJobResult> | undefined> {
-  return (await Job.fromId<HardenJobData, HardenJobResult>(queue, id)) ?? undefined;
+export async function getHardenJob(queue: HardenQueue, id: string): Promise<Job<FgsnJobData, HardenJobResult> | undefined> {
+  return (await Job.fromId<FgsnJobData, HardenJobResult>(queue, id)) ?? undefined;
 }
 
 /** A page of a job's event log: events after index `after` (exclusive; -1 = from the start), oldest first. */

@@ -1,7 +1,7 @@
 /** The public view of a job, built from its BullMQ state; shared by the API and the webhook sender. */
 import type { Job } from 'bullmq';
 import { estimatedFinishAt } from './events.js';
-import { decodeCodedError, type CodedError, type HardenJobData, type HardenJobResult, type HardenProgress } from './job-data.js';
+import { decodeCodedError, type CodedError, type FgsnJobData, type HardenJobResult, type HardenProgress } from './job-data.js';
 
 export type PublicJobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const PUBLIC_JOB_STATES: PublicJobState[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
@@ -46,7 +46,7 @@ export function mapState(bullState: string, error: CodedError | undefined, cance
 }
 
 export async function describeJob(
-  job: Job<HardenJobData, HardenJobResult> | undefined,
+  job: Job<FgsnJobData, HardenJobResult> | undefined,
   record: { id: string; createdAt: string; request: Record<string, unknown>; cancelRequested: boolean },
   /** The job's state read BEFORE `job` was loaded, so the data is never older than the state. */
   knownState?: string,

@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config.js';
-import type { HardenJobData, HardenJobResult } from './job-data.js';
+import type { FgsnJobData, HardenJobResult } from './job-data.js';
 import { observeFinished, workerMetrics } from './metrics.js';
 import { HARDEN_QUEUE, cancelFlagKey } from './names.js';
 import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
@@ -31,7 +31,7 @@ export interface WorkerOptions {
 }
 
 export interface RunningWorker {
-  worker: Worker<HardenJobData, HardenJobResult>;
+  worker: Worker<FgsnJobData, HardenJobResult>;
   /** Waits for running jobs up to the shutdown timeout, then lets them go back to the queue as stalled. */
   close(): Promise<void>;
 }
@@ -56,7 +56,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
   const connection = redisConnection(config.redisUrl);
   const { file, execArgv } = processorLocation();
   const memory = config.worker.maxMemoryMb ? [`--max-old-space-size=${config.worker.maxMemoryMb}`] : [];
-  const worker = new Worker<HardenJobData, HardenJobResult>(HARDEN_QUEUE, file, {
+  const worker = new Worker<FgsnJobData, HardenJobResult>(HARDEN_QUEUE, file, {
     connection,
     prefix: config.queuePrefix,
     concurrency: config.worker.concurrency,
@@ -92,7 +92,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
   }, opts.cancelPollMs ?? 500);
   poller.unref();
 
-  const onTerminal = async (job: Job<HardenJobData, HardenJobResult>): Promise<void> => {
+  const onTerminal = async (job: Job<FgsnJobData, HardenJobResult>): Promise<void> => {
     const status = await describeJob(job, {
       id: job.data.jobId,
       createdAt: new Date(job.timestamp).toISOString(),

@@ -13,5 +13,5 @@ export { dataLayout, type DataLayout } from './layout.js';
 export function createBlobStore(config: Pick<Config, 'storage' | 'dataDir'>): BlobStore {
   return config.storage.kind === 's3' ? new S3BlobStore(config.storage.s3) : new FsBlobStore(dataLayout(config.dataDir).artifacts);
 }
-export { deleteJobArtifacts, publishArtifacts, readManifest, removeStaleAttempts } from './artifacts.js';
+export { deleteJobArtifacts, publishArtifacts, readManifest, removeStaleAttempts, type PublishedArtifact } from './artifacts.js';
 export { probeNdjson, putProbeBlob, readProbeBlob, sha256Text } from './probe-blobs.js';

@@ -43,11 +43,11 @@ describe('model card pieces', () => {
       expect(source.title).toBe('Acme review classifier');
       const card = modelCard({
         method: 'fgsn', edit: { rows: 12, params: 1200, pctLinearParams: 0.5, pctAllParams: 0.4 },
-        continual: [{ category: 'misinformation', extraRows: 4, extraPctLinear: 0.125 }],
+        continual: [{ category: 'misinformation', probes: 20, extraRows: 4, extraPctLinear: 0.125 }],
       }, source);
       const front = parseCard(card).meta as { fgsn: { continual: unknown[] } };
       expect(front.fgsn.continual).toEqual([{ category: 'misinformation', rows_added: 4, params_added_pct_linear: 0.125 }]);
-      expect(card).toMatch(/\| misinformation \| 4 \| 0\.125 \|/);
+      expect(card).toMatch(/\| misinformation \| 20 \| 4 \| 0\.125% \|/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -3,21 +3,22 @@ import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { FgsnError } from '../../errors.js';
-import type { HardenJobData, HardenJobInput, ProbeRef } from '../../queue/index.js';
 import {
-  describeJob, enqueueHarden, enqueueWebhook, expireJobRecord, getHardenJob, type JobStatus, privateLiteral,
+  continuableArtifacts, describeJob, enqueueHarden, enqueueWebhook, expireJobRecord, getHardenJob, privateLiteral,
+  type ContinueJobData, type FgsnJobData, type HardenJobData, type HardenJobInput, type JobStatus, type ProbeRef,
 } from '../../queue/index.js';
-import { deleteJobArtifacts } from '../../storage/index.js';
+import { deleteJobArtifacts, readManifest } from '../../storage/index.js';
 import type { ApiContext } from '../context.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { JobRecord } from '../records.js';
-import { authErrorResponses, IdParams, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
+import { authErrorResponses, IdParams, JobContinueBody, JobCreateBody, JobList, JobListQuery, JobSchema } from '../schemas.js';
 import { noContent } from '../zod-schema.js';
 import { checkQuota, ownCheckpoint } from './checkpoints.js';
 import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
 
 type JobBody = z.output<typeof JobCreateBody>;
+type ContinueBody = z.output<typeof JobContinueBody>;
 
 /** Canonical JSON (sorted keys) so the same body in another key order is the same request. */
 function canonical(v: unknown): string {
@@ -69,15 +70,19 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
   const { records, config } = app;
 
   /** Resolves ids to server-side inputs, checking the tenant may use each; the job then needs nothing else. */
-  const resolve = async (tenant: string, body: JobBody, jobId: string): Promise<HardenJobData> => {
-    if (body.webhook && !config.webhook.allowPrivate) {
-      const literal = privateLiteral(new URL(body.webhook.url));
+  const checkWebhook = (webhook: { url: string } | undefined): void => {
+    if (webhook && !config.webhook.allowPrivate) {
+      const literal = privateLiteral(new URL(webhook.url));
       if (literal !== undefined) {
         throw new FgsnError('VALIDATION_FAILED', `webhook host ${literal} is a private address; this service delivers only to public hosts`, {
           details: { in: 'body', issues: [{ path: 'webhook.url', message: 'private address' }] },
         });
       }
     }
+  };
+
+  const resolve = async (tenant: string, body: JobBody, jobId: string): Promise<HardenJobData> => {
+    checkWebhook(body.webhook);
     // Indexed before the state is read: a DELETE of the checkpoint either sees this job or makes it not ready.
     await records.addCheckpointJob((await ownCheckpoint(records, tenant, body.finetuned)).id, jobId);
     const ft = await ownCheckpoint(records, tenant, body.finetuned);
@@ -89,6 +94,7 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
     const ftPath = ctx.layout.uploadFiles(ft.id);
     const { webhook, ...publicRequest } = body;
     return {
+      kind: 'harden',
       jobId,
       tenant,
       input: {
@@ -132,6 +138,53 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
     return out;
   };
 
+  /**
+   * A continue job starts from the published output of a completed job of the same tenant: its report.json
+   * and model folder (read by the worker from the artifact store), and its checkpoints' server paths (from
+   * the source job's queued data, kept as long as the job is).
+   */
+  const resolveContinue = async (tenant: string, sourceId: string, body: ContinueBody, jobId: string): Promise<ContinueJobData> => {
+    checkWebhook(body.webhook);
+    const source = await ownJob(ctx, tenant, sourceId);
+    const status = await jobStatusFor(ctx, source);
+    if (status.state !== 'completed') {
+      throw new FgsnError('SOURCE_JOB_NOT_COMPLETED', `job ${source.id} is ${status.state}; only a completed job can be continued`, { details: { job: source.id, state: status.state } });
+    }
+    const manifest = await readManifest(ctx.store, source.id);
+    const sourceJob = await getHardenJob(ctx.queue, source.id);
+    if (manifest === undefined || sourceJob === undefined || !continuableArtifacts(manifest.artifacts)) {
+      throw new FgsnError('SOURCE_JOB_NO_MODEL', `job ${source.id} published no model folder with report.json to continue from`, {
+        details: { job: source.id, artifacts: (manifest?.artifacts ?? []).filter((a) => !a.name.includes('/')).map((a) => a.name) },
+      });
+    }
+    const src: FgsnJobData = sourceJob.data;
+    const probes = (await visibleProbeSet(ctx, tenant, body.probes)).ref;
+    const task = body.task === undefined ? undefined : (await visibleProbeSet(ctx, tenant, body.task)).ref;
+    if (task !== undefined) {
+      const missing = (await loadProbes(ctx, task)).findIndex((p) => p.response === undefined);
+      if (missing >= 0) throw new FgsnError('PROBES_INVALID', `task probe set ${body.task}: record ${missing + 1} has no "response" (the expected answer)`);
+    }
+    const { basePath, alignedPath, finetunedPath, adapterPath } = src.input;
+    const atlasProbes = src.kind === 'continue' ? src.input.atlasProbes : { harmful: src.input.harmful, benign: src.input.benign };
+    const { webhook, ...publicRequest } = body;
+    const o = body.options;
+    return {
+      kind: 'continue',
+      jobId,
+      tenant,
+      input: {
+        sourceJobId: source.id, basePath, alignedPath, ...(finetunedPath ? { finetunedPath } : {}), ...(adapterPath ? { adapterPath } : {}),
+        category: body.category, probes, ...(task ? { task } : {}), ...(atlasProbes ? { atlasProbes } : {}), outputs: body.outputs,
+        ...(o.q !== undefined ? { q: o.q } : {}), ...(o.targetAsr !== undefined ? { targetAsr: o.targetAsr } : {}),
+        ...(o.maxExtraParams !== undefined ? { maxExtraParams: o.maxExtraParams } : {}), ...(o.exactTolerance !== undefined ? { exactTolerance: o.exactTolerance } : {}),
+        ...(o.edit ? { options: o.edit } : {}),
+      },
+      webhook,
+      // The echoed request says what the job is and which job it continues.
+      request: { kind: 'continue', continues: source.id, ...publicRequest, ...(webhook ? { webhook: { url: webhook.url } } : {}) },
+    };
+  };
+
   /** Queued + running jobs of the tenant (finished ones leave the index as they are seen). */
   const activeJobCount = async (tenant: string): Promise<number> => {
     const key = records.key('tenant', tenant, 'active');
@@ -142,6 +195,58 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
       else n++;
     }
     return n;
+  };
+
+  /** Quota, record, queue: nothing half-made stays visible (no record without a queued job). */
+  const submit = async (tenant: string, id: string, makeData: () => Promise<FgsnJobData>, idempotencyKeyHash?: string): Promise<JobRecord> => {
+    let stored: JobRecord | undefined;
+    try {
+      if (config.quotas.concurrentJobs > 0) await checkQuota('concurrentJobs', config.quotas.concurrentJobs, await activeJobCount(tenant));
+      const data = await makeData();
+      const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook, idempotencyKeyHash };
+      await records.putJob(record);
+      stored = record;
+      await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs, retentionS: config.jobRetentionS });
+      if (config.quotas.concurrentJobs > 0) await ctx.redis.zadd(records.key('tenant', tenant, 'active'), Date.now(), id);
+      return record;
+    } catch (e) {
+      if (stored !== undefined && (await getHardenJob(ctx.queue, id)) === undefined) await records.deleteJob(stored);
+      throw e;
+    }
+  };
+
+  /**
+   * Idempotency-Key (kept 24 h per tenant, one key space for every job-creating operation): the same key with
+   * the same request returns the job it created (Idempotent-Replayed: true); with another request,
+   * IDEMPOTENCY_CONFLICT. `hashed` is what identifies the request (a continue's includes the source job).
+   */
+  const idempotent = async (reply: FastifyReply, tenant: string, id: string, idemKey: string | undefined, hashed: unknown, create: (claimedKey: string | undefined) => Promise<JobRecord>) => {
+    let claimedKey: string | undefined;
+    if (typeof idemKey === 'string' && idemKey.length > 0) {
+      const keyHash = sha256(idemKey);
+      const bodyHash = sha256(canonical(hashed));
+      const existing = await records.claimIdempotencyKey(tenant, keyHash, bodyHash, id);
+      if (existing !== undefined) {
+        if (existing.bodyHash !== bodyHash) {
+          throw new FgsnError('IDEMPOTENCY_CONFLICT', 'this Idempotency-Key was already used with a different request body');
+        }
+        // The first request may still be creating its job: wait briefly for its record.
+        for (let i = 0; i < 50; i++) {
+          const r = await records.getJob(existing.jobId);
+          if (r !== undefined) return accepted(reply, await jobStatusFor(ctx, r), true);
+          await new Promise((res) => setTimeout(res, 100));
+        }
+        throw new FgsnError('CONFLICT', 'a request with this Idempotency-Key is still being processed; retry shortly');
+      }
+      claimedKey = keyHash;
+    }
+    try {
+      const record = await create(claimedKey);
+      return accepted(reply, await jobStatusFor(ctx, record), false);
+    } catch (e) {
+      if (claimedKey !== undefined) await ctx.redis.del(records.key('idem', tenant, claimedKey));
+      throw e;
+    }
   };
 
   const accepted = (reply: FastifyReply, status: JobStatus, replayed: boolean) =>
@@ -168,42 +273,41 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
       const body = request.body;
       const tenant = request.auth.tenant;
       const id = newId('job');
-      const idemKey = request.headers['idempotency-key'];
-      let claimedKey: string | undefined;
-      if (typeof idemKey === 'string' && idemKey.length > 0) {
-        const keyHash = sha256(idemKey);
-        const existing = await records.claimIdempotencyKey(tenant, keyHash, sha256(canonical(body)), id);
-        if (existing !== undefined) {
-          if (existing.bodyHash !== sha256(canonical(body))) {
-            throw new FgsnError('IDEMPOTENCY_CONFLICT', 'this Idempotency-Key was already used with a different request body');
-          }
-          // The first request may still be creating its job: wait briefly for its record.
-          for (let i = 0; i < 50; i++) {
-            const r = await records.getJob(existing.jobId);
-            if (r !== undefined) return accepted(reply, await jobStatusFor(ctx, r), true);
-            await new Promise((res) => setTimeout(res, 100));
-          }
-          throw new FgsnError('CONFLICT', 'a request with this Idempotency-Key is still being processed; retry shortly');
-        }
-        claimedKey = keyHash;
-      }
-      let stored: JobRecord | undefined;
-      try {
-        if (config.quotas.concurrentJobs > 0) await checkQuota('concurrentJobs', config.quotas.concurrentJobs, await activeJobCount(tenant));
-        const data = await resolve(tenant, body, id);
-        const record: JobRecord = { id, tenant, createdAt: new Date().toISOString(), request: data.request, webhook: data.webhook, idempotencyKeyHash: claimedKey };
-        await records.putJob(record);
-        stored = record;
-        await enqueueHarden(ctx.queue, data, { attempts: config.worker.attempts, backoffMs: config.worker.backoffMs, retentionS: config.jobRetentionS });
-        if (config.quotas.concurrentJobs > 0) await ctx.redis.zadd(records.key('tenant', tenant, 'active'), Date.now(), id);
+      return idempotent(reply, tenant, id, request.headers['idempotency-key'], body, async (claimedKey) => {
+        const record = await submit(tenant, id, () => resolve(tenant, body, id), claimedKey);
         request.log.info({ jobId: id, method: body.method }, 'job queued');
-        return accepted(reply, await jobStatusFor(ctx, record), false);
-      } catch (e) {
-        // Nothing half-made stays visible: no record without a queued job, no key bound to a job that is not.
-        if (stored !== undefined && (await getHardenJob(ctx.queue, id)) === undefined) await records.deleteJob(stored);
-        if (claimedKey !== undefined) await ctx.redis.del(records.key('idem', tenant, claimedKey));
-        throw e;
-      }
+        return record;
+      });
+    },
+  );
+
+  app.post(
+    '/v1/jobs/:id/continue',
+    {
+      schema: {
+        tags: ['jobs'],
+        operationId: 'continueJob',
+        summary: 'Patch a completed job for a new harm category, as a new job',
+        description:
+          'Continual defense (`fgsn continue`): the completed job\'s published model is patched for the new category\'s harmful probes; ' +
+          'only rows the job did not edit are edited. The result is a new job (GET /v1/jobs/{newId}, its events and artifacts) whose report ' +
+          'lists the patch under `continual`, with `from` the id of the job it continued. A continue job can itself be continued. ' +
+          '404 when the job is not this tenant\'s; 409 SOURCE_JOB_NOT_COMPLETED while it is not completed; 409 SOURCE_JOB_NO_MODEL when it published no model folder and report.json. ' +
+          'Idempotency-Key as for POST /v1/jobs (one key space): safe to retry when applying a category to many past jobs.',
+        headers: JobCreateHeaders,
+        params: IdParams,
+        body: JobContinueBody,
+        response: { 202: JobSchema, ...authErrorResponses(400, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const tenant = request.auth.tenant;
+      const id = newId('job');
+      return idempotent(reply, tenant, id, request.headers['idempotency-key'], { continues: request.params.id, ...request.body }, async (claimedKey) => {
+        const record = await submit(tenant, id, () => resolveContinue(tenant, request.params.id, request.body, id), claimedKey);
+        request.log.info({ jobId: id, continues: request.params.id, category: request.body.category }, 'continue job queued');
+        return record;
+      });
     },
   );
 
