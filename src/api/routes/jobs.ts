@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -16,6 +15,7 @@ import { noContent } from '../zod-schema.js';
 import { checkQuota, ownCheckpoint } from './checkpoints.js';
 import { loadProbes, visibleProbeSet } from './probe-sets.js';
 import { visibleReference } from './references.js';
+import { sha256Text } from '../../util/index.js';
 
 type JobBody = z.output<typeof JobCreateBody>;
 type ContinueBody = z.output<typeof JobContinueBody>;
@@ -36,7 +36,6 @@ function canonical(v: unknown): string {
 /** Loose: the other headers stay as they are, only the idempotency key is checked. */
 const JobCreateHeaders = z.looseObject({ 'idempotency-key': z.string().max(255).optional() });
 
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
 export async function jobStatusFor(ctx: ApiContext, record: JobRecord): Promise<JobStatus> {
   // State first, then the job's data: a job finishing in between shows as still running, never as
@@ -223,8 +222,8 @@ export const jobRoutes: FastifyPluginAsyncZod = async (app) => {
   const idempotent = async (reply: FastifyReply, tenant: string, id: string, idemKey: string | undefined, hashed: unknown, create: (claimedKey: string | undefined) => Promise<JobRecord>) => {
     let claimedKey: string | undefined;
     if (typeof idemKey === 'string' && idemKey.length > 0) {
-      const keyHash = sha256(idemKey);
-      const bodyHash = sha256(canonical(hashed));
+      const keyHash = sha256Text(idemKey);
+      const bodyHash = sha256Text(canonical(hashed));
       const existing = await records.claimIdempotencyKey(tenant, keyHash, bodyHash, id);
       if (existing !== undefined) {
         if (existing.bodyHash !== bodyHash) {
