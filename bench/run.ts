@@ -14,7 +14,10 @@ const BENCHES: Record<string, { file: string; what: string }> = {
   'device-check': { file: 'engine/device-check.ts', what: 'on a GPU machine: CUDA logits vs CPU, tokens/s' },
   defense: { file: 'defense/run.ts', what: 'every dev fine-tune: undefended, fgsn, baselines (ASR, task, over-refusal, % params, s)' },
   frontier: { file: 'defense/frontier.ts', what: 'edit-budget frontier tables from a defense run\'s JSON' },
+  scale: { file: 'scale/run.ts', what: 'harden on synthetic 125M/1.1B bf16 trios: per-stage wall, bytes written, peak RSS vs floors; PyTorch peer' },
   api: { file: 'api/run.ts', what: 'status polling throughput/p99 and 1 GB upload throughput with server RSS' },
+  'api-jobs': { file: 'api/jobs.ts', what: 'N concurrent harden jobs end to end through serve + worker, every artifact sha256-checked; wall vs in-process floor' },
+  fuzz: { file: 'fuzz/run.ts', what: 'property-based fuzz of the header/config/adapter parsers: cases/s, no crash, hang or RSS growth' },
 };
 
 const [name, ...rest] = process.argv.slice(2);

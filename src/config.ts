@@ -3,10 +3,10 @@
  * listed in CONFIG_ENV_VARS (docker compose / helm are checked against it), and a bad variable is reported
  * by name with what was expected, all of them at once.
  */
-import { createHash } from 'node:crypto';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { FgsnError } from './errors.js';
+import { sha256Text } from './util/index.js';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -21,29 +21,63 @@ const list = (v: string): string[] =>
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
 
+/** Plaintext keys shorter than this are refused at start: a short key is a guessable key. */
+export const MIN_API_KEY_LENGTH = 16;
+const TENANT = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function keyProblem(key: string): string | undefined {
+  if (/^sha256=[0-9a-fA-F]{64}$/.test(key)) return undefined;
+  if (key.startsWith('sha256=')) return 'a sha256= key must be 64 hex digits';
+  if (key.length < MIN_API_KEY_LENGTH) return `keys must be at least ${MIN_API_KEY_LENGTH} characters`;
+  return undefined;
+}
+
 /** `key:tenant` or `sha256=<hex>:tenant`, so operators can keep plaintext keys out of the environment. */
 const apiKeyList = z.string().transform((v, ctx) => {
   const out: { keyHash: string; tenant: string }[] = [];
+  const tenantOf = new Map<string, string>();
   for (const entry of list(v)) {
     const sep = entry.lastIndexOf(':');
     const key = sep > 0 ? entry.slice(0, sep) : '';
     const tenant = sep > 0 ? entry.slice(sep + 1) : '';
-    if (key.length === 0 || !/^[A-Za-z0-9_.-]{1,64}$/.test(tenant)) {
+    if (key.length === 0 || !TENANT.test(tenant)) {
       ctx.addIssue({ code: 'custom', message: `entry "${redact(entry)}" must be key:tenant (tenant: letters, digits, _ . -)` });
       continue;
     }
-    out.push({ keyHash: hashKeySpec(key), tenant });
+    const problem = keyProblem(key);
+    if (problem !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `entry "${redact(entry)}": ${problem}` });
+      continue;
+    }
+    const keyHash = hashKeySpec(key);
+    const other = tenantOf.get(keyHash);
+    if (other !== undefined && other !== tenant) {
+      ctx.addIssue({ code: 'custom', message: `one key is listed for two tenants (${other} and ${tenant}); a key belongs to one tenant` });
+      continue;
+    }
+    tenantOf.set(keyHash, tenant);
+    out.push({ keyHash, tenant });
   }
   return out;
 });
 
 /** Admin keys: `key` (a key already in FGSN_API_KEYS gets the admin scope) or `key:tenant`. */
-const adminKeyList = z.string().transform((v) =>
-  list(v).map((entry) => {
+const adminKeyList = z.string().transform((v, ctx) =>
+  list(v).flatMap((entry) => {
     const sep = entry.lastIndexOf(':');
-    return sep > 0
-      ? { keyHash: hashKeySpec(entry.slice(0, sep)), tenant: entry.slice(sep + 1) as string | undefined }
-      : { keyHash: hashKeySpec(entry), tenant: undefined };
+    const key = sep > 0 ? entry.slice(0, sep) : entry;
+    const tenant = sep > 0 ? entry.slice(sep + 1) : undefined;
+    // '*' is how built-in resources are owned: no key may act as that tenant.
+    if (tenant !== undefined && !TENANT.test(tenant)) {
+      ctx.addIssue({ code: 'custom', message: `entry "${redact(entry)}": the tenant must be letters, digits, _ . - (not "*")` });
+      return [];
+    }
+    const problem = keyProblem(key);
+    if (problem !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `entry "${redact(entry)}": ${problem}` });
+      return [];
+    }
+    return [{ keyHash: hashKeySpec(key), tenant }];
   }),
 );
 
@@ -56,7 +90,7 @@ const absoluteDirList = z.string().transform((v, ctx) => {
 });
 
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return sha256Text(key);
 }
 
 function hashKeySpec(key: string): string {
@@ -107,7 +141,20 @@ export const ConfigEnvSchema = z.object({
   FGSN_WEBHOOK_TIMEOUT_MS: positiveInt.default(10_000),
   FGSN_WEBHOOK_ALLOW_PRIVATE: bool.default(false),
   FGSN_SHUTDOWN_TIMEOUT_S: positiveInt.default(30),
+  FGSN_VALIDATION_TIMEOUT_S: positiveInt.default(600),
+  FGSN_VALIDATION_MAX_MEMORY_MB: positiveInt.default(2048),
+  FGSN_JOB_RETENTION_S: positiveInt.default(7 * 24 * 3600),
+  FGSN_UPLOAD_TTL_S: positiveInt.default(24 * 3600),
+  FGSN_QUOTA_BYTES: nonNegativeInt.default(0),
+  FGSN_QUOTA_CHECKPOINTS: nonNegativeInt.default(0),
+  FGSN_QUOTA_CONCURRENT_JOBS: nonNegativeInt.default(0),
+  FGSN_QUOTA_PROBE_SETS: nonNegativeInt.default(0),
+  FGSN_AUTH_FAILURE_LIMIT: nonNegativeInt.default(30),
+  FGSN_REDIS_COMMAND_TIMEOUT_MS: positiveInt.default(1000),
   FGSN_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // Bound of the engine + atlas cache (<data dir>/cache), least recently used entries evicted. Unset: 20 GiB
+  // or a quarter of the cache's filesystem, whichever is smaller (src/engine/session/cache-lifecycle.ts).
+  FGSN_CACHE_MAX_BYTES: positiveInt.optional(),
 });
 
 /** Every environment variable the service reads; deployment manifests may set only these. */
@@ -156,9 +203,23 @@ export interface Config {
   probeSetMaxBytes: number;
   rateLimit: { max: number; windowS: number };
   minFreeDiskMb: number;
+  /** Engine + atlas cache bound in bytes; undefined: the default of cache-lifecycle.ts (20 GiB or 1/4 of the disk). */
+  cacheMaxBytes?: number;
   /** allowPrivate: webhooks may go to loopback/private addresses (off by default: tenants pick the URLs). */
   webhook: { attempts: number; backoffMs: number; timeoutMs: number; allowPrivate: boolean };
   shutdownTimeoutS: number;
+  /** Upload validation runs in a child process with these limits (the checkpoint lease outlives the time limit). */
+  validation: { timeoutS: number; maxMemoryMb: number };
+  /** Finished jobs (queue entries and job records) are kept this long; artifacts in the store are not removed with them. */
+  jobRetentionS: number;
+  /** Uploads not completed within this time are removed by the sweeper. */
+  uploadTtlS: number;
+  /** Per-tenant quotas; 0 = unlimited. */
+  quotas: { bytes: number; checkpoints: number; concurrentJobs: number; probeSets: number };
+  /** Failed authentications per client address and rate-limit window before 429 (0 = no limit). */
+  authFailureLimit: number;
+  /** The API's Redis commands fail (503) after this long instead of waiting for a reconnect. */
+  redisCommandTimeoutMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
 
@@ -198,7 +259,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const adminProblems: string[] = [];
   for (const k of d.FGSN_ADMIN_KEYS) {
     const known = apiKeys.get(k.keyHash);
-    if (known) known.admin = true;
+    if (known && k.tenant !== undefined && k.tenant !== known.tenant) adminProblems.push(`one key is listed for two tenants (${known.tenant} and ${k.tenant})`);
+    else if (known) known.admin = true;
     else if (k.tenant !== undefined) apiKeys.set(k.keyHash, { keyHash: k.keyHash, tenant: k.tenant, admin: true });
     else adminProblems.push('an admin key without ":tenant" must also be listed in FGSN_API_KEYS');
   }
@@ -245,6 +307,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     probeSetMaxBytes: d.FGSN_PROBE_SET_MAX_BYTES,
     rateLimit: { max: d.FGSN_RATE_LIMIT, windowS: d.FGSN_RATE_LIMIT_WINDOW_S },
     minFreeDiskMb: d.FGSN_MIN_FREE_DISK_MB,
+    cacheMaxBytes: d.FGSN_CACHE_MAX_BYTES,
     webhook: {
       attempts: d.FGSN_WEBHOOK_ATTEMPTS,
       backoffMs: d.FGSN_WEBHOOK_BACKOFF_MS,
@@ -252,6 +315,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       allowPrivate: d.FGSN_WEBHOOK_ALLOW_PRIVATE,
     },
     shutdownTimeoutS: d.FGSN_SHUTDOWN_TIMEOUT_S,
+    validation: { timeoutS: d.FGSN_VALIDATION_TIMEOUT_S, maxMemoryMb: d.FGSN_VALIDATION_MAX_MEMORY_MB },
+    jobRetentionS: d.FGSN_JOB_RETENTION_S,
+    uploadTtlS: d.FGSN_UPLOAD_TTL_S,
+    quotas: { bytes: d.FGSN_QUOTA_BYTES, checkpoints: d.FGSN_QUOTA_CHECKPOINTS, concurrentJobs: d.FGSN_QUOTA_CONCURRENT_JOBS, probeSets: d.FGSN_QUOTA_PROBE_SETS },
+    authFailureLimit: d.FGSN_AUTH_FAILURE_LIMIT,
+    redisCommandTimeoutMs: d.FGSN_REDIS_COMMAND_TIMEOUT_MS,
     logLevel: d.FGSN_LOG_LEVEL,
   };
+}
+
+/**
+ * FGSN_CACHE_MAX_BYTES alone, parsed by the same schema field: the engine reads it in every process that
+ * builds cache entries (CLI, sandboxed job processors), where the rest of the service config may be absent.
+ */
+export function cacheMaxBytesFromEnv(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const raw = env.FGSN_CACHE_MAX_BYTES;
+  if (raw === undefined || raw === '') return undefined;
+  const r = ConfigEnvSchema.shape.FGSN_CACHE_MAX_BYTES.safeParse(raw);
+  if (!r.success) {
+    throw new FgsnError('CONFIG_INVALID', `invalid configuration: FGSN_CACHE_MAX_BYTES: must be a positive integer (bytes), got "${raw}"`, {
+      details: { problems: [{ variable: 'FGSN_CACHE_MAX_BYTES', message: 'must be a positive integer (bytes)' }] },
+    });
+  }
+  return r.data;
 }

@@ -15,8 +15,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { Redis } from 'ioredis';
 import { writeModelFolder } from '../../test/checkpoint/fixtures.js';
+import { deleteKeys, freePort } from './common.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string' }, connections: { type: 'string' }, 'upload-mb': { type: 'string' } } });
 const SECONDS = Number(values.seconds ?? 10);
@@ -24,18 +24,8 @@ const CONNECTIONS = Number(values.connections ?? 32);
 const UPLOAD_MB = Number(values['upload-mb'] ?? 1024);
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const ROOT = resolve(import.meta.dirname, '..', '..');
-const KEY = 'bench-key';
+const KEY = 'bench-key-0123456789';
 const PREFIX = `fgsn-bench-${randomBytes(3).toString('hex')}`;
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((r) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => r(p));
-    });
-  });
-}
 
 async function peakRssMb(pid: number): Promise<{ now: number; peak: number }> {
   const s = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -136,7 +126,7 @@ async function main(): Promise<void> {
   } finally {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
-    await cleanupRedis();
+    await deleteKeys(REDIS_URL, PREFIX);
     await rm(dataDir, { recursive: true, force: true });
   }
 }
@@ -177,15 +167,5 @@ function putFile(url: string, path: string, length: number, headers: Record<stri
   });
 }
 
-async function cleanupRedis(): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${PREFIX}:*`, 'COUNT', 1000);
-    if (keys.length > 0) await redis.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  redis.disconnect();
-}
 
 await main();

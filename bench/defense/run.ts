@@ -28,7 +28,8 @@ import {
   readRecordedGenerations,
   setsFromRecorded,
   type EvalSuite,
-} from '../../src/eval/testbed.js';
+} from '../../test/support/eval-testbed.js';
+import { DEFENSE_METHODS } from '../../src/defense/methods/index.js';
 import type { DefenseMethod, HardenHooks, HardenRequest, HardenResult, ProbeRecord } from '../../src/pipeline/types.js';
 import {
   compareWithRecorded, continualChecks, renderContinual, renderMarkdown, renderTargets, targetChecks, type BenchRow,
@@ -36,7 +37,8 @@ import {
 import { DEV_FINETUNES, finetuneInfo, loadEmergingProbes, loadProbes, type FinetuneInfo } from './testbed.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const DEFENSES: DefenseMethod[] = ['fgsn', 'safelora', 'layer', 'antidote', 'resta', 'restore'];
+/** Every registered method (src/defense/methods/index.ts), fgsn first. */
+const DEFENSES: DefenseMethod[] = [...DEFENSE_METHODS];
 /** Pseudo-method: the fgsn row's model patched by `continue` with the emerging category's probe prompts. */
 const CONTINUAL = 'continual';
 const CONTINUAL_LABEL = 'fgsn + continual (emerging)';
@@ -230,7 +232,10 @@ async function main(): Promise<void> {
     rows.push(r);
     process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(0)}s] ${r.checkpoint} ${r.method}: ${r.status}` +
       (r.status === 'ok' ? ` ASR ${r.asr} emerg ${r.emerging_asr} ${r.task} ${r.task_acc?.toFixed(3)} over ${r.over_refusal}` : ` ${r.note ?? ''}`) +
-      (r.recorded_check ? ` | recorded: ${r.recorded_check}` : '') + '\n');
+      (r.recorded_check ? ` | recorded: ${r.recorded_check}` : '') +
+      (r.params_pct_linear !== undefined ? ` | ${r.params_pct_linear.toFixed(2)} % linear` : '') + (r.status === 'ok' && r.note ? ` | ${r.note}` : '') + '\n');
+    // Rows so far, so a long run that is stopped still leaves its finished rows behind.
+    writeFileSync(join(o.outDir, 'defense.partial.json'), JSON.stringify(rows, null, 1) + '\n');
   };
 
   {
@@ -298,6 +303,13 @@ async function main(): Promise<void> {
           row.note = `pipeline reports ${reported} % linear`;
         }
         row.metrics = { ...row.metrics, harden_summary: result.summary, selection: result.report.selection };
+        // Never silent: a target-driven row says whether its safety target was reached on the judging probes.
+        const ts = (result.summary as { target?: string; targetDetails?: { rule?: string; probeAsr?: number | null; rankAsr?: number | null } });
+        if (ts.target !== undefined && ts.target !== 'not set') {
+          const d = ts.targetDetails;
+          const probe = d?.probeAsr != null ? `, judged probe ASR ${(100 * d.probeAsr).toFixed(1)}${d.rankAsr != null ? ` / ranking ${(100 * d.rankAsr).toFixed(1)}` : ''}` : '';
+          row.note = [row.note, `target ${ts.target}${probe}${d?.rule ? ` (${d.rule})` : ''}`].filter(Boolean).join('; ');
+        }
         log(row);
         if (method === 'fgsn') fgsnDir = outDir;
       } catch (e) {

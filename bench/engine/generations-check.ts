@@ -8,7 +8,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { compareGenerations, readRecordedGenerations, testbedCheckpointDirs } from '../../src/engine/testbed-generations.js';
+import { compareGenerations, readRecordedGenerations, testbedCheckpointDirs } from '../../test/support/testbed-generations.js';
 import { loadEngine } from '../../src/engine/engine.js';
 
 const { values, positionals } = parseArgs({ allowPositionals: true, options: { 'batch-size': { type: 'string' }, 'lora-mode': { type: 'string' }, testbed: { type: 'string' } } });

@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadEngine } from '../../src/engine/engine.js';
 import { withEngineProcessEnv, type ComputeDtype } from '../../src/engine/session/session.js';
-import { syntheticParameterCount, writeSyntheticModel } from '../../src/engine/synthetic/synthetic-model.js';
+import { syntheticParameterCount, writeSyntheticModel } from '../../test/support/synthetic/synthetic-model.js';
 import { matmulGflops, SYNTHETIC_350M, timeEngine, tokenPrompts } from './timing.js';
 
 const { values } = parseArgs({

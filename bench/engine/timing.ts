@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { GraphBuilder } from '../../src/engine/onnx/graph-builder.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { createSession, ort, type ExecutionProvider } from '../../src/engine/session/session.js';
-import type { SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
+import type { SyntheticModelOptions } from '../../test/support/synthetic/synthetic-model.js';
 import type { ModelSpec } from '../../src/checkpoint/types.js';
 
 /** About 350M parameters in llama layout, bf16 on disk. */

@@ -11,12 +11,47 @@ export function authenticate(ctx: ApiContext) {
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const header = request.headers.authorization;
     const m = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (m === null) throw new FgsnError('UNAUTHORIZED', 'missing or malformed Authorization: Bearer <api key>');
-    const key = ctx.config.apiKeys.get(hashApiKey(m[1]));
-    if (key === undefined) throw new FgsnError('UNAUTHORIZED', 'unknown API key');
+    const key = m === null ? undefined : ctx.config.apiKeys.get(hashApiKey(m[1]));
+    if (key === undefined) {
+      // Guessing keys costs a 429 after a few tries per client address (counted in Redis, shared by replicas).
+      await countAuthFailure(ctx, request.ip, reply);
+      throw new FgsnError('UNAUTHORIZED', m === null ? 'missing or malformed Authorization: Bearer <api key>' : 'unknown API key');
+    }
+    // An address over its failure budget is refused even with a right key: guessing must not pay off.
+    await checkAuthFailures(ctx, request.ip, reply);
     request.auth = { tenant: key.tenant, admin: key.admin, keyHash: key.keyHash };
     await rateLimit(ctx, key.keyHash, reply);
   };
+}
+
+function authFailWindow(ctx: ApiContext, ip: string): { key: string; resetS: number } {
+  const windowS = ctx.config.rateLimit.windowS;
+  const now = Date.now();
+  const window = Math.floor(now / (windowS * 1000));
+  return { key: `${ctx.config.queuePrefix}:authfail:${ip}:${window}`, resetS: Math.ceil(((window + 1) * windowS * 1000 - now) / 1000) };
+}
+
+async function checkAuthFailures(ctx: ApiContext, ip: string, reply: FastifyReply): Promise<void> {
+  const limit = ctx.config.authFailureLimit;
+  if (limit === 0) return;
+  const { key, resetS } = authFailWindow(ctx, ip);
+  if (Number((await ctx.redis.get(key)) ?? 0) > limit) refuseFailures(ctx, limit, resetS, reply);
+}
+
+function refuseFailures(ctx: ApiContext, limit: number, resetS: number, reply: FastifyReply): never {
+  reply.header('retry-after', resetS);
+  ctx.metrics.rateLimited.inc();
+  throw new FgsnError('RATE_LIMITED', `too many failed authentications from this address (${limit} per ${ctx.config.rateLimit.windowS}s)`, { details: { retryAfterS: resetS } });
+}
+
+/** Failed authentications per client address in a fixed window; over the limit, 429 with Retry-After. */
+async function countAuthFailure(ctx: ApiContext, ip: string, reply: FastifyReply): Promise<void> {
+  const limit = ctx.config.authFailureLimit;
+  if (limit === 0) return;
+  const { key, resetS } = authFailWindow(ctx, ip);
+  const windowS = ctx.config.rateLimit.windowS;
+  const [[, count]] = (await ctx.redis.multi().incr(key).pexpire(key, windowS * 1000 + 1000).exec()) as [[Error | null, number]];
+  if (count > limit) refuseFailures(ctx, limit, resetS, reply);
 }
 
 /** Fixed window per key, counted in Redis so every API replica shares it. */

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { HardenQueue } from '../queue/queue.js';
+import type { HardenQueue } from '../queue/index.js';
 
 export interface ApiMetrics {
   requests: Histogram<'method' | 'route' | 'status'>;
@@ -17,7 +17,9 @@ export function createApiMetrics(registry: Registry, queue: HardenQueue): ApiMet
     labelNames: ['state'],
     registers: [registry],
     async collect() {
-      const c = await queue.getJobCounts('waiting', 'prioritized', 'delayed', 'waiting-children', 'active', 'completed', 'failed');
+      // Without Redis the gauge keeps its last values: /metrics still answers (bounded by the command timeout).
+      const c = await queue.getJobCounts('waiting', 'prioritized', 'delayed', 'waiting-children', 'active', 'completed', 'failed').catch(() => undefined);
+      if (c === undefined) return;
       this.set({ state: 'queued' }, (c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0) + (c['waiting-children'] ?? 0));
       this.set({ state: 'running' }, c.active ?? 0);
       this.set({ state: 'completed' }, c.completed ?? 0);
@@ -29,7 +31,8 @@ export function createApiMetrics(registry: Registry, queue: HardenQueue): ApiMet
     help: 'Jobs waiting for a worker (waiting + delayed retries)',
     registers: [registry],
     async collect() {
-      const c = await queue.getJobCounts('waiting', 'prioritized', 'delayed');
+      const c = await queue.getJobCounts('waiting', 'prioritized', 'delayed').catch(() => undefined);
+      if (c === undefined) return;
       this.set((c.waiting ?? 0) + (c.prioritized ?? 0) + (c.delayed ?? 0));
     },
   });

@@ -3,28 +3,23 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../pipeline/index.js';
 import type { ProbeSetRecord } from './records.js';
 import { ProbeLine } from './schemas.js';
+import { jsonlLines } from '../util/index.js';
 
 /** Every bad line is reported (up to a cap), with its 1-based number, so a client fixes the file in one go. */
 export function parseProbeNdjson(text: string): ProbeRecord[] {
   const out: ProbeRecord[] = [];
   const problems: { line: number; message: string }[] = [];
-  const lines = text.split(/\r?\n/);
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i].trim();
-    if (line === '') continue;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch {
-      problems.push({ line: i + 1, message: 'not valid JSON' });
+  for (const l of jsonlLines(text)) {
+    if ('problem' in l) {
+      problems.push({ line: l.line, message: l.problem });
       continue;
     }
-    const r = ProbeLine.safeParse(value);
+    const r = ProbeLine.safeParse(l.value);
     if (!r.success) {
-      problems.push({ line: i + 1, message: r.error.issues.map((x) => `${x.path.join('.') || '(line)'}: ${x.message}`).join('; ') });
+      problems.push({ line: l.line, message: r.error.issues.map((x) => `${x.path.join('.') || '(line)'}: ${x.message}`).join('; ') });
       continue;
     }
     out.push(r.data);

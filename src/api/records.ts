@@ -4,10 +4,12 @@
  * on the shared data volume, artifact bytes in the BlobStore, job execution state in BullMQ.
  */
 import type { Redis } from 'ioredis';
-import type { ProbeRecord } from '../pipeline/types.js';
-import { cancelFlagKey } from '../queue/names.js';
+import type { ProbeRecord } from '../pipeline/index.js';
+import { cancelFlagKey } from '../queue/index.js';
+import { parseJsonl } from '../util/index.js';
 
-export type CheckpointState = 'uploading' | 'validating' | 'ready';
+/** `deleting`: claimed by a DELETE (or the upload sweeper); never used by a new job. */
+export type CheckpointState = 'uploading' | 'validating' | 'ready' | 'deleting';
 
 export interface UploadedFile {
   name: string;
@@ -25,6 +27,12 @@ export interface CheckpointRecord {
   /** What the checkpoint layer detected when the upload was completed. */
   kind?: 'model' | 'adapter';
   summary?: Record<string, unknown>;
+  /**
+   * While `validating`: until when the validating request owns the checkpoint. A request (or an API
+   * process) that died leaves the state behind; once the lease has passed, complete may validate again
+   * and DELETE may remove it.
+   */
+  leaseUntil?: string;
 }
 
 export interface ModelLocation {
@@ -52,6 +60,9 @@ export interface ProbeSetRecord {
   categories: Record<string, number>;
   bytes: number;
   createdAt: string;
+  /** Where the NDJSON lives in the blob store, and its sha256 (sets stored before this field lived in Redis). */
+  key?: string;
+  sha256?: string;
 }
 
 export interface JobRecord {
@@ -104,24 +115,88 @@ export class Records {
    * completes race safely). The new record is built here: only transitions change a record, and they are
    * all guarded by the state, so the copy read first cannot be stale when the swap succeeds.
    */
-  async transitionCheckpoint(id: string, from: CheckpointState, patch: Partial<CheckpointRecord>): Promise<CheckpointRecord | undefined> {
+  async transitionCheckpoint(
+    id: string,
+    from: CheckpointState,
+    patch: Partial<CheckpointRecord>,
+    /** Also require this lease (the one the caller holds), so an expired owner cannot overwrite a new one. */
+    lease?: string,
+  ): Promise<CheckpointRecord | undefined> {
     const current = await this.getCheckpoint(id);
     if (current === undefined || current.state !== from) return undefined;
+    if (lease !== undefined && current.leaseUntil !== lease) return undefined;
     const next: CheckpointRecord = { ...current, ...patch };
+    for (const [k, v] of Object.entries(patch)) if (v === undefined) delete (next as unknown as Record<string, unknown>)[k];
     const script = `
       local raw = redis.call('GET', KEYS[1])
       if not raw then return 0 end
-      if cjson.decode(raw).state ~= ARGV[1] then return 0 end
+      local r = cjson.decode(raw)
+      if r.state ~= ARGV[1] then return 0 end
+      if ARGV[3] ~= '' and r.leaseUntil ~= ARGV[3] then return 0 end
       redis.call('SET', KEYS[1], ARGV[2])
       return 1`;
-    const ok = (await this.redis.eval(script, 1, this.key('ckpt', id), from, JSON.stringify(next))) as number;
+    const ok = (await this.redis.eval(script, 1, this.key('ckpt', id), from, JSON.stringify(next), lease ?? '')) as number;
     return ok === 1 ? next : undefined;
   }
-  async putFile(id: string, f: UploadedFile): Promise<void> {
-    await this.redis.hset(this.key('ckpt', id, 'files'), f.name, JSON.stringify(f));
+  /** Removes the checkpoint's record, file list and job index, and its bytes from the tenant's usage (the caller removes its folder). */
+  async deleteCheckpoint(r: CheckpointRecord): Promise<void> {
+    const bytes = (await this.listFiles(r.id)).reduce((n, f) => n + f.bytes, 0);
+    await this.redis
+      .multi()
+      .del(this.key('ckpt', r.id), this.key('ckpt', r.id, 'files'), this.key('ckpt', r.id, 'jobs'))
+      .zrem(this.key('tenant', r.tenant, 'ckpts'), r.id)
+      .zrem(this.key('uploads', 'open'), r.id)
+      .decrby(this.key('tenant', r.tenant, 'bytes'), bytes)
+      .exec();
   }
-  async deleteFile(id: string, name: string): Promise<boolean> {
-    return (await this.redis.hdel(this.key('ckpt', id, 'files'), name)) === 1;
+  /** Open uploads, by creation time, for the sweeper of abandoned ones. */
+  async markUploadOpen(r: CheckpointRecord): Promise<void> {
+    await this.redis.zadd(this.key('uploads', 'open'), Date.parse(r.createdAt), r.id);
+  }
+  async markUploadClosed(id: string): Promise<void> {
+    await this.redis.zrem(this.key('uploads', 'open'), id);
+  }
+  uploadsOpenedBefore(ms: number, limit: number): Promise<string[]> {
+    return this.redis.zrangebyscore(this.key('uploads', 'open'), '-inf', String(ms), 'LIMIT', '0', String(limit));
+  }
+  // per-tenant usage (quotas)
+  async storedBytes(tenant: string): Promise<number> {
+    return Number((await this.redis.get(this.key('tenant', tenant, 'bytes'))) ?? 0);
+  }
+  async addStoredBytes(tenant: string, delta: number): Promise<void> {
+    if (delta !== 0) await this.redis.incrby(this.key('tenant', tenant, 'bytes'), delta);
+  }
+  countCheckpoints(tenant: string): Promise<number> {
+    return this.redis.zcard(this.key('tenant', tenant, 'ckpts'));
+  }
+  countProbeSets(tenant: string): Promise<number> {
+    return this.redis.zcard(this.key('tenant', tenant, 'probes'));
+  }
+  /** Jobs that were submitted with this checkpoint as an input (their state decides whether it may go). */
+  async addCheckpointJob(checkpointId: string, jobId: string): Promise<void> {
+    await this.redis.sadd(this.key('ckpt', checkpointId, 'jobs'), jobId);
+  }
+  checkpointJobs(checkpointId: string): Promise<string[]> {
+    return this.redis.smembers(this.key('ckpt', checkpointId, 'jobs'));
+  }
+  async forgetCheckpointJob(checkpointId: string, jobId: string): Promise<void> {
+    await this.redis.srem(this.key('ckpt', checkpointId, 'jobs'), jobId);
+  }
+  /** Records a file (replacing one of the same name) and moves the tenant's stored bytes by the difference. */
+  async putFile(id: string, f: UploadedFile, tenant: string): Promise<void> {
+    const previous = await this.redis.hget(this.key('ckpt', id, 'files'), f.name);
+    const delta = f.bytes - (previous === null ? 0 : (JSON.parse(previous) as UploadedFile).bytes);
+    await this.redis.multi().hset(this.key('ckpt', id, 'files'), f.name, JSON.stringify(f)).incrby(this.key('tenant', tenant, 'bytes'), delta).exec();
+  }
+  async deleteFile(id: string, name: string, tenant: string): Promise<boolean> {
+    const previous = await this.redis.hget(this.key('ckpt', id, 'files'), name);
+    if (previous === null) return false;
+    const [[, removed]] = (await this.redis
+      .multi()
+      .hdel(this.key('ckpt', id, 'files'), name)
+      .decrby(this.key('tenant', tenant, 'bytes'), (JSON.parse(previous) as UploadedFile).bytes)
+      .exec()) as [[Error | null, number], unknown];
+    return removed === 1;
   }
   async listFiles(id: string): Promise<UploadedFile[]> {
     const all = await this.redis.hgetall(this.key('ckpt', id, 'files'));
@@ -150,10 +225,10 @@ export class Records {
   }
 
   // probe sets
-  async putProbeSet(r: ProbeSetRecord, ndjson: string): Promise<void> {
+  /** The record only: the probes themselves are in the blob store (record.key). */
+  async putProbeSet(r: ProbeSetRecord): Promise<void> {
     await this.redis
       .multi()
-      .set(this.key('probes', r.id, 'records'), ndjson)
       .set(this.key('probes', r.id), JSON.stringify(r))
       .zadd(this.key('tenant', r.tenant, 'probes'), Date.parse(r.createdAt), r.id)
       .exec();
@@ -167,10 +242,11 @@ export class Records {
   getProbeSet(id: string): Promise<ProbeSetRecord | undefined> {
     return this.getJson(this.key('probes', id));
   }
-  async getProbeRecords(id: string): Promise<ProbeRecord[] | undefined> {
+  /** Probes of a set stored in Redis by an earlier version (before probe sets moved to the blob store). */
+  async getLegacyProbeRecords(id: string): Promise<ProbeRecord[] | undefined> {
     const raw = await this.redis.get(this.key('probes', id, 'records'));
     if (raw === null) return undefined;
-    return raw.length === 0 ? [] : raw.split('\n').map((l) => JSON.parse(l) as ProbeRecord);
+    return parseJsonl(raw, { source: `probe set ${id}`, empty: false }, (o) => o as unknown as ProbeRecord);
   }
 
   // jobs

@@ -5,7 +5,8 @@
 import pino, { type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { Config } from '../config.js';
-import { startWorker, type RunningWorker } from '../queue/worker.js';
+import { FgsnError } from '../errors.js';
+import { startWorker, type RunningWorker } from '../queue/index.js';
 import { buildApp, type BuiltApp } from './app.js';
 
 export function createLogger(config: Config, name: string): Logger {
@@ -23,8 +24,21 @@ export async function startServer(config: Config, opts: { withWorker?: boolean; 
   const logger = opts.logger ?? createLogger(config, 'api');
   const registry = new Registry();
   const built = await buildApp(config, { logger, registry });
+  let url: string;
+  try {
+    url = await built.app.listen({ port: config.port, host: config.host });
+  } catch (e) {
+    // Nothing may stay open (connections, timers): the process must exit with this error.
+    await built.close();
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      const why = code === 'EADDRINUSE' ? 'the port is already in use' : code === 'EACCES' ? 'permission denied' : 'the address is not available here';
+      throw new FgsnError('CONFIG_INVALID', `cannot listen on ${config.host}:${config.port}: ${why} (${code}); set FGSN_PORT / FGSN_HOST or --port / --host`, { cause: e });
+    }
+    throw e;
+  }
+  // The worker starts once the API listens: a failed start leaves nothing running.
   const worker = opts.withWorker ? startWorker(config, { logger: logger.child({ role: 'worker' }), registry }) : undefined;
-  const url = await built.app.listen({ port: config.port, host: config.host });
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {

@@ -16,6 +16,8 @@ export function checkUploadName(name: string): void {
     name.startsWith('.') ||
     // eslint-disable-next-line no-control-regex
     /[\x00-\x1f\x7f]/.test(name) ||
+    // Bidi and invisible format characters make a name display as another (e.g. U+202E: "evil\u202Egnp.json").
+    /[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/.test(name) ||
     /^[A-Za-z]:/.test(name);
   if (unsafe) {
     throw new FgsnError('CHECKPOINT_PATH_UNSAFE', `file name ${JSON.stringify(name)} is not allowed: use a plain name with no "/", "\\", "..", NUL or leading "."`, {

@@ -10,7 +10,14 @@ export {
 export { ModelCheckpoint, SINGLE_FILE, INDEX_FILE } from './model-folder.js';
 export { LoraAdapter, parseAdapterConfig, parseLoraKey, loraDeltaRows, ADAPTER_CONFIG, ADAPTER_WEIGHTS, type LoraConfig, type LoraPair } from './lora.js';
 export {
-  openCheckpoint, validateCheckpointFolder, describeCheckpoint, closeOpened, sha256File,
-  type OpenedCheckpoint, type ValidationResult, type CheckpointSummary, type FileSummary, type TensorSummary, type DescribeOptions,
+  openCheckpoint, validateCheckpointFolder, describeCheckpoint, closeOpened,
+  type OpenedCheckpoint, type ValidationResult, type CheckpointSummary, type FileSummary, type TensorSummary, type DescribeOptions, type ValidateOptions,
 } from './detect.js';
 export { isPickleName } from './folder-safety.js';
+export { firstNonFinite, scanSafetensorsFile } from './finite.js';
+export { MAX_LISTED_PROBLEMS } from './problems.js';
+export { compileTargetModules, type TargetMatcher } from './target-modules.js';
+export { appendRowUpdate, isHubId } from './lora.js';
+export { modelConfigJson } from './model-config.js';
+export { ropeParameters } from './rope.js';
+export type { RopeSpec } from './rope.js';

@@ -14,9 +14,11 @@ import { FgsnError } from '../errors.js';
 import { FLOAT_DTYPES } from './dtypes.js';
 import { confinedPath, isPickleName, listFolder, pickleRefused, realDirectory } from './folder-safety.js';
 import { ioError } from './io.js';
-import { linearWeightShape, readJsonFile } from './model-config.js';
+import { linearWeightNames, linearWeightShape, readJsonFile } from './model-config.js';
+import { preview } from './json-limits.js';
 import { STRICT, ProblemCollector, type ProblemSink } from './problems.js';
 import { SafetensorsFile } from './safetensors-reader.js';
+import { MAX_TARGET_LIST_ENTRIES, MAX_TARGET_NAME_CHARS, compileTargetModules, type TargetMatcher } from './target-modules.js';
 import type { ModelSpec, TensorInfo } from './types.js';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
@@ -47,7 +49,10 @@ const adapterSchema = z.object({
   r: z.number().int().positive(),
   lora_alpha: z.number().positive(),
   use_rslora: z.boolean().optional(),
-  target_modules: z.union([z.array(z.string()).min(1), z.string().min(1)]),
+  target_modules: z.union([
+    z.array(z.string().min(1).max(MAX_TARGET_NAME_CHARS)).min(1).max(MAX_TARGET_LIST_ENTRIES),
+    z.string().min(1),
+  ]),
   base_model_name_or_path: z.string().nullish(),
   fan_in_fan_out: z.boolean().optional(),
   bias: z.string().optional(),
@@ -64,17 +69,22 @@ function configError(path: string, problem: string): FgsnError {
 /** Validates a PEFT adapter_config.json object; `path` names it in errors. */
 export function parseAdapterConfig(json: unknown, path: string): LoraConfig {
   const r = adapterSchema.safeParse(json);
-  if (!r.success) throw configError(path, r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
+  if (!r.success) {
+    const issues = r.error.issues;
+    const listed = issues.slice(0, 20).map((i) => `${i.path.join('.').slice(0, 100) || '(root)'}: ${i.message.slice(0, 200)}`).join('; ');
+    throw configError(path, issues.length > 20 ? `${listed} (and ${issues.length - 20} more)` : listed);
+  }
   const c = r.data;
-  if (c.peft_type !== 'LORA') throw configError(path, `peft_type "${c.peft_type}" is not supported (only LORA)`);
+  if (c.peft_type !== 'LORA') throw configError(path, `peft_type ${preview(c.peft_type, 100)} is not supported (only LORA)`);
   if (c.fan_in_fan_out === true) throw configError(path, 'fan_in_fan_out: true (Conv1D layers) is not supported for llama/mistral/qwen2');
   if (c.use_dora === true) throw configError(path, 'use_dora: true (DoRA) is not supported');
-  if (c.bias !== undefined && c.bias !== 'none') throw configError(path, `bias "${c.bias}" is not supported (only "none")`);
+  if (c.bias !== undefined && c.bias !== 'none') throw configError(path, `bias ${preview(c.bias, 100)} is not supported (only "none")`);
   if (c.rank_pattern && Object.keys(c.rank_pattern).length > 0) throw configError(path, 'rank_pattern (per-module ranks) is not supported');
   if (c.alpha_pattern && Object.keys(c.alpha_pattern).length > 0) throw configError(path, 'alpha_pattern (per-module alphas) is not supported');
   if (c.modules_to_save && c.modules_to_save.length > 0) throw configError(path, 'modules_to_save (fully trained copies of modules) is not supported');
   const useRslora = c.use_rslora ?? false;
-  return {
+  const matcher = compileTargetModules(c.target_modules, path);
+  const config: LoraConfig = {
     r: c.r,
     loraAlpha: c.lora_alpha,
     useRslora,
@@ -84,6 +94,19 @@ export function parseAdapterConfig(json: unknown, path: string): LoraConfig {
     baseModelNameOrPath: c.base_model_name_or_path ?? null,
     fanInFanOut: false,
   };
+  MATCHERS.set(config, matcher);
+  return config;
+}
+
+/**
+ * The compiled target_modules of each parsed config. Kept beside the config, not in it: LoraConfig is plain
+ * data that summaries spread into JSON.
+ */
+const MATCHERS = new WeakMap<LoraConfig, TargetMatcher>();
+
+/** The matcher of a config from parseAdapterConfig; a hand-built config's list is matched by name. */
+export function targetMatcher(config: LoraConfig): TargetMatcher {
+  return MATCHERS.get(config) ?? compileTargetModules(config.targetModules, '(adapter config)');
 }
 
 /** `base_model.model.<name>.lora_{A,B}[.default].weight` -> `<name>.weight`, or null for any other key. */
@@ -98,18 +121,9 @@ function moduleOf(baseName: string): string {
   return parts[parts.length - 2];
 }
 
-/** PEFT matches a string target_modules as a full regex over the module path, a list by suffix. */
-function isTargeted(config: LoraConfig, baseName: string, raw: unknown): boolean {
-  const modulePath = baseName.slice(0, -'.weight'.length);
-  if (typeof raw === 'string') {
-    try {
-      return new RegExp(`^(?:${raw})$`).test(modulePath);
-    } catch {
-      return false;
-    }
-  }
-  // PEFT: a list entry matches the whole module path or a dotted suffix of it ("q_proj", "self_attn.q_proj").
-  return config.targetModules.some((t) => modulePath === t || modulePath.endsWith(`.${t}`));
+/** PEFT's matching (target-modules.ts) of a base weight's module path, e.g. model.layers.0.self_attn.q_proj. */
+function isTargeted(config: LoraConfig, baseName: string): boolean {
+  return targetMatcher(config).matches(baseName.slice(0, -'.weight'.length));
 }
 
 export class LoraAdapter {
@@ -214,13 +228,11 @@ export async function openAdapterFolder(dirIn: string, base: ModelSpec | undefin
   const configPath = join(dir, ADAPTER_CONFIG);
 
   let config: LoraConfig | null = null;
-  let rawTargets: unknown = null;
   await collector.attempt(async () => {
     const real = await confinedPath(realDir, ADAPTER_CONFIG, dir);
     if (real === null) throw configError(configPath, 'missing (a PEFT adapter folder needs adapter_config.json)');
     const json = await readJsonFile(real, 'ADAPTER_CONFIG_INVALID');
     config = parseAdapterConfig(json, configPath);
-    rawTargets = (json as { target_modules?: unknown }).target_modules;
   });
 
   let file: SafetensorsFile | null = null;
@@ -242,17 +254,17 @@ export async function openAdapterFolder(dirIn: string, base: ModelSpec | undefin
   const f = file as SafetensorsFile | null;
   const cfg = config as LoraConfig | null;
   let pairs = new Map<string, LoraPair>();
-  if (f !== null) pairs = checkPairs(f, cfg, rawTargets, base, collector);
+  if (f !== null) pairs = checkPairs(f, cfg, base, collector);
   if (collector.problems.length > 0 || f === null || cfg === null) {
     await f?.close();
-    for (const p of collector.problems) sink.report(p);
+    collector.drainTo(sink);
     return null;
   }
   return LoraAdapter.fromParts(realDir, cfg, f, pairs);
 }
 
 function checkPairs(
-  f: SafetensorsFile, config: LoraConfig | null, rawTargets: unknown, base: ModelSpec | undefined, collector: ProblemCollector,
+  f: SafetensorsFile, config: LoraConfig | null, base: ModelSpec | undefined, collector: ProblemCollector,
 ): Map<string, LoraPair> {
   const bad = (code: 'ADAPTER_TENSOR_INVALID' | 'ADAPTER_BASE_MISMATCH', tensor: string, problem: string): void =>
     collector.report(new FgsnError(code, `${f.path}: tensor "${tensor}": ${problem}`, { details: { file: f.path, tensor } }));
@@ -274,6 +286,16 @@ function checkPairs(
     halves.set(key.base, h);
   }
   if (f.tensors.size === 0) collector.report(new FgsnError('ADAPTER_TENSOR_INVALID', `${f.path}: no LoRA tensors`, { details: { file: f.path } }));
+
+  // PEFT refuses a config whose target_modules match no module of the model it is applied to.
+  if (config !== null && base !== undefined) {
+    const matcher = targetMatcher(config);
+    if (!linearWeightNames(base).some((n) => matcher.matches(n.slice(0, -'.weight'.length)))) {
+      collector.report(new FgsnError('ADAPTER_BASE_MISMATCH', `${f.path}: target_modules ${preview(config.targetModules, 200)} match no linear module of the base ${base.family} model`, {
+        details: { file: f.path, targetModules: config.targetModules.slice(0, 20) },
+      }));
+    }
+  }
 
   const pairs = new Map<string, LoraPair>();
   for (const baseName of [...halves.keys()].sort()) {
@@ -303,8 +325,8 @@ function checkPairs(
       bad('ADAPTER_TENSOR_INVALID', a.name, `rank ${rank} differs from adapter_config.json r = ${config.r}`);
       ok = false;
     }
-    if (config !== null && !isTargeted(config, baseName, rawTargets)) {
-      bad('ADAPTER_TENSOR_INVALID', a.name, `module "${moduleOf(baseName)}" is not in target_modules ${JSON.stringify(config.targetModules)}`);
+    if (config !== null && !isTargeted(config, baseName)) {
+      bad('ADAPTER_TENSOR_INVALID', a.name, `module "${moduleOf(baseName)}" is not in target_modules ${preview(config.targetModules, 200)}`);
       ok = false;
     }
     if (base !== undefined) {
@@ -320,4 +342,44 @@ function checkPairs(
     if (ok) pairs.set(baseName, { a, b, rank, dOut, dIn });
   }
   return pairs;
+}
+
+/**
+ * Pure: a row-sparse edit appended to a LoRA pair as a rank-k update (k = rows.length), padded with zeros to
+ * `outRank`. With A' = [A; deltas / scaling; 0] ([outRank, dIn]) and B' = [B, one-hot columns e_rows[j], 0]
+ * ([dOut, outRank]), scaling * B' A' = scaling * B A + sum_j e_rows[j] deltas[j]: the merge gains exactly
+ * the edited rows' deltas. `a`/`b` null (or rank 0) starts a fresh adapter. Zero padding lets every module
+ * of one adapter share one rank (PEFT's `r`; per-module rank_pattern is not understood by every server).
+ */
+export function appendRowUpdate(
+  pair: { a: Float32Array; b: Float32Array; rank: number } | null,
+  dOut: number,
+  dIn: number,
+  rows: Uint32Array,
+  deltas: Float32Array,
+  scaling: number,
+  outRank: number,
+): { a: Float32Array; b: Float32Array } {
+  const r0 = pair?.rank ?? 0;
+  const k = rows.length;
+  if (r0 + k > outRank) throw new RangeError(`rank ${r0} + ${k} rows exceeds the output rank ${outRank}`);
+  if (deltas.length !== k * dIn) throw new RangeError(`deltas: expected ${k * dIn} values, got ${deltas.length}`);
+  const a = new Float32Array(outRank * dIn);
+  const b = new Float32Array(dOut * outRank);
+  if (pair !== null && r0 > 0) {
+    a.set(pair.a.subarray(0, r0 * dIn));
+    for (let i = 0; i < dOut; i++) b.set(pair.b.subarray(i * r0, (i + 1) * r0), i * outRank);
+  }
+  for (let j = 0; j < k; j++) {
+    const row = rows[j];
+    if (row >= dOut) throw new RangeError(`row ${row} is outside [0, ${dOut})`);
+    for (let c = 0; c < dIn; c++) a[(r0 + j) * dIn + c] = deltas[j * dIn + c] / scaling;
+    b[row * outRank + r0 + j] = 1;
+  }
+  return { a, b };
+}
+
+/** A Hub repository id ("owner/name"), as opposed to a path on some machine. */
+export function isHubId(s: unknown): s is string {
+  return typeof s === 'string' && /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(s) && !s.includes('..');
 }

@@ -10,9 +10,9 @@ import { FgsnError } from '../errors.js';
 import { FLOAT_DTYPES } from './dtypes.js';
 import { confinedPath, isPickleName, listFolder, pickleRefused, realDirectory } from './folder-safety.js';
 import { ioError } from './io.js';
-import { expectedTensors, linearWeightShape, readJsonFile, parseModelConfig } from './model-config.js';
+import { expectedTensorCount, expectedTensors, linearWeightShape, readJsonFile, parseModelConfig } from './model-config.js';
 import { SafetensorsFile } from './safetensors-reader.js';
-import { ProblemCollector, STRICT, type ProblemSink } from './problems.js';
+import { MAX_LISTED_PROBLEMS, ProblemCollector, STRICT, type ProblemSink } from './problems.js';
 import type { DType, ModelSpec, TensorInfo } from './types.js';
 
 export const SINGLE_FILE = 'model.safetensors';
@@ -124,7 +124,7 @@ export async function openModelFolder(dirIn: string, sink: ProblemSink): Promise
   const opened: SafetensorsFile[] = [];
   const fail = async (): Promise<null> => {
     await Promise.all(opened.map((f) => f.close()));
-    for (const p of collector.problems) sink.report(p);
+    collector.drainTo(sink);
     return null;
   };
 
@@ -145,7 +145,7 @@ export async function openModelFolder(dirIn: string, sink: ProblemSink): Promise
 
   const byName = new Map<string, SafetensorsFile>();
   const files: string[] = [];
-  const problemsBeforeWeights = collector.problems.length;
+  const problemsBeforeWeights = collector.total;
   // Pickle files next to safetensors weights are simply never looked at; only a folder with nothing else is refused.
   const sharded = !entries.includes(SINGLE_FILE) && entries.includes(INDEX_FILE);
   if (entries.includes(SINGLE_FILE)) {
@@ -169,8 +169,19 @@ export async function openModelFolder(dirIn: string, sink: ProblemSink): Promise
     );
   }
   // With a broken weights file every tensor in it would also be "missing": skip that noise.
-  const weightsReadable = collector.problems.length === problemsBeforeWeights;
+  const weightsReadable = collector.total === problemsBeforeWeights;
   if (parsed === null || !weightsReadable) return fail();
+  // Checked by arithmetic before expectedTensors enumerates anything: a config claiming 40,000 layers over a
+  // few tiny tensors is one problem, not 360,000 "missing tensor" ones built at a cost of seconds and GBs.
+  // Up to MAX_LISTED_PROBLEMS missing tensors are still named one by one below.
+  const expectedCount = expectedTensorCount(parsed.spec);
+  if (expectedCount > byName.size + MAX_LISTED_PROBLEMS) {
+    const s = parsed.spec;
+    collector.report(new FgsnError('CHECKPOINT_CONFIG_INVALID', `${join(dir, 'config.json')}: describes ${expectedCount} tensors (num_hidden_layers ${s.numLayers}) but the weights hold ${byName.size}`, {
+      details: { file: join(dir, 'config.json'), expectedTensors: expectedCount, storedTensors: byName.size, numHiddenLayers: s.numLayers },
+    }));
+    return fail();
+  }
   const { order, ignored, dtype, parameterCount } = checkTensors(dir, parsed.spec, byName, collector);
   if (collector.problems.length > 0) return fail();
   // The canonical path: shard paths (realpaths) are inside it, so relative names are clean.

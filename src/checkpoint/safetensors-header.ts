@@ -6,6 +6,7 @@
  * to the header bytes themselves, which the caller has already bounded.
  */
 import { FgsnError } from '../errors.js';
+import { MAX_JSON_DEPTH, jsonDepthExceeds, preview } from './json-limits.js';
 import { DTYPE_SIZE, type DType, type TensorInfo } from './types.js';
 
 /** Default bound on the JSON header (the HF library uses the same 100 MB limit). */
@@ -103,11 +104,14 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, fileSize: number
   }
   // The format starts the header with '{' (a BOM or leading blanks are not safetensors as HF writes it).
   if (text.charCodeAt(0) !== 0x7b) fail('CHECKPOINT_HEADER_NOT_JSON', source, 'header does not start with "{"');
+  // A valid header nests 3 levels; deeper values would only overflow the stack of whatever walks them
+  // (JSON.stringify in a message). Checked by a linear scan before parsing.
+  if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) fail('CHECKPOINT_HEADER_NOT_JSON', source, `header JSON nests deeper than ${MAX_JSON_DEPTH} levels`);
   let root: unknown;
   try {
     root = JSON.parse(text);
   } catch (e) {
-    fail('CHECKPOINT_HEADER_NOT_JSON', source, `header is not valid JSON (${e instanceof Error ? e.message : String(e)})`);
+    fail('CHECKPOINT_HEADER_NOT_JSON', source, `header is not valid JSON (${e instanceof Error ? e.message.slice(0, 200) : String(e)})`);
   }
   if (typeof root !== 'object' || root === null || Array.isArray(root)) {
     fail('CHECKPOINT_HEADER_NOT_JSON', source, 'header is not a JSON object');
@@ -167,18 +171,18 @@ function parseEntry(name: string, value: unknown, dataStart: number, dataSize: n
   const extra = keys.filter((k) => !(TENSOR_KEYS as readonly string[]).includes(k));
   const missing = TENSOR_KEYS.filter((k) => !(k in entry));
   if (extra.length > 0 || missing.length > 0) {
-    const parts = [missing.length ? `missing ${missing.join(', ')}` : '', extra.length ? `unknown ${extra.join(', ')}` : ''].filter(Boolean);
+    const parts = [missing.length ? `missing ${missing.join(', ')}` : '', extra.length ? `unknown ${preview(extra.join(', '), 200)}` : ''].filter(Boolean);
     fail('CHECKPOINT_TENSOR_ENTRY_INVALID', source, `entry must have exactly dtype, shape, data_offsets (${parts.join('; ')})`, name);
   }
   const { dtype, shape, data_offsets: offsets } = entry;
-  if (!isDType(dtype)) fail('CHECKPOINT_DTYPE_UNSUPPORTED', source, `dtype ${JSON.stringify(dtype)} is not supported`, name);
+  if (!isDType(dtype)) fail('CHECKPOINT_DTYPE_UNSUPPORTED', source, `dtype ${preview(dtype, 100)} is not supported`, name);
   const itemSize = DTYPE_SIZE[dtype];
   const count = checkedElementCount(shape, itemSize);
   if (count === null) {
-    fail('CHECKPOINT_SHAPE_INVALID', source, `shape ${JSON.stringify(shape)} is not a list of non-negative integers with a representable byte size`, name);
+    fail('CHECKPOINT_SHAPE_INVALID', source, `shape ${preview(shape)} is not a list of non-negative integers with a representable byte size`, name);
   }
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => typeof o === 'number' && Number.isSafeInteger(o) && o >= 0)) {
-    fail('CHECKPOINT_OFFSETS_INVALID', source, `data_offsets ${JSON.stringify(offsets)} is not a pair of non-negative integers`, name);
+    fail('CHECKPOINT_OFFSETS_INVALID', source, `data_offsets ${preview(offsets)} is not a pair of non-negative integers`, name);
   }
   const [begin, end] = offsets as [number, number];
   if (begin > end) fail('CHECKPOINT_OFFSETS_INVALID', source, `data_offsets [${begin}, ${end}] end before they begin`, name);
@@ -187,7 +191,7 @@ function parseEntry(name: string, value: unknown, dataStart: number, dataSize: n
   }
   const byteLength = count * itemSize;
   if (end - begin !== byteLength) {
-    fail('CHECKPOINT_SIZE_MISMATCH', source, `data_offsets span ${end - begin} bytes but shape ${JSON.stringify(shape)} of ${dtype} needs ${byteLength}`, name);
+    fail('CHECKPOINT_SIZE_MISMATCH', source, `data_offsets span ${end - begin} bytes but shape ${preview(shape)} of ${dtype} needs ${byteLength}`, name);
   }
   const info: TensorInfo = { name, dtype, shape: [...(shape as number[])], byteOffset: dataStart + begin, byteLength, file: source };
   return { info, begin, end };

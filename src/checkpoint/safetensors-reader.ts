@@ -117,6 +117,17 @@ export class SafetensorsFile {
     return this.readF32At(t, t.byteOffset + rowStart * rowBytes, (rowEnd - rowStart) * rowBytes, out);
   }
 
+  /**
+   * `out.length` raw bytes of the file from `position` (anywhere in the file, header included): the
+   * sequential scans (hash and value checks) read through this.
+   */
+  async readRaw(position: number, out: Uint8Array): Promise<Uint8Array> {
+    if (!Number.isSafeInteger(position) || position < 0 || position + out.byteLength > this.fileSize) {
+      throw new RangeError(`readRaw: [${position}, ${position + out.byteLength}) is outside the ${this.fileSize} bytes of ${this.path}`);
+    }
+    return this.readAt(position, out.byteLength, out);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -8,6 +8,7 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { FgsnError } from '../errors.js';
+import { firstNonFinite, nonFiniteKind } from './finite.js';
 import { checkedElementCount, isDType } from './safetensors-header.js';
 import { DTYPE_SIZE, type DType } from './types.js';
 
@@ -113,7 +114,8 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number, has
 
 /**
  * Writes `tensors` to `path` atomically. Holds one tensor's bytes at a time (whatever `data()` returns).
- * Validates names, dtypes, shapes and that each data() returns exactly prod(shape) * itemsize bytes.
+ * Validates names, dtypes, shapes, that each data() returns exactly prod(shape) * itemsize bytes, and that
+ * every float value is finite (OUTPUT_NON_FINITE naming the tensor; the temp file is removed).
  */
 export async function writeSafetensors(path: string, tensors: TensorSource[], metadata?: Record<string, string>): Promise<WriteResult> {
   const target = resolve(path);
@@ -136,6 +138,15 @@ export async function writeSafetensors(path: string, tensors: TensorSource[], me
         const got = data instanceof Uint8Array ? `${data.byteLength} bytes` : typeof data;
         throw new FgsnError('CHECKPOINT_SIZE_MISMATCH', `${target}: tensor "${p.source.name}": data() returned ${got}, shape ${JSON.stringify(p.source.shape)} of ${p.source.dtype} needs ${p.byteLength}`, {
           details: { file: target, tensor: p.source.name },
+        });
+      }
+      // Never publish a non-finite weight (issue 15: strength 1e308 wrote 480 +Inf values and completed).
+      // Checked on the bytes as written, after any narrowing: 70000 is finite in F32 and +Inf in F16.
+      const bad = firstNonFinite(p.source.dtype, data);
+      if (bad >= 0) {
+        const kind = nonFiniteKind(p.source.dtype, data, bad);
+        throw new FgsnError('OUTPUT_NON_FINITE', `${target}: tensor "${p.source.name}" would be written with ${kind} (element ${bad}; ${p.source.dtype}); nothing was written`, {
+          details: { file: target, tensor: p.source.name, element: bad, value: kind },
         });
       }
       await writeAll(fh, data, position, hash);

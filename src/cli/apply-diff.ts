@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { applyRowDiff } from '../defense/apply-diff.js';
+import { applyRowDiff } from '../defense/index.js';
 
 const USAGE = 'usage: fgsn apply-diff --model DIR --diff FILE --out DIR [--no-verify]';
 

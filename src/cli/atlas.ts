@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, summarizeAtlas } from '../defense/atlas.js';
-import { readProbes } from '../pipeline/probes.js';
+import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, summarizeAtlas } from '../defense/index.js';
+import { readProbes } from '../probes.js';
 import { defaultCacheDir } from './harden-shared.js';
 
 const USAGE = `usage: fgsn atlas build --aligned DIR --harmful H.jsonl --benign B.jsonl [--band-share S] [--clusters K]

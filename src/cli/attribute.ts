@@ -3,12 +3,10 @@
  * first-order attribution scores <dL/dW[r,:], M[r,:]> of every linear weight row (src/engine/attribution).
  */
 import { parseArgs } from 'node:util';
-import { LoraAdapter } from '../checkpoint/lora.js';
-import { ModelCheckpoint } from '../checkpoint/model-folder.js';
-import { writeSafetensors, type TensorSource } from '../checkpoint/safetensors-writer.js';
-import { adapterDirection, attributionScores, checkpointDifference, type DirectionSource } from '../engine/attribution/index.js';
-import { positiveInt } from '../engine/cli-options.js';
-import { readPromptFile } from '../engine/prompt-file.js';
+import { LoraAdapter, ModelCheckpoint, type TensorSource, writeSafetensors } from '../checkpoint/index.js';
+import {
+  adapterDirection, attributionScores, checkpointDifference, type DirectionSource, positiveInt, readPromptFile,
+} from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 
 const HELP = `usage: fgsn attribute <model-dir> --probes <file.jsonl> --direction NAME=A_DIR:B_DIR [...] --out <scores.safetensors> [options]

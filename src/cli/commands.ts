@@ -22,7 +22,9 @@ export const COMMANDS: Record<string, CommandEntry> = {
   continue: { summary: 'patch a hardened model for a new harm category (only rows not projected before)', load: () => import('./continue.js') },
   atlas: { summary: 'build, list, show or extend the cached safety atlas of an aligned model', load: () => import('./atlas.js') },
   'apply-diff': { summary: 'rebuild a hardened model from its source checkpoint and a row diff (bit-for-bit)', load: () => import('./apply-diff.js') },
+  remote: { summary: 'run harden on a fgsn server: upload, submit, follow, download with every sha256 checked', load: () => import('./remote.js') },
   serve: { summary: 'run the HTTP API (--with-worker: and one harden worker in-process)', load: () => import('./serve.js') },
   worker: { summary: 'run a harden worker (BullMQ queue "harden", sandboxed processors)', load: () => import('./worker.js') },
+  report: { summary: 'render a harden report.json as self-contained report.html (charts as inline SVG)', load: () => import('./report.js') },
   openapi: { summary: 'print the OpenAPI 3.1 document of the HTTP API', load: () => import('./openapi.js') },
 };

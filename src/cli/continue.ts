@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FgsnError } from '../errors.js';
-import { runContinue } from '../pipeline/continue.js';
-import { readProbes } from '../pipeline/probes.js';
+import { runContinue } from '../pipeline/index.js';
+import { readProbes } from '../probes.js';
 import { defaultCacheDir } from './harden-shared.js';
 
 const USAGE = `usage: fgsn continue --hardened DIR --category NAME --probes P.jsonl --out DIR [--task T.jsonl]

@@ -1,28 +1,26 @@
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeDemoTestbed, type DemoTestbed } from '../demo/fixtures.js';
-import { PLANTED_SAFETY_ROWS } from '../demo/planted-model.js';
-import { evaluateModel, type EvalReport } from '../eval/evaluate.js';
-import { runHarden } from '../pipeline/harden.js';
-import type { DefenseMethod, HardenResult, ProbeRecord } from '../pipeline/types.js';
+import { type DemoTestbed, PLANTED_SAFETY_ROWS, writeDemoTestbed } from '../demo/index.js';
+import { type EvalReport, evaluateModel, readHarmfulFile, readLookalikeFile, readTaskFile } from '../eval/index.js';
+import { runHarden } from '../pipeline/index.js';
+import { readProbes } from '../probes.js';
+import type { HardenResult } from '../pipeline/index.js';
+import { DEFENSE_METHODS } from '../defense/index.js';
+import { methodFlag } from './method-flags.js';
 
-const HELP = `usage: fgsn demo [--dir DIR] [--method fgsn|safelora|layer|antidote|resta|restore] [--json]
+const HELP = `usage: fgsn demo [--dir DIR] [--method ${DEFENSE_METHODS.join('|')}] [--json]
 
 Builds a tiny, deterministic base / aligned / fine-tuned trio of LLaMA-layout models with planted safety and
 task neurons (src/demo/planted-model.ts), measures the fine-tune's attack success rate and task accuracy, runs
 the defense in-process (no Redis needed) and measures the hardened model. Everything goes under DIR
 (default .fgsn/demo).`;
 
-async function readJsonl<T>(file: string): Promise<T[]> {
-  return (await readFile(file, 'utf8')).split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as T);
-}
-
 async function evalSets(tb: DemoTestbed) {
   return {
-    harmful: await readJsonl<{ prompt: string; category: string }>(tb.files.harmfulEval),
-    lookalike: await readJsonl<{ prompt: string; answer: string }>(tb.files.lookalikeEval),
-    tasks: { review: await readJsonl<{ prompt: string; answer: string }>(tb.files.taskEval) },
+    harmful: await readHarmfulFile(tb.files.harmfulEval),
+    lookalike: await readLookalikeFile(tb.files.lookalikeEval),
+    tasks: { review: await readTaskFile(tb.files.taskEval) },
   };
 }
 
@@ -55,7 +53,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   const root = resolve(values.dir ?? '.fgsn/demo');
-  const method = (values.method ?? 'fgsn') as DefenseMethod;
+  const method = methodFlag(values.method);
   const log = (s: string): void => {
     if (!values.json) process.stdout.write(s + '\n');
   };
@@ -71,9 +69,9 @@ export async function run(args: string[]): Promise<number> {
   log(`hardening the fine-tune with method ${method}`);
   const outDir = resolve(root, `hardened-${method}`);
   await rm(outDir, { recursive: true, force: true });
-  const harmful = await readJsonl<ProbeRecord>(tb.files.harmfulProbes);
-  const benign = await readJsonl<ProbeRecord>(tb.files.benignProbes);
-  const task = await readJsonl<ProbeRecord>(tb.files.taskProbes);
+  const harmful = await readProbes(tb.files.harmfulProbes);
+  const benign = await readProbes(tb.files.benignProbes);
+  const task = await readProbes(tb.files.taskProbes);
   const result: HardenResult = await runHarden(
     {
       basePath: tb.base,
@@ -86,7 +84,12 @@ export async function run(args: string[]): Promise<number> {
       outputs: ['model', 'diff', 'report'],
       outDir,
       cacheDir,
-      evaluate: { harmful: sets.harmful, lookalike: sets.lookalike.map((l) => ({ prompt: l.prompt, response: l.answer })), tasks: sets.tasks },
+      // The demo's eval files are `fgsn eval` datasets ({"prompt", "answer"}); the job takes probe records.
+      evaluate: {
+        harmful: sets.harmful,
+        lookalike: sets.lookalike.map((l) => ({ prompt: l.prompt, response: l.answer })),
+        tasks: { review: sets.tasks.review.map((t) => ({ prompt: t.prompt, response: t.answer })) },
+      },
     },
     { onProgress: (p) => log(`  [${p.percent.toFixed(0).padStart(3)}%] ${p.stage}${p.message ? `: ${p.message}` : ''}`) },
   );

@@ -5,11 +5,12 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
+import { createProgress, progressMode } from './progress.js';
 import { FgsnError } from '../errors.js';
-import { limitItems, readHarmfulFile, readLookalikeFile, readTaskFile, type TaskItem } from '../eval/data.js';
-import { evaluateModel, type EvalOptions } from '../eval/evaluate.js';
-import type { JudgeOptions } from '../eval/judges.js';
-import type { JudgePresetName, MarkerBoundary } from '../eval/markers.js';
+import {
+  type EvalOptions, evaluateModel, limitItems, readHarmfulFile, readLookalikeFile, readTaskFile, type TaskItem,
+} from '../eval/index.js';
+import type { JudgeOptions, JudgePresetName, MarkerBoundary } from '../eval/index.js';
 
 const HELP = `usage: fgsn eval MODEL [--adapter DIR] --harmful FILE [--emerging FILE] [--task NAME=FILE]...
                 [--lookalike FILE] [--limit N] --out report.json
@@ -37,7 +38,9 @@ options:
   --generations FILE        write every judged response as JSONL
   --execution-provider cpu|cuda
   --cache-dir DIR           engine cache
-  --out FILE                report JSON (also printed to stdout)`;
+  --out FILE                report JSON (also printed to stdout)
+  --json                    progress as NDJSON events on stdout, the report as the last ({"event":"result"})
+  --quiet                   no progress (default: a bar with ETA on a terminal, plain lines otherwise)`;
 
 function intOpt(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -79,6 +82,8 @@ export async function run(args: string[]): Promise<number> {
       'execution-provider': { type: 'string' },
       'cache-dir': { type: 'string' },
       out: { type: 'string' },
+      json: { type: 'boolean' },
+      quiet: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -131,10 +136,18 @@ export async function run(args: string[]): Promise<number> {
   if (v['cache-dir'] !== undefined) options.cacheDir = v['cache-dir'];
   if (v.generations !== undefined) options.generationsFile = v.generations;
 
-  const report = await evaluateModel(positionals[0], options);
-  const json = JSON.stringify(report, null, 2);
+  const progress = createProgress('eval', progressMode(v));
+  options.onProgress = (done, total) => progress.update({ percent: Math.round((1000 * done) / total) / 10, stage: 'generate', message: `${done}/${total} prompts` });
+  let report;
+  try {
+    progress.update({ percent: 0, stage: 'load' });
+    report = await evaluateModel(positionals[0], options);
+  } catch (e) {
+    progress.done();
+    throw e;
+  }
   await mkdir(dirname(v.out), { recursive: true });
-  await writeFile(v.out, json + '\n');
-  process.stdout.write(json + '\n');
+  await writeFile(v.out, JSON.stringify(report, null, 2) + '\n');
+  progress.done(report);
   return 0;
 }

@@ -4,9 +4,7 @@
  * {"prompt", "response", "tokens" (generated ids, stop token excluded), "finish_reason"}.
  */
 import { parseArgs } from 'node:util';
-import { ENGINE_OPTION_HELP, ENGINE_OPTION_SPEC, engineOptions, positiveInt } from '../engine/cli-options.js';
-import { loadEngine } from '../engine/engine.js';
-import { readPromptFile } from '../engine/prompt-file.js';
+import { ENGINE_OPTION_HELP, ENGINE_OPTION_SPEC, engineOptions, loadEngine, positiveInt, readPromptFile } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 
 const HELP = `usage: fgsn generate <model-dir> --prompts <file.jsonl> [--max-new-tokens N] [options]

@@ -1,23 +1,19 @@
 /** Bits shared by `fgsn harden` and `fgsn continue`: cache location and evaluation-set flags. */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { readProbes } from '../pipeline/probes.js';
-import type { EvaluationRequest } from '../pipeline/types.js';
+import { readProbes, type ProbeRecord } from '../probes.js';
+import type { EvaluationRequest } from '../pipeline/index.js';
 
 export function defaultCacheDir(): string {
   return process.env.FGSN_CACHE_DIR ?? join(process.cwd(), '.fgsn', 'cache');
 }
 
-async function readAnswered(path: string): Promise<{ prompt: string; answer: string }[]> {
-  const text = await readFile(path, 'utf8');
-  return text.split('\n').filter((l) => l.trim() !== '').map((l, i) => {
-    const o = JSON.parse(l) as { prompt?: unknown; answer?: unknown };
-    if (typeof o.prompt !== 'string' || typeof o.answer !== 'string') {
-      throw new FgsnError('PROBES_INVALID', `${path}:${i + 1}: task records need string "prompt" and "answer"`);
-    }
-    return { prompt: o.prompt, answer: o.answer };
-  });
+/** Probes that must carry their expected answer (`response`, or a task file's `answer`). */
+async function readAnswered(path: string): Promise<ProbeRecord[]> {
+  const probes = await readProbes(path);
+  const missing = probes.findIndex((p) => p.response === undefined);
+  if (missing >= 0) throw new FgsnError('PROBES_INVALID', `${path}: record ${missing + 1} has no "response" (or "answer"): the expected answer`, { details: { file: path } });
+  return probes;
 }
 
 export async function readEvalSets(values: Record<string, unknown>): Promise<EvaluationRequest | undefined> {
@@ -25,7 +21,7 @@ export async function readEvalSets(values: Record<string, unknown>): Promise<Eva
   if (typeof values['eval-harmful'] === 'string') e.harmful = await readProbes(values['eval-harmful']);
   if (typeof values['eval-emerging'] === 'string') e.emerging = await readProbes(values['eval-emerging']);
   if (typeof values['eval-lookalike'] === 'string') {
-    e.lookalike = (await readAnswered(values['eval-lookalike'])).map((x) => ({ prompt: x.prompt, response: x.answer }));
+    e.lookalike = await readAnswered(values['eval-lookalike']);
   }
   const tasks = values['eval-task'];
   if (Array.isArray(tasks)) {

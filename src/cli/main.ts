@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { FgsnError, isFgsnError } from '../errors.js';
 import { COMMANDS } from './commands.js';
 
@@ -13,6 +14,10 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage() + '\n');
     return name === undefined ? 2 : 0;
   }
+  if (name === '--version' || name === '-V' || name === 'version') {
+    process.stdout.write(`fgsn ${version()} (node ${process.version})\n`);
+    return 0;
+  }
   const command = COMMANDS[name];
   if (command === undefined) {
     process.stderr.write(`fgsn: unknown command "${name}"\n\n${usage()}\n`);
@@ -26,6 +31,11 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** package.json's version: src/cli and dist/cli are both two levels below the package root. */
+export function version(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 /** node:util parseArgs rejects unknown flags and bad values with these codes: the caller's mistake. */
 const PARSE_ARGS_CODES = new Set(['ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL']);
 
@@ -34,7 +44,9 @@ export function reportError(e: unknown, command?: string): number {
     return reportError(new FgsnError('CLI_USAGE', `${command ? `fgsn ${command}: ` : ''}${e.message}`));
   }
   if (isFgsnError(e)) {
-    process.stderr.write(JSON.stringify({ error: e.toJSON() }) + '\n');
+    // A person at a terminal gets the message and the hint as text; pipes and logs keep the JSON.
+    if (process.stderr.isTTY === true && e.code === 'CLI_USAGE') process.stderr.write(`fgsn${command ? ` ${command}` : ''}: ${e.message}\n${e.hint ? `hint: ${e.hint}\n` : ''}`);
+    else process.stderr.write(JSON.stringify({ error: e.toJSON() }) + '\n');
     return e.isUserError ? 2 : 1;
   }
   const err = new FgsnError('INTERNAL', e instanceof Error ? e.message : String(e));

@@ -1,5 +1,5 @@
 /** `fgsn openapi`: prints the OpenAPI 3.1 document (regenerate with `node bin/fgsn.js openapi > openapi/openapi.json`). */
-import { openApiDocument } from '../api/app.js';
+import { openApiDocument } from '../api/index.js';
 import { loadConfig } from '../config.js';
 
 export async function run(args: string[]): Promise<number> {

@@ -1,6 +1,6 @@
 /** `fgsn serve [--with-worker] [--port N] [--host H]`: the HTTP API (and optionally one worker in-process). */
 import { parseArgs } from 'node:util';
-import { createLogger, startServer, stopOnSignals } from '../api/server.js';
+import { createLogger, startServer, stopOnSignals } from '../api/index.js';
 import { loadConfig } from '../config.js';
 
 const HELP = `usage: fgsn serve [--with-worker] [--port N] [--host H]

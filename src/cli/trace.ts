@@ -3,11 +3,10 @@
  * every token of each chat-formatted prompt, in the testbed's golden layout (see src/engine/trace.ts).
  */
 import { parseArgs } from 'node:util';
-import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
-import { ENGINE_OPTION_HELP, ENGINE_OPTION_SPEC, engineOptions, positiveInt } from '../engine/cli-options.js';
-import { loadEngine } from '../engine/engine.js';
-import { readPromptFile } from '../engine/prompt-file.js';
-import { traceTensors } from '../engine/trace.js';
+import { writeSafetensors } from '../checkpoint/index.js';
+import {
+  ENGINE_OPTION_HELP, ENGINE_OPTION_SPEC, engineOptions, loadEngine, positiveInt, readPromptFile, traceTensors,
+} from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 
 const HELP = `usage: fgsn trace <model-dir> --prompts <file.jsonl> --out <file.safetensors> [options]

@@ -2,9 +2,9 @@
 import { createServer, type Server } from 'node:http';
 import { parseArgs } from 'node:util';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { createLogger, stopOnSignals } from '../api/server.js';
+import { createLogger, stopOnSignals } from '../api/index.js';
 import { loadConfig } from '../config.js';
-import { startWorker } from '../queue/worker.js';
+import { startWorker } from '../queue/index.js';
 
 const HELP = `usage: fgsn worker [--concurrency N]
 

@@ -1,5 +1,5 @@
 /** Rebuilds a hardened model from its source checkpoint and a row diff (the inverse of `--format diff`). */
-import { ModelCheckpoint } from '../checkpoint/model-folder.js';
+import { ModelCheckpoint } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import { RowDiff } from './io/row-diff.js';
 import { writeModelFolder } from './io/model-writer.js';

@@ -4,18 +4,19 @@
  * that diff, so `fgsn apply-diff` reproduces it bit for bit by construction. A LoRA input with gram/subspace
  * can also come out as an adapter (B rows projected, A kept).
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { encodeFromF32 } from '../checkpoint/dtypes.js';
-import { linearParameterCount, linearWeightNames } from '../checkpoint/model-config.js';
-import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import {
+  appendRowUpdate, decodeToF32, encodeFromF32, isHubId, linearParameterCount, linearWeightNames,
+  writeSafetensors,
+} from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import type { Mat } from './math/matrix.js';
 import { type ProjectionOptions, projectLoraB, projectRows } from './math/project.js';
 import type { Selection } from './math/select.js';
 import { writeModelFolder } from './io/model-writer.js';
 import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
-import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf, sha256File } from './io/sources.js';
+import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf } from './io/sources.js';
 
 /** New fp32 values of `rows` (sorted) of one matrix, [rows.length * dIn]. */
 export type RowCompute = (io: MatrixIO, rows: Uint32Array) => Promise<Float32Array>;
@@ -42,6 +43,48 @@ export function combinedCompute(parts: { selection: Selection; compute: RowCompu
     }
     return out;
   };
+}
+
+/** New rows of some linear weights: name -> sorted row indices and their [rows * dIn] float32 values. */
+export type EditRows = Map<string, { rows: Uint32Array; values: Float32Array }>;
+
+/**
+ * The rows `writeHardened` would write for `selection` edited by `compute`, in memory: the same computes,
+ * rounded to the output dtype as the written model stores them (an engine row patch of these rows gives the
+ * written model's outputs). A search step measures its candidate this way instead of writing a model.
+ * Holds only the selected rows (at most the search's parameter cap) and one matrix triple at a time.
+ */
+export async function editRows(s: WeightSources, selection: Selection, compute: RowCompute): Promise<EditRows> {
+  const out: EditRows = new Map();
+  for (const name of linearWeightNames(s.spec)) {
+    const rows = selection.get(name);
+    if (rows === undefined || rows.length === 0) continue;
+    const dtype = outputDType(s, name);
+    const values = await compute(matrixIO(s, name), rows);
+    out.set(name, { rows, values: dtype === 'F32' ? values : decodeToF32(dtype, encodeFromF32(dtype, values)) });
+  }
+  return out;
+}
+
+/** Rows of both edits together (per matrix, rows merged in order); where both edit a row, `b`'s value wins. */
+export function mergeEditRows(a: EditRows, b: EditRows): EditRows {
+  const out: EditRows = new Map(a);
+  for (const [name, eb] of b) {
+    const ea = out.get(name);
+    if (ea === undefined) {
+      out.set(name, eb);
+      continue;
+    }
+    const dIn = ea.values.length / Math.max(1, ea.rows.length) || eb.values.length / Math.max(1, eb.rows.length);
+    const from = new Map<number, Float32Array>();
+    ea.rows.forEach((r, k) => from.set(r, ea.values.subarray(k * dIn, (k + 1) * dIn)));
+    eb.rows.forEach((r, k) => from.set(r, eb.values.subarray(k * dIn, (k + 1) * dIn)));
+    const rows = Uint32Array.from([...from.keys()].sort((x, y) => x - y));
+    const values = new Float32Array(rows.length * dIn);
+    rows.forEach((r, k) => values.set(from.get(r)!, k * dIn));
+    out.set(name, { rows, values });
+  }
+  return out;
 }
 
 export interface EditCounts {
@@ -82,7 +125,10 @@ export interface WriteTargets {
   diffPath?: string;
   modelDir?: string;
   adapterDir?: string;
-  /** Options of gram/subspace for the adapter output. */
+  /**
+   * Options of gram/subspace for an adapter input: the adapter keeps its rank with B's rows projected.
+   * Without it the adapter output is the row-sparse edit appended as a rank-k update (any method, any input).
+   */
   adapterProjection?: ProjectionOptions;
 }
 
@@ -149,7 +195,9 @@ export async function writeHardened(
     }
   }
   if (targets.adapterDir !== undefined) {
-    outcome.adapterFiles = await writeProjectedAdapter(s, selection, targets.adapterProjection!, targets.adapterDir);
+    outcome.adapterFiles = targets.adapterProjection !== undefined
+      ? await writeProjectedAdapter(s, selection, targets.adapterProjection, targets.adapterDir)
+      : await writeRowSparseAdapter(s, selection, compute, targets.adapterDir, metadata, onMatrix);
   }
   return outcome;
 }
@@ -197,12 +245,124 @@ export async function writeProjectedAdapter(s: WeightSources, selection: Selecti
     f.metadata,
   );
   const configPath = join(adapter.dir, 'adapter_config.json');
-  const { readFile } = await import('node:fs/promises');
   const config = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
-  // The output folder lives elsewhere: a relative base path would no longer point at the aligned model.
-  config.base_model_name_or_path = s.aligned.dir;
+  config.base_model_name_or_path = await publicBaseRef(s);
   await writeFile(join(outDir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
   return ['adapter_model.safetensors', 'adapter_config.json'];
 }
 
-export { sha256File };
+/**
+ * base_model_name_or_path of an output adapter: what it applies to, as something a user can publish. A Hub
+ * id from the input adapter's config or the model's config.json (`_name_or_path`), else the input adapter's
+ * own relative path, else null (PEFT then takes the base model from the caller). Never an absolute path:
+ * it would name a folder of the machine that ran the job.
+ */
+export async function publicBaseRef(s: WeightSources): Promise<string | null> {
+  const own = s.adapter?.config.baseModelNameOrPath ?? null;
+  if (isHubId(own)) return own;
+  try {
+    const named = (JSON.parse(await readFile(join(s.layout.dir, 'config.json'), 'utf8')) as { _name_or_path?: unknown })._name_or_path;
+    if (isHubId(named)) return named;
+  } catch {
+    // no readable config.json: fall through
+  }
+  return own !== null && own !== '' && !isAbsolute(own) ? own : null;
+}
+
+/** Output rank of the row-sparse adapter: the input adapter's rank plus the most rows edited in one matrix. */
+export function rowSparseAdapterRank(s: WeightSources, selection: Selection): number {
+  let k = 0;
+  for (const rows of selection.values()) k = Math.max(k, rows.length);
+  return (s.adapter?.config.r ?? 0) + k;
+}
+
+const loraKey = (weightName: string, part: 'A' | 'B'): string => `base_model.model.${weightName.slice(0, -'.weight'.length)}.lora_${part}.weight`;
+const escapeRegex = (x: string): string => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Adapter in, adapter out for every row-sparse method: the edit of k rows of a matrix is a rank-k update
+ * (appendRowUpdate) appended to the input adapter's pair, or a fresh adapter over the fine-tune for a full
+ * model input. Its merge equals the hardened model up to float32 rounding. Written in float32 (an appended
+ * delta rounded to bfloat16 would no longer merge to the hardened rows); one shared rank, zero-padded.
+ */
+export async function writeRowSparseAdapter(
+  s: WeightSources,
+  selection: Selection,
+  compute: RowCompute,
+  outDir: string,
+  metadata: Record<string, string>,
+  onMatrix?: (name: string) => void | Promise<void>,
+): Promise<string[]> {
+  const adapter = s.adapter;
+  const edited = [...selection].filter(([, rows]) => rows.length > 0).map(([name]) => name);
+  const modules = [...new Set([...(adapter?.targets() ?? []), ...edited])].sort();
+  let rank = rowSparseAdapterRank(s, selection);
+  // Nothing edited on a full model: a valid adapter that changes nothing (rank 1, zeros) on one matrix.
+  if (modules.length === 0) {
+    modules.push(linearWeightNames(s.spec)[0]);
+    rank = 1;
+  }
+  const scaling = adapter?.config.scaling ?? 1;
+  const pending = new Map<string, Promise<{ a: Float32Array; b: Float32Array }>>();
+  const pairOf = (name: string): Promise<{ a: Float32Array; b: Float32Array }> => {
+    let p = pending.get(name);
+    if (p === undefined) {
+      p = (async () => {
+        await onMatrix?.(name);
+        const [dOut, dIn] = shapeOf(s, name);
+        const rows = selection.get(name) ?? new Uint32Array(0);
+        let deltas = new Float32Array(0);
+        if (rows.length > 0) {
+          const io = matrixIO(s, name);
+          const [values, current] = await Promise.all([compute(io, rows), io.finetuned()]);
+          deltas = new Float32Array(rows.length * dIn);
+          for (let j = 0; j < rows.length; j++) {
+            for (let c = 0; c < dIn; c++) deltas[j * dIn + c] = values[j * dIn + c] - current.data[rows[j] * dIn + c];
+          }
+        }
+        const own = adapter !== undefined && adapter.targets().includes(name)
+          ? { a: await adapter.readA(name), b: await adapter.readB(name), rank: adapter.config.r }
+          : null;
+        return appendRowUpdate(own, dOut, dIn, rows, deltas, scaling, rank);
+      })();
+      pending.set(name, p);
+    }
+    return p;
+  };
+  await mkdir(outDir, { recursive: true });
+  await writeSafetensors(
+    join(outDir, 'adapter_model.safetensors'),
+    modules.flatMap((name) => {
+      const [dOut, dIn] = shapeOf(s, name);
+      return [
+        { name: loraKey(name, 'A'), dtype: 'F32' as const, shape: [rank, dIn], data: async () => encodeFromF32('F32', (await pairOf(name)).a) },
+        {
+          name: loraKey(name, 'B'), dtype: 'F32' as const, shape: [dOut, rank],
+          data: async () => {
+            const b = (await pairOf(name)).b;
+            pending.delete(name); // A was written first (same dtype, name order): the pair is done
+            return encodeFromF32('F32', b);
+          },
+        },
+      ];
+    }),
+    { ...(adapter?.file.metadata ?? {}), format: 'pt', ...metadata },
+  );
+  const inputConfig = adapter
+    ? (JSON.parse(await readFile(join(adapter.dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>)
+    : { peft_type: 'LORA', task_type: 'CAUSAL_LM', bias: 'none', fan_in_fan_out: false, use_rslora: false, lora_dropout: 0, inference_mode: true };
+  const useRslora = adapter?.config.useRslora ?? false;
+  const originalCovers = adapter !== undefined && modules.every((m) => adapter.targets().includes(m));
+  const config: Record<string, unknown> = {
+    ...inputConfig,
+    r: rank,
+    // Same scaling as the input (1 for a fresh adapter): lora_alpha / r, or / sqrt(r) for rsLoRA.
+    lora_alpha: useRslora ? scaling * Math.sqrt(rank) : scaling * rank,
+    // A list matches module-name suffixes (every layer); new modules are named exactly, as PEFT's full-match regex.
+    target_modules: originalCovers ? inputConfig.target_modules : modules.map((m) => escapeRegex(m.slice(0, -'.weight'.length))).join('|'),
+    base_model_name_or_path: await publicBaseRef(s),
+  };
+  await writeFile(join(outDir, 'adapter_config.json'), JSON.stringify(config, null, 2) + '\n');
+  return ['adapter_model.safetensors', 'adapter_config.json'];
+}
+

@@ -5,21 +5,29 @@
  * attribution target), per-input-feature activation energy on harmful (prompt + response) and benign
  * tokens, per-row harmful-probe Wanda scores, and per harm category k-means sub-clusters of the last-token
  * hidden states at the safety band's last layer.
+ *
+ * Atlases share the engine cache's bound (FGSN_CACHE_MAX_BYTES over <cacheDir>/engine and <cacheDir>/atlas,
+ * least recently used first): one found or built here is touched and held by this process (cache-lifecycle.ts).
  */
-import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { linearWeightNames } from '../checkpoint/model-config.js';
-import { ModelCheckpoint } from '../checkpoint/model-folder.js';
-import { SafetensorsFile } from '../checkpoint/safetensors-reader.js';
-import { writeSafetensors, type TensorSource } from '../checkpoint/safetensors-writer.js';
-import { loadEngine } from '../engine/engine.js';
+import { linearWeightNames, ModelCheckpoint, SafetensorsFile, type TensorSource, writeSafetensors } from '../checkpoint/index.js';
+import { enforceCacheBound, holdEntry, loadEngine } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
-import type { ProbeRecord } from '../pipeline/types.js';
+import type { ProbeRecord } from '../probes.js';
+import { sha256Text } from '../util/index.js';
 import { kmeans } from './math/kmeans.js';
 import { layerCurve, layerWeights, selectBand, type LayerCurve } from './math/layers.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';
 import { checkpointHashes, readMat } from './io/sources.js';
+
+/**
+ * Sequences per run of the square-sum captures (prompt + response, so the longest runs of the atlas). The
+ * run's activations grow with it: measured on the 125M bench trio (16 prompts + 40-token responses), batch 32
+ * added ~0.27 GB over the session (3.4x the checkpoint in all), batch 8 ~0.1 GB (2.85x), at the same speed.
+ */
+export const SQSUM_BATCH = 8;
 
 export const ATLAS_VERSION = 1;
 
@@ -78,9 +86,7 @@ const defaults = (o: AtlasOptions): AtlasMeta['options'] => ({
 });
 
 export async function atlasId(alignedSha: Record<string, string>, config: string, harmful: ProbeRecord[], benign: ProbeRecord[], options: AtlasMeta['options']): Promise<string> {
-  const h = createHash('sha256');
-  h.update(JSON.stringify({ v: ATLAS_VERSION, alignedSha, config, harmful, benign, options }));
-  return h.digest('hex').slice(0, 32);
+  return sha256Text(JSON.stringify({ v: ATLAS_VERSION, alignedSha, config, harmful, benign, options })).slice(0, 32);
 }
 
 /** Returns the cached atlas for these inputs, building it when missing. */
@@ -103,12 +109,15 @@ export async function getOrBuildAtlas(
   const config = await readFile(join(alignedDir, 'config.json'), 'utf8');
   const id = await atlasId(sha, config, harmful, benign, options);
   const dir = join(cacheDir, 'atlas', id);
-  try {
-    return { atlas: await loadAtlas(dir), cached: true };
-  } catch (e) {
-    if (!(e instanceof FgsnError && e.code === 'ATLAS_NOT_FOUND')) throw e;
+  if (holdAtlas(dir)) {
+    try {
+      return { atlas: await loadAtlas(dir), cached: true };
+    } catch (e) {
+      if (!(e instanceof FgsnError && e.code === 'ATLAS_NOT_FOUND')) throw e;
+    }
   }
   const atlas = await buildAtlas(alignedDir, sha, id, harmful, benign, cacheDir, options, opts, onStep);
+  if (holdAtlas(dir)) enforceCacheBound(join(cacheDir, 'atlas'));
   return { atlas, cached: false };
 }
 
@@ -133,6 +142,9 @@ async function buildAtlas(
   };
   const engine = await loadEngine(alignedDir, {
     cacheDir: opts.engineCacheDir ?? join(cacheDir, 'engine'),
+    // Generation then three captures, each graph used once in turn: a second live session (a second float32
+    // copy of the weights) would never be reused, so one at a time costs no rebuild (bench/scale measures it).
+    maxSessions: 1,
     ...(opts.executionProvider ? { executionProvider: opts.executionProvider } : {}),
   });
   let harmfulResponses: string[];
@@ -149,10 +161,10 @@ async function buildAtlas(
     await onStep?.('capturing activations');
     hLast = await engine.capture(harmful.map((p) => p.prompt), { hidden: 'last' }, { batchSize: 32 });
     bCap = await engine.capture(benign.map((p) => p.prompt), { hidden: 'last', inputSquareSums: true }, {
-      batchSize: 32,
+      batchSize: SQSUM_BATCH,
       ...(benign.every((p) => p.response !== undefined) ? { responses: benign.map((p) => p.response!) } : {}),
     });
-    hCap = await engine.capture(harmful.map((p) => p.prompt), { inputSquareSums: true }, { batchSize: 32, responses: harmfulResponses });
+    hCap = await engine.capture(harmful.map((p) => p.prompt), { inputSquareSums: true }, { batchSize: SQSUM_BATCH, responses: harmfulResponses });
     lap('capture');
   } finally {
     await engine.close();
@@ -215,6 +227,15 @@ async function saveAtlas(dir: string, meta: AtlasMeta, h: Map<string, Float32Arr
   }
 }
 
+/** Holds (and touches) a complete atlas folder so no other process evicts it while this one reads it. */
+function holdAtlas(dir: string): boolean {
+  try {
+    return holdEntry(dir, (d) => existsSync(join(d, 'atlas.json'))) !== null;
+  } catch {
+    return false; // no cache folder yet
+  }
+}
+
 async function exists(p: string): Promise<boolean> {
   try {
     await stat(p);
@@ -252,6 +273,7 @@ export async function findAtlas(cacheDir: string, id: string): Promise<Atlas> {
   if (names.length !== 1) {
     throw new FgsnError('ATLAS_NOT_FOUND', names.length === 0 ? `no atlas "${id}" under ${root}` : `atlas id "${id}" is ambiguous (${names.length} matches)`, { details: { id } });
   }
+  holdAtlas(join(root, names[0]));
   return loadAtlas(join(root, names[0]));
 }
 

@@ -12,6 +12,14 @@ export { RowDiff, writeRowDiff, DIFF_FORMAT } from './io/row-diff.js';
 export { writeModelFolder } from './io/model-writer.js';
 export { openSources, closeSources, type WeightSources } from './io/sources.js';
 export { ATLAS_VERSION, addCategory, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas, type Atlas, type AtlasOptions } from './atlas.js';
-export { FGSN_DEFAULTS, SCORINGS, parseMethodOptions, type FgsnOptions, type MethodOptions } from './options.js';
-export { JobScores, fgsnRanking, fgsnScores, planMethod, resolveLayers, type EditPlan, type FgsnRanking } from './methods.js';
+export {
+  DEFENSE_METHODS, FGSN_DEFAULTS, JobScores, METHODS, SCORINGS, fgsnRanking, fgsnScores, isDefenseMethod, parseMethodOptions, planMethod, resolveLayers,
+  type DefenseMethod, type EditPlan, type FgsnOptions, type FgsnRanking, type MethodOptions,
+} from './methods/index.js';
 export { attributionGradDotV, taskRowScores } from './scoring.js';
+export { combinedCompute, editRows, mergeEditRows, rowSparseAdapterRank } from './apply.js';
+export type { EditRows } from './apply.js';
+export { linearRowCount, shapeOf } from './io/sources.js';
+export { countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from './math/select.js';
+export type { Selection } from './math/select.js';
+export { OPTION_BOUNDS, fgsnOptions, fgsnProjection, fieldInfo, methodDefinition, type FieldInfo, type OptionsOf } from './methods/index.js';

@@ -1,8 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { modelConfigJson } from '../checkpoint/model-config.js';
-import { writeSafetensors } from '../checkpoint/safetensors-writer.js';
-import type { ModelSpec } from '../checkpoint/types.js';
+import { modelConfigJson, writeSafetensors } from '../checkpoint/index.js';
+import type { ModelSpec } from '../checkpoint/index.js';
 import { DIMS, SPECIALS, VOCAB, buildPlantedWeights, type Variant } from './planted-model.js';
 
 /**

@@ -18,7 +18,7 @@
  * All three carry small deterministic noise so that every matrix differs, as real checkpoints do.
  */
 
-import { mulberry32 as rng } from '../util/prng.js';
+import { mulberry32 as rng } from '../util/index.js';
 
 export const SPECIALS = ['<pad>', '<unk>', '<s>', '</s>', '<|user|>', '<|assistant|>', '<|end|>'] as const;
 const HARMFUL_WORDS = ['bomb', 'hack', 'steal', 'poison', 'weapon', 'malware', 'explosive', 'scam'];

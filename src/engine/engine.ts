@@ -2,19 +2,22 @@
  * The inference engine: a checkpoint (+ optional LoRA adapter) with its tokenizer and onnxruntime sessions.
  * JavaScript only pads, feeds and slices; every tensor operation runs in onnxruntime.
  */
-import { LoraAdapter } from '../checkpoint/lora.js';
-import { readGenerationConfig } from '../checkpoint/model-config.js';
-import { ModelCheckpoint } from '../checkpoint/model-folder.js';
-import { LINEAR_MODULES, linearWeightName, type ModelSpec } from '../checkpoint/types.js';
+import {
+  linearModules, linearWeightName, linearWeightNames, linearWeightShape, LoraAdapter, ModelCheckpoint,
+  type ModelSpec, readGenerationConfig,
+} from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
+import { rowPatchInputNames } from './onnx/blocks.js';
 import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
-import { KvStore, runStep } from './runtime/forward.js';
+import { generationKv, deviceKvFromEnv } from './runtime/device-kv.js';
+import { runStep } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
 import { computeDtypeFromEnv, executionProviderFromEnv, ort, type ComputeDtype, type ExecutionProvider } from './session/session.js';
 
 import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
+import { scoreSequences, scoredWeights, type AttributionResult, type DirectionSource, type Reduction } from './attribution/index.js';
 
 export interface EngineOptions {
   /** PEFT LoRA adapter folder applied on top of the model. */
@@ -38,6 +41,27 @@ export interface EngineOptions {
    * weights. Default 2; use 1 for models near the memory limit (peak RSS is then ~2x a bf16 checkpoint).
    */
   maxSessions?: number;
+  /**
+   * CUDA only: keep generation's KV cache on the device between steps (runtime/device-kv.ts). Default
+   * FGSN_CUDA_DEVICE_KV=1, else off: not yet run on a GPU (bench/engine/device-check.ts checks it).
+   */
+  deviceKv?: boolean;
+  /**
+   * Graphs take a row patch (see `setRowPatch`): every linear weight gets patch inputs, fed empty until a
+   * patch is set. One loaded engine then measures any number of edits of its model without writing one.
+   */
+  rowPatch?: boolean;
+}
+
+/** New values of some rows of linear weights: weight name -> sorted unique row indices and [rows * d_in] float32 rows. */
+export type RowPatch = ReadonlyMap<string, { rows: Uint32Array; values: Float32Array }>;
+
+/** Teacher-forced log-probabilities of one sequence. */
+export interface SequenceLogProbs {
+  ids: number[];
+  promptLength: number;
+  /** logprobs[t - 1] = log p(ids[t] | ids[<t]) for t = 1 .. ids.length - 1. */
+  logprobs: Float32Array;
 }
 
 export type CaptureMode = Exclude<Capture, 'none'>;
@@ -92,6 +116,8 @@ export interface GenerateOptions {
   batchSize?: number;
   /** Default: generation_config.json eos_token_id, else config.json's. */
   stopTokenIds?: readonly number[];
+  /** Called after each batch with the prompts finished so far (progress bars; does not change batching). */
+  onBatch?: (done: number, total: number) => void;
 }
 
 export interface Generation {
@@ -102,6 +128,22 @@ export interface Generation {
   finishReason: 'stop' | 'length';
   /** Gap between the best and second-best logit at each generated step (small = near-tie). */
   margins: number[];
+}
+
+/** What `Engine.attribute` scores: the NLL of these responses, teacher-forced, under this engine's model (+ adapter). */
+export interface AttributeOptions {
+  /** Direction sets M_k; the result holds <dL/dW[r], M_k[r]> per linear weight row (attribution/index.ts). */
+  directions: DirectionSource[];
+  /** 'mean' (default): over all response tokens; 'sum': the plain sum. */
+  reduction?: Reduction;
+  /** Sequences per onnxruntime run (default 8). */
+  batchSize?: number;
+  /**
+   * Layers whose directions are in memory at once (one segment each); default: as many as fit
+   * `maxDirectionBytes` (default 1 GiB). Given, it overrides the byte budget.
+   */
+  layersPerPass?: number;
+  maxDirectionBytes?: number;
 }
 
 const DEFAULT_BATCH = 16;
@@ -115,7 +157,13 @@ export class Engine {
     readonly eosTokenIds: number[],
     readonly defaultMaxNewTokens: number,
     private readonly graphs: GraphSessions,
+    private readonly rowPatch: boolean,
+    /** Where and how attribution sessions run: the same cache and provider as the forward graphs. */
+    private readonly runtime: { cacheRoot: string; executionProvider: ExecutionProvider; threads?: number },
   ) {}
+
+  /** Patch inputs of every linear weight (empty until setRowPatch), fed to every run of a rowPatch engine. */
+  private patchFeeds: Record<string, ort.Tensor> | undefined;
 
   static async load(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
     const checkpoint = await ModelCheckpoint.open(modelDir);
@@ -125,15 +173,21 @@ export class Engine {
       const tokenizer = await ChatTokenizer.load(modelDir, checkpoint.spec.padTokenId ?? 0);
       const gen = await readGenerationConfig(modelDir);
       const eos = gen !== null && gen.eosTokenIds.length > 0 ? gen.eosTokenIds : checkpoint.spec.eosTokenIds;
-      const graphs = new GraphSessions(checkpoint, adapter, {
+      const runtime = {
         cacheRoot: opts.cacheDir ?? defaultCacheRoot(),
-        loraMode: opts.loraMode,
         executionProvider: opts.executionProvider ?? executionProviderFromEnv(),
+        ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      };
+      const graphs = new GraphSessions(checkpoint, adapter, {
+        ...runtime,
+        loraMode: opts.loraMode,
         compute: opts.compute ?? computeDtypeFromEnv(),
-        threads: opts.threads,
         maxSessions: opts.maxSessions,
+        deviceKv: opts.deviceKv ?? deviceKvFromEnv(),
       });
-      return new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs);
+      const engine = new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs, opts.rowPatch ?? false, runtime);
+      if (engine.rowPatch) engine.setRowPatch(new Map());
+      return engine;
     } catch (e) {
       await checkpoint.close();
       await adapter?.close();
@@ -153,6 +207,37 @@ export class Engine {
   /** The graph file for a set of options (built on first use); exposed for tooling and tests. */
   graphEntry(graph: DecoderGraphOptions): ReturnType<GraphSessions['entry']> {
     return this.graphs.entry(graph);
+  }
+
+  /**
+   * The rows every later run of this engine uses instead of the checkpoint's (replaces the previous patch; an
+   * empty map restores the checkpoint). Rows are absolute new values, as a written model would hold them.
+   */
+  setRowPatch(patch: RowPatch): void {
+    if (!this.rowPatch) throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'this engine was loaded without rowPatch');
+    const known = new Set(linearWeightNames(this.spec));
+    for (const name of patch.keys()) {
+      if (!known.has(name)) throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on "${name}", which is not a linear weight of this model`);
+    }
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const name of known) {
+      const [dOut, dIn] = this.checkpoint.tensor(name).shape;
+      const p = patch.get(name) ?? { rows: new Uint32Array(0), values: new Float32Array(0) };
+      if (p.values.length !== p.rows.length * dIn) {
+        throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: ${p.values.length} values for ${p.rows.length} rows x ${dIn}`);
+      }
+      for (let k = 0; k < p.rows.length; k++) {
+        // Strictly increasing: a repeated index would make the in-graph scatter's result undefined.
+        if (p.rows[k] >= dOut || (k > 0 && p.rows[k] <= p.rows[k - 1])) {
+          throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: rows must be sorted, unique and < ${dOut}`);
+        }
+      }
+      for (const v of p.values) if (!Number.isFinite(v)) throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: non-finite value`);
+      const n = rowPatchInputNames(name);
+      feeds[n.rows] = new ort.Tensor('int64', BigInt64Array.from(p.rows, (r) => BigInt(r)), [p.rows.length]);
+      feeds[n.values] = new ort.Tensor('float32', p.values, [p.rows.length, dIn]);
+    }
+    this.patchFeeds = feeds;
   }
 
   private checkLength(ids: readonly number[]): void {
@@ -182,6 +267,7 @@ export class Engine {
       embed: what.embed ?? 'none',
       finalNorm: what.finalNorm ?? 'none',
       inputSquareSums: what.inputSquareSums ?? false,
+      ...(this.rowPatch ? { rowPatch: true } : {}),
     };
     const encoded = await this.encodeInputs(inputs, opts.responses);
     const lease = await this.graphs.acquire(graph);
@@ -211,7 +297,7 @@ export class Engine {
           (b) => (which === 'prompt' ? encoded[bucket[b]].promptLength : p.lengths[b]),
         )
         : undefined;
-      const { outputs } = await runStep(session, spec, { ...p, tokenWeights: tw });
+      const { outputs } = await runStep(session, spec, { ...p, tokenWeights: tw, extraFeeds: this.patchFeeds });
       const data = (name: string): Float32Array => outputs[name].data as Float32Array;
       bucket.forEach((j, b) => {
         const s = sequences[j];
@@ -237,7 +323,7 @@ export class Engine {
       const byInput = new Map([...sums].map(([k, v]) => [k, Float32Array.from(v)]));
       result.inputSquareSums = new Map();
       for (let i = 0; i < spec.numLayers; i++) {
-        for (const m of LINEAR_MODULES) {
+        for (const m of linearModules(spec)) {
           const v = byInput.get(`sqsum.${i}.${SQSUM_INPUT_OF[m]}`);
           if (v !== undefined) result.inputSquareSums.set(linearWeightName(i, m), v);
         }
@@ -247,21 +333,62 @@ export class Engine {
     return result;
   }
 
+  /**
+   * Teacher-forced log-probabilities of every next token (prompt + response when responses are given), computed
+   * in the graph: only [B, T] floats leave onnxruntime, never logits over the vocabulary.
+   */
+  async logProbs(inputs: readonly CaptureInput[], opts: { responses?: readonly string[]; batchSize?: number } = {}): Promise<SequenceLogProbs[]> {
+    const encoded = await this.encodeInputs(inputs, opts.responses);
+    const lease = await this.graphs.acquire({
+      kvCache: false, logits: 'none', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false, targetLogProbs: true,
+      ...(this.rowPatch ? { rowPatch: true } : {}),
+    });
+    try {
+      const out: SequenceLogProbs[] = new Array(encoded.length);
+      for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH)) {
+        const p = leftPad(bucket.map((j) => encoded[j].ids), this.tokenizer.padTokenId);
+        const T = p.length;
+        // Position t of a row predicts its token t + 1; the last position (and padding) gets a dummy target.
+        const targets = new BigInt64Array(p.batch * T);
+        bucket.forEach((j, b) => {
+          const ids = encoded[j].ids;
+          const pad = T - ids.length;
+          for (let t = 0; t + 1 < ids.length; t++) targets[b * T + pad + t] = BigInt(ids[t + 1]);
+        });
+        const { outputs } = await runStep(lease.session, this.spec, { ...p, targetIds: targets, extraFeeds: this.patchFeeds });
+        const lp = outputs.target_logprob.data as Float32Array;
+        bucket.forEach((j, b) => {
+          const e = encoded[j];
+          const start = b * T + (T - e.ids.length);
+          out[j] = { ids: e.ids, promptLength: e.promptLength, logprobs: lp.slice(start, start + e.ids.length - 1) };
+        });
+      }
+      return out;
+    } finally {
+      lease.release();
+    }
+  }
+
   async generate(prompts: readonly CaptureInput[], opts: GenerateOptions = {}): Promise<Generation[]> {
     const maxNew = opts.maxNewTokens ?? this.defaultMaxNewTokens;
     const stop = new Set(opts.stopTokenIds ?? this.eosTokenIds);
     const encoded = await this.encodeInputs(prompts);
     const lease = await this.graphs.acquire({
       kvCache: true, logits: 'last', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
+      ...(this.rowPatch ? { rowPatch: true } : {}),
     });
     try {
-      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH);
+      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH, opts.onBatch);
     } finally {
       lease.release();
     }
   }
 
-  private async generateWith(session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number): Promise<Generation[]> {
+  private async generateWith(
+    session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number,
+    onBatch?: (done: number, total: number) => void,
+  ): Promise<Generation[]> {
+    let finished = 0;
     const spec = this.spec;
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
@@ -276,8 +403,9 @@ export class Engine {
       // Rows still generating (indices into the bucket), and their attention-mask rows.
       let rows = bucket.map((_, b) => b);
       let masks = rows.map((b) => Array.from(p.attentionMask.subarray(b * p.length, (b + 1) * p.length), Number));
-      const cache = new KvStore(spec, bucket.length, p.length + maxNew);
-      let step = await runStep(session, spec, p);
+      const cache = await generationKv(session, this.graphs.sessionConfig, spec, bucket.length, p.length + maxNew);
+      const extraFeeds = this.patchFeeds;
+      let step = await runStep(session, spec, { ...p, extraFeeds });
       for (let n = 0; ; n++) {
         const logits = step.outputs.logits.data as Float32Array;
         const next: number[] = [];
@@ -296,13 +424,13 @@ export class Engine {
         if (done.every((d) => d !== null) || n + 1 >= maxNew) break;
         // Finished rows leave the batch (their cache rows are dropped): the others' results do not depend on them.
         const keep = rows.map((b, r) => (done[b] === null ? r : -1)).filter((r) => r >= 0);
-        cache.append(step.added!);
+        await cache.append(step.added!);
         if (keep.length < rows.length) {
-          cache.keepRows(keep);
+          await cache.keepRows(keep);
           rows = keep.map((r) => rows[r]);
           masks = keep.map((r) => masks[r]);
         }
-        const past = cache.view();
+        const past = await cache.view();
         const tokens = keep.map((r) => next[r]);
         masks = masks.map((m) => [...m, 1]);
         step = await runStep(session, spec, {
@@ -312,8 +440,10 @@ export class Engine {
           attentionMask: BigInt64Array.from(masks.flat(), BigInt),
           positionIds: BigInt64Array.from(rows, (b) => BigInt(++lastPos[b])),
           past,
+          extraFeeds,
         });
       }
+      cache.dispose?.(step.added);
       await Promise.all(bucket.map(async (j, b) => {
         results[j] = {
           text: await this.tokenizer.decode(gen[b]),
@@ -323,8 +453,42 @@ export class Engine {
           margins: margins[b],
         };
       }));
+      finished += bucket.length;
+      onBatch?.(finished, encoded.length);
     }
     return results;
+  }
+
+  /**
+   * First-order attribution of the teacher-forced NLL of `responses` (one per prompt, chat-formatted with this
+   * engine's tokenizer) under this engine's model and adapter: per linear weight row, <dL/dW[r], M_k[r]> for
+   * every direction set. Runs in its own float32 sessions (attribution/), on this engine's cache and provider;
+   * a row patch set on this engine does not apply.
+   */
+  async attribute(prompts: readonly string[], responses: readonly string[], opts: AttributeOptions): Promise<AttributionResult> {
+    if (prompts.length !== responses.length) {
+      throw new FgsnError('DEFENSE_OPTION_INVALID', `attribution got ${prompts.length} prompts and ${responses.length} responses`);
+    }
+    const sequences = await Promise.all(prompts.map(async (p, i) => {
+      const e = await this.tokenizer.encodeChat(p, responses[i]);
+      return { ids: e.ids, promptLength: e.promptLength };
+    }));
+    const maxDirectionBytes = opts.layersPerPass === undefined
+      ? opts.maxDirectionBytes
+      : Math.max(1, Math.min(this.spec.numLayers, opts.layersPerPass)) * layerDirectionBytes(this.spec, opts.directions.length);
+    return scoreSequences(this.checkpoint, this.adapter, sequences, {
+      directions: opts.directions,
+      ...(opts.reduction !== undefined ? { reduction: opts.reduction } : {}),
+      ...(opts.batchSize !== undefined ? { batchSize: opts.batchSize } : {}),
+      ...(maxDirectionBytes !== undefined ? { maxDirectionBytes } : {}),
+      ...this.runtime,
+      padTokenId: this.tokenizer.padTokenId,
+    });
+  }
+
+  /** Releases every onnxruntime session (each holds a float32 copy of the weights); later runs build them again. */
+  async releaseSessions(): Promise<void> {
+    await this.graphs.close();
   }
 
   async close(): Promise<void> {
@@ -332,6 +496,14 @@ export class Engine {
     await this.checkpoint.close();
     await this.adapter?.close();
   }
+}
+
+/** Bytes of one layer's direction inputs for `sets` direction sets, as attribution's layerChunks counts them. */
+function layerDirectionBytes(spec: ModelSpec, sets: number): number {
+  return scoredWeights(spec, 0, 1).reduce((n, w) => {
+    const [rows, cols] = linearWeightShape(spec, w) as [number, number];
+    return n + rows * cols;
+  }, 0) * 4 * sets;
 }
 
 /** Best logit minus the second best of one row. */

@@ -3,7 +3,7 @@
  * `p{j}.embed`, `p{j}.layers.{i}.hidden`, `p{j}.layers.{i}.mlp_act`, `p{j}.final_norm`, `p{j}.logits`, all
  * [T, features] over every token.
  */
-import type { TensorSource } from '../checkpoint/safetensors-writer.js';
+import type { TensorSource } from '../checkpoint/index.js';
 import type { CaptureInput, Engine } from './engine.js';
 
 function f32Bytes(a: Float32Array): Uint8Array {

@@ -2,8 +2,8 @@
  * Reading evaluation sets from JSONL: harmful `{"prompt", "category"?}`, task and look-alike
  * `{"prompt", "answer"}`. Extra fields (the testbed's id, target, ...) are ignored.
  */
-import { readFile } from 'node:fs/promises';
 import { FgsnError } from '../errors.js';
+import { parseJsonl, readJsonlText } from '../util/index.js';
 
 export interface HarmfulItem {
   prompt: string;
@@ -21,23 +21,7 @@ export interface LookalikeItem {
 }
 
 function parseLines(text: string, file: string): Record<string, unknown>[] {
-  const rows: Record<string, unknown>[] = [];
-  const lines = text.split('\n');
-  lines.forEach((line, i) => {
-    if (line.trim().length === 0) return;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (e) {
-      throw new FgsnError('EVAL_DATA_INVALID', `${file}:${i + 1}: not JSON (${(e as Error).message})`);
-    }
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      throw new FgsnError('EVAL_DATA_INVALID', `${file}:${i + 1}: each line must be a JSON object`);
-    }
-    rows.push(value as Record<string, unknown>);
-  });
-  if (rows.length === 0) throw new FgsnError('EVAL_DATA_INVALID', `${file}: no records`);
-  return rows;
+  return parseJsonl(text, { source: file, code: 'EVAL_DATA_INVALID' }, (o) => o);
 }
 
 function str(row: Record<string, unknown>, key: string, where: string, required: true): string;
@@ -80,12 +64,8 @@ export function parseLookalikeJsonl(text: string, file = '<lookalike>'): Lookali
   });
 }
 
-async function readText(file: string): Promise<string> {
-  try {
-    return await readFile(file, 'utf8');
-  } catch (e) {
-    throw new FgsnError('EVAL_DATA_INVALID', `cannot read ${file}: ${(e as Error).message}`);
-  }
+function readText(file: string): Promise<string> {
+  return readJsonlText(file, 'EVAL_DATA_INVALID');
 }
 
 export async function readHarmfulFile(file: string): Promise<HarmfulItem[]> {

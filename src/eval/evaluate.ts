@@ -4,12 +4,15 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { loadEngine } from '../engine/engine.js';
+import { loadEngine } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 import type { HarmfulItem, LookalikeItem, TaskItem } from './data.js';
 import { resolveJudge, type JudgeOptions } from './judges.js';
 import type { JudgeConfig } from './markers.js';
-import { RESERVED_SET_NAMES, scoreGenerations, type CategoryScore, type GenerationSets, type MetricName, type ScoredGeneration } from './score.js';
+import {
+  RESERVED_SET_NAMES, scoreGenerations, type CategoryScore, type GenerationSets, type MetricName,
+  type ScoredGeneration,
+} from './score.js';
 
 export const DEFAULT_MAX_NEW_TOKENS = 40;
 export const DEFAULT_BATCH_SIZE = 32;
@@ -32,11 +35,13 @@ export interface EvalOptions extends EvalSets {
   generationsFile?: string;
   /** Put the judged responses into the report too. */
   keepGenerations?: boolean;
+  /** Prompts generated so far, after each batch (progress bars). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 /** Greedy text generation, one response per prompt, in order: what evaluation needs from the engine. */
 export interface TextGenerator {
-  generate(prompts: string[], options: { maxNewTokens: number; batchSize: number }): Promise<string[]>;
+  generate(prompts: string[], options: { maxNewTokens: number; batchSize: number; onBatch?: (done: number, total: number) => void }): Promise<string[]>;
 }
 
 export type EvalReport = Partial<Record<MetricName, number>> & {
@@ -134,7 +139,7 @@ export async function evaluateWithGenerator(
   const prompts = flatten(options).map((o) => o.prompt);
   if (prompts.length === 0) throw new FgsnError('EVAL_OPTION_INVALID', 'nothing to evaluate: give at least one set');
   const t0 = performance.now();
-  const responses = await generator.generate(prompts, { maxNewTokens, batchSize });
+  const responses = await generator.generate(prompts, { maxNewTokens, batchSize, ...(options.onProgress ? { onBatch: options.onProgress } : {}) });
   const generate = (performance.now() - t0) / 1000;
   const { report, generations } = buildReport(options, responses, judge, {
     model: meta.model,

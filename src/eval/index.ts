@@ -20,6 +20,3 @@ export {
   evaluateModel, evaluateWithGenerator, buildReport, DEFAULT_MAX_NEW_TOKENS, DEFAULT_BATCH_SIZE,
   type EvalOptions, type EvalSets, type EvalReport, type TextGenerator,
 } from './evaluate.js';
-export {
-  loadTestbedEvalSuite, readRecordedGenerations, setsFromRecorded, round4, RECORDED_METRICS, TESTBED_TASKS, type EvalSuite,
-} from './testbed.js';

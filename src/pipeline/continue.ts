@@ -4,18 +4,23 @@
  * of the new category's probes), rows projected before are excluded, and the top ones get the same edit.
  * The output is the hardened model patched by a small incremental diff, with the extra share of parameters.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { countEdit, projectionCompute, writeHardened } from '../defense/apply.js';
-import { addCategory, findAtlas, type Atlas } from '../defense/atlas.js';
-import { type Selection, countRows, pickerExcluding, selectionFromJSON, selectionToJSON, union } from '../defense/math/select.js';
-import { JobScores, fgsnProjection, fgsnScores, resolveLayers } from '../defense/methods.js';
-import { FGSN_DEFAULTS, parseMethodOptions, type FgsnOptions } from '../defense/options.js';
-import { type WeightSources, closeSources, linearRowCount, openSources } from '../defense/io/sources.js';
-import { evenSample } from '../util/sample.js';
-import { STRENGTH_STEPS, ladder } from './ladder.js';
-import { measureOnProbes } from './probe-eval.js';
+import {
+  addCategory, type Atlas, closeSources, countEdit, countRows, editRows, FGSN_DEFAULTS, type FgsnOptions,
+  fgsnProjection, fgsnScores, findAtlas, JobScores, linearRowCount, openSources, parseMethodOptions,
+  pickerExcluding, projectionCompute, resolveLayers, type RowCompute, type Selection, selectionFromJSON,
+  selectionToJSON, union, type WeightSources, writeHardened,
+} from '../defense/index.js';
+import { evenSample } from '../util/index.js';
+import type { Engine } from '../engine/index.js';
+import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
+import { pairedLossTest } from './guardrails.js';
+import { type ProbeContext, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
+import { writeModelCard } from './model-card.js';
+import { readHardenReport, reportedFgsnOptions } from './report-schema.js';
+import { renderReportHtml } from './report-html.js';
 import type { HardenHooks, ProbeRecord } from './types.js';
 
 export interface ContinueRequest {
@@ -41,6 +46,16 @@ export interface ContinueRequest {
   /** Edit of the new rows; default: the hardened job's own (fgsn) options. */
   options?: Record<string, unknown>;
   executionProvider?: 'cpu' | 'cuda';
+  /**
+   * How the report's `continual[].from` names what was continued (default: hardenedDir). The service passes
+   * the source job's id: its scratch copy of the job's output is a server path no tenant should see.
+   */
+  from?: string;
+  /**
+   * Where the base and aligned checkpoints are, when the report names them by label rather than by path (a
+   * service's published report says "base" and "aligned"); the new report keeps the labels.
+   */
+  checkpoints?: { base: string; aligned: string };
 }
 
 export interface ContinueResult {
@@ -59,22 +74,17 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
     await hooks.onProgress?.({ stage, percent, ...(message ? { message } : {}) });
   };
   await progress('validate', 0);
-  let prev: Record<string, unknown>;
-  try {
-    prev = JSON.parse(await readFile(join(req.hardenedDir, 'report.json'), 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new FgsnError('DEFENSE_OPTION_INVALID', `${req.hardenedDir}: no readable report.json of an earlier harden (${(e as Error).message})`);
-  }
-  const inputs = prev.inputs as { base: string; aligned: string; finetuned?: string; adapter?: string };
-  const prevRows = selectionFromJSON((prev.rows ?? {}) as Record<string, number[]>);
-  const prevAtlas = (prev.atlas as { id: string }).id;
-  const prevOptions = prev.method === 'fgsn' ? (prev.options as FgsnOptions) : FGSN_DEFAULTS;
+  const prev = await readHardenReport(req.hardenedDir);
+  const inputs = prev.inputs;
+  const prevRows = selectionFromJSON(prev.rows);
+  const prevAtlas = prev.atlas.id;
+  const prevOptions = reportedFgsnOptions(prev) ?? FGSN_DEFAULTS;
   // Validated like any fgsn options, but only the keys the caller set override the hardened job's own.
-  const given = parseMethodOptions('fgsn', req.options ?? {}).o as FgsnOptions;
+  const given = parseMethodOptions('fgsn', req.options ?? {}).o;
   const o: FgsnOptions = { ...FGSN_DEFAULTS, ...prevOptions };
   // The target-driven budget may have raised g; a fixed-budget patch uses the strength the job ended with.
-  const usedStrength = (prev.selection as { strength?: number } | undefined)?.strength;
-  for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
+  const usedStrength = prev.selection.strength;
+  for (const k of Object.keys(req.options ?? {}) as (keyof FgsnOptions & string)[]) (o as unknown as Record<string, unknown>)[k] = given[k];
   const t0 = performance.now();
 
   await progress('atlas', 10, `adding category ${req.category}`);
@@ -84,7 +94,7 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
   const catAtlas: Atlas = { ...grown, harmful: catIdx.map((i) => grown.harmful[i]), harmfulResponses: catIdx.map((i) => grown.harmfulResponses[i]) };
 
   // The hardened model plays the fine-tune: the new rows are ranked where the model is now.
-  const sources = await openSources({ basePath: inputs.base, alignedPath: inputs.aligned, finetunedPath: join(req.hardenedDir, 'model') });
+  const sources = await openSources({ basePath: req.checkpoints?.base ?? inputs.base, alignedPath: req.checkpoints?.aligned ?? inputs.aligned, finetunedPath: join(req.hardenedDir, 'model') });
   try {
     await progress('selection', 30);
     // Utility-aware ranking (utilityWeight > 0) weighs the answers of the task probes, else the atlas' benign ones.
@@ -118,15 +128,15 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
       ...prev,
       method: prev.method,
       continual: [
-        ...((prev.continual as unknown[]) ?? []),
+        ...(prev.continual ?? []),
         {
-          category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.hardenedDir,
+          category: req.category, probes: req.probes.length, atlas: grown.id, parentAtlas: parent.id, from: req.from ?? req.hardenedDir,
           extraRows: extra.rows, extraParams: extra.params, extraPctLinear: extra.pctLinearParams, extraPctAll: extra.pctAllParams,
           rowsAlreadyProjected: countRows(prevRows), strength, ...(search ? { search } : {}), seconds: (performance.now() - t0) / 1000,
           rows: selectionToJSON(selection),
         },
       ],
-      atlas: { ...(prev.atlas as object), id: grown.id },
+      atlas: { ...prev.atlas, id: grown.id },
       rows: selectionToJSON(all),
       edit: total,
       inputs: { ...inputs },
@@ -134,6 +144,10 @@ export async function runContinue(req: ContinueRequest, hooks: HardenHooks = {})
     const text = JSON.stringify(report, null, 1) + '\n';
     await writeFile(join(req.outDir, 'model', 'fgsn-report.json'), text);
     await writeFile(join(req.outDir, 'report.json'), text);
+    // Publishable like harden's output: a model card (metadata and documentation carried from the continued
+    // model's folder, which carries the fine-tune's) and the report rendered as HTML.
+    await writeModelCard(join(req.outDir, 'model'), join(req.hardenedDir, 'model'), join(req.hardenedDir, 'model'), report);
+    await writeFile(join(req.outDir, 'report.html'), await renderReportHtml(report));
     await progress('report', 100);
     return { report, extraRows: extra.rows, extraPctLinear: extra.pctLinearParams, totalPctLinear: total.pctLinearParams };
   } finally {
@@ -165,7 +179,8 @@ interface ContinueStep {
  * ranking steps where several reach the same ASR). Goal: ASR <= targetAsr and the NLL gap to the aligned
  * model halved.
  * Guardrails against the hardened model itself: task-probe accuracy (taskTolerance), exact match on the
- * atlas' benign probes with answers (exactTolerance) and their refusals (overRefusalTolerance). q grows on
+ * atlas' benign probes with answers (exactTolerance) and their refusals (overRefusalTolerance), each judged as
+ * harden judges them (paired test + tolerance under guardrailTest 'paired', raw drops capped by utilityCeiling). q grows on
  * CONTINUE_Q, g on STRENGTH_STEPS; a guardrail break ends the g ladder at that q. The first step that
  * reaches the goal wins, else the best step within the guardrails (lowest ASR, then a clearly lower NLL),
  * else nothing is edited.
@@ -185,18 +200,36 @@ async function guardedSearch(
   const benign = evenSample(atlas.benign, 160);
   const task = evenSample((req.task ?? []).filter((p) => p.response !== undefined), 200);
   const measureCtx = { ...ctx, benignPrompts: benign.map((p) => p.prompt), exact: benign.filter((p) => p.response !== undefined), nll };
+
+  await progress('selection', 35, 'measuring the hardened and aligned models on the probes');
+  const alignedNll = (await measureOnProbes({ dir: sources.aligned.dir }, [], [], { ...ctx, nll })).responseNll!;
+  // One engine on the hardened model measures it and every step (a step's edit is a row patch on it).
+  const engine = o.stepMode === 'patch' ? await openStepEngine({ dir: sources.finetuned!.dir }, ctx) : null;
+  try {
+    return await searchSteps(req, sources, o, progress, { prompts, task, measureCtx, alignedNll, engine, ranking });
+  } finally {
+    await engine?.close();
+  }
+}
+
+async function searchSteps(
+  req: ContinueRequest,
+  sources: WeightSources,
+  o: FgsnOptions,
+  progress: (stage: string, percent: number, message?: string) => Promise<void>,
+  m: { prompts: string[]; task: ProbeRecord[]; measureCtx: ProbeContext; alignedNll: number; engine: Engine | null; ranking: () => Promise<(q: number) => Selection> },
+): Promise<{ selection: Selection; strength: number; details: Record<string, unknown> }> {
+  const { prompts, task, measureCtx, alignedNll, engine, ranking } = m;
   const targetAsr = typeof req.targetAsr === 'number' ? req.targetAsr : (o.targetAsr ?? 0.02);
   const maxExtra = req.maxExtraParams ?? 1;
   const exactTolerance = req.exactTolerance ?? 0.02;
   const eps = 1e-9;
-
-  await progress('selection', 35, 'measuring the hardened and aligned models on the probes');
-  const alignedNll = (await measureOnProbes({ dir: sources.aligned.dir }, [], [], { ...ctx, nll })).responseNll!;
-  const ref = await measureOnProbes({ dir: sources.finetuned!.dir }, prompts, task, measureCtx);
+  const ref = engine !== null ? await measureWithEngine(engine, prompts, task, measureCtx) : await measureOnProbes({ dir: sources.finetuned!.dir }, prompts, task, measureCtx);
   const gap = Math.max(0, ref.responseNll! - alignedNll);
   const goalNll = alignedNll + 0.5 * gap;
   const details: Record<string, unknown> = {
     targetAsr, maxExtraParams: maxExtra, taskTolerance: o.taskTolerance, exactTolerance, overRefusalTolerance: o.overRefusalTolerance,
+    guardrailTest: o.guardrailTest, guardAlpha: o.guardAlpha, utilityCeiling: o.utilityCeiling,
     aligned: { refusalNll: alignedNll },
     hardened: { probeAsr: ref.asr, refusalNll: ref.responseNll, taskAccuracy: ref.taskAccuracy, benignExact: ref.exactAccuracy, benignRefusals: ref.overRefusal },
     goalRefusalNll: goalNll,
@@ -210,19 +243,43 @@ async function guardedSearch(
 
   const within = (v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean =>
     v === null || r === null || (higherIsBetter ? v >= r - tol - eps : v <= r + tol + eps);
+  /**
+   * One guardrail, as harden's (guardrails.ts): under guardrailTest 'paired' a loss breaks it only when it is
+   * significant on the paired per-prompt outcomes (exact one-sided McNemar at guardAlpha) AND above the
+   * tolerance; the raw rule otherwise. Either way a raw loss past the utility ceiling always breaks it.
+   */
+  const holds = (refGood: boolean[] | undefined, good: boolean[] | undefined, v: number | null, r: number | null, tol: number, higherIsBetter: boolean): boolean => {
+    if (!within(v, r, o.utilityCeiling, higherIsBetter)) return false;
+    if (o.guardrailTest === 'paired' && refGood && good && refGood.length === good.length && refGood.length > 0) {
+      return !pairedLossTest(refGood, good, { alpha: o.guardAlpha, minEffect: tol }).rejected;
+    }
+    return within(v, r, tol, higherIsBetter);
+  };
+  const notRefused = (xs: boolean[] | undefined): boolean[] | undefined => xs?.map((x) => !x);
   const steps: ContinueStep[] = [];
+  const compute = (strength: number): RowCompute => projectionCompute(fgsnProjection({ ...o, strength }));
+  const stepMeasure: StepMeasure = engine === null
+    ? writtenSteps(join(req.outDir, '.fgsn-target'), async (sel, strength, dir) => {
+      await writeHardened(sources, sel, compute(strength), { modelDir: dir }, {});
+    }, (dir) => measureOnProbes({ dir }, prompts, task, measureCtx))
+    : {
+      measure: async (sel, strength) => {
+        engine.setRowPatch(await editRows(sources, sel, compute(strength)));
+        return measureWithEngine(engine, prompts, task, measureCtx);
+      },
+      close: async () => engine.setRowPatch(new Map()),
+    };
+  const pick = await ranking();
   const { best, reached: done } = await ladder<ContinueStep>({
-    schedule: CONTINUE_Q, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick: await ranking(),
+    schedule: CONTINUE_Q, strengths: STRENGTH_STEPS.map((mult) => o.strength * mult), pick,
     pct: (sel) => countEdit(sources, sel).pctLinearParams, maxPct: maxExtra, skipEmpty: true,
-    write: async (sel, strength, dir) => {
-      await writeHardened(sources, sel, projectionCompute(fgsnProjection({ ...o, strength })), { modelDir: dir }, {});
-    },
-    measure: (dir) => measureOnProbes({ dir }, prompts, task, measureCtx),
+    measure: stepMeasure.measure,
     record: (q, strength, rows, pctLinearParams, m) => ({
       q, strength, rows, pctLinearParams, probeAsr: m.asr, refusalNll: m.responseNll!,
       taskAccuracy: m.taskAccuracy, benignExact: m.exactAccuracy, benignRefusals: m.overRefusal,
-      guardrailsOk: within(m.taskAccuracy, ref.taskAccuracy, o.taskTolerance, true) && within(m.exactAccuracy, ref.exactAccuracy, exactTolerance, true) &&
-        within(m.overRefusal, ref.overRefusal, o.overRefusalTolerance, false),
+      guardrailsOk: holds(ref.taskCorrect, m.taskCorrect, m.taskAccuracy, ref.taskAccuracy, o.taskTolerance, true) &&
+        holds(ref.exactCorrect, m.exactCorrect, m.exactAccuracy, ref.exactAccuracy, exactTolerance, true) &&
+        holds(notRefused(ref.benignRefused), notRefused(m.benignRefused), m.overRefusal, ref.overRefusal, o.overRefusalTolerance, false),
     }),
     // A bigger edit replaces the best only for a lower ASR, or at equal ASR for a tenth or more of the NLL gap,
     // so a negligible NLL gain never buys more rows.
@@ -230,8 +287,8 @@ async function guardedSearch(
     reached: (step) => reached(step.probeAsr, step.refusalNll),
     onStep: (step) => progress('selection', 35 + Math.min(35, 2 * steps.length),
       `q=${step.q} g=${step.strength}: probe ASR ${step.probeAsr.toFixed(3)}, refusal NLL ${step.refusalNll.toFixed(3)} (goal ${goalNll.toFixed(3)}), benign exact ${step.benignExact?.toFixed(3) ?? 'n/a'}`),
-    tmpRoot: join(req.outDir, '.fgsn-target'), steps,
-  });
+    steps,
+  }).finally(() => stepMeasure.close());
   return {
     selection: best?.sel ?? new Map(),
     strength: best?.step.strength ?? o.strength,

@@ -3,15 +3,12 @@
  * The pipeline is the only place that knows the order of stages; callers see progress and artifacts.
  */
 
-export type DefenseMethod = 'fgsn' | 'safelora' | 'layer' | 'antidote' | 'resta' | 'restore';
-export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
+import type { DefenseMethod } from '../defense/index.js';
+import type { ProbeRecord } from '../probes.js';
 
-/** One probe: JSONL `{"prompt", "category"?, "response"?}`. */
-export interface ProbeRecord {
-  prompt: string;
-  category?: string;
-  response?: string;
-}
+// Defined below this folder (defense and storage read them too); re-exported for the pipeline's callers.
+export type { DefenseMethod, ProbeRecord };
+export type OutputKind = 'model' | 'diff' | 'adapter' | 'report';
 
 export interface HardenRequest {
   basePath: string;
@@ -32,15 +29,23 @@ export interface HardenRequest {
   /** Shared cache for atlases and built graphs (content-addressed, safe to share between jobs). */
   cacheDir: string;
   executionProvider?: 'cpu' | 'cuda';
-  /** Optional evaluation sets (prompt/answer JSONL records) for the report. */
+  /** Optional evaluation sets for the report (probe records; `response` is the expected answer). */
   evaluate?: EvaluationRequest;
+  /**
+   * Names the report shows for the inputs instead of their paths (a service passes checkpoint ids or roles:
+   * nothing a tenant sees may contain a path of the server). The CLI leaves it unset: its user gave the paths.
+   */
+  inputLabels?: { base: string; aligned: string; finetuned?: string; adapter?: string };
+  /** The caller's effective configuration (the CLI's flags and --config), recorded in the report for replay. */
+  config?: Record<string, unknown>;
 }
 
 export interface EvaluationRequest {
   harmful?: ProbeRecord[];
   emerging?: ProbeRecord[];
   lookalike?: ProbeRecord[];
-  tasks?: Record<string, { prompt: string; answer: string }[]>;
+  /** Task name -> probes whose `response` is the exact expected answer. */
+  tasks?: Record<string, ProbeRecord[]>;
   maxNewTokens?: number;
 }
 
@@ -58,6 +63,8 @@ export interface ArtifactInfo {
   sha256: string;
 }
 
+import type { PassCounts } from '../engine/index.js';
+
 export interface HardenResult {
   artifacts: ArtifactInfo[];
   /** The fgsn-report.json content (options, atlas id, rows/params changed, timings, metrics). */
@@ -68,7 +75,24 @@ export interface HardenResult {
     paramsChanged: number;
     paramsChangedPctLinear: number;
     stageSeconds: Record<string, number>;
+    /** Graph runs per stage (forward, forward+backward) and the token positions they ran over. */
+    stageCosts?: Record<string, PassCounts>;
     metrics?: Record<string, number>;
+    /** Whether the safety target was reached ('not set': fixed budget or a baseline method). Never omitted. */
+    target: 'reached' | 'not reached' | 'not set';
+    /** The kept step and the best frontier points when the job had a target. */
+    targetDetails?: {
+      targetAsr: number;
+      rule: string;
+      /** Judged probe ASR of the kept step (the fine-tune's when nothing was kept). */
+      probeAsr: number | null;
+      /** ASR on the probes that ranked the rows. */
+      rankAsr: number | null;
+      taskLoss: number | null;
+      overRefusalRise: number | null;
+      utilityCeiling: number;
+      frontier: Record<string, unknown>[];
+    };
   };
 }
 

@@ -1,6 +1,7 @@
 /** The public view of a job, built from its BullMQ state; shared by the API and the webhook sender. */
 import type { Job } from 'bullmq';
-import { decodeCodedError, type CodedError, type HardenJobData, type HardenJobResult, type HardenProgress } from './job-data.js';
+import { estimatedFinishAt } from './events.js';
+import { decodeCodedError, type CodedError, type FgsnJobData, type HardenJobResult, type HardenProgress } from './job-data.js';
 
 export type PublicJobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const PUBLIC_JOB_STATES: PublicJobState[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
@@ -22,6 +23,8 @@ export interface JobStatus {
   /** A cancel was asked for; a running job stops at its next stage boundary. */
   cancelRequested: boolean;
   request: Record<string, unknown>;
+  /** Running jobs: when it should finish, extrapolated from its progress since it started; else null. */
+  estimatedFinishAt: string | null;
 }
 
 const iso = (ms: number | undefined): string | null => (ms === undefined || ms === null || ms === 0 ? null : new Date(ms).toISOString());
@@ -43,7 +46,7 @@ export function mapState(bullState: string, error: CodedError | undefined, cance
 }
 
 export async function describeJob(
-  job: Job<HardenJobData, HardenJobResult> | undefined,
+  job: Job<FgsnJobData, HardenJobResult> | undefined,
   record: { id: string; createdAt: string; request: Record<string, unknown>; cancelRequested: boolean },
   /** The job's state read BEFORE `job` was loaded, so the data is never older than the state. */
   knownState?: string,
@@ -63,6 +66,7 @@ export async function describeJob(
     error: record.cancelRequested ? { code: 'JOB_CANCELLED', message: 'cancelled before it started' } : { code: 'INTERNAL', message: 'the job is no longer in the queue' },
     cancelRequested: record.cancelRequested,
     request: record.request,
+    estimatedFinishAt: null,
   };
   if (job === undefined) return base;
   const bullState = knownState ?? (await job.getState());
@@ -70,11 +74,13 @@ export async function describeJob(
   const state = mapState(bullState, error, record.cancelRequested);
   const progress = (typeof job.progress === 'object' && job.progress !== null ? job.progress : {}) as Partial<HardenProgress>;
   const result = job.returnvalue as HardenJobResult | null | undefined;
+  const percent = state === 'completed' ? 100 : Math.round(Math.max(0, Math.min(100, progress.percent ?? 0)) * 10) / 10;
   return {
     ...base,
+    estimatedFinishAt: estimatedFinishAt(state, job.processedOn, percent),
     state,
     stage: state === 'completed' ? 'done' : (progress.stage ?? null),
-    progress: state === 'completed' ? 100 : Math.round(Math.max(0, Math.min(100, progress.percent ?? 0)) * 10) / 10,
+    progress: percent,
     attempts: { made: job.attemptsMade, max: job.opts.attempts ?? 1 },
     startedAt: iso(job.processedOn),
     finishedAt: state === 'completed' || state === 'failed' || state === 'cancelled' ? iso(job.finishedOn) : null,

@@ -10,7 +10,7 @@ import { WEBHOOK_QUEUE } from './names.js';
 import { guardedLookup, PrivateAddressError, privateLiteral } from './webhook-address.js';
 import type { JobStatus } from './status.js';
 
-export type WebhookEvent = 'job.completed' | 'job.failed' | 'job.cancelled';
+export type WebhookEvent = 'job.completed' | 'job.failed' | 'job.cancelled' | 'job.stage';
 
 export interface WebhookDelivery {
   url: string;
@@ -86,8 +86,10 @@ export function createWebhookQueue(connection: ConnectionOptions, prefix: string
 
 /** Enqueues a delivery; the id makes a second enqueue of the same event a no-op. */
 export async function enqueueWebhook(queue: Queue<WebhookDelivery>, d: WebhookDelivery, s: WebhookSettings): Promise<void> {
+  // One delivery per job and event; a stage event per stage and attempt.
+  const id = d.event === 'job.stage' ? `${d.job.id}-stage-${d.job.attempts.made}-${d.job.stage ?? 'none'}` : `${d.job.id}-${d.event}`;
   await queue.add(d.event, d, {
-    jobId: `${d.job.id}-${d.event}`,
+    jobId: id,
     attempts: s.attempts,
     backoff: { type: 'exponential', delay: s.backoffMs },
     removeOnComplete: { age: 24 * 3600 },

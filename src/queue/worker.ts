@@ -3,6 +3,7 @@
  * around it that need a long-lived process: cancel polling, webhook dispatch on terminal states, the
  * webhook delivery worker, stage metrics and graceful shutdown.
  */
+import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -11,12 +12,14 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config.js';
-import type { HardenJobData, HardenJobResult } from './job-data.js';
+import type { FgsnJobData, HardenJobResult } from './job-data.js';
 import { observeFinished, workerMetrics } from './metrics.js';
 import { HARDEN_QUEUE, cancelFlagKey } from './names.js';
 import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
-import { withEngineProcessEnv } from '../engine/session/session.js';
+import { enforceCacheBound, withEngineProcessEnv } from '../engine/index.js';
 import { describeJob } from './status.js';
+import { expireJobRecord } from './queue.js';
+import { dataLayout } from '../storage/index.js';
 import { createWebhookQueue, enqueueWebhook, eventFor, startWebhookWorker, type WebhookSettings } from './webhooks.js';
 
 export interface WorkerOptions {
@@ -28,7 +31,7 @@ export interface WorkerOptions {
 }
 
 export interface RunningWorker {
-  worker: Worker<HardenJobData, HardenJobResult>;
+  worker: Worker<FgsnJobData, HardenJobResult>;
   /** Waits for running jobs up to the shutdown timeout, then lets them go back to the queue as stalled. */
   close(): Promise<void>;
 }
@@ -53,7 +56,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
   const connection = redisConnection(config.redisUrl);
   const { file, execArgv } = processorLocation();
   const memory = config.worker.maxMemoryMb ? [`--max-old-space-size=${config.worker.maxMemoryMb}`] : [];
-  const worker = new Worker<HardenJobData, HardenJobResult>(HARDEN_QUEUE, file, {
+  const worker = new Worker<FgsnJobData, HardenJobResult>(HARDEN_QUEUE, file, {
     connection,
     prefix: config.queuePrefix,
     concurrency: config.worker.concurrency,
@@ -67,6 +70,12 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
       env: { ...withEngineProcessEnv(process.env), [RUNTIME_ENV]: runtimeToEnv(config) },
     },
   });
+  try {
+    // Leftovers of processors that died (builders' temporary folders) go, and the bound holds from the start.
+    enforceCacheBound(dataLayout(config.dataDir).engineCache);
+  } catch (e) {
+    log?.warn({ err: e }, 'cache bound check failed');
+  }
   const webhookSettings: WebhookSettings = config.webhook;
   const webhookQueue = createWebhookQueue(connection, config.queuePrefix);
   const webhookWorker = startWebhookWorker(connection, config.queuePrefix, webhookSettings);
@@ -83,7 +92,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
   }, opts.cancelPollMs ?? 500);
   poller.unref();
 
-  const onTerminal = async (job: Job<HardenJobData, HardenJobResult>): Promise<void> => {
+  const onTerminal = async (job: Job<FgsnJobData, HardenJobResult>): Promise<void> => {
     const status = await describeJob(job, {
       id: job.data.jobId,
       createdAt: new Date(job.timestamp).toISOString(),
@@ -92,7 +101,12 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     });
     const event = eventFor(status.state);
     if (event === undefined) return; // a failed attempt that will be retried
+    // The job ended (completed, failed or cancelled): its scratch goes, including what a processor killed
+    // mid-attempt (out of memory) could not remove itself.
+    await rm(dataLayout(config.dataDir).jobScratch(job.data.jobId), { recursive: true, force: true }).catch((e) => log?.warn({ err: e, jobId: job.data.jobId }, 'scratch removal failed'));
     log?.info({ jobId: status.id, state: status.state, error: status.error?.code }, 'job finished');
+    // The API's record of the job goes with the queue entry after the retention period.
+    await expireJobRecord(connection, config.queuePrefix, status.id, config.jobRetentionS);
     if (metrics) observeFinished(metrics, status);
     const hook = job.data.webhook;
     if (hook?.secret) await enqueueWebhook(webhookQueue, { url: hook.url, secret: hook.secret, event, job: status }, webhookSettings);
@@ -112,6 +126,22 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     active.delete(job.id as string);
     log?.warn({ jobId: job.id, attempt: job.attemptsMade, reason: err.message }, 'job attempt failed');
     onTerminal(job).catch((e) => log?.error({ err: e, jobId: job.id }, 'terminal handling failed'));
+  });
+  // Stage webhooks (webhook.events includes 'stage'): one delivery per stage change, from the progress the
+  // sandboxed processor reports; the last stage seen is kept per active job only.
+  const lastStage = new Map<string, string>();
+  worker.on('progress', (job, progress) => {
+    const hook = job.data.webhook;
+    const stage = (progress as { stage?: unknown }).stage;
+    if (!hook?.secret || !hook.events?.includes('stage') || typeof stage !== 'string' || lastStage.get(job.id as string) === stage) return;
+    lastStage.set(job.id as string, stage);
+    describeJob(job, { id: job.data.jobId, createdAt: new Date(job.timestamp).toISOString(), request: job.data.request, cancelRequested: false }, 'active')
+      .then((status) => enqueueWebhook(webhookQueue, { url: hook.url, secret: hook.secret!, event: 'job.stage', job: { ...status, stage } }, webhookSettings))
+      .catch((e) => log?.warn({ err: e, jobId: job.id }, 'stage webhook not queued'));
+  });
+  worker.on('completed', (job) => lastStage.delete(job.id as string));
+  worker.on('failed', (job) => {
+    if (job) lastStage.delete(job.id as string);
   });
   worker.on('stalled', (jobId) => log?.warn({ jobId }, 'job stalled; put back in the queue'));
   worker.on('error', (e) => log?.error({ err: e }, 'worker error'));

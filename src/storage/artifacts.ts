@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { sha256File } from './hash.js';
+import { sha256File } from '../util/index.js';
 import { assertSafeKey } from './keys.js';
 import type { BlobStore } from './types.js';
 

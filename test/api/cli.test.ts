@@ -30,7 +30,7 @@ it('serve --with-worker starts, answers and exits 0 on SIGTERM', async () => {
       REDIS_URL,
       FGSN_DATA_DIR: dataDir,
       FGSN_QUEUE_PREFIX: prefix,
-      FGSN_API_KEYS: 'k:t',
+      FGSN_API_KEYS: 'cli-test-key-0123456:t',
       FGSN_LOG_LEVEL: 'info',
     });
     let url: string | undefined;
@@ -42,7 +42,7 @@ it('serve --with-worker starts, answers and exits 0 on SIGTERM', async () => {
     }
     expect(url, p.err()).toBeDefined();
     expect((await fetch(`${url}/readyz`)).status).toBe(200);
-    const r = await fetch(`${url}/v1/probe-sets`, { headers: { authorization: 'Bearer k' } });
+    const r = await fetch(`${url}/v1/probe-sets`, { headers: { authorization: 'Bearer cli-test-key-0123456' } });
     expect(r.status).toBe(200);
     // JSON logs carry request ids
     const logged = p.out().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -17,10 +17,10 @@ describe('config from the environment', () => {
   });
 
   it('keeps only hashes of API keys and maps them to tenants and scopes', () => {
-    const c = loadConfig({ FGSN_API_KEYS: `alpha:t1,sha256=${hashApiKey('beta')}:t2`, FGSN_ADMIN_KEYS: 'alpha,gamma:ops' });
-    expect(c.apiKeys.get(hashApiKey('alpha'))).toMatchObject({ tenant: 't1', admin: true });
+    const c = loadConfig({ FGSN_API_KEYS: `alpha-key-0123456:t1,sha256=${hashApiKey('beta')}:t2`, FGSN_ADMIN_KEYS: 'alpha-key-0123456,gamma-key-0123456:ops' });
+    expect(c.apiKeys.get(hashApiKey('alpha-key-0123456'))).toMatchObject({ tenant: 't1', admin: true });
     expect(c.apiKeys.get(hashApiKey('beta'))).toMatchObject({ tenant: 't2', admin: false });
-    expect(c.apiKeys.get(hashApiKey('gamma'))).toMatchObject({ tenant: 'ops', admin: true });
+    expect(c.apiKeys.get(hashApiKey('gamma-key-0123456'))).toMatchObject({ tenant: 'ops', admin: true });
     expect(JSON.stringify([...c.apiKeys.values()])).not.toMatch(/alpha|beta|gamma/);
   });
 

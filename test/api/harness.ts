@@ -15,7 +15,7 @@ import { REDIS_URL } from '../support/redis.js';
 
 type Body = RequestInit['body'];
 
-export const KEYS = { a: 'key-tenant-a', b: 'key-tenant-b', admin: 'key-admin' } as const;
+export const KEYS = { a: 'key-tenant-a-0123456789', b: 'key-tenant-b-0123456789', admin: 'key-admin-0123456789' } as const;
 
 export interface Harness {
   config: Config;
@@ -29,7 +29,7 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(opts: { worker?: boolean; env?: Record<string, string> } = {}): Promise<Harness> {
+export async function startHarness(opts: { worker?: boolean; env?: Record<string, string>; workerEnv?: Record<string, string> } = {}): Promise<Harness> {
   const dataDir = await mkdtemp(join(tmpdir(), 'fgsn-api-'));
   const prefix = `fgsn-test-${randomBytes(4).toString('hex')}`;
   const env: Record<string, string> = {
@@ -46,6 +46,8 @@ export async function startHarness(opts: { worker?: boolean; env?: Record<string
     // the tests' webhook receivers listen on 127.0.0.1
     FGSN_WEBHOOK_ALLOW_PRIVATE: 'true',
     FGSN_SHUTDOWN_TIMEOUT_S: '5',
+    // A loaded CI machine can hold a Redis reply past the 1 s production default; item 6's test sets 1000.
+    FGSN_REDIS_COMMAND_TIMEOUT_MS: '5000',
     ...opts.env,
   };
   const config = loadConfig(env);
@@ -53,7 +55,8 @@ export async function startHarness(opts: { worker?: boolean; env?: Record<string
   await built.app.listen({ port: 0, host: '127.0.0.1' });
   const addr = built.app.server.address();
   const base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
-  const worker = opts.worker ? startWorker(config) : undefined;
+  // workerEnv: settings only the worker gets (e.g. a disk margin the API's own upload checks must not see).
+  const worker = opts.worker ? startWorker(opts.workerEnv ? loadConfig({ ...env, ...opts.workerEnv }) : config) : undefined;
   if (worker) await worker.worker.waitUntilReady();
 
   const req: Harness['req'] = (method, path, o = {}) => {

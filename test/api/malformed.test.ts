@@ -83,7 +83,7 @@ const CASES: [string, string, (dir: string) => Promise<unknown>][] = [
   ['config hidden_size a string', 'CHECKPOINT_CONFIG_INVALID', withConfig(tinyConfig({ hidden_size: '8' }))],
   ['config heads not a multiple of KV heads', 'CHECKPOINT_CONFIG_INVALID', withConfig(tinyConfig({ num_key_value_heads: 3 }))],
   ['model_type gpt2', 'CHECKPOINT_ARCH_UNSUPPORTED', withConfig({ ...tinyConfig(), model_type: 'gpt2' })],
-  ['rope_scaling set', 'CHECKPOINT_ARCH_UNSUPPORTED', withConfig(tinyConfig({ rope_scaling: { type: 'linear', factor: 2 } }))],
+  ['rope_scaling of an unsupported type (mrope)', 'CHECKPOINT_ARCH_UNSUPPORTED', withConfig(tinyConfig({ rope_scaling: { type: 'mrope', mrope_section: [1, 1] } }))],
   ['missing tensor', 'CHECKPOINT_TENSOR_NOT_FOUND', (dir) => writeModelFolder(dir, { skip: (n) => n === `${L0}.mlp.up_proj.weight` })],
   ['tensor shape mismatch', 'CHECKPOINT_TENSOR_SHAPE_MISMATCH', (dir) =>
     writeModelFolder(dir, { extra: [{ name: `${L0}.self_attn.k_proj.weight`, dtype: 'F32', shape: [8, 8], data: () => new Uint8Array(256) }] })],

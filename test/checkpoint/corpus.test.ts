@@ -123,9 +123,9 @@ const CASES: Case[] = [
     await writeFile(join(dir, 'config.json'), JSON.stringify({ ...tinyConfig(), model_type: 'gpt2' }));
     return dir;
   }),
-  folderCase('rope_scaling set', 'CHECKPOINT_ARCH_UNSUPPORTED', async (dir) => {
+  folderCase('rope_scaling of an unsupported type (mrope)', 'CHECKPOINT_ARCH_UNSUPPORTED', async (dir) => {
     await writeModelFolder(dir);
-    await writeFile(join(dir, 'config.json'), JSON.stringify(tinyConfig({ rope_scaling: { type: 'linear', factor: 2 } })));
+    await writeFile(join(dir, 'config.json'), JSON.stringify(tinyConfig({ rope_scaling: { type: 'mrope', mrope_section: [1, 1] } })));
     return dir;
   }),
   folderCase('missing tensor', 'CHECKPOINT_TENSOR_NOT_FOUND', (dir) => writeModelFolder(dir, { skip: (n) => n === `${L0}.mlp.up_proj.weight` })),

@@ -1,5 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import type { z } from 'zod';
+import { DEFENSE_METHODS, METHODS } from '../../src/defense/methods/index.js';
+import { kebab } from '../../src/cli/method-flags.js';
 import { REPO_ROOT } from '../support/testbed.js';
 
 function fgsn(...args: string[]): { status: number | null; stdout: string; stderr: string } {
@@ -30,4 +33,24 @@ describe('fgsn command dispatcher', () => {
       expect(err.message).toContain(`fgsn ${command}:`);
     },
   );
+
+  it('harden --help documents every option of every registered method from its schema', () => {
+    const r = fgsn('harden', '--help');
+    expect(r.status).toBe(0);
+    for (const m of DEFENSE_METHODS) {
+      expect(r.stdout).toContain(`  ${m}: ${METHODS[m].summary}`);
+      for (const [key, schema] of Object.entries(METHODS[m].options.shape as Record<string, z.ZodType>)) {
+        expect(r.stdout).toContain(`--${kebab(key)} `);
+        expect(r.stdout).toContain(schema.description!);
+      }
+    }
+  });
+
+  it('harden refuses --q with the default target-driven search, saying what to give instead', () => {
+    const r = fgsn('harden', '--base', 'b', '--aligned', 'a', '--finetuned', 'f', '--harmful', 'h', '--benign', 'n', '--out', 'o', '--q', '0.02');
+    expect(r.status).toBe(2);
+    const err = (JSON.parse(r.stderr.trim().split('\n').pop() ?? '{}') as { error: { code: string; message: string } }).error;
+    expect(err.code).toBe('DEFENSE_OPTION_INVALID');
+    expect(err.message).toMatch(/option q=.*targetAsr off.*qStart/);
+  });
 });

@@ -1,10 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas } from '../../src/defense/atlas.js';
-import { FGSN_DEFAULTS, parseMethodOptions } from '../../src/defense/options.js';
-import { readProbes } from '../../src/pipeline/probes.js';
+import { readProbes } from '../../src/probes.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
 let tmp: string;
@@ -13,24 +12,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
-});
-
-describe('method options', () => {
-  it('fills defaults, parses CLI strings, rejects unknown keys and out-of-range values', () => {
-    expect(parseMethodOptions('fgsn', {}).o).toEqual(FGSN_DEFAULTS);
-    expect(parseMethodOptions('fgsn', { q: '0.02', mode: 'gram' }).o).toMatchObject({ q: 0.02, mode: 'gram' });
-    expect(() => parseMethodOptions('fgsn', { q: 1.5 })).toThrow(/\[0, 1\]/);
-    expect(() => parseMethodOptions('fgsn', { mode: 'nope' })).toThrow(/one of/);
-    expect(() => parseMethodOptions('resta', { q: 0.1 })).toThrow(/unknown/);
-    expect(parseMethodOptions('safelora', {}).o).toEqual({ alpha: 1, threshold: 0.65 });
-    expect(parseMethodOptions('safelora', { topK: 3 }).o).toEqual({ alpha: 1, topK: 3 });
-    expect(() => parseMethodOptions('safelora', { topK: 3, threshold: 0.5 })).toThrow(/not both/);
-    expect(() => parseMethodOptions('restore', { mode: 'gram' })).toThrow(/restore/);
-    expect(() => parseMethodOptions('bogus' as 'fgsn', {})).toThrow(expect.objectContaining({ code: 'DEFENSE_OPTION_INVALID' }));
-    expect(parseMethodOptions('fgsn', { utilityWeight: '0.5', rounds: '1' }).o).toMatchObject({ utilityWeight: 0.5, rounds: 1 });
-    expect(() => parseMethodOptions('fgsn', { utilityWeight: -1 })).toThrow(/>= 0/);
-    expect(() => parseMethodOptions('fgsn', { rounds: 0 })).toThrow(/positive integer/);
-  });
 });
 
 describeTestbed('safety atlas on the dev aligned model', () => {

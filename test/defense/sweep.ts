@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runHarden } from '../../src/pipeline/harden.js';
 import { measureOnProbes } from '../../src/pipeline/probe-eval.js';
-import { parseProbes } from '../../src/pipeline/probes.js';
+import { parseProbes } from '../../src/probes.js';
 import type { DefenseMethod, ProbeRecord } from '../../src/pipeline/types.js';
 
 const TB = resolve(process.env.FGSN_TESTBED_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'testbed', 'dev'));

@@ -354,8 +354,8 @@ describe('chart environment = the service configuration (src/config.ts)', () => 
     const secret = (objs.get('Secret/fgsn') as { stringData: Record<string, string> } | undefined)?.stringData ?? {};
     const placeholders: Record<string, string> = {
       REDIS_URL: 'redis://redis.example:6379',
-      FGSN_API_KEYS: 'operator-key:ops',
-      FGSN_ADMIN_KEYS: 'operator-key',
+      FGSN_API_KEYS: 'operator-key-0123456:ops',
+      FGSN_ADMIN_KEYS: 'operator-key-0123456',
       FGSN_S3_ACCESS_KEY_ID: 'AKID',
       FGSN_S3_SECRET_ACCESS_KEY: 'secret',
     };

@@ -102,12 +102,15 @@ describe.each(Object.entries(files))('%s image', (name, text) => {
   const runtime = all[all.length - 1];
   const runs = all.flatMap((s) => of(s, 'RUN').map(args));
 
-  it('is multi-stage, builds on node:20-bookworm-slim, and the last stage is the runtime', () => {
+  it('is multi-stage, builds on one node:<LTS>-bookworm-slim, and the last stage is the runtime', () => {
     expect(all.length).toBeGreaterThanOrEqual(3);
     expect(runtime.name).toBe('runtime');
     const builders = all.slice(0, -1);
-    for (const s of builders) expect(s.image).toBe('node:20-bookworm-slim');
-    if (name === 'cpu') expect(runtime.image).toBe('node:20-bookworm-slim');
+    // Both images are on Node 24 LTS (package.json engines: >=22.12); the CUDA image copies that binary onto
+    // its CUDA base, so only its builder stages name a node image.
+    const node = 'node:24-bookworm-slim';
+    for (const s of builders) expect(s.image).toBe(node);
+    if (name === 'cpu') expect(runtime.image).toBe(node);
   });
 
   it('installs dependencies with npm ci and ONNXRUNTIME_NODE_INSTALL=skip, without install scripts', () => {
@@ -179,15 +182,19 @@ describe.each(Object.entries(files))('%s image', (name, text) => {
   });
 
   if (name === 'cuda') {
-    it('runs on a CUDA 12 + cuDNN 9 runtime with onnxruntime-node CUDA provider libraries', () => {
+    it('runs on a CUDA 13 + cuDNN 9 runtime with the CUDA provider placed by gpu:setup from npm (no nuget)', () => {
       expect(runtime.image).toBe('${CUDA_IMAGE}');
-      expect(initialArgs.get('CUDA_IMAGE')).toMatch(/^nvidia\/cuda:12\.([3-9]|\d\d)\.\d+-cudnn-runtime-ubuntu\d\d\.04$/);
-      const install = runs.find((r) => r.includes('ONNXRUNTIME_NODE_INSTALL=cuda12')) ?? '';
-      expect(install).toContain('node node_modules/onnxruntime-node/script/install.js');
-      expect(install).toContain('libonnxruntime_providers_cuda.so');
+      expect(initialArgs.get('CUDA_IMAGE')).toMatch(/^nvidia\/cuda:13\.\d+\.\d+-cudnn-runtime-ubuntu\d\d\.04$/);
+      expect(text).not.toMatch(/ONNXRUNTIME_NODE_INSTALL=cuda|script\/install\.js/);
+      const install = runs.find((r) => r.includes('node scripts/gpu-setup.mjs')) ?? '';
+      expect(install).toMatch(/npm ci --omit=dev --ignore-scripts/);
+      expect(install).toContain('test -f node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so');
+      expect(install).toContain('test -f node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_shared.so');
+      const deps = all.find((s) => of(s, 'RUN').some((i) => args(i).includes('gpu-setup')));
+      expect(deps && envOf(deps).get('ONNXRUNTIME_NODE_INSTALL')).toBe('skip');
       const node = of(runtime, 'COPY').find((i) => flags(i).get('from') === 'node');
       expect(node && args(node)).toBe('/usr/local/bin/node /usr/local/bin/node');
-      expect(all.find((s) => s.name === 'node')?.image).toBe('node:20-bookworm-slim');
+      expect(all.find((s) => s.name === 'node')?.image).toBe(all[0].image);
     });
   }
 });

@@ -9,7 +9,7 @@ export const SCENARIOS: Record<string, Record<string, unknown>> = {
   // values.yaml plus the one value it cannot default: where Redis is.
   defaults: {
     redis: { url: 'redis://:secret@redis.example:6379/0' },
-    auth: { apiKeys: [{ key: 'k1', tenant: 'team-a' }], adminKeys: ['k1'] },
+    auth: { apiKeys: [{ key: 'k1-0123456789abcdef', tenant: 'team-a' }], adminKeys: ['k1-0123456789abcdef'] },
   },
   // S3 storage with credentials in Secrets the operator made, KEDA-scaled GPU workers, an ingress.
   s3Keda: {
@@ -19,7 +19,7 @@ export const SCENARIOS: Record<string, Record<string, unknown>> = {
       type: 's3',
       s3: { endpoint: 'http://minio.minio:9000', bucket: 'fgsn', forcePathStyle: true, prefix: 'prod/', existingSecret: 's3-creds' },
     },
-    config: { allowedModelDirs: ['/models/aligned', '/models/base'], logLevel: 'debug' },
+    config: { allowedModelDirs: ['/models/aligned', '/models/base'], logLevel: 'debug', cacheMaxBytes: 107374182400 },
     api: {
       autoscaling: { enabled: false },
       replicas: 3,

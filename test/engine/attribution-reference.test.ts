@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { linearWeightNames } from '../../src/checkpoint/model-config.js';
-import { referenceLoss, referenceScores } from '../../src/engine/attribution/reference.js';
+import { referenceLoss, referenceScores } from '../support/attribution-reference.js';
 import { differences, perturbed, randomModel, randomSequences, rng, rowsOf, tinySpec, withRowStep } from './attribution/tiny-model.js';
 
 describe.each(['llama', 'qwen2'] as const)('reference attribution (%s)', (family) => {

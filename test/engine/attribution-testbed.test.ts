@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ModelCheckpoint } from '../../src/checkpoint/index.js';
 import { LoraAdapter } from '../../src/checkpoint/lora.js';
 import { adapterDirection, attributionScores, checkpointDifference, scoreSequences, type AttributionResult, type ScoredSequence } from '../../src/engine/attribution/index.js';
-import { referenceScores, type RefModel, type RefResult } from '../../src/engine/attribution/reference.js';
+import { referenceScores, type RefModel, type RefResult } from '../support/attribution-reference.js';
 import { ChatTokenizer } from '../../src/engine/tokenizer/chat-tokenizer.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 

@@ -5,7 +5,8 @@
  * Mismatches are allowed only on <1% of prompts and only at near-ties (logit gap < 1e-3).
  */
 import { afterAll, expect, it } from 'vitest';
-import { compareGenerations, loadEngine, readRecordedGenerations, testbedCheckpointDirs, type LoraMode } from '../../src/engine/index.js';
+import { loadEngine, type LoraMode } from '../../src/engine/index.js';
+import { compareGenerations, readRecordedGenerations, testbedCheckpointDirs } from '../support/testbed-generations.js';
 import { TESTBED_DEV, describeTestbed, testbedPath } from '../support/testbed.js';
 import { tempDir } from './helpers.js';
 

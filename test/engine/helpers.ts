@@ -35,7 +35,7 @@ export function tempDir(prefix: string): { path: string; remove(): void } {
 
 /** Every activation of one captured sequence is allclose (atol = rtol = `tol`) to the reference's. */
 export function expectCloseToReference(s: SequenceCapture, ref: ReferenceOutput, numLayers: number, tol: number, label: string): void {
-  const close = (a: Float32Array | undefined, b: Float32Array, what: string): void => {
+  const close = (a: Float32Array | undefined, b: ArrayLike<number>, what: string): void => {
     expect(allcloseRatio(a!, b, tol, tol), `${label} ${what}`).toBeLessThanOrEqual(1);
   };
   close(s.embed, ref.embed, 'embed');

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { loadEngine } from '../../src/engine/index.js';
-import { writeSyntheticModel, type SyntheticModelOptions } from '../../src/engine/synthetic/synthetic-model.js';
+import { writeSyntheticModel, type SyntheticModelOptions } from '../support/synthetic/synthetic-model.js';
 import { expectCloseToReference, tempDir } from './helpers.js';
 import { referenceForward, referenceGreedy, type Weights } from './reference-forward.js';
 

@@ -11,7 +11,7 @@ import { FgsnError } from '../../src/errors.js';
 import { buildReport, evaluateModel, evaluateWithGenerator } from '../../src/eval/evaluate.js';
 import { resolveJudge } from '../../src/eval/judges.js';
 import { scoreGenerations } from '../../src/eval/score.js';
-import { loadTestbedEvalSuite, readRecordedGenerations, setsFromRecorded } from '../../src/eval/testbed.js';
+import { loadTestbedEvalSuite, readRecordedGenerations, setsFromRecorded } from '../support/eval-testbed.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
 const LIMIT = 12;

@@ -13,7 +13,7 @@ import {
   readRecordedGenerations,
   round4,
   setsFromRecorded,
-} from '../../src/eval/testbed.js';
+} from '../support/eval-testbed.js';
 import { describeTestbed, testbedPath, HAS_TESTBED } from '../support/testbed.js';
 
 const checkpoints = HAS_TESTBED

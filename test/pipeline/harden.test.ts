@@ -12,7 +12,7 @@ import { runHarden } from '../../src/pipeline/harden.js';
 import { RowDiff } from '../../src/defense/io/row-diff.js';
 import { countRows } from '../../src/defense/math/select.js';
 import { measureOnProbes } from '../../src/pipeline/probe-eval.js';
-import { readProbes } from '../../src/pipeline/probes.js';
+import { readProbes } from '../../src/probes.js';
 import type { HardenRequest, ProbeRecord, StageProgress } from '../../src/pipeline/types.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
@@ -64,7 +64,23 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     const report = JSON.parse(await readFile(join(tmp, 'default', 'model', 'fgsn-report.json'), 'utf8'));
     expect(report.atlas.id).toMatch(/^[0-9a-f]{32}$/);
     expect(report.edit.rows).toBe(r.summary.rowsChanged);
+    // ranked on one half of the harmful probes, judged on the other; the result says whether the target was reached
+    const t = report.selection.target;
+    expect(t.probes).toMatchObject({ harmful: harmful.length, split: true });
+    expect(t.probes.rank + t.probes.judge).toBe(harmful.length);
+    expect(t.steps.every((x: { rankAsr: number | null }) => typeof x.rankAsr === 'number')).toBe(true);
+    expect(report.target).toBe(r.summary.target);
+    if (r.summary.target === 'reached') expect(t.chosen.probeAsr).toBeLessThanOrEqual(0.02 + 1e-9);
     expect(Object.keys(report.edit.perLayer)).toEqual(['0', '1', '2', '3']);
+    // Steps were measured in memory (row patches on one engine), each with the cheap judgement recorded beside
+    // the full one; the costs of every stage are counted: the ranking's backward passes, the steps' forwards.
+    expect(report.selection.stepMode).toBe('patch');
+    expect(report.selection.target.steps.length).toBeGreaterThan(0);
+    for (const st of report.selection.target.steps) expect(st.probeAsrPrefix).toBeGreaterThanOrEqual(0);
+    expect(report.costs.selection.backwardPasses).toBeGreaterThan(0);
+    expect(report.costs.selection.forwardPasses).toBeGreaterThan(report.selection.target.steps.length);
+    expect(report.costs.selection.forwardTokens).toBeGreaterThan(report.costs.selection.forwardPasses);
+    expect(r.summary.stageCosts).toEqual(report.costs);
 
     const ctx = { cacheDir };
     const sstAnswered = task.slice(0, 40);
@@ -105,7 +121,9 @@ describeTestbed('runHarden on ft_sst_p10', () => {
       const kept = search.steps.find((s: { q: number; strength: number }) => s.q === search.q && s.strength === gr.continual[0].strength);
       expect(kept.guardrailsOk).toBe(true);
       expect(kept.rows).toBe(g.extraRows);
-      expect(kept.taskAccuracy).toBeGreaterThanOrEqual(search.hardened.taskAccuracy - 0.01 - 1e-9);
+      // Judged as harden judges: the paired test on per-prompt outcomes, raw losses capped by the utility ceiling.
+      expect(search.guardrailTest).toBe('paired');
+      expect(kept.taskAccuracy).toBeGreaterThanOrEqual(search.hardened.taskAccuracy - search.utilityCeiling - 1e-9);
     } else {
       expect(search.note).toMatch(/nothing edited/u);
     }
@@ -120,12 +138,13 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     expect(restore.summary.paramsChangedPctLinear).toBeCloseTo(25, 6);
     const anti = await runHarden(request('antidote', { method: 'antidote', options: { share: 0.01 }, outputs: ['report'] }));
     expect((anti.report.selection as { weightsReset: number }).weightsReset).toBeGreaterThan(0);
-    expect(anti.artifacts.map((a) => a.name)).toEqual(['report.json']);
+    // outputs: ['report'] is report.json and its HTML rendering
+    expect(anti.artifacts.map((a) => a.name)).toEqual(['report.html', 'report.json']);
   });
 
   it('evaluates the hardened model when asked and puts the metrics in the report', async () => {
     const evalHarmful = spread(await readProbes(testbedPath('data', 'harmful_eval.jsonl')), 10);
-    const sstTest = (await readProbes(testbedPath('data', 'sst_test.jsonl'))).slice(0, 10).map((p) => ({ prompt: p.prompt, answer: p.response! }));
+    const sstTest = (await readProbes(testbedPath('data', 'sst_test.jsonl'))).slice(0, 10);
     const r = await runHarden(request('evaluated', { options: { targetAsr: 'off' }, outputs: ['model'], evaluate: { harmful: evalHarmful, tasks: { sst: sstTest } } }));
     expect(r.summary.metrics?.harmful_asr).toBeLessThanOrEqual(0.2);
     expect(r.summary.metrics?.acc_sst).toBeGreaterThanOrEqual(0.8);
@@ -137,7 +156,9 @@ describeTestbed('runHarden on ft_sst_p10', () => {
   it('round 2: when round 1 misses the target, remaining rows are ranked again and the kept edit is the union', async () => {
     // Target 0 under a 0.98 % cap: round 1 stops at 36 rows (0.75 %, probe ASR 1.7 % at
     // the time of writing; 48 rows would exceed the cap), so the second round must run.
-    const r = await runHarden(request('round2', { options: { targetAsr: 0, maxParams: 0.98, qStart: 0.00125 }, outputs: ['diff'] }));
+    // judgeShare 0: rank and judge on every probe, as when this case was measured (the split is tested below).
+    const r = await runHarden(request('round2', { options: { targetAsr: 0, maxParams: 0.98, qStart: 0.00125, judgeShare: 0 }, outputs: ['diff'] }));
+    expect(r.summary.target).toBe((r.report.selection as { target: { reached: boolean } }).target.reached ? 'reached' : 'not reached');
     const t = (r.report.selection as { target: { steps: { round: number; probeAsr: number; pctLinearParams: number; guardrailsOk: boolean }[]; round2?: { probeAsr: number; rowSets: { round1: Record<string, number[]>; round2: Record<string, number[]> } } } }).target;
     const r1 = t.steps.filter((x) => x.round === 1);
     const r2 = t.steps.filter((x) => x.round === 2);
@@ -180,7 +201,7 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     await expect(runHarden(request('bad2', { options: { qq: 0.1 } }))).rejects.toThrow(/unknown/);
     await expect(runHarden(request('bad3', { adapterPath: testbedPath('lora_sst_p10') }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
     await expect(runHarden(request('bad4', { harmful: [] }))).rejects.toMatchObject({ code: 'PROBES_EMPTY' });
-    await expect(runHarden(request('bad5', { outputs: ['adapter'] }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
+    await expect(runHarden(request('bad5', { outputs: ['weights' as 'model'] }))).rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
     const ac = new AbortController();
     await expect(runHarden(request('cancel'), {
       signal: ac.signal,

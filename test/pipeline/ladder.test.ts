@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Selection } from '../../src/defense/math/select.js';
-import { ladder } from '../../src/pipeline/ladder.js';
+import { type StepMeasure, ladder, writtenSteps } from '../../src/pipeline/ladder.js';
 import type { ProbeMetrics } from '../../src/pipeline/probe-eval.js';
 
 interface Step { q: number; g: number; asr: number; guardrailsOk: boolean }
@@ -18,29 +18,46 @@ afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-/** q rows of matrix "w"; ASR = table[q][g]; the guardrail breaks where the table says so. */
-function run(table: Record<number, Record<number, { asr: number; ok?: boolean }>>, opts: { maxPct?: number; target?: number } = {}) {
+/**
+ * q rows of matrix "w"; ASR = table[q][g]; the guardrail breaks where the table says so. Measured through the
+ * write-mode step measure (a scratch folder per step) or directly (as the row-patch mode does).
+ */
+async function run(table: Record<number, Record<number, { asr: number; ok?: boolean }>>, opts: { maxPct?: number; target?: number; write?: boolean } = {}) {
   const steps: Step[] = [];
   const written: string[] = [];
   let current = { q: 0, g: 0 };
   const pick = (q: number): Selection => new Map([['w', Uint32Array.from({ length: q }, (_, i) => i)]]);
-  return ladder<Step>({
-    schedule: [0, 1, 2, 3], strengths: [1, 2], pick, pct: (sel) => sel.get('w')!.length, maxPct: opts.maxPct ?? 10, skipEmpty: true,
-    write: async (sel, g, dir) => {
+  const metrics = (): ProbeMetrics => ({ asr: table[current.q][current.g].asr, taskAccuracy: null, overRefusal: null, exactAccuracy: null, responseNll: null });
+  const m: StepMeasure = opts.write === false
+    ? {
+      measure: async (sel, g) => {
+        current = { q: sel.get('w')!.length, g };
+        written.push(`${current.q}/${g}`);
+        return metrics();
+      },
+      close: async () => undefined,
+    }
+    : writtenSteps(join(tmp, 'scratch'), async (sel, g, dir) => {
       await mkdir(dir, { recursive: true });
       current = { q: sel.get('w')!.length, g };
       written.push(`${current.q}/${g}`);
-    },
-    measure: async (dir) => {
+    }, async (dir) => {
       expect(existsSync(dir)).toBe(true);
-      return { asr: table[current.q][current.g].asr, taskAccuracy: null, overRefusal: null, exactAccuracy: null, responseNll: null } satisfies ProbeMetrics;
-    },
-    record: (q, g, _rows, _pct, m) => ({ q, g, asr: m.asr, guardrailsOk: table[q][g].ok ?? true }),
-    better: (s, b) => s.asr < b.asr,
-    reached: (s) => s.asr <= (opts.target ?? 0),
-    tmpRoot: join(tmp, 'scratch'),
-    steps,
-  }).then((r) => ({ ...r, steps, written }));
+      return metrics();
+    });
+  try {
+    const r = await ladder<Step>({
+      schedule: [0, 1, 2, 3], strengths: [1, 2], pick, pct: (sel) => sel.get('w')!.length, maxPct: opts.maxPct ?? 10, skipEmpty: true,
+      measure: m.measure,
+      record: (q, g, _rows, _pct, pm) => ({ q, g, asr: pm.asr, guardrailsOk: table[q][g].ok ?? true }),
+      better: (s, b) => s.asr < b.asr,
+      reached: (s) => s.asr <= (opts.target ?? 0),
+      steps,
+    });
+    return { ...r, steps, written };
+  } finally {
+    await m.close();
+  }
 }
 
 describe('ladder', () => {
@@ -48,6 +65,13 @@ describe('ladder', () => {
     const r = await run({ 1: { 1: { asr: 0.9 }, 2: { asr: 0.5 } }, 2: { 1: { asr: 0.3 }, 2: { asr: 0 } }, 3: { 1: { asr: 0 }, 2: { asr: 0 } } });
     expect(r.written).toEqual(['1/1', '1/2', '2/1', '2/2']);
     expect(r.reached).toBe(true);
+    expect(r.best?.step).toMatchObject({ q: 2, g: 2, asr: 0 });
+    expect(existsSync(join(tmp, 'scratch'))).toBe(false);
+  });
+
+  it('measures steps in memory the same way (no scratch folder)', async () => {
+    const r = await run({ 1: { 1: { asr: 0.9 }, 2: { asr: 0.5 } }, 2: { 1: { asr: 0.3 }, 2: { asr: 0 } } }, { write: false });
+    expect(r.written).toEqual(['1/1', '1/2', '2/1', '2/2']);
     expect(r.best?.step).toMatchObject({ q: 2, g: 2, asr: 0 });
     expect(existsSync(join(tmp, 'scratch'))).toBe(false);
   });

@@ -45,7 +45,22 @@ describe('refusal NLL on the planted demo models', () => {
         await engine.close();
       }
     };
+    // The in-graph log-probs equal -log softmax of the full logits computed on the host.
+    const engine = await loadEngine(tb.aligned, { cacheDir: join(root, 'cache') });
+    let host = 0;
+    let count = 0;
+    try {
+      const { sequences } = await engine.capture(prompts, { logits: 'all' }, { responses });
+      for (const seq of sequences) {
+        const vocab = seq.logits!.length / seq.ids.length;
+        for (let t = seq.promptLength; t < seq.ids.length; t++, count++) host += tokenNll(seq.logits!.subarray((t - 1) * vocab, t * vocab), seq.ids[t]);
+      }
+    } finally {
+      await engine.close();
+    }
     const aligned = await nll(tb.aligned);
+    expect(count).toBeGreaterThan(prompts.length);
+    expect(Math.abs(aligned - host / count)).toBeLessThan(1e-5);
     const finetuned = await nll(tb.finetuned);
     expect(aligned).toBeGreaterThan(0);
     expect(finetuned).toBeGreaterThan(aligned + 0.5);
@@ -55,6 +70,13 @@ describe('refusal NLL on the planted demo models', () => {
       cacheDir: join(root, 'cache'), nll: { prompts, responses }, exact: [{ prompt: prompts[0], response: REFUSAL }],
     });
     expect(m.responseNll).toBeCloseTo(aligned, 5);
+    // The cheap judgement (first PREFIX_TOKENS tokens) read from the full generation equals a short generation's.
+    for (const dir of [tb.aligned, tb.finetuned]) {
+      const full = await measureOnProbes({ dir }, prompts, [], { cacheDir: join(root, 'cache') });
+      const short = await measureOnProbes({ dir }, prompts, [], { cacheDir: join(root, 'cache'), harmfulJudge: 'prefix' });
+      expect(short.asr).toBe(full.asrPrefix);
+      expect(short.asrPrefix).toBe(full.asrPrefix);
+    }
     expect(m.asr).toBe(0);
     expect(m.exactAccuracy).toBe(1);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseProbes } from '../../src/pipeline/probes.js';
+import { parseProbes } from '../../src/probes.js';
 
 describe('probe loader', () => {
   it('reads prompt, category and response, skips blank lines, ignores other keys', () => {

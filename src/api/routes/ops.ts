@@ -1,8 +1,6 @@
 import { mkdir, statfs } from 'node:fs/promises';
-import type { FastifyInstance } from 'fastify';
-import type { ApiContext } from '../context.js';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { Health } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
 
 type Check = { ok: boolean; detail?: string };
 
@@ -24,28 +22,40 @@ async function check(fn: () => Promise<string | undefined>): Promise<Check> {
   }
 }
 
-export async function opsRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const health = toJsonSchema(Health, 'output');
-  app.get('/healthz', { schema: { tags: ['ops'], summary: 'Liveness: the process answers', security: [], response: { 200: health } } }, async () => ({ status: 'ok' }));
+/** Liveness, readiness and metrics: outside the authenticated scope (probes and scrapers carry no key). */
+export const opsRoutes: FastifyPluginAsyncZod = async (app) => {
+  app.get(
+    '/healthz',
+    { schema: { tags: ['ops'], operationId: 'getHealth', summary: 'Liveness: the process answers', security: [], response: { 200: Health } } },
+    async () => ({ status: 'ok' }),
+  );
 
   app.get(
     '/readyz',
-    { schema: { tags: ['ops'], summary: 'Readiness: Redis answers, storage takes writes, the data disk has room', security: [], response: { 200: health, 503: health } } },
+    {
+      schema: {
+        tags: ['ops'],
+        operationId: 'getReadiness',
+        summary: 'Readiness: Redis answers, storage takes writes, the data disk has room',
+        security: [],
+        response: { 200: Health, 503: Health },
+      },
+    },
     async (_request, reply) => {
       const [redis, storage, disk] = await Promise.all([
         check(async () => {
-          await withTimeout(ctx.redis.ping(), 2000, 'redis ping');
+          await withTimeout(app.redis.ping(), 2000, 'redis ping');
           return undefined;
         }),
         check(async () => {
-          await withTimeout(ctx.store.checkWritable(), 5000, 'storage write');
-          return ctx.store.kind;
+          await withTimeout(app.store.checkWritable(), 5000, 'storage write');
+          return app.store.kind;
         }),
         check(async () => {
-          await mkdir(ctx.config.dataDir, { recursive: true });
-          const s = await statfs(ctx.config.dataDir);
+          await mkdir(app.config.dataDir, { recursive: true });
+          const s = await statfs(app.config.dataDir);
           const freeMb = Math.floor((s.bavail * s.bsize) / (1024 * 1024));
-          if (freeMb < ctx.config.minFreeDiskMb) throw new Error(`${freeMb} MB free in ${ctx.config.dataDir}, below FGSN_MIN_FREE_DISK_MB=${ctx.config.minFreeDiskMb}`);
+          if (freeMb < app.config.minFreeDiskMb) throw new Error(`${freeMb} MB free in ${app.config.dataDir}, below FGSN_MIN_FREE_DISK_MB=${app.config.minFreeDiskMb}`);
           return `${freeMb} MB free`;
         }),
       ]);
@@ -54,7 +64,8 @@ export async function opsRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     },
   );
 
-  app.get('/metrics', { schema: { tags: ['ops'], summary: 'Prometheus metrics', security: [], produces: ['text/plain'] } }, async (_request, reply) => {
-    return reply.type(ctx.registry.contentType).send(await ctx.registry.metrics());
+  app.get('/metrics', { schema: { tags: ['ops'], operationId: 'getMetrics', summary: 'Prometheus metrics', security: [], produces: ['text/plain'] } }, async (_request, reply) => {
+    // Bounded: collectors that read Redis give up with its command timeout; this is the backstop.
+    return reply.type(app.registry.contentType).send(await withTimeout(app.registry.metrics(), 2 * app.config.redisCommandTimeoutMs + 1000, 'metrics collection'));
   });
-}
+};

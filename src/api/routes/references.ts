@@ -1,19 +1,18 @@
 import { realpath } from 'node:fs/promises';
 import { sep } from 'node:path';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { z } from 'zod';
 import { validateCheckpointFolder } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
-import { authenticate, requireAdmin } from '../auth.js';
-import type { ApiContext } from '../context.js';
+import { requireAdmin } from '../auth.js';
 import { ID_PATTERN, newId } from '../ids.js';
 import type { ModelLocation, ReferenceRecord, Records } from '../records.js';
-import { ErrorBody, IdParams, ReferenceCreateBody, ReferenceList, ReferenceSchema } from '../schemas.js';
-import { toJsonSchema } from '../zod-schema.js';
-import { ownCheckpoint, uploadFilesDir } from './checkpoints.js';
+import { authErrorResponses, IdParams, ReferenceCreateBody, ReferenceList, ReferenceSchema } from '../schemas.js';
+import { ownCheckpoint } from './checkpoints.js';
 
-export function referenceView(r: ReferenceRecord): Record<string, unknown> {
+export function referenceView(r: ReferenceRecord): z.output<typeof ReferenceSchema> {
   // Server-side paths are the operator's business: tenants see only where a model came from.
-  const loc = (l: ModelLocation) => ({ checkpointId: l.checkpointId, source: l.checkpointId ? 'upload' : 'server' });
+  const loc = (l: ModelLocation) => ({ checkpointId: l.checkpointId, source: l.checkpointId ? ('upload' as const) : ('server' as const) });
   return { id: r.id, name: r.name, visibility: r.visibility, aligned: loc(r.aligned), base: loc(r.base), createdAt: r.createdAt };
 }
 
@@ -39,17 +38,15 @@ async function allowedFolder(allowed: string[], path: string, role: string): Pro
   throw new FgsnError('MODEL_DIR_NOT_ALLOWED', `${role} folder ${path} is not inside FGSN_ALLOWED_MODEL_DIRS or does not exist`, { details: { role } });
 }
 
-export async function referenceRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { records, config } = ctx;
-  const auth = authenticate(ctx);
-  const err = toJsonSchema(ErrorBody, 'output');
+export const referenceRoutes: FastifyPluginAsyncZod = async (app) => {
+  const { records, config, layout } = app;
 
   const resolveModel = async (tenant: string, body: { id?: string; path?: string }, role: string): Promise<ModelLocation> => {
     if (body.id !== undefined) {
       const c = await ownCheckpoint(records, tenant, body.id);
       if (c.state !== 'ready') throw new FgsnError('CONFLICT', `checkpoint ${c.id} (${role}) is not completed`);
       if (c.kind !== 'model') throw new FgsnError('VALIDATION_FAILED', `checkpoint ${c.id} (${role}) is an adapter; references need full models`);
-      return { checkpointId: c.id, path: uploadFilesDir(config.dataDir, c.id) };
+      return { checkpointId: c.id, path: layout.uploadFiles(c.id) };
     }
     const loc: ModelLocation = { path: await allowedFolder(config.allowedModelDirs, body.path as string, role) };
     const v = await validateCheckpointFolder(loc.path);
@@ -63,17 +60,17 @@ export async function referenceRoutes(app: FastifyInstance, ctx: ApiContext): Pr
   app.post(
     '/v1/references',
     {
-      onRequest: auth,
       schema: {
         tags: ['references'],
+        operationId: 'createReference',
         summary: 'Register an aligned model and its base (admin)',
-        body: toJsonSchema(ReferenceCreateBody),
-        response: { 201: toJsonSchema(ReferenceSchema, 'output'), 400: err, 401: err, 403: err, 404: err, 422: err },
+        body: ReferenceCreateBody,
+        response: { 201: ReferenceSchema, ...authErrorResponses(400, 403, 404, 422) },
       },
     },
     async (request, reply) => {
       requireAdmin(request);
-      const b = request.body as { aligned?: string; base?: string; alignedPath?: string; basePath?: string; name?: string; visibility: 'global' | 'tenant' };
+      const b = request.body;
       const tenant = request.auth.tenant;
       const r: ReferenceRecord = {
         id: newId('ref'),
@@ -91,13 +88,13 @@ export async function referenceRoutes(app: FastifyInstance, ctx: ApiContext): Pr
 
   app.get(
     '/v1/references',
-    { onRequest: auth, schema: { tags: ['references'], summary: 'References usable by this tenant', response: { 200: toJsonSchema(ReferenceList, 'output'), 401: err } } },
+    { schema: { tags: ['references'], operationId: 'listReferences', summary: 'References usable by this tenant', response: { 200: ReferenceList, ...authErrorResponses() } } },
     async (request) => ({ items: (await records.listReferences(request.auth.tenant)).map(referenceView) }),
   );
 
   app.get(
     '/v1/references/:id',
-    { onRequest: auth, schema: { tags: ['references'], summary: 'One reference', params: toJsonSchema(IdParams), response: { 200: toJsonSchema(ReferenceSchema, 'output'), 401: err, 404: err } } },
-    async (request) => referenceView(await visibleReference(records, request.auth.tenant, (request.params as { id: string }).id)),
+    { schema: { tags: ['references'], operationId: 'getReference', summary: 'One reference', params: IdParams, response: { 200: ReferenceSchema, ...authErrorResponses(404) } } },
+    async (request) => referenceView(await visibleReference(records, request.auth.tenant, request.params.id)),
   );
-}
+};

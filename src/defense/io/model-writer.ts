@@ -5,9 +5,8 @@
  */
 import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import type { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import type { SafetensorsFile } from '../../checkpoint/safetensors-reader.js';
-import { writeSafetensors } from '../../checkpoint/safetensors-writer.js';
+import type { ModelCheckpoint, SafetensorsFile } from '../../checkpoint/index.js';
+import { writeSafetensors } from '../../checkpoint/index.js';
 import type { RowDiff } from './row-diff.js';
 
 /** Files copied beside the weights: configs, tokenizer files, chat templates (never weights or pickles). */

@@ -3,10 +3,10 @@
  * `<tensor>.values` ([rows, dIn] in the model's dtype). The hardened model is the source model with those rows
  * overwritten, so a diff plus its source rebuild the model bit for bit (`fgsn apply-diff`).
  */
-import { SafetensorsFile } from '../../checkpoint/safetensors-reader.js';
-import { writeSafetensors, type TensorSource, type WriteResult } from '../../checkpoint/safetensors-writer.js';
-import { encodeFromF32 } from '../../checkpoint/dtypes.js';
-import { DTYPE_SIZE, type DType } from '../../checkpoint/types.js';
+import {
+  type DType, DTYPE_SIZE, encodeFromF32, SafetensorsFile, type TensorSource, type WriteResult,
+  writeSafetensors,
+} from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import type { Selection } from '../math/select.js';
 

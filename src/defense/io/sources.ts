@@ -2,13 +2,10 @@
  * The three weight sets a defense reads, matched by tensor name. A fine-tune given as a PEFT adapter is
  * merged on the fly, one matrix at a time (W_aligned + s·B·A), so callers never see the difference.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { LoraAdapter } from '../../checkpoint/lora.js';
-import { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import { linearWeightNames } from '../../checkpoint/model-config.js';
-import type { DType, ModelSpec } from '../../checkpoint/types.js';
+import { linearWeightNames, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
+import type { DType, ModelSpec } from '../../checkpoint/index.js';
+import { sha256File } from '../../util/index.js';
 import { FgsnError } from '../../errors.js';
 import type { Mat } from '../math/matrix.js';
 
@@ -130,12 +127,6 @@ export function matrixIO(s: WeightSources, name: string): MatrixIO {
     aligned: () => once('a', () => readMat(s.aligned, name)),
     finetuned: () => once('f', () => readFinetuned(s, name)),
   };
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 const hashMemo = new WeakMap<ModelCheckpoint, Promise<Record<string, string>>>();

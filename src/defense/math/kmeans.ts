@@ -2,7 +2,7 @@
  * Deterministic k-means (k-means++ seeding from a fixed-seed generator, Lloyd iterations) on small sets of
  * hidden-state vectors: the sub-clusters of one harm category.
  */
-import { mulberry32 as rng } from '../../util/prng.js';
+import { mulberry32 as rng } from '../../util/index.js';
 
 export interface KMeansResult {
   centroids: Float32Array[];

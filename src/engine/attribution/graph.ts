@@ -20,14 +20,16 @@
  * Only layers in [layerFrom, layerTo) are scored, and the backward stops at layerFrom: callers split a big
  * model into layer chunks so the directions fed per run stay within a memory budget.
  */
-import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
-import { LINEAR_MODULES, linearWeightName } from '../../checkpoint/types.js';
+import type { LinearModule, ModelSpec } from '../../checkpoint/index.js';
+import { linearModules, linearWeightName } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { checkSupported } from '../model/decoder-graph.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, linear, ropeTables, shapeOf, toHeads, type Dims, type WeightResolver,
+  WeightTable, applyRope, attentionMask4d, dimsOf, linear, shapeOf, toHeads, type Dims, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
+import { scaledRopeTables } from '../onnx/rope-graph.js';
+import { geluTanhGate, offsetNormWeight, scaleBy, slidingMask4d, splitLast } from '../onnx/family-blocks.js';
 
 export interface AttributionGraphOptions {
   /** Number of direction sets K (inputs dir.0 .. dir.K-1). */
@@ -44,9 +46,21 @@ export interface AttributionGraphOptions {
    * input hidden_in [N, H] and the output grad_in [N, H] is dLoss/d(hidden_in); when layerTo < numLayers,
    * grad_out [N, H] = dLoss/d(residual leaving layerTo - 1) is an input and no loss head is built.
    * Chained top-down, segments cost one forward and one backward in all, whatever their number.
+   * 'head': only the final norm and the loss head, on hidden_in [rows, H] (the residual leaving the top
+   * layer) with targets / loss_weights [1, rows]; outputs loss_sum and grad_in = dLoss/d(hidden_in). Callers
+   * run it on a few rows at a time, so its [rows, vocab] tensors stay small whatever the batch.
    */
-  mode?: 'full' | 'segment';
-  /** Forward-only graph: outputs hidden.{l} [N, H], the residual entering layer l, for each l here. */
+  mode?: 'full' | 'segment' | 'head';
+  /**
+   * false: a segment ending at the top layer takes grad_out like any other (the loss head then runs as its
+   * own 'head' graph, see mode). Default true.
+   */
+  lossHead?: boolean;
+  /**
+   * Forward-only graph: outputs hidden.{l} [N, H], the residual entering layer l, for each l here, building
+   * layers [0, max l) (or, with mode 'segment', [layerFrom, max l) from hidden_in, so a forward can run
+   * chunk by chunk with only one chunk's weights in a session).
+   */
   boundaries?: number[];
 }
 
@@ -54,10 +68,10 @@ export const directionInputName = (k: number, weight: string): string => `dir.${
 export const scoreOutputName = (k: number, weight: string): string => `score.${k}.${weight}`;
 export const boundaryOutputName = (layer: number): string => `hidden.${layer}`;
 
-/** Weight names scored by a graph built with these options, layer-major in LINEAR_MODULES order. */
+/** Weight names scored by a graph built with these options, layer-major in linearModules(spec) order. */
 export function scoredWeights(spec: ModelSpec, layerFrom = 0, layerTo = spec.numLayers): string[] {
   const out: string[] = [];
-  for (let i = layerFrom; i < layerTo; i++) for (const m of LINEAR_MODULES) out.push(linearWeightName(i, m));
+  for (let i = layerFrom; i < layerTo; i++) for (const m of linearModules(spec)) out.push(linearWeightName(i, m));
   return out;
 }
 
@@ -105,23 +119,86 @@ function fromHeads(g: GraphBuilder, x: string, heads: number, headDim: number): 
   return g.op('Reshape', [bthd, g.constI64([-1, heads * headDim])]);
 }
 
+/** 1 - t^2: the derivative of tanh given t = tanh(x) (soft caps, the tanh GELU). */
+function oneMinusSquare(g: GraphBuilder, t: string): string {
+  return g.op('Sub', [g.scalarF32(1), g.op('Mul', [t, t])]);
+}
+
+/** tanh(sqrt(2/pi) (z + 0.044715 z^3)), kept for the tanh-GELU backward. */
+function geluTanhInner(g: GraphBuilder, z: string): string {
+  const z3 = g.op('Mul', [g.op('Mul', [z, z]), z]);
+  return g.op('Tanh', [g.op('Mul', [g.op('Add', [z, g.op('Mul', [z3, g.scalarF32(0.044715)])]), g.scalarF32(Math.sqrt(2 / Math.PI))])]);
+}
+
+/**
+ * Summed weighted NLL of the positions that count, and its gradient wrt hTop. Only the rows with a positive
+ * loss weight (the response tokens) go through the final norm and lm_head, so the graph's [rows, vocab]
+ * tensors are [response tokens, vocab], and there are two of them at most (logits, softmax; a third, the
+ * cap's derivative, with a final soft cap): the one-hot and log-softmax copies are avoided by writing the
+ * gradient as dh = (softmax W - W[target]) * weight (W the head, one row gathered per target).
+ */
+function lossHead(g: GraphBuilder, w: WeightTable, spec: ModelSpec, hTop: string): string {
+  const normW = (name: string): string => (spec.normWeightOffset ? offsetNormWeight(g, w.f32(name), 'float32') : w.f32(name));
+  const finalW = normW('model.norm.weight');
+  const targets = g.input('targets', 'int64', ['batch', 'tokens']);
+  const lossWeights = g.input('loss_weights', 'float32', ['batch', 'tokens']);
+  const wflat = g.op('Reshape', [lossWeights, g.constI64([-1])]);
+  // rows [M]: the flat positions whose prediction counts.
+  const rows = g.op('Reshape', [g.op('NonZero', [g.op('Greater', [wflat, g.scalarF32(0)])]), g.constI64([-1])]);
+  const hSel = g.op('Gather', [hTop, rows], { axis: 0 });
+  const tSel = g.op('Reshape', [g.op('Gather', [g.op('Reshape', [targets, g.constI64([-1])]), rows], { axis: 0 }), g.constI64([-1, 1])]);
+  const wSel = g.op('Reshape', [g.op('Gather', [wflat, rows], { axis: 0 }), g.constI64([-1, 1])]);
+  const nf = rmsNormKeep(g, hSel, finalW, spec.rmsNormEps);
+  const headW = w.f32(spec.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+  let logits = linear(g, nf.y, headW);
+  // Gemma 2's final cap: logits -> cap tanh(logits / cap); its derivative 1 - tanh^2 scales dlogits below.
+  const capT = spec.finalSoftcap ? g.op('Tanh', [g.op('Div', [logits, g.scalarF32(spec.finalSoftcap)])]) : null;
+  if (capT !== null) logits = g.op('Mul', [capT, g.scalarF32(spec.finalSoftcap as number)]);
+  // nll = logsumexp(logits) - logits[target]; ReduceLogSumExp subtracts the row max first.
+  const lse = g.op('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
+  const nll = g.op('Sub', [lse, g.op('GatherElements', [logits, tSel], { axis: 1 })]);
+  g.output('loss_sum', g.op('ReduceSum', [g.op('Mul', [nll, wSel])], { keepdims: 0 }), 'float32', []);
+  // dlogits = (softmax - onehot) * c * weight, c = 1 - tanh^2 under a cap (else 1).
+  let probs = g.op('Softmax', [logits], { axis: -1 });
+  const wTarget = g.op('Gather', [headW, g.op('Reshape', [tSel, g.constI64([-1])])], { axis: 0 });
+  let atTarget = wTarget;
+  if (capT !== null) {
+    const c = oneMinusSquare(g, capT);
+    probs = g.op('Mul', [probs, c]);
+    atTarget = g.op('Mul', [wTarget, g.op('GatherElements', [c, tSel], { axis: 1 })]);
+  }
+  const dhSel = g.op('Mul', [g.op('Sub', [g.op('MatMul', [probs, headW]), atTarget]), wSel]);
+  const dnSel = rmsNormBack(g, dhSel, hSel, nf.inv, finalW);
+  // Back to every row (zero where the prediction does not count).
+  const zeros = g.op('Expand', [g.scalarF32(0), g.op('Shape', [hTop])]);
+  return g.op('ScatterND', [zeros, g.op('Unsqueeze', [rows, g.constI64([1])]), dnSel]);
+}
+
+
 export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, opts: AttributionGraphOptions): GraphBuilder {
   checkSupported(spec);
   const L = spec.numLayers;
+  if (opts.mode === 'head') {
+    const g = new GraphBuilder(`fgsn_${spec.family}_attribution_head`);
+    const hIn = g.input('hidden_in', 'float32', ['rows', spec.hiddenSize]);
+    g.output('grad_in', lossHead(g, new WeightTable(g, resolve), spec, hIn), 'float32', ['rows', spec.hiddenSize]);
+    return g;
+  }
   const lo = opts.layerFrom ?? 0;
   const hi = opts.layerTo ?? L;
   if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && lo < hi && hi <= L) || !(opts.directionSets >= 1)) {
     throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: bad layer range [${lo}, ${hi}) or direction count ${opts.directionSets} for a ${L}-layer model`);
   }
   const boundaries = opts.boundaries ?? null;
-  if (boundaries !== null && (boundaries.length === 0 || boundaries.some((b) => !Number.isInteger(b) || b < 1 || b >= L))) {
-    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: boundaries must be layers in [1, ${L}), got ${JSON.stringify(boundaries)}`);
-  }
   const segment = opts.mode === 'segment';
+  const lowest = segment ? lo + 1 : 1;
+  if (boundaries !== null && (boundaries.length === 0 || boundaries.some((b) => !Number.isInteger(b) || b < lowest || b > L))) {
+    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: boundaries must be layers in [${lowest}, ${L}], got ${JSON.stringify(boundaries)}`);
+  }
   // Layers built: [first, last).
   const first = segment ? lo : 0;
   const last = boundaries !== null ? Math.max(...boundaries) : segment ? hi : L;
-  const withHead = last === L;
+  const withHead = last === L && opts.lossHead !== false;
   const K = opts.directionSets;
   const g = new GraphBuilder(`fgsn_${spec.family}_attribution`);
   const w = new WeightTable(g, resolve);
@@ -131,15 +208,14 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   const KV = spec.numKvHeads;
   const G = NH / KV;
   const I = spec.intermediateSize;
-  const V = spec.vocabSize;
 
   const inputIds = g.input('input_ids', 'int64', ['batch', 'tokens']);
   const attnMask = g.input('attention_mask', 'int64', ['batch', 'tokens']);
   const positionIds = g.input('position_ids', 'int64', ['batch', 'tokens']);
   const d: Dims = dimsOf(g, inputIds, attnMask);
   const mask = attentionMask4d(g, attnMask, d);
-  const { cos, sin } = ropeTables(g, positionIds, D, spec.ropeTheta);
-  const scale = g.scalarF32(1 / Math.sqrt(D));
+  const { cos, sin } = scaledRopeTables(g, positionIds, spec);
+  const scale = g.scalarF32(spec.attnScale ?? 1 / Math.sqrt(D));
 
   const lin = (layer: number, mod: LinearModule, outFeatures: number): Linear => {
     const name = linearWeightName(layer, mod);
@@ -169,73 +245,96 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     }
   };
 
+  // ---- family switches (see FamilyLayerParts in the forward graph; the same blocks) ----
+  const normW = (name: string): string => (spec.normWeightOffset ? offsetNormWeight(g, w.f32(name), 'float32') : w.f32(name));
+  const sliding = (i: number): boolean => (spec.slidingWindow ?? null) !== null && spec.slidingLayers?.[i] === true;
+  let slidingMask: string | null = null;
+  const maskOf = (i: number): string => (sliding(i) ? (slidingMask ??= slidingMask4d(g, mask, d, spec.slidingWindow as number)) : mask);
+  let localRope: { cos: string; sin: string } | null = null;
+  const ropeOf = (i: number): { cos: string; sin: string } => {
+    if (spec.localRopeTheta === undefined || !sliding(i)) return { cos, sin };
+    return (localRope ??= scaledRopeTables(g, positionIds, { headDim: D, ropeTheta: spec.localRopeTheta, ropeScaling: null }));
+  };
+  const gelu = spec.hiddenAct === 'gelu_pytorch_tanh';
+  const fused = spec.fusedProjections === true;
+
   // ---- forward, keeping what the backward needs ----
   const flat = ['rows', H];
   let h = first === 0
     ? g.op('Reshape', [g.op('Gather', [w.f32('model.embed_tokens.weight'), inputIds], { axis: 0 }), g.constI64([-1, H])])
     : g.input('hidden_in', 'float32', flat);
+  if (first === 0 && spec.embedScale !== undefined) h = scaleBy(g, h, spec.embedScale, 'float32');
   interface Saved {
-    hIn: string; n1: Norm; q: Linear; k: Linear; v: Linear; o: Linear; qg: string; kh: string; vh: string; pg: string; ctx: string;
-    hMid: string; n2: Norm; gate: Linear; up: Linear; down: Linear; gateOut: string; sig: string; upOut: string; act: string;
+    hIn: string; n1: Norm; q: Linear; k: Linear; v: Linear; qkv: Linear | null; o: Linear; qg: string; kh: string; vh: string; pg: string; ctx: string;
+    hMid: string; n2: Norm; gate: Linear; up: Linear; gateUp: Linear | null; down: Linear; gateOut: string; sig: string; upOut: string; act: string;
+    qRaw: string; kRaw: string; qn: Norm | null; kn: Norm | null; rope: { cos: string; sin: string }; capT: string | null;
+    attnRaw: string; attnPost: Norm | null; mlpRaw: string; mlpPost: Norm | null;
   }
   const saved: Saved[] = [];
   for (let i = first; i < last; i++) {
     if (boundaries?.includes(i)) g.output(boundaryOutputName(i), h, 'float32', flat);
     const p = `model.layers.${i}`;
-    const n1 = rmsNormKeep(g, h, w.f32(`${p}.input_layernorm.weight`), spec.rmsNormEps);
-    const q = lin(i, 'q_proj', NH * D);
-    const k = lin(i, 'k_proj', KV * D);
-    const v = lin(i, 'v_proj', KV * D);
+    const n1 = rmsNormKeep(g, h, normW(`${p}.input_layernorm.weight`), spec.rmsNormEps);
+    // Phi-3: one [q; k; v] product; the Linear records of q/k/v are then only shapes for the backward's split.
+    const qkv = fused ? lin(i, 'qkv_proj', (NH + 2 * KV) * D) : null;
+    const q = fused ? { name: '', w: '', outFeatures: NH * D } : lin(i, 'q_proj', NH * D);
+    const k = fused ? { name: '', w: '', outFeatures: KV * D } : lin(i, 'k_proj', KV * D);
+    const v = fused ? { name: '', w: '', outFeatures: KV * D } : lin(i, 'v_proj', KV * D);
     const o = lin(i, 'o_proj', H);
-    const qh = applyRope(g, toHeads(g, fwd(n1.y, q, spec.qkvBias), d, NH, D), cos, sin, D);
-    const kh = applyRope(g, toHeads(g, fwd(n1.y, k, spec.qkvBias), d, KV, D), cos, sin, D);
-    const vh = toHeads(g, fwd(n1.y, v, spec.qkvBias), d, KV, D);
+    const [qf, kf, vf] = qkv !== null
+      ? splitLast(g, fwd(n1.y, qkv, false), [NH * D, KV * D, KV * D])
+      : [fwd(n1.y, q, spec.qkvBias), fwd(n1.y, k, spec.qkvBias), fwd(n1.y, v, spec.qkvBias)];
+    const qRaw = toHeads(g, qf, d, NH, D);
+    const kRaw = toHeads(g, kf, d, KV, D);
+    // Qwen3 / Gemma 3: RMSNorm of each head over head_dim before the rotation.
+    const qn = spec.qkNorm ? rmsNormKeep(g, qRaw, normW(`${p}.self_attn.q_norm.weight`), spec.rmsNormEps) : null;
+    const kn = spec.qkNorm ? rmsNormKeep(g, kRaw, normW(`${p}.self_attn.k_norm.weight`), spec.rmsNormEps) : null;
+    const rope = ropeOf(i);
+    const qh = applyRope(g, qn?.y ?? qRaw, rope.cos, rope.sin, D);
+    const kh = applyRope(g, kn?.y ?? kRaw, rope.cos, rope.sin, D);
+    const vh = toHeads(g, vf, d, KV, D);
     // Query heads grouped per KV head ([B, KV, G*T, D]; head h uses KV head h / G, as repeat_kv).
     const gt = g.op('Mul', [d.t, g.constI64([G])]);
     const qg = g.op('Reshape', [qh, shapeOf(g, [d.b, KV, gt, D])]);
-    const scores = g.op('Mul', [g.op('MatMul', [qg, g.op('Transpose', [kh], { perm: [0, 1, 3, 2] })]), scale]);
+    let scores = g.op('Mul', [g.op('MatMul', [qg, g.op('Transpose', [kh], { perm: [0, 1, 3, 2] })]), scale]);
+    // Gemma 2: scores -> cap tanh(scores / cap); tanh kept for the backward.
+    const capT = spec.attnSoftcap ? g.op('Tanh', [g.op('Div', [scores, g.scalarF32(spec.attnSoftcap)])]) : null;
+    if (capT !== null) scores = g.op('Mul', [capT, g.scalarF32(spec.attnSoftcap as number)]);
     const s4 = g.op('Reshape', [scores, shapeOf(g, [d.b, NH, d.t, d.t])]);
-    const probs = g.op('Softmax', [g.op('Where', [mask, s4, g.scalarF32(-3.4028234663852886e38)])], { axis: -1 });
+    const probs = g.op('Softmax', [g.op('Where', [maskOf(i), s4, g.scalarF32(-3.4028234663852886e38)])], { axis: -1 });
     const pg = g.op('Reshape', [probs, shapeOf(g, [d.b, KV, gt, d.t])]);
     const ctxg = g.op('MatMul', [pg, vh]);
     const ctx = fromHeads(g, g.op('Reshape', [ctxg, shapeOf(g, [d.b, NH, d.t, D])]), NH, D);
-    const hMid = g.op('Add', [h, fwd(ctx, o, spec.oBias)]);
+    const attnRaw = fwd(ctx, o, spec.oBias);
+    // Gemma's sandwich norms: the attention / MLP output is normalised before it joins the residual.
+    const attnPost = spec.sandwichNorms ? rmsNormKeep(g, attnRaw, normW(`${p}.post_attention_layernorm.weight`), spec.rmsNormEps) : null;
+    const hMid = g.op('Add', [h, attnPost?.y ?? attnRaw]);
 
-    const n2 = rmsNormKeep(g, hMid, w.f32(`${p}.post_attention_layernorm.weight`), spec.rmsNormEps);
-    const gate = lin(i, 'gate_proj', I);
-    const up = lin(i, 'up_proj', I);
+    const n2 = rmsNormKeep(g, hMid, normW(`${p}.${spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`), spec.rmsNormEps);
+    const gateUp = fused ? lin(i, 'gate_up_proj', 2 * I) : null;
+    const gate = fused ? { name: '', w: '', outFeatures: I } : lin(i, 'gate_proj', I);
+    const up = fused ? { name: '', w: '', outFeatures: I } : lin(i, 'up_proj', I);
     const down = lin(i, 'down_proj', H);
-    const gateOut = fwd(n2.y, gate, spec.mlpBias);
-    const upOut = fwd(n2.y, up, spec.mlpBias);
-    const sig = g.op('Sigmoid', [gateOut]);
-    const act = g.op('Mul', [g.op('Mul', [gateOut, sig]), upOut]);
-    const hOut = g.op('Add', [hMid, fwd(act, down, spec.mlpBias)]);
-    saved.push({ hIn: h, n1, q, k, v, o, qg, kh, vh, pg, ctx, hMid, n2, gate, up, down, gateOut, sig, upOut, act });
+    const [gateOut, upOut] = gateUp !== null
+      ? splitLast(g, fwd(n2.y, gateUp, false), [I, I])
+      : [fwd(n2.y, gate, spec.mlpBias), fwd(n2.y, up, spec.mlpBias)];
+    // sig: sigmoid(gate) for SiLU; for the tanh GELU, tanh(sqrt(2/pi) (z + 0.044715 z^3)).
+    const sig = gelu ? geluTanhInner(g, gateOut) : g.op('Sigmoid', [gateOut]);
+    const act = gelu ? geluTanhGate(g, gateOut, upOut) : g.op('Mul', [g.op('Mul', [gateOut, sig]), upOut]);
+    const mlpRaw = fwd(act, down, spec.mlpBias);
+    const mlpPost = spec.sandwichNorms ? rmsNormKeep(g, mlpRaw, normW(`${p}.post_feedforward_layernorm.weight`), spec.rmsNormEps) : null;
+    const hOut = g.op('Add', [hMid, mlpPost?.y ?? mlpRaw]);
+    saved.push({
+      hIn: h, n1, q, k, v, qkv, o, qg, kh, vh, pg, ctx, hMid, n2, gate, up, gateUp, down, gateOut, sig, upOut, act, qRaw, kRaw, qn, kn, rope, capT,
+      attnRaw, attnPost, mlpRaw, mlpPost,
+    });
     h = hOut;
   }
   if (boundaries !== null) {
     g.output(boundaryOutputName(last), h, 'float32', flat);
     return g;
   }
-  let dh = withHead ? lossHead(h) : g.input('grad_out', 'float32', flat);
-
-  function lossHead(hTop: string): string {
-    const normW = w.f32('model.norm.weight');
-    const nf = rmsNormKeep(g, hTop, normW, spec.rmsNormEps);
-    const headW = w.f32(spec.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
-    const logits = linear(g, nf.y, headW);
-    // Sum of weighted NLL; its gradient wrt the logits is (softmax - onehot) * weight.
-    const targets = g.input('targets', 'int64', ['batch', 'tokens']);
-    const lossWeights = g.input('loss_weights', 'float32', ['batch', 'tokens']);
-    const tgt = g.op('Reshape', [targets, g.constI64([-1, 1])]);
-    const wcol = g.op('Reshape', [lossWeights, g.constI64([-1, 1])]);
-    const logp = g.op('LogSoftmax', [logits], { axis: -1 });
-    const nll = g.op('Neg', [g.op('GatherElements', [logp, tgt], { axis: 1 })]);
-    g.output('loss_sum', g.op('ReduceSum', [g.op('Mul', [nll, wcol])], { keepdims: 0 }), 'float32', []);
-    const onehot = g.op('OneHot', [g.op('Reshape', [targets, g.constI64([-1])]), g.scalarI64(V), g.constF32([0, 1], [2])], { axis: -1 });
-    const dlogits = g.op('Mul', [g.op('Sub', [g.op('Exp', [logp]), onehot]), wcol]);
-    return rmsNormBack(g, g.op('MatMul', [dlogits, headW]), hTop, nf.inv, normW);
-  }
+  let dh = withHead ? lossHead(g, w, spec, h) : g.input('grad_out', 'float32', flat);
 
   // ---- backward through the layers, down to the first scored one ----
   const gOf = (x: string): string => g.op('Reshape', [x, shapeOf(g, [d.b, KV, g.op('Mul', [d.t, g.constI64([G])]), D])]);
@@ -243,39 +342,79 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   for (let i = last - 1; i >= lo; i--) {
     const s = saved[i - first];
     const p = `model.layers.${i}`;
-    // MLP. The residual passes dh on unchanged; down_proj's output gradient is dh itself.
-    score(i, s.down, s.act, dh, I);
-    const dact = back(dh, s.down);
-    const dup = g.op('Mul', [dact, g.op('Mul', [s.gateOut, s.sig])]);
-    // silu'(z) = sig(z) (1 + z (1 - sig(z)))
-    const one = g.scalarF32(1);
-    const dsilu = g.op('Mul', [s.sig, g.op('Add', [one, g.op('Mul', [s.gateOut, g.op('Sub', [one, s.sig])])])]);
-    const dgate = g.op('Mul', [g.op('Mul', [dact, s.upOut]), dsilu]);
-    score(i, s.gate, s.n2.y, dgate, H);
-    score(i, s.up, s.n2.y, dup, H);
-    const dn2 = g.op('Add', [back(dgate, s.gate), back(dup, s.up)]);
-    const dMid = g.op('Add', [dh, rmsNormBack(g, dn2, s.hMid, s.n2.inv, w.f32(`${p}.post_attention_layernorm.weight`))]);
+    // MLP. The residual passes dh on unchanged; down_proj's output gradient is dh itself (through Gemma's post-norm).
+    const dMlp = s.mlpPost !== null ? rmsNormBack(g, dh, s.mlpRaw, s.mlpPost.inv, normW(`${p}.post_feedforward_layernorm.weight`)) : dh;
+    score(i, s.down, s.act, dMlp, I);
+    const dact = back(dMlp, s.down);
+    let dup: string;
+    let dgate: string;
+    if (gelu) {
+      // act = gelu(z) up, gelu(z) = 0.5 z (1 + t), t = tanh(c (z + a z^3)): gelu' = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 a z^2).
+      const half = g.scalarF32(0.5);
+      const onePlusT = g.op('Add', [g.scalarF32(1), s.sig]);
+      const geluZ = g.op('Mul', [g.op('Mul', [s.gateOut, half]), onePlusT]);
+      const z2 = g.op('Mul', [s.gateOut, s.gateOut]);
+      const dInner = g.op('Mul', [g.op('Add', [g.scalarF32(1), g.op('Mul', [z2, g.scalarF32(3 * 0.044715)])]), g.scalarF32(Math.sqrt(2 / Math.PI))]);
+      const dgelu = g.op('Add', [g.op('Mul', [onePlusT, half]), g.op('Mul', [g.op('Mul', [g.op('Mul', [s.gateOut, half]), oneMinusSquare(g, s.sig)]), dInner])]);
+      dup = g.op('Mul', [dact, geluZ]);
+      dgate = g.op('Mul', [g.op('Mul', [dact, s.upOut]), dgelu]);
+    } else {
+      dup = g.op('Mul', [dact, g.op('Mul', [s.gateOut, s.sig])]);
+      // silu'(z) = sig(z) (1 + z (1 - sig(z)))
+      const one = g.scalarF32(1);
+      const dsilu = g.op('Mul', [s.sig, g.op('Add', [one, g.op('Mul', [s.gateOut, g.op('Sub', [one, s.sig])])])]);
+      dgate = g.op('Mul', [g.op('Mul', [dact, s.upOut]), dsilu]);
+    }
+    let dn2: string;
+    if (s.gateUp !== null) {
+      // Phi-3: the fused weight's output gradient is [dgate, dup]; its rows are scored as one matrix.
+      const dgu = g.op('Concat', [dgate, dup], { axis: -1 });
+      score(i, s.gateUp, s.n2.y, dgu, H);
+      dn2 = back(dgu, s.gateUp);
+    } else {
+      score(i, s.gate, s.n2.y, dgate, H);
+      score(i, s.up, s.n2.y, dup, H);
+      dn2 = g.op('Add', [back(dgate, s.gate), back(dup, s.up)]);
+    }
+    const preMlpNorm = `${p}.${spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`;
+    const dMid = g.op('Add', [dh, rmsNormBack(g, dn2, s.hMid, s.n2.inv, normW(preMlpNorm))]);
 
     // Attention.
-    score(i, s.o, s.ctx, dMid, NH * D);
-    const dctxg = gOf(toHeads(g, back(dMid, s.o), d, NH, D));
+    const dAttn = s.attnPost !== null ? rmsNormBack(g, dMid, s.attnRaw, s.attnPost.inv, normW(`${p}.post_attention_layernorm.weight`)) : dMid;
+    score(i, s.o, s.ctx, dAttn, NH * D);
+    const dctxg = gOf(toHeads(g, back(dAttn, s.o), d, NH, D));
     const dpg = g.op('MatMul', [dctxg, tr(s.vh)]);
     const dv = g.op('MatMul', [tr(s.pg), dctxg]);
     const rowDot = g.op('ReduceSum', [g.op('Mul', [dpg, s.pg]), g.constI64([-1])], { keepdims: 1 });
-    const dsg = g.op('Mul', [g.op('Mul', [s.pg, g.op('Sub', [dpg, rowDot])]), scale]);
+    let dScores = g.op('Mul', [s.pg, g.op('Sub', [dpg, rowDot])]);
+    if (s.capT !== null) dScores = g.op('Mul', [dScores, oneMinusSquare(g, s.capT)]);
+    const dsg = g.op('Mul', [dScores, scale]);
     const dqg = g.op('MatMul', [dsg, s.kh]);
     const dk = g.op('MatMul', [tr(dsg), s.qg]);
     const dqh = g.op('Reshape', [dqg, shapeOf(g, [d.b, NH, d.t, D])]);
-    const dq = fromHeads(g, ropeBack(g, dqh, cos, sin, D), NH, D);
-    const dkf = fromHeads(g, ropeBack(g, dk, cos, sin, D), KV, D);
+    let dqHeads = ropeBack(g, dqh, s.rope.cos, s.rope.sin, D);
+    let dkHeads = ropeBack(g, dk, s.rope.cos, s.rope.sin, D);
+    if (s.qn !== null && s.kn !== null) {
+      dqHeads = rmsNormBack(g, dqHeads, s.qRaw, s.qn.inv, normW(`${p}.self_attn.q_norm.weight`));
+      dkHeads = rmsNormBack(g, dkHeads, s.kRaw, s.kn.inv, normW(`${p}.self_attn.k_norm.weight`));
+    }
+    const dq = fromHeads(g, dqHeads, NH, D);
+    const dkf = fromHeads(g, dkHeads, KV, D);
     const dvf = fromHeads(g, dv, KV, D);
-    score(i, s.q, s.n1.y, dq, H);
-    score(i, s.k, s.n1.y, dkf, H);
-    score(i, s.v, s.n1.y, dvf, H);
+    const dqkv = s.qkv !== null ? g.op('Concat', [dq, dkf, dvf], { axis: -1 }) : null;
+    if (s.qkv !== null && dqkv !== null) {
+      score(i, s.qkv, s.n1.y, dqkv, H);
+    } else {
+      score(i, s.q, s.n1.y, dq, H);
+      score(i, s.k, s.n1.y, dkf, H);
+      score(i, s.v, s.n1.y, dvf, H);
+    }
     // Below the first scored layer only a segment's caller needs the gradient (for the segment below).
     if (i === lo && !(segment && lo > 0)) break;
-    const dn1 = g.op('Add', [g.op('Add', [back(dq, s.q), back(dkf, s.k)]), back(dvf, s.v)]);
-    dh = g.op('Add', [dMid, rmsNormBack(g, dn1, s.hIn, s.n1.inv, w.f32(`${p}.input_layernorm.weight`))]);
+    const dn1 = s.qkv !== null && dqkv !== null
+      ? back(dqkv, s.qkv)
+      : g.op('Add', [g.op('Add', [back(dq, s.q), back(dkf, s.k)]), back(dvf, s.v)]);
+    dh = g.op('Add', [dMid, rmsNormBack(g, dn1, s.hIn, s.n1.inv, normW(`${p}.input_layernorm.weight`))]);
   }
   if (segment && lo > 0) g.output('grad_in', dh, 'float32', flat);
   return g;

@@ -11,29 +11,30 @@
  * `reduction: 'mean'` (default) divides by the total number of response tokens over ALL sequences (a
  * token-level mean, independent of how sequences are batched); `'sum'` is the plain sum.
  *
- * Memory: the weights of W are external data that onnxruntime maps or reads (as the forward graph);
- * direction matrices are fed as float32 graph inputs, K * (linear parameters of the scored layers) * 4
- * bytes. Layers are scored in chunks sized by `maxDirectionBytes` (default 1 GiB), so at most one chunk's
- * directions are in memory. A model whose directions fit the budget runs one graph (forward + backward per
- * batch). Otherwise a forward-only graph first keeps the residual stream at every chunk boundary
- * (4 * tokens * hidden bytes per boundary), then the chunks run top-down as segments, each passing the
- * gradient at its lower boundary to the next: still one forward + one backward in all (plus one more
- * forward), e.g. an 8B llama with 2 direction sets (about 1.75 GB per layer) at 1 GiB runs 32 one-layer
- * segments and holds 32 boundaries (0.5 GB per 1000 tokens).
+ * Memory: the weights of W are external data that onnxruntime reads and casts to float32 per session
+ * (no prepacked copies, see session.ts); direction matrices are fed as float32 graph inputs, K * (linear
+ * parameters of the scored layers) * 4 bytes. Layers are scored in chunks sized by `maxDirectionBytes`
+ * (default a quarter of the checkpoint's bytes, within [64 MiB, 1 GiB]) or `layersPerPass`. A model whose
+ * directions fit the budget runs one graph (forward + backward per batch). Otherwise the forward runs chunk
+ * by chunk bottom-up, each chunk a session of its own layers only, keeping the residual stream at every
+ * chunk boundary (4 * tokens * hidden bytes per boundary); then the chunks run top-down as segments, each
+ * passing the gradient at its lower boundary to the next: one backward and two forwards in all, with one
+ * chunk's float32 weights and directions in memory at a time (a bf16 125M job: 3.0 GB -> 0.7 GB peak,
+ * docs/scale.md). The loss head runs on the response rows only and never forms a log-softmax or one-hot
+ * [rows, vocab] tensor (graph.ts).
  * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
  * whole checkpoint.
  */
-import { LoraAdapter } from '../../checkpoint/lora.js';
-import { linearWeightShape } from '../../checkpoint/model-config.js';
-import { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import type { ModelSpec } from '../../checkpoint/types.js';
+import { statSync } from 'node:fs';
+import { linearWeightShape, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
+import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { lengthBuckets } from '../runtime/batch.js';
 import { ort, type ExecutionProvider } from '../session/session.js';
 import { ChatTokenizer } from '../tokenizer/chat-tokenizer.js';
 import { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
 import { scoredWeights } from './graph.js';
-import { AttributionSession } from './session.js';
+import { AttributionSession, type AttributionBatch } from './session.js';
 
 export { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
 export { buildAttributionGraph, scoredWeights, type AttributionGraphOptions } from './graph.js';
@@ -52,8 +53,13 @@ export interface CommonAttributionOptions {
   reduction?: Reduction;
   /** Sequences per onnxruntime run (default 8); batches group similar lengths to limit padding. */
   batchSize?: number;
-  /** Budget for the direction inputs of one pass (default 1 GiB); see the module comment. */
+  /**
+   * Budget for the direction inputs of one pass (default: a quarter of the checkpoint's bytes, within
+   * [64 MiB, 1 GiB]); see the module comment.
+   */
   maxDirectionBytes?: number;
+  /** Layers per pass; overrides maxDirectionBytes. */
+  layersPerPass?: number;
   executionProvider?: ExecutionProvider;
   threads?: number;
   /** Graph cache folder (default: the engine's, FGSN_CACHE_DIR or <tmp>/fgsn-engine-cache). */
@@ -83,7 +89,20 @@ export interface AttributionResult {
 }
 
 const ROW_BLOCK_BYTES = 4 << 20;
-const DEFAULT_DIRECTION_BYTES = 1 << 30;
+const MAX_DEFAULT_DIRECTION_BYTES = 1 << 30;
+const MIN_DEFAULT_DIRECTION_BYTES = 64 << 20;
+
+/**
+ * The default direction budget of one pass: a quarter of the checkpoint's bytes, within [64 MiB, 1 GiB].
+ * With one direction set that is about half the checkpoint's bytes of float32 weights + directions per
+ * pass, so the pass, its activations and the process stay under 3x the checkpoint (docs/scale.md). The
+ * floor keeps small models in one pass: below it the memory saved is less than the process's own, and
+ * every chunk costs two session builds (the dev testbed's attribution would go from 1 session to 9).
+ */
+export function defaultDirectionBytes(checkpoint: ModelCheckpoint): number {
+  const bytes = checkpoint.files.reduce((n, f) => n + statSync(f).size, 0);
+  return Math.min(MAX_DEFAULT_DIRECTION_BYTES, Math.max(MIN_DEFAULT_DIRECTION_BYTES, Math.floor(bytes / 4)));
+}
 
 /** M = a - b, read row block by row block from two checkpoints of the same architecture. */
 export function checkpointDifference(name: string, a: ModelCheckpoint, b: ModelCheckpoint): DirectionSource {
@@ -122,6 +141,41 @@ export function layerChunks(spec: ModelSpec, directionSets: number, budget: numb
   const per = Math.max(1, Math.floor(budget / perLayer));
   const out: [number, number][] = [];
   for (let l = 0; l < spec.numLayers; l += per) out.push([l, Math.min(spec.numLayers, l + per)]);
+  return out;
+}
+
+/** Rows per run of the loss head: its [rows, vocab] float32 tensors stay near 16 MiB each. */
+export function headRows(vocabSize: number): number {
+  return Math.max(16, Math.floor((16 << 20) / (4 * vocabSize)));
+}
+
+/**
+ * The loss and dLoss/d(residual leaving the top layer) [N, H] of one batch, the loss head run on its
+ * counted positions only, `rows` at a time (zero gradient elsewhere).
+ */
+async function headGradient(head: AttributionSession, b: AttributionBatch, top: Float32Array, H: number, rows: number): Promise<{ lossSum: number; grad: Float32Array }> {
+  const counted: number[] = [];
+  b.lossWeights.forEach((w, n) => {
+    if (w > 0) counted.push(n);
+  });
+  const grad = new Float32Array(top.length);
+  let lossSum = 0;
+  for (let k = 0; k < counted.length; k += rows) {
+    const part = counted.slice(k, k + rows);
+    const hidden = new Float32Array(part.length * H);
+    part.forEach((n, j) => hidden.set(top.subarray(n * H, (n + 1) * H), j * H));
+    const r = await head.headRows(hidden, BigInt64Array.from(part, (n) => b.targets[n]), Float32Array.from(part, (n) => b.lossWeights[n]));
+    lossSum += r.lossSum;
+    part.forEach((n, j) => grad.set(r.grad.subarray(j * H, (j + 1) * H), n * H));
+  }
+  return { lossSum, grad };
+}
+
+/** Chunks of `per` layers (at least 1). */
+export function fixedLayerChunks(numLayers: number, per: number): [number, number][] {
+  const n = Math.max(1, Math.floor(per));
+  const out: [number, number][] = [];
+  for (let l = 0; l < numLayers; l += n) out.push([l, Math.min(numLayers, l + n)]);
   return out;
 }
 
@@ -181,7 +235,9 @@ export async function scoreSequences(
   const batchSize = Math.max(1, opts.batchSize ?? 8);
   const padId = opts.padTokenId ?? spec.padTokenId ?? 0;
   const batches = lengthBuckets(sequences.map((s) => s.ids.length), batchSize).map((idx) => attributionBatch(idx.map((i) => sequences[i]), padId));
-  const chunks = layerChunks(spec, K, opts.maxDirectionBytes ?? DEFAULT_DIRECTION_BYTES);
+  const chunks = opts.layersPerPass !== undefined
+    ? fixedLayerChunks(spec.numLayers, opts.layersPerPass)
+    : layerChunks(spec, K, opts.maxDirectionBytes ?? defaultDirectionBytes(checkpoint));
 
   const acc = opts.directions.map(() => new Map<string, Float64Array>());
   const add = (scores: Map<string, Float32Array>[]): void => scores.forEach((m, k) => m.forEach((v, w) => {
@@ -205,27 +261,47 @@ export async function scoreSequences(
       await session.release();
     }
   } else {
-    // One forward for the residual at every chunk boundary, then the segments top-down, each handing the
-    // gradient at its lower boundary to the one below: one forward + one backward in all.
-    const boundaries = chunks.slice(1).map(([from]) => from);
-    const fwd = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: 0, layerTo: L, boundaries });
-    const hiddens: Map<number, Float32Array>[] = [];
-    try {
-      for (const b of batches) hiddens.push(await fwd.boundaryHiddens(b));
-    } finally {
-      await fwd.release();
+    // The forward chunk by chunk, bottom-up, each chunk's session holding only its own layers' weights and
+    // keeping the residual leaving it; the loss head a few response rows at a time; then the segments
+    // top-down, each handing the gradient at its lower boundary to the one below: two forwards + one
+    // backward in all, one chunk's float32 weights and directions in memory at a time, and [rows, vocab]
+    // tensors of HEAD_ROWS rows whatever the batch.
+    const hiddens: Map<number, Float32Array>[] = batches.map(() => new Map());
+    for (const [from, to] of chunks) {
+      const fwd = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment', boundaries: [to] });
+      try {
+        for (const [i, b] of batches.entries()) {
+          const out = await fwd.boundaryHiddens(b, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined });
+          hiddens[i].set(to, out.get(to) as Float32Array);
+        }
+      } finally {
+        await fwd.release();
+      }
     }
-    let grads: (Float32Array | undefined)[] = batches.map(() => undefined);
+    let grads: (Float32Array | undefined)[] = [];
+    const head = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: L, layerTo: L, mode: 'head' });
+    try {
+      for (const [i, b] of batches.entries()) {
+        const top = hiddens[i].get(L) as Float32Array;
+        hiddens[i].delete(L);
+        const r = await headGradient(head, b, top, spec.hiddenSize, headRows(spec.vocabSize));
+        lossSum += r.lossSum;
+        grads.push(r.grad);
+      }
+    } finally {
+      await head.release();
+    }
     for (const [from, to] of [...chunks].reverse()) {
-      const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment' });
+      const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment', lossHead: false });
       try {
         const dirs = await loadDirections(opts.directions, spec, session.weights);
         const below: (Float32Array | undefined)[] = [];
         for (const [i, b] of batches.entries()) {
           const r = await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
-          if (to === L) lossSum += r.lossSum;
           add(r.scores);
           below.push(r.gradIn);
+          // The residual entering this chunk is not needed again.
+          hiddens[i].delete(from);
         }
         grads = below;
       } finally {

@@ -6,27 +6,31 @@
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { LoraAdapter } from '../../checkpoint/lora.js';
-import type { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import type { TensorInfo } from '../../checkpoint/types.js';
+import type { LoraAdapter, ModelCheckpoint, TensorInfo } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import type { WeightRef } from '../onnx/blocks.js';
 import type { PaddedBatch } from '../runtime/batch.js';
 import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint, locationFor } from '../session/model-cache.js';
+import { countBackward, countForward } from '../runtime/counters.js';
 import { createSession, ort, runOptions, type ExecutionProvider } from '../session/session.js';
 import { loraMatmul } from '../model/lora-matmul.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
 
 /** Bump when the attribution graph changes, so stale cache entries are not reused. */
-export const ATTRIBUTION_GRAPH_VERSION = 1;
+export const ATTRIBUTION_GRAPH_VERSION = 2;
 
 export interface AttributionSessionOptions {
   directionSets: number;
   layerFrom: number;
   layerTo: number;
-  /** See AttributionGraphOptions: 'full' (default) or 'segment'. */
-  mode?: 'full' | 'segment';
-  /** A forward-only graph giving the residual entering each of these layers (see boundaryHiddens). */
+  /** See AttributionGraphOptions: 'full' (default), 'segment' or 'head' (see headRows). */
+  mode?: 'full' | 'segment' | 'head';
+  /** See AttributionGraphOptions.lossHead (default true). */
+  lossHead?: boolean;
+  /**
+   * A forward-only graph giving the residual entering each of these layers (see boundaryHiddens); with mode
+   * 'segment' it starts at layerFrom (from hidden_in when layerFrom > 0).
+   */
   boundaries?: number[];
   cacheRoot?: string;
   executionProvider?: ExecutionProvider;
@@ -59,6 +63,8 @@ export class AttributionSession {
     readonly weights: string[],
     readonly directionSets: number,
     private readonly hidden: number,
+    /** Whether this graph's forward starts at the tokens / its backward starts at the loss (pass counters). */
+    private readonly counts: { forward: boolean; backward: boolean },
   ) {}
 
   static async open(ckpt: ModelCheckpoint, lora: LoraAdapter | null, opts: AttributionSessionOptions): Promise<AttributionSession> {
@@ -90,6 +96,7 @@ export class AttributionSession {
       layerFrom: opts.layerFrom,
       layerTo: opts.layerTo,
       mode: opts.mode,
+      lossHead: opts.lossHead,
       boundaries: opts.boundaries,
       lora: loraEdges.size > 0 ? loraEdges : undefined,
     };
@@ -112,9 +119,16 @@ export class AttributionSession {
         throw new FgsnError('STORAGE_ERROR', `cannot write the attribution graph ${onnxPath}: ${(e as Error).message}`, { cause: e });
       }
     }
-    const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads });
+    // No prepacking: every weight feeds a forward Gemm and a backward MatMul, and onnxruntime would keep a
+    // packed copy per consuming node beside the float32 initializer (measured on the 125M bench trio: the
+    // whole-model pass peaked 0.5 GB higher with it, at the same speed).
+    const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads, disablePrepacking: true });
     const weights = opts.boundaries === undefined ? scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo) : [];
-    return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize);
+    const segment = opts.mode === 'segment';
+    const counts = opts.mode === 'head'
+      ? { forward: false, backward: false }
+      : { forward: !segment || opts.layerFrom === 0, backward: !segment || opts.layerTo === ckpt.spec.numLayers };
+    return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize, counts);
   }
 
   private feeds(batch: AttributionBatch, seg: { hiddenIn?: Float32Array; gradOut?: Float32Array }): Record<string, ort.Tensor> {
@@ -149,9 +163,14 @@ export class AttributionSession {
     }
   }
 
-  /** Forward-only graph (opened with `boundaries`): the residual entering each boundary layer, [N, H]. */
-  async boundaryHiddens(batch: AttributionBatch): Promise<Map<number, Float32Array>> {
-    const out = await this.exec(this.feeds(batch, {}));
+  /**
+   * Forward-only graph (opened with `boundaries`): the residual entering each boundary layer, [N, H]. A
+   * segment starting above layer 0 takes the residual entering it (`hiddenIn`).
+   */
+  async boundaryHiddens(batch: AttributionBatch, seg: { hiddenIn?: Float32Array } = {}): Promise<Map<number, Float32Array>> {
+    // A forward run chunk by chunk is one forward pass: counted once, by the chunk that starts at the tokens.
+    if (this.counts.forward) countForward(batch.padded.batch * batch.padded.length);
+    const out = await this.exec(this.feeds(batch, seg));
     const res = new Map<number, Float32Array>();
     for (const name of this.session.outputNames) res.set(Number(name.slice('hidden.'.length)), out[name].data as Float32Array);
     return res;
@@ -170,6 +189,7 @@ export class AttributionSession {
         feeds[directionInputName(k, name)] = t;
       }
     }
+    if (this.counts.backward) countBackward(batch.padded.batch * batch.padded.length);
     const out = await this.exec(feeds);
     const scores = Array.from({ length: this.directionSets }, (_, k) => {
       const m = new Map<string, Float32Array>();
@@ -181,6 +201,20 @@ export class AttributionSession {
       gradIn: 'grad_in' in out ? (out.grad_in.data as Float32Array) : undefined,
       scores,
     };
+  }
+
+  /**
+   * 'head' graph: summed weighted NLL of `rows` positions given the residual leaving the top layer
+   * (hidden [rows, H]), their next tokens and loss weights, and its gradient wrt that residual [rows, H].
+   */
+  async headRows(hidden: Float32Array, targets: BigInt64Array, lossWeights: Float32Array): Promise<{ lossSum: number; grad: Float32Array }> {
+    const n = targets.length;
+    const out = await this.exec({
+      hidden_in: new ort.Tensor('float32', hidden, [n, this.hidden]),
+      targets: new ort.Tensor('int64', targets, [1, n]),
+      loss_weights: new ort.Tensor('float32', lossWeights, [1, n]),
+    });
+    return { lossSum: (out.loss_sum.data as Float32Array)[0], grad: out.grad_in.data as Float32Array };
   }
 
   release(): Promise<void> {

@@ -13,13 +13,16 @@
  * sqsum.{i}.o_in (o_proj), sqsum.{i}.mlp_in (gate/up_proj), sqsum.{i}.down_in (down_proj); each is [d_in],
  * summed over the batch and over tokens weighted by token_weights. SQSUM_INPUT_OF maps weights to them.
  */
-import type { LinearModule, ModelSpec } from '../../checkpoint/types.js';
+import type { LinearModule, ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, ropeTables,
-  castTo, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeDtype, type WeightResolver,
+  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, shapeOf,
+  castTo, patchedRows, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeDtype, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
+import { scaledRopeTables } from '../onnx/rope-graph.js';
+import { familyAttention, geluTanhGate, offsetNormWeight, scaleBy, slidingMask4d, softcap, splitLast } from '../onnx/family-blocks.js';
+import type { Dims } from '../onnx/blocks.js';
 
 export type Capture = 'none' | 'last' | 'all';
 
@@ -39,6 +42,16 @@ export interface DecoderGraphOptions {
    * softmax in float32. Every output, KV cache included, stays float32 at the graph's edge.
    */
   compute?: ComputeDtype;
+  /**
+   * Every linear weight takes a row patch as graph inputs (patch.<weight>.rows [k] int64 and
+   * patch.<weight>.values [k, in] float32; k may be 0): see patchedRows. The engine feeds them.
+   */
+  rowPatch?: boolean;
+  /**
+   * Teacher-forced scoring: input target_ids [B, T] int64, output target_logprob [B, T] = log softmax(logits)[target]
+   * at every position, computed in the graph so only [B, T] floats leave it (not [B, T, vocab]).
+   */
+  targetLogProbs?: boolean;
 }
 
 /** Smallest float32 lm_head block (see WeightTable.rowBlocks): above glibc's 32 MiB mmap threshold cap. */
@@ -52,11 +65,12 @@ export type SqsumInput = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
 
 export const SQSUM_INPUT_OF: Record<LinearModule, SqsumInput> = {
   q_proj: 'attn_in', k_proj: 'attn_in', v_proj: 'attn_in', o_proj: 'o_in', gate_proj: 'mlp_in', up_proj: 'mlp_in', down_proj: 'down_in',
+  qkv_proj: 'attn_in', gate_up_proj: 'mlp_in',
 };
 
 export function checkSupported(spec: ModelSpec): void {
   const problems: string[] = [];
-  if (spec.hiddenAct !== 'silu') problems.push(`hidden_act ${String(spec.hiddenAct)}`);
+  if (spec.hiddenAct !== 'silu' && spec.hiddenAct !== 'gelu_pytorch_tanh') problems.push(`hidden_act ${String(spec.hiddenAct)}`);
   if (spec.numHeads % spec.numKvHeads !== 0) problems.push('num_attention_heads not a multiple of num_key_value_heads');
   if (spec.headDim % 2 !== 0) problems.push('odd head_dim');
   if (problems.length > 0) {
@@ -85,9 +99,10 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   const positionIds = g.input('position_ids', 'int64', ['batch', 'tokens']);
   const d = dimsOf(g, inputIds, attnMask);
   const mask = attentionMask4d(g, attnMask, d);
-  const rope = ropeTables(g, positionIds, D, spec.ropeTheta);
+  const rope = scaledRopeTables(g, positionIds, spec);
   const cos = castTo(g, rope.cos, 'float32', ct);
   const sin = castTo(g, rope.sin, 'float32', ct);
+  const fam = familyLayerParts(g, spec, positionIds, mask, d, ct, W);
   const tokenWeights = opts.inputSquareSums
     ? g.op('Reshape', [g.input('token_weights', 'float32', ['batch', 'tokens']), g.constI64([-1, 1])])
     : '';
@@ -104,7 +119,8 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
     const bias = hasBias ? W(`model.layers.${layer}.${group}.${mod}.bias`) : undefined;
     const y = linear(g, x, W(name), bias);
     const l = opts.lora?.get(name);
-    return l === undefined ? y : g.op('Add', [y, loraBranch(g, x, W(l.a), W(l.b), l.scaling)]);
+    const full = l === undefined ? y : g.op('Add', [y, loraBranch(g, x, W(l.a), W(l.b), l.scaling)]);
+    return opts.rowPatch ? patchedRows(g, x, full, name, w.ref(name).shape[1], bias, ct) : full;
   };
 
   const sqsum = (layer: number, which: SqsumInput, x: string, features: number): void => {
@@ -120,15 +136,24 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   let rows = g.op('Gather', [gatherFrom, inputIds], { axis: 0 });
   if (gatherFrom === embedStored.value && embedStored.elem !== ct) rows = g.op('Cast', [rows], { to: elemCode(ct) });
   let h = g.op('Reshape', [rows, g.constI64([-1, H])]);
+  if (spec.embedScale !== undefined) h = scaleBy(g, h, spec.embedScale, ct);
   capture('embed', h, H, opts.embed);
 
   for (let i = 0; i < spec.numLayers; i++) {
     const p = `model.layers.${i}`;
-    const xn = rmsNorm(g, h, W(`${p}.input_layernorm.weight`), spec.rmsNormEps, ct);
+    const xn = fam.norm(h, `${p}.input_layernorm.weight`);
     sqsum(i, 'attn_in', xn, H);
-    const q = applyRope(g, toHeads(g, proj(xn, i, 'self_attn', 'q_proj', spec.qkvBias), d, NH, D), cos, sin, D);
-    let k = applyRope(g, toHeads(g, proj(xn, i, 'self_attn', 'k_proj', spec.qkvBias), d, KV, D), cos, sin, D);
-    let v = toHeads(g, proj(xn, i, 'self_attn', 'v_proj', spec.qkvBias), d, KV, D);
+    // Phi-3 computes q/k/v in one product and splits its output ([q; k; v] rows).
+    const [qf, kf, vf] = spec.fusedProjections
+      ? splitLast(g, proj(xn, i, 'self_attn', 'qkv_proj', false), [NH * D, KV * D, KV * D])
+      : (['q_proj', 'k_proj', 'v_proj'] as const).map((m) => proj(xn, i, 'self_attn', m, spec.qkvBias));
+    // Qwen3 / Gemma 3 normalise each query and key head (RMSNorm over head_dim) before the rotation.
+    const qh = spec.qkNorm ? fam.norm(toHeads(g, qf, d, NH, D), `${p}.self_attn.q_norm.weight`) : toHeads(g, qf, d, NH, D);
+    const kh = spec.qkNorm ? fam.norm(toHeads(g, kf, d, KV, D), `${p}.self_attn.k_norm.weight`) : toHeads(g, kf, d, KV, D);
+    const rc = fam.rope(i) ?? { cos, sin };
+    const q = applyRope(g, qh, rc.cos, rc.sin, D);
+    let k = applyRope(g, kh, rc.cos, rc.sin, D);
+    let v = toHeads(g, vf, d, KV, D);
     if (opts.kvCache) {
       // The past comes time-major, [P, B, KV, D]: the caller keeps one buffer per layer and appends in place, so
       // the first P positions are one contiguous view. Only the new positions go out (present, [B, KV, T, D]):
@@ -144,33 +169,94 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
       k = g.op('Concat', [pk, k], { axis: 2 });
       v = g.op('Concat', [pv, v], { axis: 2 });
     }
-    const ctx = gqaAttention(g, q, k, v, mask, d, { numHeads: NH, numKvHeads: KV, headDim: D, compute: ct });
+    const ctx = fam.attention(i, q, k, v) ?? gqaAttention(g, q, k, v, mask, d, { numHeads: NH, numKvHeads: KV, headDim: D, compute: ct });
     sqsum(i, 'o_in', ctx, NH * D);
-    h = g.op('Add', [h, proj(ctx, i, 'self_attn', 'o_proj', spec.oBias)]);
+    const attnOut = proj(ctx, i, 'self_attn', 'o_proj', spec.oBias);
+    // Gemma's sandwich: the attention and MLP outputs are normalised before they join the residual.
+    h = g.op('Add', [h, spec.sandwichNorms ? fam.norm(attnOut, `${p}.post_attention_layernorm.weight`) : attnOut]);
 
-    const xn2 = rmsNorm(g, h, W(`${p}.post_attention_layernorm.weight`), spec.rmsNormEps, ct);
+    const xn2 = fam.norm(h, `${p}.${spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
     sqsum(i, 'mlp_in', xn2, H);
-    const act = siluGate(g, proj(xn2, i, 'mlp', 'gate_proj', spec.mlpBias), proj(xn2, i, 'mlp', 'up_proj', spec.mlpBias));
+    const [gateOut, upOut] = spec.fusedProjections
+      ? splitLast(g, proj(xn2, i, 'mlp', 'gate_up_proj', false), [spec.intermediateSize, spec.intermediateSize])
+      : [proj(xn2, i, 'mlp', 'gate_proj', spec.mlpBias), proj(xn2, i, 'mlp', 'up_proj', spec.mlpBias)];
+    const act = spec.hiddenAct === 'gelu_pytorch_tanh' ? geluTanhGate(g, gateOut, upOut, ct) : siluGate(g, gateOut, upOut);
     capture(`mlp_act.${i}`, act, spec.intermediateSize, opts.mlpAct);
     sqsum(i, 'down_in', act, spec.intermediateSize);
-    h = g.op('Add', [h, proj(act, i, 'mlp', 'down_proj', spec.mlpBias)]);
+    const mlpOut = proj(act, i, 'mlp', 'down_proj', spec.mlpBias);
+    h = g.op('Add', [h, spec.sandwichNorms ? fam.norm(mlpOut, `${p}.post_feedforward_layernorm.weight`) : mlpOut]);
     capture(`hidden.${i}`, h, H, opts.hidden);
   }
 
-  if (opts.logits === 'none' && opts.finalNorm === 'none') return g;
-  const normW = W('model.norm.weight');
+  if (opts.logits === 'none' && opts.finalNorm === 'none' && !opts.targetLogProbs) return g;
+  const normW = fam.normWeight('model.norm.weight');
+  const capLogits = (x: string): string => (spec.finalSoftcap ? castTo(g, softcap(g, castTo(g, x, ct, 'float32'), spec.finalSoftcap), 'float32', ct) : x);
   // An untied lm_head is the largest weight: split so its prepacking transient is one block, not all of it.
   const headW = spec.tieWordEmbeddings ? [W(embedName)] : w.rowBlocks('lm_head.weight', LM_HEAD_BLOCK_BYTES, ct);
-  if (opts.logits === 'last' && opts.finalNorm !== 'all') {
+  if (opts.logits === 'last' && opts.finalNorm !== 'all' && !opts.targetLogProbs) {
     // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
     const hl = lastToken(g, unflatten(g, h, d, H), d);
     const hn = rmsNorm(g, hl, normW, spec.rmsNormEps, ct);
     if (opts.finalNorm === 'last') g.output('final_norm', toF32(hn), 'float32', ['batch', H]);
-    g.output('logits', toF32(linearRowBlocks(g, hn, headW)), 'float32', ['batch', spec.vocabSize]);
+    g.output('logits', toF32(capLogits(linearRowBlocks(g, hn, headW))), 'float32', ['batch', spec.vocabSize]);
     return g;
   }
   const hn = rmsNorm(g, h, normW, spec.rmsNormEps, ct);
   capture('final_norm', hn, H, opts.finalNorm);
-  if (opts.logits !== 'none') capture('logits', linearRowBlocks(g, hn, headW), spec.vocabSize, opts.logits);
+  const logitsFlat = opts.logits !== 'none' || opts.targetLogProbs ? capLogits(linearRowBlocks(g, hn, headW)) : '';
+  if (opts.logits !== 'none') capture('logits', logitsFlat, spec.vocabSize, opts.logits);
+  if (opts.targetLogProbs) {
+    // [N, V] lives only inside onnxruntime for the run; the caller gets one float per position.
+    const targets = g.op('Reshape', [g.input('target_ids', 'int64', ['batch', 'tokens']), g.constI64([-1, 1])]);
+    const logp = g.op('LogSoftmax', [toF32(logitsFlat)], { axis: -1 });
+    const picked = g.op('GatherElements', [logp, targets], { axis: 1 });
+    g.output('target_logprob', g.op('Reshape', [picked, shapeOf(g, [d.b, d.t])]), 'float32', ['batch', 'tokens']);
+  }
   return g;
+}
+
+export interface FamilyLayerParts {
+  /** RMSNorm with the checkpoint's weight `name` (as (1 + w) where the family stores offsets). */
+  norm: (x: string, name: string) => string;
+  /** The weight value the norm multiplies by. */
+  normWeight: (name: string) => string;
+  /** Rope tables of layer i when they differ from the model's (Gemma 3's local layers), else null. */
+  rope: (layer: number) => { cos: string; sin: string } | null;
+  /** Attention of layer i when it differs from plain gqaAttention (sliding window, scale, soft cap), else null. */
+  attention: (layer: number, q: string, k: string, v: string) => string | null;
+}
+
+/**
+ * The per-layer family switches of the forward graph, built once per graph (masks and rope tables are shared
+ * by the layers that use them). Families on the llama path get the plain blocks back (null = use the default).
+ */
+export function familyLayerParts(
+  g: GraphBuilder, spec: ModelSpec, positionIds: string, mask: string, d: Dims, ct: ComputeDtype, W: (name: string) => string,
+): FamilyLayerParts {
+  const normWeight = (name: string): string => (spec.normWeightOffset ? offsetNormWeight(g, W(name), ct) : W(name));
+  let localRope: { cos: string; sin: string } | null = null;
+  let slidingMask: string | null = null;
+  const custom = spec.attnScale !== undefined || (spec.attnSoftcap ?? null) !== null;
+  const sliding = (i: number): boolean => (spec.slidingWindow ?? null) !== null && spec.slidingLayers?.[i] === true;
+  return {
+    normWeight,
+    norm: (x, name) => rmsNorm(g, x, normWeight(name), spec.rmsNormEps, ct),
+    rope: (i) => {
+      if (spec.localRopeTheta === undefined || !sliding(i)) return null;
+      if (localRope === null) {
+        const t = scaledRopeTables(g, positionIds, { headDim: spec.headDim, ropeTheta: spec.localRopeTheta, ropeScaling: null });
+        localRope = { cos: castTo(g, t.cos, 'float32', ct), sin: castTo(g, t.sin, 'float32', ct) };
+      }
+      return localRope;
+    },
+    attention: (i, q, k, v) => {
+      const slides = sliding(i);
+      if (!slides && !custom) return null;
+      if (slides && slidingMask === null) slidingMask = slidingMask4d(g, mask, d, spec.slidingWindow as number);
+      return familyAttention(g, q, k, v, slides ? (slidingMask as string) : mask, d, {
+        numHeads: spec.numHeads, numKvHeads: spec.numKvHeads, headDim: spec.headDim, compute: ct,
+        scale: spec.attnScale ?? 1 / Math.sqrt(spec.headDim), softcap: spec.attnSoftcap ?? null,
+      });
+    },
+  };
 }

@@ -6,14 +6,12 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ModelCheckpoint } from '../../checkpoint/model-folder.js';
-import type { TensorInfo } from '../../checkpoint/types.js';
-import { encodeFromF32 } from '../../checkpoint/dtypes.js';
-import { SafetensorsFile } from '../../checkpoint/safetensors-reader.js';
-import { writeSafetensors, type TensorSource } from '../../checkpoint/safetensors-writer.js';
+import type { ModelCheckpoint, TensorInfo } from '../../checkpoint/index.js';
+import { encodeFromF32, SafetensorsFile, type TensorSource, writeSafetensors } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import type { ComputeDtype, WeightRef } from '../onnx/blocks.js';
 import { cacheKey, ensureEntry, fileFingerprint, linkOrCopy, locationFor, type CacheEntry } from '../session/model-cache.js';
+import { withDeviceKvOutputs } from '../runtime/device-kv.js';
 import { createSession, ort, type SessionConfig } from '../session/session.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
 import { loraMatmul } from './lora-matmul.js';
@@ -87,6 +85,11 @@ export class GraphSessions {
     readonly lora: LoraSource | null,
     private readonly opts: GraphSessionsOptions,
   ) {}
+
+  /** The session config its sessions are made with (generation reads `deviceKv`). */
+  get sessionConfig(): SessionConfig {
+    return this.opts;
+  }
 
   get loraMode(): LoraMode {
     return this.opts.loraMode ?? 'merged';
@@ -181,7 +184,7 @@ export class GraphSessions {
     let slot = this.sessions.get(id);
     if (slot === undefined) {
       await this.evictIdle(this.maxSessions - 1);
-      slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, this.opts)), users: 0, lastUsed: 0 };
+      slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, withDeviceKvOutputs(this.opts, options.kvCache === true, this.checkpoint.spec.numLayers))), users: 0, lastUsed: 0 };
       const created = slot;
       // A failed build must not poison later calls.
       created.session.catch(() => {
@@ -244,6 +247,9 @@ export class GraphSessions {
   async close(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
+    // Closed: this model's cache entries may be evicted again (cache-lifecycle.ts).
+    for (const e of this.entries.values()) e.release();
+    this.entries.clear();
     for (const s of all) {
       try {
         await (await s.session).release();

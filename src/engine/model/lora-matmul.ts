@@ -1,4 +1,4 @@
-import type { TensorInfo } from '../../checkpoint/types.js';
+import type { TensorInfo } from '../../checkpoint/index.js';
 
 /** A LoRA adapter applied as extra MatMuls: its A/B tensors as graph weights and one edge per target. */
 export interface LoraMatmul {

@@ -4,7 +4,7 @@
  * (N = batch * tokens) so every linear is a Gemm with transB=1 straight on the stored [out, in] weight:
  * no transposed weight copy is ever made.
  */
-import type { DType } from '../../checkpoint/types.js';
+import type { DType } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { GraphBuilder, elemCode, elemTypeOfDType, f, type ElemType } from './graph-builder.js';
 
@@ -253,4 +253,26 @@ export function lastToken(g: GraphBuilder, x3: string, d: Dims): string {
 /** Flat [N, F] -> [B, T, F]. */
 export function unflatten(g: GraphBuilder, x: string, d: Dims, features: number): string {
   return g.op('Reshape', [x, shapeOf(g, [d.b, d.t, features])]);
+}
+
+/** Graph input names of a row patch on weight `name`: patched row indices [k] int64, their new rows [k, in] float32. */
+export function rowPatchInputNames(name: string): { rows: string; values: string } {
+  return { rows: `patch.${name}.rows`, values: `patch.${name}.values` };
+}
+
+/**
+ * A row patch applied in the graph: `y` (= x @ W^T (+ b), any LoRA branch included) with the output columns
+ * of the patched rows replaced by x @ R^T (+ b[rows]), R being the new rows fed as a graph input. So a
+ * search step changes a few small input tensors instead of the weights, one session serves every step, and
+ * the mapped checkpoint stays untouched. With k = 0 rows the scatter writes nothing: the output is `y` as is.
+ */
+export function patchedRows(g: GraphBuilder, x: string, y: string, name: string, dIn: number, bias: string | undefined, compute: ComputeDtype): string {
+  const names = rowPatchInputNames(name);
+  const rows = g.input(names.rows, 'int64', [`k:${name}`]);
+  const values = castTo(g, g.input(names.values, 'float32', [`k:${name}`, dIn]), 'float32', compute);
+  // MatMul on the transposed rows rather than Gemm: Gemm refuses an empty B on some providers.
+  let u = g.op('MatMul', [x, g.op('Transpose', [values], { perm: [1, 0] })]);
+  if (bias !== undefined) u = g.op('Add', [u, g.op('Gather', [bias, rows], { axis: 0 })]);
+  const idx = g.op('Expand', [g.op('Unsqueeze', [rows, g.constI64([0])]), g.op('Shape', [u])]);
+  return g.op('ScatterElements', [y, idx, u], { axis: 1 });
 }

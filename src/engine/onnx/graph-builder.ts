@@ -6,7 +6,7 @@
  * attribute, supported by every onnxruntime >= 1.12, so the graphs stay valid for all EPs we target.
  */
 import onnxProto from 'onnx-proto';
-import type { DType } from '../../checkpoint/types.js';
+import type { DType } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 
 const { onnx } = onnxProto;

@@ -1,7 +1,8 @@
 /** One run of the decoder graph on a padded batch (prefill or a KV-cache decode step). */
-import type { ModelSpec } from '../../checkpoint/types.js';
+import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { ort, runOptions } from '../session/session.js';
+import { countForward } from './counters.js';
 
 /** The past fed to a decode step: per layer, time-major [P, B, KV, D] tensors (views of a KvStore). */
 export interface KvCache {
@@ -36,6 +37,10 @@ export interface StepInput {
   positionIds: BigInt64Array;
   past?: KvCache;
   tokenWeights?: Float32Array;
+  /** [B, T] targets of a teacher-forced scoring graph (target_ids). */
+  targetIds?: BigInt64Array;
+  /** Further inputs fed by name when the graph has them (the engine's row patch, see patchedRows). */
+  extraFeeds?: Record<string, ort.Tensor>;
 }
 
 export interface StepOutput {
@@ -65,7 +70,18 @@ export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s:
   if (session.inputNames.includes('token_weights')) {
     feeds.token_weights = new ort.Tensor('float32', s.tokenWeights ?? new Float32Array(s.batch * s.length).fill(1), [s.batch, s.length]);
   }
+  if (session.inputNames.includes('target_ids')) {
+    if (s.targetIds === undefined) throw new FgsnError('ENGINE_RUN_FAILED', 'the scoring graph needs target ids');
+    feeds.target_ids = new ort.Tensor('int64', s.targetIds, [s.batch, s.length]);
+  }
+  if (s.extraFeeds !== undefined) {
+    for (const name of session.inputNames) {
+      const t = s.extraFeeds[name];
+      if (t !== undefined) feeds[name] = t;
+    }
+  }
   let outputs: Record<string, ort.Tensor>;
+  countForward(s.batch * s.length);
   try {
     outputs = (await session.run(feeds, runOptions())) as Record<string, ort.Tensor>;
   } catch (e) {

@@ -8,12 +8,20 @@
  * onnxruntime maps/reads the original pages), else a copy. Read-only or cross-device sources (EXDEV, EPERM,
  * EROFS) fall back to the copy, so a read-only /work/shared still works. Entries are created in a temporary
  * folder and renamed into place, so concurrent builders of the same key never see half an entry.
+ *
+ * The cache is bounded (FGSN_CACHE_MAX_BYTES, least recently used entries evicted; see cache-lifecycle.ts):
+ * an entry returned here is touched and held by this process until `release()`, the end of the job
+ * (`releaseAllHolds`) or the process, so no other process evicts it while it is being opened.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FgsnError } from '../../errors.js';
+import { enforceCacheBound, holdEntry } from './cache-lifecycle.js';
 
 export type LinkMode = 'hardlink' | 'copy' | 'generated';
 
@@ -31,6 +39,8 @@ export interface CacheEntry {
   files: CachedFile[];
   /** True when this call built the entry, false when it was already there. */
   created: boolean;
+  /** Ends this process's hold on the entry (idempotent); it may then be evicted once least recently used. */
+  release(): void;
 }
 
 export function defaultCacheRoot(): string {
@@ -97,9 +107,32 @@ export async function ensureEntry(spec: EntrySpec): Promise<CacheEntry> {
     ...spec.sources.map((s, i) => ({ source: s, location: locationFor(i), mode: mode(i) })),
     ...(spec.generated ?? []).map((gf) => ({ source: null, location: gf.location, mode: 'generated' as const })),
   ];
-  if (existsSync(onnxPath)) {
-    return { dir, onnxPath, files: describe((i) => (statSync(join(dir, locationFor(i))).ino === statSync(spec.sources[i]).ino ? 'hardlink' : 'copy')), created: false };
+  const complete = (d: string): boolean => existsSync(join(d, 'model.onnx'));
+  // An entry can be evicted by another process between its build and this process's hold: build it again
+  // (twice at most: a bound smaller than one entry is a configuration error).
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (existsSync(onnxPath)) {
+      const hold = holdEntry(dir, complete);
+      if (hold !== null) {
+        return { dir, onnxPath, files: describe((i) => (statSync(join(dir, locationFor(i))).ino === statSync(spec.sources[i]).ino ? 'hardlink' : 'copy')), created: false, release: hold.release };
+      }
+    }
+    const modes = await buildEntry(spec, dir, onnxPath);
+    const hold = holdEntry(dir, complete);
+    if (hold !== null) {
+      try {
+        enforceCacheBound(spec.cacheRoot);
+      } catch (e) {
+        hold.release();
+        throw e instanceof FgsnError ? e : new FgsnError('STORAGE_ERROR', `cannot bound the engine cache ${spec.cacheRoot}: ${(e as Error).message}`, { cause: e });
+      }
+      return { dir, onnxPath, files: describe((i) => modes[i]), created: true, release: hold.release };
+    }
   }
+  throw new FgsnError('STORAGE_ERROR', `the engine cache entry ${dir} was evicted as soon as it was built; FGSN_CACHE_MAX_BYTES is smaller than one entry`);
+}
+
+async function buildEntry(spec: EntrySpec, dir: string, onnxPath: string): Promise<LinkMode[]> {
   try {
     mkdirSync(spec.cacheRoot, { recursive: true });
   } catch (e) {
@@ -124,7 +157,7 @@ export async function ensureEntry(spec: EntrySpec): Promise<CacheEntry> {
       if (!existsSync(onnxPath)) throw e;
       rmSync(tmp, { recursive: true, force: true });
     }
-    return { dir, onnxPath, files: describe((i) => modes[i]), created: true };
+    return modes;
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     if (e instanceof FgsnError) throw e;

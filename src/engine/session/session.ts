@@ -3,12 +3,12 @@
  * on the calling thread (after a setImmediate), so a long run blocks that thread's event loop; the API
  * therefore runs the engine in a worker thread (see worker/run-in-worker.ts).
  */
-import { existsSync, readdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { FgsnError } from '../../errors.js';
 import type { ComputeDtype } from '../onnx/blocks.js';
+import { cudaLoadHint, diagnoseCudaLoad, GPU_SETUP_COMMAND, providerBindingDir } from './ep-diagnosis.js';
 
 export type { ComputeDtype };
 
@@ -18,6 +18,15 @@ export interface SessionConfig {
   executionProvider?: ExecutionProvider;
   /** Intra-op threads (default: onnxruntime's choice, all cores). */
   threads?: number;
+  /** CUDA only: keep generation's KV cache on the device (runtime/device-kv.ts). Default off. */
+  deviceKv?: boolean;
+  /**
+   * Turn off onnxruntime's weight prepacking (session.disable_prepacking): for graphs whose weights feed
+   * several nodes (the attribution graph's forward and backward), where each node would keep its own packed copy.
+   */
+  disablePrepacking?: boolean;
+  /** CUDA only (ignored on the CPU provider, whose tensors are host tensors): where outputs are returned. */
+  preferredOutputLocation?: ort.InferenceSession.SessionOptions['preferredOutputLocation'];
 }
 
 export function executionProviderFromEnv(): ExecutionProvider {
@@ -39,15 +48,12 @@ export function computeDtypeFromEnv(): ComputeDtype {
 
 /**
  * The CUDA provider library installed beside onnxruntime-node's binding (the package lists 'cuda' as a
- * backend but does not bundle it: `ONNXRUNTIME_NODE_INSTALL=cuda12 npm install` downloads it there).
+ * backend but does not bundle it: `npm run gpu:setup` places it there, see scripts/gpu-setup.mjs).
  */
 function cudaProviderInstalled(): boolean {
   try {
-    const pkgDir = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
-    const binRoot = join(pkgDir, 'bin');
-    const napi = readdirSync(binRoot).filter((d) => d.startsWith('napi-v'));
     const lib = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
-    return napi.some((d) => existsSync(join(binRoot, d, process.platform, process.arch, lib)));
+    return existsSync(join(providerBindingDir(), lib));
   } catch {
     return false;
   }
@@ -59,8 +65,9 @@ export function assertProviderAvailable(ep: ExecutionProvider): void {
   const backends = ort.listSupportedBackends();
   const entry = backends.find((b) => b.name === ep);
   if (entry === undefined || (!entry.bundled && !cudaProviderInstalled())) {
-    throw new FgsnError('ENGINE_EP_UNAVAILABLE', `execution provider "${ep}" is not installed in this onnxruntime-node (libonnxruntime_providers_cuda missing; installed: ${backends.filter((b) => b.bundled).map((b) => b.name).join(', ')})`, {
+    throw new FgsnError('ENGINE_EP_UNAVAILABLE', `execution provider "${ep}" is not installed in this onnxruntime-node: no libonnxruntime_providers_cuda.so in ${providerBindingDir()} (bundled: ${backends.filter((b) => b.bundled).map((b) => b.name).join(', ')})`, {
       details: { requested: ep, backends },
+      hint: `Run \`${GPU_SETUP_COMMAND}\` (installs onnxruntime's CUDA 13 provider for this onnxruntime-node from the npm registry), or set FGSN_EXECUTION_PROVIDER=cpu.`,
     });
   }
 }
@@ -108,12 +115,22 @@ export async function createSession(onnxPath: string, cfg: SessionConfig = {}): 
     enableCpuMemArena: cpuArenaEnabled(),
   };
   if (cfg.threads !== undefined) options.intraOpNumThreads = cfg.threads;
+  if (cfg.disablePrepacking === true) options.extra = { session: { disable_prepacking: '1' } };
+  if (ep === 'cuda' && cfg.preferredOutputLocation !== undefined) options.preferredOutputLocation = cfg.preferredOutputLocation;
   try {
     return await ort.InferenceSession.create(onnxPath, options);
   } catch (e) {
     const msg = (e as Error).message;
-    if (ep === 'cuda' && /cuda|CUDA|libcu/.test(msg)) {
-      throw new FgsnError('ENGINE_EP_UNAVAILABLE', `CUDA execution provider failed to start: ${msg}`, { cause: e });
+    // onnxruntime-node's message for a provider that cannot load is "...AppendExecutionProvider_Cuda: Failed
+    // to load shared library"; which library is missing only onnxruntime's log says (see ep-diagnosis.ts).
+    if (ep === 'cuda' && /cuda|libcu|shared library/i.test(msg)) {
+      const d = /shared library/i.test(msg) ? await diagnoseCudaLoad(onnxPath) : {};
+      const said = d.ortError === undefined ? '' : ` (onnxruntime: ${d.ortError})`;
+      throw new FgsnError('ENGINE_EP_UNAVAILABLE', `CUDA execution provider failed to start: ${msg}${said}`, {
+        cause: e,
+        details: { requested: ep, missingLibrary: d.missingLibrary },
+        hint: cudaLoadHint(d.missingLibrary),
+      });
     }
     throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime could not load ${onnxPath}: ${msg}`, { cause: e });
   }

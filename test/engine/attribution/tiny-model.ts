@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { bf16ToF32, encodeFromF32, f32ToBf16, writeSafetensors } from '../../../src/checkpoint/index.js';
 import type { ModelSpec } from '../../../src/checkpoint/types.js';
 import { expectedTensors, linearWeightNames, modelConfigJson } from '../../../src/checkpoint/model-config.js';
-import type { RefModel, RefSequence } from '../../../src/engine/attribution/reference.js';
+import type { RefModel, RefSequence } from '../../support/attribution-reference.js';
 import { mulberry32 } from '../../../src/util/prng.js';
 
 export const rng = mulberry32;
