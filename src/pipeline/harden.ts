@@ -330,12 +330,15 @@ async function targetDrivenSearch(
     // Round 2 ranks rows by attribution on round 1's model, which reads a model folder: written once here
     // (its steps are still row patches on the fine-tune's engine: round 1's rows plus the step's own).
     const r1Dir = join(req.outDir, '.fgsn-round1');
+    // Its engine cache entry too lives with the job: a model folder deleted below is never reused, and an entry
+    // in the shared cache would keep its bytes (hard links) until LRU eviction.
+    const r1Cache = join(req.outDir, '.fgsn-round1-cache');
     await write(s)(first.sel, first.strength, r1Dir);
     const s2 = await openSources({ basePath: s.base.dir, alignedPath: s.aligned.dir, finetunedPath: r1Dir });
     try {
       await run.within(0.5, 'round 2: ranking rows again on round 1\'s model');
       const rankAtlas = split.split ? subsetAtlas(atlas, split.rank) : atlas;
-      const job2 = new JobScores(s2, rankAtlas, task, { ...ctx, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) });
+      const job2 = new JobScores(s2, rankAtlas, task, { ...ctx, cacheDir: r1Cache, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) });
       const scores2 = await fgsnScores(job2, { ...o, p: 0 }, ranking.layers);
       const pick = pickerExcluding(scores2, [first.sel, ranking.taskSet], linearRowCount(s));
       const under = engine === null ? new Map() : await editRows(s, first.sel, compute(first.strength));
@@ -350,6 +353,7 @@ async function targetDrivenSearch(
     } finally {
       await closeSources(s2);
       await rm(r1Dir, { recursive: true, force: true });
+      await rm(r1Cache, { recursive: true, force: true });
     }
   }
   const chosen = stepOf(choice);
