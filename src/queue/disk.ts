@@ -81,3 +81,12 @@ export function processCost(resetPeak = false): { writeBytes: number | null; pea
   const hwmKb = read('/proc/self/status', /VmHWM:\s+(\d+) kB/);
   return { writeBytes: read('/proc/self/io', /write_bytes: (\d+)/), peakRssBytes: hwmKb === null ? null : hwmKb * 1024 };
 }
+
+/** What an attempt cost this processor since `start` (processCost(true) when it began): bytes written, peak RSS. */
+export function attemptCost(start: { writeBytes: number | null }): { bytesWritten: number | null; peakRssBytes: number | null } {
+  const end = processCost();
+  return {
+    bytesWritten: end.writeBytes === null || start.writeBytes === null ? null : end.writeBytes - start.writeBytes,
+    peakRssBytes: end.peakRssBytes,
+  };
+}

@@ -6,18 +6,17 @@
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
-import { enforceCacheBound, releaseAllHolds } from '../engine/index.js';
 import { FgsnError, isFgsnError } from '../errors.js';
 import { findAtlas, getOrBuildAtlas, readHardenReport, runContinue } from '../pipeline/index.js';
 import { dataLayout, publishArtifacts, readManifest, readProbeBlob, removeStaleAttempts, type BlobStore, type PublishedArtifact } from '../storage/index.js';
-import { admitDisk, diskNeed, processCost } from './disk.js';
+import { admitDisk, attemptCost, diskNeed, processCost } from './disk.js';
 import { continuableArtifacts, type ContinueJobData, type HardenJobResult } from './job-data.js';
-import { pathScrubber, throwIfCancelled, type RunContext } from './run-job.js';
+import { endAttempt, pathScrubber, throwIfCancelled, type RunContext } from './run-job.js';
 
 const VALIDATE_END = 5;
 const FETCH_END = 10;
@@ -142,7 +141,6 @@ export async function runContinueJob(data: ContinueJobData, ctx: RunContext): Pr
     await rm(jobScratch, { recursive: true, force: true });
     timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
     await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
-    const costAtEnd = processCost();
     const last = (result.report.continual as Record<string, unknown>[]).at(-1) ?? {};
     const search = last.search as { reached?: boolean } | undefined;
     return {
@@ -151,21 +149,11 @@ export async function runContinueJob(data: ContinueJobData, ctx: RunContext): Pr
         kind: 'continue', continuedFrom: input.sourceJobId, category: input.category,
         extraRows: result.extraRows, extraPctLinear: result.extraPctLinear, totalPctLinear: result.totalPctLinear,
         ...(search ? { target: search.reached === true ? 'reached' : 'not reached' } : { target: 'not set' }),
-        cost: {
-          bytesWritten: costAtEnd.writeBytes === null || costAtStart.writeBytes === null ? null : costAtEnd.writeBytes - costAtStart.writeBytes,
-          peakRssBytes: costAtEnd.peakRssBytes,
-        },
+        cost: attemptCost(costAtStart),
       },
       timings,
     };
   } finally {
-    await rm(attemptDir, { recursive: true, force: true });
-    await rmdir(jobScratch).catch(() => undefined);
-    releaseAllHolds();
-    try {
-      enforceCacheBound(layout.engineCache);
-    } catch {
-      // bounding is housekeeping: the next job's admission and builds enforce it again
-    }
+    await endAttempt(attemptDir, jobScratch, layout.engineCache);
   }
 }

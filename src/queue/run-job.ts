@@ -8,7 +8,7 @@ import { basename, join, relative, sep } from 'node:path';
 import { validateCheckpointFolder } from '../checkpoint/index.js';
 import { enforceCacheBound, releaseAllHolds } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
-import { admitDisk, diskNeed, processCost, weightBytes } from './disk.js';
+import { admitDisk, attemptCost, diskNeed, processCost, weightBytes } from './disk.js';
 import { runHarden } from '../pipeline/index.js';
 import { publishArtifacts, readProbeBlob, removeStaleAttempts } from '../storage/index.js';
 import type { BlobStore } from '../storage/index.js';
@@ -181,16 +181,12 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     await rm(jobScratch, { recursive: true, force: true });
     timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
     await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
-    const costAtEnd = processCost();
     return {
       artifacts: manifest.artifacts.map(({ name, bytes, sha256 }) => ({ name, bytes, sha256 })),
       summary: {
         ...result.summary,
         // What the attempt cost this processor: bytes it wrote (scratch, cache, artifacts) and its peak RSS.
-        cost: {
-          bytesWritten: costAtEnd.writeBytes === null || costAtStart.writeBytes === null ? null : costAtEnd.writeBytes - costAtStart.writeBytes,
-          peakRssBytes: costAtEnd.peakRssBytes,
-        },
+        cost: attemptCost(costAtStart),
       },
       timings,
     };
@@ -198,14 +194,22 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     // Scratch goes whatever the outcome (completed, failed, cancelled); the job folder too once no other
     // attempt (a stalled one recovered elsewhere) has a folder in it. The worker removes what a killed
     // processor left when the job ends (worker.ts).
-    await rm(outDir, { recursive: true, force: true });
-    await rmdir(jobScratch).catch(() => undefined);
-    // This process's engines are closed: the cache entries it used may be evicted again.
-    releaseAllHolds();
-    try {
-      enforceCacheBound(layout.engineCache);
-    } catch {
-      // bounding is housekeeping: the next job's admission and builds enforce it again
-    }
+    await endAttempt(outDir, jobScratch, layout.engineCache);
+  }
+}
+
+/**
+ * The end of an attempt, whatever its outcome: its scratch folder goes, the job folder too once no other
+ * attempt has a folder in it, and this process's engines being closed, the cache entries it used may be
+ * evicted again (the bound enforced now; the next job's admission and builds enforce it too).
+ */
+export async function endAttempt(attemptDir: string, jobScratch: string, engineCache: string): Promise<void> {
+  await rm(attemptDir, { recursive: true, force: true });
+  await rmdir(jobScratch).catch(() => undefined);
+  releaseAllHolds();
+  try {
+    enforceCacheBound(engineCache);
+  } catch {
+    // bounding is housekeeping
   }
 }
