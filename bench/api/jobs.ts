@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { demoSets, writeDemoTestbed } from '../../src/demo/fixtures.js';
-import { deleteKeys, freePort } from './common.js';
+import { deleteKeysAt, freePort } from '../../test/support/redis-tools.js';
 
 const { values } = parseArgs({ options: { jobs: { type: 'string' }, concurrency: { type: 'string' } } });
 const JOBS = Number(values.jobs ?? 20);
@@ -147,7 +147,7 @@ async function main(): Promise<void> {
   } finally {
     for (const p of [server, worker]) p.kill('SIGTERM');
     await Promise.all([server, worker].map((p) => (p.exitCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r)))));
-    await deleteKeys(REDIS_URL, PREFIX);
+    await deleteKeysAt(REDIS_URL, PREFIX);
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { writeModelFolder } from '../../test/checkpoint/fixtures.js';
-import { deleteKeys, freePort } from './common.js';
+import { deleteKeysAt, freePort } from '../../test/support/redis-tools.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string' }, connections: { type: 'string' }, 'upload-mb': { type: 'string' } } });
 const SECONDS = Number(values.seconds ?? 10);
@@ -126,7 +126,7 @@ async function main(): Promise<void> {
   } finally {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
-    await deleteKeys(REDIS_URL, PREFIX);
+    await deleteKeysAt(REDIS_URL, PREFIX);
     await rm(dataDir, { recursive: true, force: true });
   }
 }

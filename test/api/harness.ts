@@ -7,11 +7,11 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
 import { buildApp, type BuiltApp } from '../../src/api/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startWorker, type RunningWorker } from '../../src/queue/worker.js';
 import { REDIS_URL } from '../support/redis.js';
+import { deleteKeysAt } from '../support/redis-tools.js';
 
 type Body = RequestInit['body'];
 
@@ -93,18 +93,8 @@ export async function startHarness(opts: { worker?: boolean; env?: Record<string
   };
 }
 
-export async function deleteKeys(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      if (keys.length > 0) await redis.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
+export function deleteKeys(prefix: string): Promise<void> {
+  return deleteKeysAt(REDIS_URL, prefix);
 }
 
 /** Streams a file from disk as the request body (never read whole). */

@@ -1,37 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { connect, createServer } from 'node:net';
+import { freePort, pingRedis as ping } from './redis-tools.js';
 
 /**
  * Makes `npm test` work where no Redis is configured: REDIS_URL if set; else 127.0.0.1:6379 if it answers
  * PING; else a throw-away `redis-server` on a free loopback port (when the binary is installed), stopped at
  * the end. Test processes inherit REDIS_URL from here. Without any Redis the Redis suites fail loudly.
  */
-
-function ping(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(port, host);
-    const done = (ok: boolean): void => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(1000, () => done(false));
-    s.on('error', () => done(false));
-    s.on('connect', () => s.write('PING\r\n'));
-    s.on('data', (d) => done(String(d).startsWith('+PONG')));
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 let child: ChildProcess | undefined;
 
