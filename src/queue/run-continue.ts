@@ -16,7 +16,7 @@ import { findAtlas, getOrBuildAtlas, readHardenReport, runContinue } from '../pi
 import { dataLayout, publishArtifacts, readManifest, readProbeBlob, removeStaleAttempts, type BlobStore, type PublishedArtifact } from '../storage/index.js';
 import { admitDisk, attemptCost, diskNeed, processCost } from './disk.js';
 import { continuableArtifacts, type ContinueJobData, type HardenJobResult } from './job-data.js';
-import { endAttempt, pathScrubber, throwIfCancelled, type RunContext } from './run-job.js';
+import { endAttempt, pathScrubber, stageTimer, throwIfCancelled, type RunContext } from './run-job.js';
 
 const VALIDATE_END = 5;
 const FETCH_END = 10;
@@ -39,16 +39,7 @@ async function fetchArtifact(store: BlobStore, a: PublishedArtifact, path: strin
 
 export async function runContinueJob(data: ContinueJobData, ctx: RunContext): Promise<HardenJobResult> {
   const input = data.input;
-  const timings: Record<string, number> = {};
-  let stage = 'validate';
-  let stageStart = performance.now();
-  const enter = async (next: string, percent: number): Promise<void> => {
-    timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
-    stage = next;
-    stageStart = performance.now();
-    await ctx.report({ stage, percent, timings: { ...timings }, attempt: ctx.attempt });
-  };
-  await ctx.report({ stage, percent: 0, timings: {}, attempt: ctx.attempt });
+  const { timings, enter } = await stageTimer(ctx);
   throwIfCancelled(ctx.signal);
   for (const [role, path] of [['base', input.basePath], ['aligned', input.alignedPath]] as const) {
     const v = await validateCheckpointFolder(path);
@@ -139,8 +130,7 @@ export async function runContinueJob(data: ContinueJobData, ctx: RunContext): Pr
     const published = await publishArtifacts(ctx.store, data.jobId, outDir, [], { move: ctx.store.kind === 'fs' });
     await removeStaleAttempts(ctx.store, published).catch(() => undefined);
     await rm(jobScratch, { recursive: true, force: true });
-    timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
-    await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
+    await enter('done', 100);
     const last = (result.report.continual as Record<string, unknown>[]).at(-1) ?? {};
     const search = last.search as { reached?: boolean } | undefined;
     return {

@@ -94,16 +94,7 @@ export async function resolveProbes(store: BlobStore, input: HardenJobInput): Pr
 }
 
 export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promise<HardenJobResult> {
-  const timings: Record<string, number> = {};
-  let stage = 'validate';
-  let stageStart = performance.now();
-  const enter = async (next: string, percent: number): Promise<void> => {
-    timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
-    stage = next;
-    stageStart = performance.now();
-    await ctx.report({ stage, percent, timings: { ...timings }, attempt: ctx.attempt });
-  };
-  await ctx.report({ stage, percent: 0, timings: {}, attempt: ctx.attempt });
+  const { timings, enter } = await stageTimer(ctx);
   throwIfCancelled(ctx.signal);
 
   const inputs: [string, string][] = [
@@ -179,8 +170,7 @@ export async function runHardenJob(data: HardenJobData, ctx: RunContext): Promis
     // Leftovers of crashed attempts (store blobs, scratch folders) were never visible; now they can go.
     await removeStaleAttempts(ctx.store, manifest).catch(() => undefined);
     await rm(jobScratch, { recursive: true, force: true });
-    timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
-    await ctx.report({ stage: 'done', percent: 100, timings: { ...timings }, attempt: ctx.attempt });
+    await enter('done', 100);
     return {
       artifacts: manifest.artifacts.map(({ name, bytes, sha256 }) => ({ name, bytes, sha256 })),
       summary: {
@@ -212,4 +202,24 @@ export async function endAttempt(attemptDir: string, jobScratch: string, engineC
   } catch {
     // bounding is housekeeping
   }
+}
+
+/**
+ * An attempt's stages: `enter(next, percent)` closes the current stage's timing and reports the next one;
+ * `timings` holds seconds per finished stage. Reports stage 'validate' at 0 % on creation.
+ */
+export async function stageTimer(ctx: Pick<RunContext, 'report' | 'attempt'>): Promise<{ timings: Record<string, number>; enter(next: string, percent: number): Promise<void> }> {
+  const timings: Record<string, number> = {};
+  let stage = 'validate';
+  let stageStart = performance.now();
+  await ctx.report({ stage, percent: 0, timings: {}, attempt: ctx.attempt });
+  return {
+    timings,
+    enter: async (next, percent) => {
+      timings[stage] = Math.round((performance.now() - stageStart) / 10) / 100;
+      stage = next;
+      stageStart = performance.now();
+      await ctx.report({ stage, percent, timings: { ...timings }, attempt: ctx.attempt });
+    },
+  };
 }
