@@ -159,12 +159,16 @@ async function buildAtlas(
     missing.forEach((i, k) => (harmfulResponses[i] = gens[k].text));
     lap('generate');
     await onStep?.('capturing activations');
-    hLast = await engine.capture(harmful.map((p) => p.prompt), { hidden: 'last' }, { batchSize: 32 });
-    bCap = await engine.capture(benign.map((p) => p.prompt), { hidden: 'last', inputSquareSums: true }, {
+    // The three captures ask for one graph variant (last hidden state + input square sums; each reads what it
+    // needs): with one live session, a variant per capture cost a session build each (a float32 cast of every
+    // weight: seconds per GB of checkpoint, bench/scale).
+    const what = { hidden: 'last', inputSquareSums: true } as const;
+    hLast = await engine.capture(harmful.map((p) => p.prompt), what, { batchSize: 32 });
+    bCap = await engine.capture(benign.map((p) => p.prompt), what, {
       batchSize: SQSUM_BATCH,
       ...(benign.every((p) => p.response !== undefined) ? { responses: benign.map((p) => p.response!) } : {}),
     });
-    hCap = await engine.capture(harmful.map((p) => p.prompt), { inputSquareSums: true }, { batchSize: SQSUM_BATCH, responses: harmfulResponses });
+    hCap = await engine.capture(harmful.map((p) => p.prompt), what, { batchSize: SQSUM_BATCH, responses: harmfulResponses });
     lap('capture');
   } finally {
     await engine.close();
