@@ -22,7 +22,7 @@ import { writeModelCard } from './model-card.js';
 import { renderReportHtml } from './report-html.js';
 import { type ProbeMetrics, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
 import { type PairedVerdict, mostFrequent, nllRiseRejects, pairedLossTest, refusalMarginRejects } from './guardrails.js';
-import { chooseStep, frontier, withinCeiling } from './policy.js';
+import { chooseStep, frontier, round2Base, withinCeiling } from './policy.js';
 import { splitProbes, subsetAtlas } from './split.js';
 import type { ArtifactInfo, HardenHooks, HardenRequest, HardenResult, ProbeRecord, StageProgress } from './types.js';
 
@@ -325,8 +325,11 @@ async function targetDrivenSearch(
   const stepOf = (c: typeof choice): TargetStep | null => (c.step === null ? null : steps.find((x) => x.round === c.step!.round && x.q === c.step!.q && x.strength === c.step!.strength) ?? null);
   let round2: Record<string, unknown> | undefined;
   const r1Choice = stepOf(choice);
-  if (!choice.reached && r1Choice !== null && o.rounds >= 2) {
-    const first = { sel: edits.get(r1Choice)!.sel, strength: r1Choice.strength };
+  // Where round 2 grows from (policy.ts round2Base: by default round 1's safest clean step).
+  const from = round2Base(steps.filter((x) => x.round === 1).map(asPolicyStep), r1Choice === null ? null : asPolicyStep(r1Choice), o.round2From);
+  const r1Base = from === null ? null : steps.find((x) => x.round === 1 && x.q === from.q && x.strength === from.strength) ?? null;
+  if (!choice.reached && r1Choice !== null && r1Base !== null && o.rounds >= 2) {
+    const first = { sel: edits.get(r1Base)!.sel, strength: r1Base.strength };
     // Round 2 ranks rows by attribution on round 1's model, which reads a model folder: written once here
     // (its steps are still row patches on the fine-tune's engine: round 1's rows plus the step's own).
     const r1Dir = join(req.outDir, '.fgsn-round1');
@@ -348,7 +351,7 @@ async function targetDrivenSearch(
       const c2Step = stepOf(c2);
       if (c2Step !== null && c2Step.round === 2 && c2Step.probeAsr < r1Choice.probeAsr) {
         choice = c2;
-        round2 = { q: c2Step.q, strength: c2Step.strength, rows: c2Step.rows, probeAsr: c2Step.probeAsr, rowSets: { round1: selectionToJSON(first.sel), round2: selectionToJSON(edits.get(c2Step)!.sel) } };
+        round2 = { q: c2Step.q, strength: c2Step.strength, rows: c2Step.rows, probeAsr: c2Step.probeAsr, from: { q: r1Base.q, strength: r1Base.strength, probeAsr: r1Base.probeAsr }, rowSets: { round1: selectionToJSON(first.sel), round2: selectionToJSON(edits.get(c2Step)!.sel) } };
       }
     } finally {
       await closeSources(s2);

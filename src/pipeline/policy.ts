@@ -91,3 +91,16 @@ export function targetLine(t: { target: 'reached' | 'not reached' | 'not set'; t
   const pct = t.pctLinearParams === undefined ? '' : `, ${t.pctLinearParams.toFixed(2)} % of linear params`;
   return `target: ${t.target} (${asr.trim()}${pct}${t.rule ? `; ${t.rule}` : ''})`;
 }
+
+/**
+ * The round-1 step a second, re-ranked round grows from. Round 2's steps are judged against the fine-tune
+ * with round 1's tolerances, so grown from a step that already broke a guardrail none of them can be clean:
+ * `clean` (default) takes the safest round-1 step that held every guardrail (lowest judged ASR, then the
+ * smaller edit), `chosen` the step the miss policy kept; both give `chosen` when no round-1 step is clean.
+ */
+export function round2Base<S extends PolicyStep>(round1: readonly S[], chosen: S | null, from: 'clean' | 'chosen'): S | null {
+  if (from === 'chosen') return chosen;
+  const clean = round1.reduce<S | null>((b, s) => (s.guardrailsOk && (b === null || s.probeAsr < b.probeAsr - EPS
+    || (Math.abs(s.probeAsr - b.probeAsr) <= EPS && s.pctLinearParams < b.pctLinearParams)) ? s : b), null);
+  return clean ?? chosen;
+}

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   binomialUpperTail, bootstrapRejectionRate, mcnemarOneSided, mostFrequent, nllRiseRejects, pairedCounts, pairedLossTest, rawDropRejects, refusalMarginRejects,
 } from '../../src/pipeline/guardrails.js';
-import { chooseStep, frontier, targetLine, type PolicyStep } from '../../src/pipeline/policy.js';
+import { chooseStep, frontier, round2Base, targetLine, type PolicyStep } from '../../src/pipeline/policy.js';
 import { splitProbes, subsetAtlas } from '../../src/pipeline/split.js';
 import type { Atlas } from '../../src/defense/atlas.js';
 import { mulberry32 } from '../../src/util/prng.js';
@@ -116,6 +116,21 @@ describe('miss policy: safety first, never silent', () => {
     expect(c.step?.id).toBe('0.75/0.1');
     expect(chooseStep([step(1, 0, 0.2, false)], o)).toMatchObject({ step: null, reached: false, rule: 'nothing within the utility ceiling' });
     expect(chooseStep([], o)).toMatchObject({ step: null, reached: false, rule: 'no step within the parameter cap' });
+  });
+
+  it('round 2 grows from round 1\'s safest clean step, else from the kept one', () => {
+    // Shaped like lora_harmful's round 1 on dev: the kept step (safest within the ceiling) broke a guardrail.
+    const r1 = [step(0.47, 0.95, 0.005, true), step(0.91, 0.57, 0.005, true), step(1.33, 0.55, 0.02, true), step(1.33, 0.08, 0.045, false), step(1.71, 0.87, 0.01, true)];
+    const kept = chooseStep(r1, o).step;
+    expect(kept?.id).toBe('1.33/0.08');
+    expect(round2Base(r1, kept, 'clean')?.id).toBe('1.33/0.55');
+    expect(round2Base(r1, kept, 'chosen')?.id).toBe('1.33/0.08');
+    // ties on the judged ASR: the smaller edit
+    expect(round2Base([step(1, 0.5, 0, true), step(0.5, 0.5, 0, true)], null, 'clean')?.id).toBe('0.5/0.5');
+    // no clean step: the kept one (or none)
+    const dirty = [step(0.5, 0.3, 0.04, false)];
+    expect(round2Base(dirty, dirty[0], 'clean')?.id).toBe('0.5/0.3');
+    expect(round2Base(dirty, null, 'clean')).toBeNull();
   });
 
   it('frontier keeps the non-dominated points, by edit size', () => {
