@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { linearWeightNames } from '../checkpoint/index.js';
-import { checkpointDifference, loadEngine, type Engine } from '../engine/index.js';
+import { checkpointDifference, loadEngine, type Engine, type RowPatch } from '../engine/index.js';
 import type { ProbeRecord } from '../probes.js';
 import { SQSUM_BATCH } from './atlas.js';
 import type { RowScores } from './math/select.js';
@@ -46,20 +46,22 @@ export async function taskRowScores(s: WeightSources, engine: Engine, task: Prob
  * fine-tune, through the engine's attribution (Engine.attribute: a forward chunk by chunk, then segments
  * top-down), which keeps one chunk's float32 weights and V in memory at a time: `layersPerPass` layers when
  * given, else its default budget (a quarter of the checkpoint's bytes of V per pass), which keeps a bf16 job
- * under 3x the checkpoint (docs/scale.md).
+ * under 3x the checkpoint (docs/scale.md). `rowPatch`: the loss is that of the fine-tune with these rows
+ * replaced (an edit's rows from editRows), a static patch in the attribution graphs: nothing is written.
  */
 export async function attributionGradDotV(
   s: WeightSources,
   engine: Engine,
   prompts: string[],
   responses: string[],
-  ctx: EngineContext & { batchSize?: number; layersPerPass?: number },
+  ctx: EngineContext & { batchSize?: number; layersPerPass?: number; rowPatch?: RowPatch },
 ): Promise<{ scores: RowScores; loss: number; tokens: number }> {
   const r = await engine.attribute(prompts, responses, {
     directions: [checkpointDifference('V', s.aligned, s.base)],
     reduction: 'sum',
     batchSize: ctx.batchSize ?? 16,
     ...(ctx.layersPerPass !== undefined ? { layersPerPass: ctx.layersPerPass } : {}),
+    ...(ctx.rowPatch !== undefined ? { patch: ctx.rowPatch } : {}),
   });
   return { scores: r.scores.get('V')!, loss: r.loss, tokens: r.tokens };
 }

@@ -17,7 +17,9 @@ import { defaultCacheRoot } from './session/model-cache.js';
 import { computeDtypeFromEnv, executionProviderFromEnv, ort, type ComputeDtype, type ExecutionProvider } from './session/session.js';
 
 import { ChatTokenizer } from './tokenizer/chat-tokenizer.js';
-import { scoreSequences, scoredWeights, type AttributionResult, type DirectionSource, type Reduction } from './attribution/index.js';
+import {
+  checkRowPatch, scoreSequences, scoredWeights, type AttributionResult, type DirectionSource, type Reduction, type RowPatch,
+} from './attribution/index.js';
 
 export interface EngineOptions {
   /** PEFT LoRA adapter folder applied on top of the model. */
@@ -53,8 +55,7 @@ export interface EngineOptions {
   rowPatch?: boolean;
 }
 
-/** New values of some rows of linear weights: weight name -> sorted unique row indices and [rows * d_in] float32 rows. */
-export type RowPatch = ReadonlyMap<string, { rows: Uint32Array; values: Float32Array }>;
+export type { RowPatch };
 
 /** Teacher-forced log-probabilities of one sequence. */
 export interface SequenceLogProbs {
@@ -144,6 +145,13 @@ export interface AttributeOptions {
    */
   layersPerPass?: number;
   maxDirectionBytes?: number;
+  /**
+   * Attribute under this engine's model with these rows replaced (absolute new values, as a written model
+   * would hold them; the same map `setRowPatch` takes), as a static patch in the attribution graphs: the
+   * scores of the model a writer would produce, without writing it. Graphs are cached per patch digest in
+   * this engine's cache folder.
+   */
+  patch?: RowPatch;
 }
 
 const DEFAULT_BATCH = 16;
@@ -215,24 +223,11 @@ export class Engine {
    */
   setRowPatch(patch: RowPatch): void {
     if (!this.rowPatch) throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'this engine was loaded without rowPatch');
-    const known = new Set(linearWeightNames(this.spec));
-    for (const name of patch.keys()) {
-      if (!known.has(name)) throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on "${name}", which is not a linear weight of this model`);
-    }
+    checkRowPatch(this.checkpoint, patch);
     const feeds: Record<string, ort.Tensor> = {};
-    for (const name of known) {
-      const [dOut, dIn] = this.checkpoint.tensor(name).shape;
+    for (const name of linearWeightNames(this.spec)) {
+      const dIn = this.checkpoint.tensor(name).shape[1];
       const p = patch.get(name) ?? { rows: new Uint32Array(0), values: new Float32Array(0) };
-      if (p.values.length !== p.rows.length * dIn) {
-        throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: ${p.values.length} values for ${p.rows.length} rows x ${dIn}`);
-      }
-      for (let k = 0; k < p.rows.length; k++) {
-        // Strictly increasing: a repeated index would make the in-graph scatter's result undefined.
-        if (p.rows[k] >= dOut || (k > 0 && p.rows[k] <= p.rows[k - 1])) {
-          throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: rows must be sorted, unique and < ${dOut}`);
-        }
-      }
-      for (const v of p.values) if (!Number.isFinite(v)) throw new FgsnError('DEFENSE_OPTION_INVALID', `row patch on ${name}: non-finite value`);
       const n = rowPatchInputNames(name);
       feeds[n.rows] = new ort.Tensor('int64', BigInt64Array.from(p.rows, (r) => BigInt(r)), [p.rows.length]);
       feeds[n.values] = new ort.Tensor('float32', p.values, [p.rows.length, dIn]);
@@ -463,7 +458,7 @@ export class Engine {
    * First-order attribution of the teacher-forced NLL of `responses` (one per prompt, chat-formatted with this
    * engine's tokenizer) under this engine's model and adapter: per linear weight row, <dL/dW[r], M_k[r]> for
    * every direction set. Runs in its own float32 sessions (attribution/), on this engine's cache and provider;
-   * a row patch set on this engine does not apply.
+   * a row patch set on this engine (setRowPatch) does not apply: `opts.patch` does.
    */
   async attribute(prompts: readonly string[], responses: readonly string[], opts: AttributeOptions): Promise<AttributionResult> {
     if (prompts.length !== responses.length) {
@@ -481,6 +476,7 @@ export class Engine {
       ...(opts.reduction !== undefined ? { reduction: opts.reduction } : {}),
       ...(opts.batchSize !== undefined ? { batchSize: opts.batchSize } : {}),
       ...(maxDirectionBytes !== undefined ? { maxDirectionBytes } : {}),
+      ...(opts.patch !== undefined ? { patch: opts.patch } : {}),
       ...this.runtime,
       padTokenId: this.tokenizer.padTokenId,
     });

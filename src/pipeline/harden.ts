@@ -167,7 +167,8 @@ const asPolicyStep = (st: TargetStep): TargetStep & { taskLoss: number | null; o
  * reference answers (rise <= nllTolerance nats/token), and the hard utilityCeiling on the raw drops. A step
  * outside the ceiling (safety-first) or breaking a guardrail (guardrails-only) ends the g ladder at that q;
  * a q whose edit exceeds maxParams ends the search. When round 1 ends short of the target, round 2 ranks the
- * remaining rows again on round 1's chosen model and grows a second edit the same way (guardrails still vs
+ * remaining rows again on round 1's chosen model (a static row patch on the fine-tune's attribution, not a
+ * written copy, under stepMode patch) and grows a second edit the same way (guardrails still vs
  * the fine-tune, the cap on both rounds together). The kept step follows policy.ts: the smallest clean step
  * at the target, else (safety-first) the smallest step at the target within the ceiling, else the safest
  * step within the ceiling; the result always says whether the target was reached.
@@ -325,27 +326,39 @@ async function targetDrivenSearch(
   const stepOf = (c: typeof choice): TargetStep | null => (c.step === null ? null : steps.find((x) => x.round === c.step!.round && x.q === c.step!.q && x.strength === c.step!.strength) ?? null);
   let round2: Record<string, unknown> | undefined;
   const r1Choice = stepOf(choice);
-  // Where round 2 grows from (policy.ts round2Base: by default round 1's safest clean step).
+  // Where round 2 grows from (policy.ts round2Base: the kept step by default, or round 1's safest clean step).
   const from = round2Base(steps.filter((x) => x.round === 1).map(asPolicyStep), r1Choice === null ? null : asPolicyStep(r1Choice), o.round2From);
   const r1Base = from === null ? null : steps.find((x) => x.round === 1 && x.q === from.q && x.strength === from.strength) ?? null;
   if (!choice.reached && r1Choice !== null && r1Base !== null && o.rounds >= 2) {
     const first = { sel: edits.get(r1Base)!.sel, strength: r1Base.strength };
-    // Round 2 ranks rows by attribution on round 1's model, which reads a model folder: written once here
-    // (its steps are still row patches on the fine-tune's engine: round 1's rows plus the step's own).
-    const r1Dir = join(req.outDir, '.fgsn-round1');
-    // Its engine cache entry too lives with the job: a model folder deleted below is never reused, and an entry
-    // in the shared cache would keep its bytes (hard links) until LRU eviction.
+    // Round 2's engine cache (its attribution graphs) lives with the job and is removed with it: graphs of a
+    // patched or written round-1 model are never reused, and in the shared cache they would keep their bytes
+    // (hard links, patch files) until LRU eviction.
     const r1Cache = join(req.outDir, '.fgsn-round1-cache');
-    await write(s)(first.sel, first.strength, r1Dir);
-    const s2 = await openSources({ basePath: s.base.dir, alignedPath: s.aligned.dir, finetunedPath: r1Dir });
+    const rankAtlas = split.split ? subsetAtlas(atlas, split.rank) : atlas;
+    const rankCtx = { ...ctx, cacheDir: r1Cache, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) };
+    // Round 1's chosen rows as the fine-tune's engine and the attribution see them (stepMode patch).
+    const under: EditRows = engine === null ? new Map() : await editRows(s, first.sel, compute(first.strength));
+    // Ranking on round 1's model: with stepMode patch its attribution runs on the fine-tune's own files with
+    // round 1's rows as a static row patch (nothing written). Only stepMode write, and the delta scoring
+    // (which reads the fine-tune's weights: its per-matrix normalisation sees the edited rows), write round 1's
+    // model once to rank on it.
+    const writeRound1 = engine === null || o.scoring === 'delta';
+    const r1Dir = join(req.outDir, '.fgsn-round1');
+    let s2: WeightSources | null = null;
     try {
+      if (writeRound1) {
+        await write(s)(first.sel, first.strength, r1Dir);
+        s2 = await openSources({ basePath: s.base.dir, alignedPath: s.aligned.dir, finetunedPath: r1Dir });
+      }
       await run.within(0.5, 'round 2: ranking rows again on round 1\'s model');
-      const rankAtlas = split.split ? subsetAtlas(atlas, split.rank) : atlas;
-      const job2 = new JobScores(s2, rankAtlas, task, { ...ctx, cacheDir: r1Cache, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) });
+      const job2 = s2 !== null ? new JobScores(s2, rankAtlas, task, rankCtx) : new JobScores(s, rankAtlas, task, { ...rankCtx, rowPatch: under });
       const scores2 = await fgsnScores(job2, { ...o, p: 0 }, ranking.layers);
       const pick = pickerExcluding(scores2, [first.sel, ranking.taskSet], linearRowCount(s));
-      const under = engine === null ? new Map() : await editRows(s, first.sel, compute(first.strength));
-      await search(2, ROUND2_Q, pick, (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, stepMeasure(s2, under), first);
+      // Steps: with the engine, round 1's rows under the step's own, edited from the fine-tune as the final
+      // write edits them (round-2 rows exclude round 1's); written steps edit round 1's written model.
+      const stepSrc = engine !== null || s2 === null ? s : s2;
+      await search(2, ROUND2_Q, pick, (sel) => countEdit(s, union(first.sel, sel)).pctLinearParams, stepMeasure(stepSrc, under), first);
       const c2 = choose();
       // Round 2 is kept only when the policy's choice is one of its steps and is safer than round 1's.
       const c2Step = stepOf(c2);
@@ -354,7 +367,7 @@ async function targetDrivenSearch(
         round2 = { q: c2Step.q, strength: c2Step.strength, rows: c2Step.rows, probeAsr: c2Step.probeAsr, from: { q: r1Base.q, strength: r1Base.strength, probeAsr: r1Base.probeAsr }, rowSets: { round1: selectionToJSON(first.sel), round2: selectionToJSON(edits.get(c2Step)!.sel) } };
       }
     } finally {
-      await closeSources(s2);
+      if (s2 !== null) await closeSources(s2);
       await rm(r1Dir, { recursive: true, force: true });
       await rm(r1Cache, { recursive: true, force: true });
     }

@@ -2,6 +2,7 @@
  * The defense job end to end on the dev testbed: probes from train/probe splits only, evaluation on a subset
  * of harmful_eval. The hardened model must refuse where the fine-tune complied.
  */
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -157,7 +158,17 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     // Target 0 under a 0.98 % cap: round 1 stops at 36 rows (0.75 %, probe ASR 1.7 % at
     // the time of writing; 48 rows would exceed the cap), so the second round must run.
     // judgeShare 0: rank and judge on every probe, as when this case was measured (the split is tested below).
-    const r = await runHarden(request('round2', { options: { targetAsr: 0, maxParams: 0.98, qStart: 0.00125, judgeShare: 0 }, outputs: ['diff'] }));
+    // Round 2 ranks on round 1's model as a row patch on the fine-tune's attribution: no copy of it is written
+    // (the message below comes once its ranking inputs are ready; the patch graphs live in the job's folder).
+    const seen: { round1Written: boolean; cache: boolean }[] = [];
+    const r = await runHarden(request('round2', { options: { targetAsr: 0, maxParams: 0.98, qStart: 0.00125, judgeShare: 0 }, outputs: ['diff'] }), {
+      onProgress: async (p) => {
+        if (p.message?.startsWith('round 2: ranking')) seen.push({ round1Written: existsSync(join(tmp, 'round2', '.fgsn-round1')), cache: false });
+        if (p.message?.startsWith('round 2 q=') && seen.length === 1) seen[0].cache = existsSync(join(tmp, 'round2', '.fgsn-round1-cache'));
+      },
+    });
+    expect(seen).toEqual([{ round1Written: false, cache: true }]);
+    expect(existsSync(join(tmp, 'round2', '.fgsn-round1-cache'))).toBe(false);
     expect(r.summary.target).toBe((r.report.selection as { target: { reached: boolean } }).target.reached ? 'reached' : 'not reached');
     const t = (r.report.selection as { target: { steps: { round: number; probeAsr: number; pctLinearParams: number; guardrailsOk: boolean }[]; round2?: { probeAsr: number; rowSets: { round1: Record<string, number[]>; round2: Record<string, number[]> } } } }).target;
     const r1 = t.steps.filter((x) => x.round === 1);

@@ -8,6 +8,7 @@ import { evenSample } from '../../util/index.js';
 import type { Atlas } from '../atlas.js';
 import type { RowScores } from '../math/select.js';
 import type { WeightSources } from '../io/sources.js';
+import type { RowPatch } from '../../engine/index.js';
 import { type EngineContext, attributionGradDotV, loadFinetunedEngine, taskRowScores } from '../scoring.js';
 
 /** Lazily computed per-job inputs that need the fine-tuned model in the engine. */
@@ -21,10 +22,18 @@ export class JobScores {
     readonly sources: WeightSources,
     readonly atlas: Atlas,
     readonly taskProbes: ProbeRecord[],
-    readonly ctx: EngineContext & { batchSize?: number; layersPerPass?: number },
+    /**
+     * `rowPatch`: attribution runs on the fine-tune with these rows replaced (round 2 of the target-driven
+     * search: round 1's edit, never written). Task-neuron scores do not take one (refused).
+     */
+    readonly ctx: EngineContext & { batchSize?: number; layersPerPass?: number; rowPatch?: RowPatch },
   ) {}
 
   taskScores(): Promise<RowScores> {
+    if (this.ctx.rowPatch !== undefined) {
+      // They read the fine-tune's weights and activations as they are: a patch would be silently ignored.
+      return Promise.reject(new FgsnError('DEFENSE_OPTION_INVALID', 'task-neuron scores are not computed under a row patch'));
+    }
     return (this.task ??= this.withEngine((e) => taskRowScores(this.sources, e, this.taskProbes)));
   }
 

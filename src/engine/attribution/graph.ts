@@ -25,7 +25,7 @@ import { linearModules, linearWeightName } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { checkSupported } from '../model/decoder-graph.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, linear, shapeOf, toHeads, type Dims, type WeightResolver,
+  WeightTable, applyRope, attentionMask4d, dimsOf, linear, shapeOf, toHeads, type Dims, type PatchResolver, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder } from '../onnx/graph-builder.js';
 import { scaledRopeTables } from '../onnx/rope-graph.js';
@@ -175,13 +175,17 @@ function lossHead(g: GraphBuilder, w: WeightTable, spec: ModelSpec, hTop: string
 }
 
 
-export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, opts: AttributionGraphOptions): GraphBuilder {
+/**
+ * `patches`: linear weights read with some rows replaced (a static row patch, see WeightTable): the loss,
+ * its forward and its backward are those of the patched model.
+ */
+export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, opts: AttributionGraphOptions, patches?: PatchResolver): GraphBuilder {
   checkSupported(spec);
   const L = spec.numLayers;
   if (opts.mode === 'head') {
     const g = new GraphBuilder(`fgsn_${spec.family}_attribution_head`);
     const hIn = g.input('hidden_in', 'float32', ['rows', spec.hiddenSize]);
-    g.output('grad_in', lossHead(g, new WeightTable(g, resolve), spec, hIn), 'float32', ['rows', spec.hiddenSize]);
+    g.output('grad_in', lossHead(g, new WeightTable(g, resolve, patches), spec, hIn), 'float32', ['rows', spec.hiddenSize]);
     return g;
   }
   const lo = opts.layerFrom ?? 0;
@@ -201,7 +205,7 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   const withHead = last === L && opts.lossHead !== false;
   const K = opts.directionSets;
   const g = new GraphBuilder(`fgsn_${spec.family}_attribution`);
-  const w = new WeightTable(g, resolve);
+  const w = new WeightTable(g, resolve, patches);
   const H = spec.hiddenSize;
   const D = spec.headDim;
   const NH = spec.numHeads;

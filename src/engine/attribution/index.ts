@@ -35,10 +35,12 @@ import { ChatTokenizer } from '../tokenizer/chat-tokenizer.js';
 import { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
 import { scoredWeights } from './graph.js';
 import { AttributionSession, type AttributionBatch } from './session.js';
+import { preparePatch, type RowPatch } from './patch.js';
 
 export { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
 export { buildAttributionGraph, scoredWeights, type AttributionGraphOptions } from './graph.js';
 export { AttributionSession, type AttributionBatch, type AttributionSessionOptions, type BatchScores } from './session.js';
+export { checkRowPatch, preparePatch, type PreparedPatch, type RowPatch } from './patch.js';
 
 /** One direction set: M[weight] rows [r0, r1) as row-major float32 [(r1 - r0) * in]. */
 export interface DirectionSource {
@@ -64,6 +66,13 @@ export interface CommonAttributionOptions {
   threads?: number;
   /** Graph cache folder (default: the engine's, FGSN_CACHE_DIR or <tmp>/fgsn-engine-cache). */
   cacheRoot?: string;
+  /**
+   * Score under the checkpoint with these rows replaced (absolute new values, as a written model would hold
+   * them; merged with the adapter when there is one): a static row patch in the graphs (patch.ts), so an
+   * edited model is attributed without being written. Its graphs are cached under the patch's digest: give a
+   * job-scoped cacheRoot when the patch is used once.
+   */
+  patch?: RowPatch;
 }
 
 export interface AttributionOptions extends CommonAttributionOptions {
@@ -245,11 +254,14 @@ export async function scoreSequences(
     for (let i = 0; i < v.length; i++) a[i] += v[i];
     acc[k].set(w, a);
   }));
+  const patch = preparePatch(checkpoint, opts.patch);
   const sessionOpts = { directionSets: K, cacheRoot: opts.cacheRoot, executionProvider: opts.executionProvider, threads: opts.threads };
+  // Every graph that reads linear weights gets the patch (the loss head reads only the head and final norm).
+  const patched = { ...sessionOpts, ...(patch ? { patch } : {}) };
   const L = spec.numLayers;
   let lossSum = 0;
   if (chunks.length === 1) {
-    const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: 0, layerTo: L });
+    const session = await AttributionSession.open(checkpoint, adapter, { ...patched, layerFrom: 0, layerTo: L });
     try {
       const dirs = await loadDirections(opts.directions, spec, session.weights);
       for (const b of batches) {
@@ -268,7 +280,7 @@ export async function scoreSequences(
     // tensors of HEAD_ROWS rows whatever the batch.
     const hiddens: Map<number, Float32Array>[] = batches.map(() => new Map());
     for (const [from, to] of chunks) {
-      const fwd = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment', boundaries: [to] });
+      const fwd = await AttributionSession.open(checkpoint, adapter, { ...patched, layerFrom: from, layerTo: to, mode: 'segment', boundaries: [to] });
       try {
         for (const [i, b] of batches.entries()) {
           const out = await fwd.boundaryHiddens(b, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined });
@@ -292,7 +304,7 @@ export async function scoreSequences(
       await head.release();
     }
     for (const [from, to] of [...chunks].reverse()) {
-      const session = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: from, layerTo: to, mode: 'segment', lossHead: false });
+      const session = await AttributionSession.open(checkpoint, adapter, { ...patched, layerFrom: from, layerTo: to, mode: 'segment', lossHead: false });
       try {
         const dirs = await loadDirections(opts.directions, spec, session.weights);
         const below: (Float32Array | undefined)[] = [];

@@ -15,6 +15,7 @@ import { countBackward, countForward } from '../runtime/counters.js';
 import { createSession, ort, runOptions, type ExecutionProvider } from '../session/session.js';
 import { loraMatmul } from '../model/lora-matmul.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
+import { patchFile, type PreparedPatch } from './patch.js';
 
 /** Bump when the attribution graph changes, so stale cache entries are not reused. */
 export const ATTRIBUTION_GRAPH_VERSION = 2;
@@ -35,6 +36,11 @@ export interface AttributionSessionOptions {
   cacheRoot?: string;
   executionProvider?: ExecutionProvider;
   threads?: number;
+  /**
+   * Rows of linear weights replaced by these values (absolute, merged with any adapter: patch.ts) in the
+   * graph's weights: the loss and its gradient are those of the patched model. Its digest names the graph.
+   */
+  patch?: PreparedPatch;
 }
 
 /** A padded batch plus what the loss needs: next-token targets and per-position loss weights, [B, T]. */
@@ -100,7 +106,8 @@ export class AttributionSession {
       boundaries: opts.boundaries,
       lora: loraEdges.size > 0 ? loraEdges : undefined,
     };
-    const onnxPath = join(entry.dir, `attribution-${cacheKey({ ...variant, lora: [...loraEdges.keys()] })}.onnx`);
+    const patch = opts.patch === undefined ? undefined : await patchFile(entry.dir, opts.patch, lora, new Set(loraEdges.keys()));
+    const onnxPath = join(entry.dir, `attribution-${cacheKey({ ...variant, lora: [...loraEdges.keys()], ...(opts.patch ? { patch: opts.patch.digest } : {}) })}.onnx`);
     if (!existsSync(onnxPath)) {
       const resolve = (name: string): WeightRef | undefined => {
         const t = loraTensors.get(name) ?? (ckpt.has(name) ? ckpt.tensor(name) : undefined);
@@ -111,7 +118,7 @@ export class AttributionSession {
       };
       const tmp = `${onnxPath}.${process.pid}.${Date.now()}.tmp`;
       try {
-        writeFileSync(tmp, buildAttributionGraph(ckpt.spec, resolve, variant).toModelBytes());
+        writeFileSync(tmp, buildAttributionGraph(ckpt.spec, resolve, variant, patch?.resolve).toModelBytes());
         renameSync(tmp, onnxPath);
       } catch (e) {
         rmSync(tmp, { force: true });

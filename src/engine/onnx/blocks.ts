@@ -20,6 +20,18 @@ export interface WeightRef {
 export type WeightResolver = (name: string) => WeightRef | undefined;
 
 /**
+ * A static row patch of one weight: sorted unique row indices and the float32 bytes of their new rows
+ * ([rows.length, d_in], external data beside the .onnx). The graph then sees
+ * ScatterND(W, rows, values) wherever it reads W (onnxruntime folds it into the weight at session load).
+ */
+export interface StaticRowPatch {
+  rows: Uint32Array;
+  values: WeightRef;
+}
+
+export type PatchResolver = (name: string) => StaticRowPatch | undefined;
+
+/**
  * The float type activations and weights are computed in: float32 (default, matches the golden activations
  * to 1e-4), or float16 for GPU providers (HF's fp16 semantics: norms and softmax in float32, the rest half).
  */
@@ -29,7 +41,12 @@ export type ComputeDtype = 'float32' | 'float16';
 export class WeightTable {
   private readonly values = new Map<string, string>();
 
-  constructor(private readonly g: GraphBuilder, private readonly resolve: WeightResolver) {}
+  /**
+   * `patches`: weights whose value is the stored one with some rows replaced (a static row patch, see
+   * StaticRowPatch); every read through `as` / `f32` / `rowBlocks` sees the patched value, so a graph's
+   * forward and backward both run on it without knowing.
+   */
+  constructor(private readonly g: GraphBuilder, private readonly resolve: WeightResolver, private readonly patches?: PatchResolver) {}
 
   has(name: string): boolean {
     return this.resolve(name) !== undefined;
@@ -60,7 +77,7 @@ export class WeightTable {
    */
   rowBlocks(name: string, minBlockBytes: number, to: ComputeDtype = 'float32'): string[] {
     const r = this.ref(name);
-    if (r.shape.length !== 2) return [this.as(name, to)];
+    if (r.shape.length !== 2 || this.patchOf(name) !== undefined) return [this.as(name, to)];
     const [rows, cols] = r.shape;
     const blocks = Math.max(1, Math.floor((rows * cols * (to === 'float32' ? 4 : 2)) / minBlockBytes));
     if (blocks === 1) return [this.as(name, to)];
@@ -87,10 +104,43 @@ export class WeightTable {
     const key = `${name}\u0000${to}`;
     const known = this.values.get(key);
     if (known !== undefined) return known;
-    const { value, elem } = this.stored(name);
-    const v = elem === to ? value : this.g.op('Cast', [value], { to: elemCode(to) }, `${name}::${to}`);
+    const p = this.patchOf(name);
+    let v: string;
+    if (p === undefined) {
+      const { value, elem } = this.stored(name);
+      v = elem === to ? value : this.g.op('Cast', [value], { to: elemCode(to) }, `${name}::${to}`);
+    } else {
+      // The scatter runs in float32 (the patch's values are float32 rows); a half view casts the result.
+      v = to === 'float32' ? this.patchedF32(name, p) : this.g.op('Cast', [this.as(name, 'float32')], { to: elemCode(to) }, `${name}::patched::${to}`);
+    }
     this.values.set(key, v);
     return v;
+  }
+
+  private patchOf(name: string): StaticRowPatch | undefined {
+    const p = this.patches?.(name);
+    return p === undefined || p.rows.length === 0 ? undefined : p;
+  }
+
+  /** ScatterND(W as float32, rows [k, 1], values [k, d_in]): all inputs constant, folded at session load. */
+  private patchedF32(name: string, p: StaticRowPatch): string {
+    const r = this.ref(name);
+    const [dOut, dIn] = r.shape;
+    const k = p.rows.length;
+    if (r.shape.length !== 2 || p.values.dtype !== 'F32' || p.values.shape.length !== 2 || p.values.shape[0] !== k || p.values.shape[1] !== dIn || p.values.length !== k * dIn * 4) {
+      throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `row patch of ${name}: ${k} rows of float32 [${p.values.shape.join(', ')}] do not fit the weight [${r.shape.join(', ')}]`);
+    }
+    for (let i = 0; i < k; i++) {
+      // Strictly increasing and in range: a repeated index would make the scatter's result undefined.
+      if (p.rows[i] >= dOut || (i > 0 && p.rows[i] <= p.rows[i - 1])) {
+        throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `row patch of ${name}: rows must be sorted, unique and < ${dOut}`);
+      }
+    }
+    const { value, elem } = this.stored(name);
+    const w32 = elem === 'float32' ? value : this.g.op('Cast', [value], { to: elemCode('float32') }, `${name}::float32`);
+    const idx = this.g.constI64(p.rows, [k, 1], `${name}::patch_rows`);
+    const vals = this.g.externalInit(`${name}::patch_values`, 'float32', [k, dIn], { location: p.values.location, offset: p.values.offset, length: p.values.length });
+    return this.g.op('ScatterND', [w32, idx, vals], undefined, `${name}::patched`);
   }
 }
 

@@ -42,7 +42,7 @@ export const fgsnOptions = z.strictObject({
   batchSize: opt.int('Attribution: sequences per backward batch', 16),
   layersPerPass: opt.int('Attribution: layers per backward pass (default: all at once)'),
   rounds: opt.int('Target-driven rounds: 2 re-ranks the remaining rows on round 1\'s model when round 1 misses the target', 2),
-  round2From: opt.oneOf(['clean', 'chosen'], 'Which round-1 step round 2 grows from: clean = the safest step that held every guardrail (round 2 is judged against the fine-tune with the same tolerances, so from a step that broke one no round-2 step can be clean); chosen = the step the miss policy kept. Either falls back to chosen when round 1 has no clean step', 'clean'),
+  round2From: opt.oneOf(['clean', 'chosen'], 'Which round-1 step round 2 grows from: clean = the safest step that held every guardrail (round 2 is judged against the fine-tune with the same tolerances, so from a step that broke one no round-2 step can be clean); chosen = the step the miss policy kept. Either falls back to chosen when round 1 has no clean step', 'chosen'),
   utilityWeight: opt.nonneg('Attribution only: weight of the task probes\' answer NLL in the ranking (0 = refusals alone); rows whose edit would also change the expected answers rank lower', 0),
   clusterScoring: opt.oneOf(['pooled', 'per-cluster'], 'Attribution over all harmful probes together (pooled), or per atlas sub-cluster, best per row (per-cluster)', 'pooled'),
   stepMode: opt.oneOf(['patch', 'write'], 'How a search step is measured: patch feeds the edited rows to one loaded engine (nothing written); write writes each step\'s model to a scratch folder', 'patch'),
