@@ -6,6 +6,8 @@
  * past_key_values.{i}.key/value [P, B, KV, D] (when kvCache; time-major), token_weights [B, T] float32 (when square sums
  * are captured: 1 for tokens to count, 0 for padding or tokens to leave out).
  *
+ * logit_rows [K] int64 and target_ids [K] int64 (when logitRows).
+ *
  * Outputs (selected by DecoderGraphOptions): logits, present.{i}.key/value (the T NEW positions only,
  * [B, KV, T, D]), embed, hidden.{i} (residual after
  * layer i), mlp_act.{i} (silu(gate) * up), final_norm, and square sums of linear inputs. Square sums are one
@@ -16,7 +18,7 @@
 import type { LinearModule, ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, shapeOf,
+  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm,
   castTo, patchedRows, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeDtype, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
@@ -48,10 +50,14 @@ export interface DecoderGraphOptions {
    */
   rowPatch?: boolean;
   /**
-   * Teacher-forced scoring: input target_ids [B, T] int64, output target_logprob [B, T] = log softmax(logits)[target]
-   * at every position, computed in the graph so only [B, T] floats leave it (not [B, T, vocab]).
+   * Logits of selected positions only: inputs logit_rows [K] int64 (flat indices b * T + t into the batch) and
+   * target_ids [K] int64; outputs logits [K, vocab] and target_logprob [K] = log softmax(logits)[target]. One
+   * graph (with kvCache) then serves generation (K = the batch's last positions, dummy targets, read logits) and
+   * teacher-forced scoring (an empty past, K = every position that predicts a next token, fetch only
+   * target_logprob: [K, vocab] never leaves onnxruntime), so an engine doing both holds one session, one float32
+   * copy of the weights. Needs logits 'none' and finalNorm 'none'.
    */
-  targetLogProbs?: boolean;
+  logitRows?: boolean;
 }
 
 /** Smallest float32 lm_head block (see WeightTable.rowBlocks): above glibc's 32 MiB mmap threshold cap. */
@@ -188,13 +194,26 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
     capture(`hidden.${i}`, h, H, opts.hidden);
   }
 
-  if (opts.logits === 'none' && opts.finalNorm === 'none' && !opts.targetLogProbs) return g;
+  if (opts.logits === 'none' && opts.finalNorm === 'none' && !opts.logitRows) return g;
   const normW = fam.normWeight('model.norm.weight');
   const capLogits = (x: string): string => (spec.finalSoftcap ? castTo(g, softcap(g, castTo(g, x, ct, 'float32'), spec.finalSoftcap), 'float32', ct) : x);
   // An untied lm_head is the largest weight: split so its prepacking transient is one block, not all of it.
   const headW = spec.tieWordEmbeddings ? [W(embedName)] : w.rowBlocks('lm_head.weight', LM_HEAD_BLOCK_BYTES, ct);
-  if (opts.logits === 'last' && opts.finalNorm !== 'all' && !opts.targetLogProbs) {
-    // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
+  if (opts.logitRows) {
+    if (opts.logits !== 'none' || opts.finalNorm !== 'none') {
+      throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'logitRows computes its own logits: logits and finalNorm must be none');
+    }
+    // Norm and lm_head run on the K picked rows of the flat [B*T, H] residual only.
+    const picked = g.op('Gather', [h, g.input('logit_rows', 'int64', ['rows'])], { axis: 0 });
+    const logits = toF32(capLogits(linearRowBlocks(g, rmsNorm(g, picked, normW, spec.rmsNormEps, ct), headW)));
+    g.output('logits', logits, 'float32', ['rows', spec.vocabSize]);
+    const targets = g.op('Reshape', [g.input('target_ids', 'int64', ['rows']), g.constI64([-1, 1])]);
+    const logp = g.op('GatherElements', [g.op('LogSoftmax', [logits], { axis: -1 }), targets], { axis: 1 });
+    g.output('target_logprob', g.op('Reshape', [logp, g.constI64([-1])]), 'float32', ['rows']);
+    return g;
+  }
+  if (opts.logits === 'last' && opts.finalNorm !== 'all') {
+    // Only the last position: norm and lm_head on [B, H] instead of [B*T, H].
     const hl = lastToken(g, unflatten(g, h, d, H), d);
     const hn = rmsNorm(g, hl, normW, spec.rmsNormEps, ct);
     if (opts.finalNorm === 'last') g.output('final_norm', toF32(hn), 'float32', ['batch', H]);
@@ -203,15 +222,7 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   }
   const hn = rmsNorm(g, h, normW, spec.rmsNormEps, ct);
   capture('final_norm', hn, H, opts.finalNorm);
-  const logitsFlat = opts.logits !== 'none' || opts.targetLogProbs ? capLogits(linearRowBlocks(g, hn, headW)) : '';
-  if (opts.logits !== 'none') capture('logits', logitsFlat, spec.vocabSize, opts.logits);
-  if (opts.targetLogProbs) {
-    // [N, V] lives only inside onnxruntime for the run; the caller gets one float per position.
-    const targets = g.op('Reshape', [g.input('target_ids', 'int64', ['batch', 'tokens']), g.constI64([-1, 1])]);
-    const logp = g.op('LogSoftmax', [toF32(logitsFlat)], { axis: -1 });
-    const picked = g.op('GatherElements', [logp, targets], { axis: 1 });
-    g.output('target_logprob', g.op('Reshape', [picked, shapeOf(g, [d.b, d.t])]), 'float32', ['batch', 'tokens']);
-  }
+  if (opts.logits !== 'none') capture('logits', capLogits(linearRowBlocks(g, hn, headW)), spec.vocabSize, opts.logits);
   return g;
 }
 
