@@ -96,6 +96,9 @@ export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s:
   } catch (e) {
     throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime run failed: ${(e as Error).message}`, { cause: e, details: { batch: s.batch, tokens: s.length } });
   }
+  for (const name of s.fetches ?? []) {
+    if (outputs[name] === undefined) throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime returned no output "${name}"`);
+  }
   if (!wantsKv || outputs['present.0.key'] === undefined) return { outputs };
   const added: NewKv = { keys: [], values: [] };
   for (let i = 0; i < spec.numLayers; i++) {
