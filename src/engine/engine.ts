@@ -10,7 +10,7 @@ import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { rowPatchInputNames } from './onnx/blocks.js';
-import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
+import { leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
 import { generationKv, deviceKvFromEnv } from './runtime/device-kv.js';
 import { runStep } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
@@ -414,7 +414,6 @@ export class Engine {
     const spec = this.spec;
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
-    const V = spec.vocabSize;
 
     for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), batchSize)) {
       const p = leftPad(bucket.map((j) => encoded[j].ids), pad);
@@ -432,11 +431,14 @@ export class Engine {
       const lastRows = BigInt64Array.from(bucket, (_, b) => BigInt(b * p.length + p.length - 1));
       let step = await runStep(session, spec, { ...p, logitRows: lastRows, extraFeeds });
       for (let n = 0; ; n++) {
-        const logits = step.outputs.logits.data as Float32Array;
+        // The graph's two largest logits per row (ties to the lower id, as a first-max argmax): the token and
+        // its margin over the runner-up.
+        const top = step.outputs.top2_logits.data as Float32Array;
+        const topIds = step.outputs.top2_ids.data as BigInt64Array;
         const next: number[] = [];
         rows.forEach((b, r) => {
-          const tok = argmax(logits, r * V, V);
-          margins[b].push(topGap(logits, r * V, V, tok));
+          const tok = Number(topIds[2 * r]);
+          margins[b].push(top[2 * r] - top[2 * r + 1]);
           if (stop.has(tok)) {
             done[b] = 'stop';
           } else {
@@ -531,13 +533,6 @@ function layerDirectionBytes(spec: ModelSpec, sets: number): number {
     const [rows, cols] = linearWeightShape(spec, w) as [number, number];
     return n + rows * cols;
   }, 0) * 4 * sets;
-}
-
-/** Best logit minus the second best of one row. */
-function topGap(v: Float32Array, offset: number, n: number, best: number): number {
-  let second = -Infinity;
-  for (let i = 0; i < n; i++) if (i !== best && v[offset + i] > second) second = v[offset + i];
-  return v[offset + best] - second;
 }
 
 export function loadEngine(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {
