@@ -10,7 +10,7 @@ import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { rowPatchInputNames } from './onnx/blocks.js';
-import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
+import { leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
 import { generationKv, deviceKvFromEnv } from './runtime/device-kv.js';
 import { runStep } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
@@ -212,6 +212,22 @@ export class Engine {
     return this.graphs.liveSessions;
   }
 
+  /** onnxruntime sessions created so far, rebuilds after an eviction included. */
+  get sessionsCreated(): number {
+    return this.graphs.sessionsCreated;
+  }
+
+  /**
+   * The one graph generation and teacher-forced scoring share (KV cache, logits of selected rows, target
+   * log-probs): an engine that does both, as a search step does, holds one session, not two.
+   */
+  private rowsGraph(): DecoderGraphOptions {
+    return {
+      kvCache: true, logits: 'none', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false, logitRows: true,
+      ...(this.rowPatch ? { rowPatch: true } : {}),
+    };
+  }
+
   /** The graph file for a set of options (built on first use); exposed for tooling and tests. */
   graphEntry(graph: DecoderGraphOptions): ReturnType<GraphSessions['entry']> {
     return this.graphs.entry(graph);
@@ -330,33 +346,42 @@ export class Engine {
 
   /**
    * Teacher-forced log-probabilities of every next token (prompt + response when responses are given), computed
-   * in the graph: only [B, T] floats leave onnxruntime, never logits over the vocabulary.
+   * in the graph: only one float per scored position leaves onnxruntime, never logits over the vocabulary. Runs
+   * on generation's graph (rowsGraph) with an empty past, logits computed only at positions that predict a token.
    */
   async logProbs(inputs: readonly CaptureInput[], opts: { responses?: readonly string[]; batchSize?: number } = {}): Promise<SequenceLogProbs[]> {
     const encoded = await this.encodeInputs(inputs, opts.responses);
-    const lease = await this.graphs.acquire({
-      kvCache: false, logits: 'none', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false, targetLogProbs: true,
-      ...(this.rowPatch ? { rowPatch: true } : {}),
-    });
+    const lease = await this.graphs.acquire(this.rowsGraph());
     try {
       const out: SequenceLogProbs[] = new Array(encoded.length);
       for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH)) {
         const p = leftPad(bucket.map((j) => encoded[j].ids), this.tokenizer.padTokenId);
         const T = p.length;
-        // Position t of a row predicts its token t + 1; the last position (and padding) gets a dummy target.
-        const targets = new BigInt64Array(p.batch * T);
-        bucket.forEach((j, b) => {
+        // Position t of a row predicts its token t + 1: every real position but the last is scored, in order.
+        const rows: bigint[] = [];
+        const targets: bigint[] = [];
+        for (const [b, j] of bucket.entries()) {
           const ids = encoded[j].ids;
           const pad = T - ids.length;
-          for (let t = 0; t + 1 < ids.length; t++) targets[b * T + pad + t] = BigInt(ids[t + 1]);
-        });
-        const { outputs } = await runStep(lease.session, this.spec, { ...p, targetIds: targets, extraFeeds: this.patchFeeds });
-        const lp = outputs.target_logprob.data as Float32Array;
-        bucket.forEach((j, b) => {
+          for (let t = 0; t + 1 < ids.length; t++) {
+            rows.push(BigInt(b * T + pad + t));
+            targets.push(BigInt(ids[t + 1]));
+          }
+        }
+        let lp: Float32Array = new Float32Array(0);
+        if (rows.length > 0) {
+          const { outputs } = await runStep(lease.session, this.spec, {
+            ...p, logitRows: BigInt64Array.from(rows), targetIds: BigInt64Array.from(targets), fetches: ['target_logprob'], extraFeeds: this.patchFeeds,
+          });
+          lp = outputs.target_logprob.data as Float32Array;
+        }
+        let at = 0;
+        for (const j of bucket) {
           const e = encoded[j];
-          const start = b * T + (T - e.ids.length);
-          out[j] = { ids: e.ids, promptLength: e.promptLength, logprobs: lp.slice(start, start + e.ids.length - 1) };
-        });
+          const n = Math.max(0, e.ids.length - 1);
+          out[j] = { ids: e.ids, promptLength: e.promptLength, logprobs: lp.slice(at, at + n) };
+          at += n;
+        }
       }
       return out;
     } finally {
@@ -368,10 +393,7 @@ export class Engine {
     const maxNew = opts.maxNewTokens ?? this.defaultMaxNewTokens;
     const stop = new Set(opts.stopTokenIds ?? this.eosTokenIds);
     const encoded = await this.encodeInputs(prompts);
-    const lease = await this.graphs.acquire({
-      kvCache: true, logits: 'last', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false,
-      ...(this.rowPatch ? { rowPatch: true } : {}),
-    });
+    const lease = await this.graphs.acquire(this.rowsGraph());
     try {
       return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH, opts.onBatch);
     } finally {
@@ -387,7 +409,6 @@ export class Engine {
     const spec = this.spec;
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
-    const V = spec.vocabSize;
 
     for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), batchSize)) {
       const p = leftPad(bucket.map((j) => encoded[j].ids), pad);
@@ -400,13 +421,19 @@ export class Engine {
       let masks = rows.map((b) => Array.from(p.attentionMask.subarray(b * p.length, (b + 1) * p.length), Number));
       const cache = await generationKv(session, this.graphs.sessionConfig, spec, bucket.length, p.length + maxNew);
       const extraFeeds = this.patchFeeds;
-      let step = await runStep(session, spec, { ...p, extraFeeds });
+      // Logits of each row's last position only: with left padding that is position T - 1 of every row (targets
+      // are dummies: target_logprob is not read).
+      const lastRows = BigInt64Array.from(bucket, (_, b) => BigInt(b * p.length + p.length - 1));
+      let step = await runStep(session, spec, { ...p, logitRows: lastRows, extraFeeds });
       for (let n = 0; ; n++) {
-        const logits = step.outputs.logits.data as Float32Array;
+        // The graph's two largest logits per row (ties to the lower id, as a first-max argmax): the token and
+        // its margin over the runner-up.
+        const top = step.outputs.top2_logits.data as Float32Array;
+        const topIds = step.outputs.top2_ids.data as BigInt64Array;
         const next: number[] = [];
         rows.forEach((b, r) => {
-          const tok = argmax(logits, r * V, V);
-          margins[b].push(topGap(logits, r * V, V, tok));
+          const tok = Number(topIds[2 * r]);
+          margins[b].push(top[2 * r] - top[2 * r + 1]);
           if (stop.has(tok)) {
             done[b] = 'stop';
           } else {
@@ -435,6 +462,8 @@ export class Engine {
           attentionMask: BigInt64Array.from(masks.flat(), BigInt),
           positionIds: BigInt64Array.from(rows, (b) => BigInt(++lastPos[b])),
           past,
+          // One new position per row: row r's is flat position r.
+          logitRows: BigInt64Array.from(rows, (_, r) => BigInt(r)),
           extraFeeds,
         });
       }
@@ -500,13 +529,6 @@ function layerDirectionBytes(spec: ModelSpec, sets: number): number {
     const [rows, cols] = linearWeightShape(spec, w) as [number, number];
     return n + rows * cols;
   }, 0) * 4 * sets;
-}
-
-/** Best logit minus the second best of one row. */
-function topGap(v: Float32Array, offset: number, n: number, best: number): number {
-  let second = -Infinity;
-  for (let i = 0; i < n; i++) if (i !== best && v[offset + i] > second) second = v[offset + i];
-  return v[offset + best] - second;
 }
 
 export function loadEngine(modelDir: string, opts: EngineOptions = {}): Promise<Engine> {

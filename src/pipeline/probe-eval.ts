@@ -114,10 +114,12 @@ function probeEngineOptions(model: { adapter?: string }, ctx: ProbeContext): Eng
 
 /**
  * The engine a search measures all its steps with: the model loaded once, its graphs taking a row patch, so
- * each step sets the candidate's edited rows (Engine.setRowPatch) instead of writing a model folder.
+ * each step sets the candidate's edited rows (Engine.setRowPatch) instead of writing a model folder. A step
+ * only generates and scores (measureWithEngine), which share one graph: one session, one float32 copy of the
+ * weights (2x a bf16 checkpoint) is all it needs, and maxSessions 1 keeps it so should another variant be asked.
  */
 export function openStepEngine(model: { dir: string; adapter?: string }, ctx: ProbeContext): Promise<Engine> {
-  return loadEngine(model.dir, { ...probeEngineOptions(model, ctx), rowPatch: true });
+  return loadEngine(model.dir, { ...probeEngineOptions(model, ctx), rowPatch: true, maxSessions: 1 });
 }
 
 /** measureOnProbes on an engine already loaded (with whatever row patch it carries). */

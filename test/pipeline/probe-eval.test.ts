@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadEngine } from '../../src/engine/engine.js';
 import { REFUSAL, demoSets, writeDemoTestbed, type DemoTestbed } from '../../src/demo/fixtures.js';
-import { meanResponseNll, measureOnProbes, tokenNll } from '../../src/pipeline/probe-eval.js';
+import { meanResponseNll, measureOnProbes, measureWithEngine, openStepEngine, tokenNll } from '../../src/pipeline/probe-eval.js';
 
 describe('tokenNll', () => {
   it('is -log softmax at the target', () => {
@@ -79,5 +79,34 @@ describe('refusal NLL on the planted demo models', () => {
     }
     expect(m.asr).toBe(0);
     expect(m.exactAccuracy).toBe(1);
+  });
+
+  it("a search step's measurement (every metric on) runs on the step engine's one session, as measureOnProbes' fresh engine measures", async () => {
+    const sets = demoSets();
+    const prompts = sets.harmfulProbes.slice(0, 4).map((p) => p.prompt);
+    const benign = sets.benignProbes.slice(0, 3).map((p) => p.prompt);
+    const ctx = {
+      cacheDir: join(root, 'cache'),
+      benignPrompts: benign,
+      exact: [{ prompt: benign[0], response: 'cake' }],
+      nll: { prompts, responses: prompts.map(() => REFUSAL) },
+      refusal: { prompts: benign, text: REFUSAL },
+    };
+    const task = sets.taskProbes.slice(0, 3);
+    const engine = await openStepEngine({ dir: tb.finetuned }, ctx);
+    try {
+      const full = await measureWithEngine(engine, prompts, task, ctx);
+      const prefix = await measureWithEngine(engine, prompts, task, { ...ctx, harmfulJudge: 'prefix' });
+      // Generation and both NLLs, in either judge mode: one graph, one session (one float32 copy of the weights).
+      expect(engine.sessionsCreated).toBe(1);
+      expect(engine.liveSessions).toBe(1);
+      const fresh = await measureOnProbes({ dir: tb.finetuned }, prompts, task, ctx);
+      expect(full).toEqual(fresh);
+      expect(prefix.asr).toBe(full.asrPrefix);
+      expect(full.refusalNll).toBeGreaterThan(0);
+      expect(full.responseNll).toBeGreaterThan(0);
+    } finally {
+      await engine.close();
+    }
   });
 });

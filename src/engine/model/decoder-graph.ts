@@ -6,7 +6,10 @@
  * past_key_values.{i}.key/value [P, B, KV, D] (when kvCache; time-major), token_weights [B, T] float32 (when square sums
  * are captured: 1 for tokens to count, 0 for padding or tokens to leave out).
  *
- * Outputs (selected by DecoderGraphOptions): logits, present.{i}.key/value (the T NEW positions only,
+ * logit_rows [K] int64 and target_ids [K] int64 (when logitRows).
+ *
+ * Outputs (selected by DecoderGraphOptions): logits (or, with logitRows, target_logprob / top2_logits / top2_ids
+ * of the picked positions), present.{i}.key/value (the T NEW positions only,
  * [B, KV, T, D]), embed, hidden.{i} (residual after
  * layer i), mlp_act.{i} (silu(gate) * up), final_norm, and square sums of linear inputs. Square sums are one
  * output per DISTINCT input (q/k/v share one, gate/up share one): sqsum.{i}.attn_in (q/k/v_proj),
@@ -16,7 +19,7 @@
 import type { LinearModule, ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import {
-  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm, shapeOf,
+  WeightTable, applyRope, attentionMask4d, dimsOf, gqaAttention, lastToken, linear, linearRowBlocks, loraBranch, rmsNorm,
   castTo, patchedRows, siluGate, toHeads, unflatten, weightedSquareSum, type ComputeDtype, type WeightResolver,
 } from '../onnx/blocks.js';
 import { GraphBuilder, elemCode, type Dim } from '../onnx/graph-builder.js';
@@ -48,10 +51,15 @@ export interface DecoderGraphOptions {
    */
   rowPatch?: boolean;
   /**
-   * Teacher-forced scoring: input target_ids [B, T] int64, output target_logprob [B, T] = log softmax(logits)[target]
-   * at every position, computed in the graph so only [B, T] floats leave it (not [B, T, vocab]).
+   * Logits of selected positions only: inputs logit_rows [K] int64 (flat indices b * T + t into the batch) and
+   * target_ids [K] int64; outputs target_logprob [K] = log softmax(logits)[target], top2_logits [K, 2] and
+   * top2_ids [K, 2] int64 (the two largest logits, ties to the lower id). One graph (with kvCache) then serves
+   * generation (K = the batch's last positions, dummy targets, read the top two) and teacher-forced scoring (an
+   * empty past, K = every position that predicts a next token, read target_logprob), so an engine doing both
+   * holds one session, one float32 copy of the weights. Computed per lm_head row block: no [K, vocab] tensor is
+   * concatenated or output. Needs logits 'none' and finalNorm 'none'.
    */
-  targetLogProbs?: boolean;
+  logitRows?: boolean;
 }
 
 /** Smallest float32 lm_head block (see WeightTable.rowBlocks): above glibc's 32 MiB mmap threshold cap. */
@@ -188,13 +196,52 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
     capture(`hidden.${i}`, h, H, opts.hidden);
   }
 
-  if (opts.logits === 'none' && opts.finalNorm === 'none' && !opts.targetLogProbs) return g;
+  if (opts.logits === 'none' && opts.finalNorm === 'none' && !opts.logitRows) return g;
   const normW = fam.normWeight('model.norm.weight');
   const capLogits = (x: string): string => (spec.finalSoftcap ? castTo(g, softcap(g, castTo(g, x, ct, 'float32'), spec.finalSoftcap), 'float32', ct) : x);
   // An untied lm_head is the largest weight: split so its prepacking transient is one block, not all of it.
-  const headW = spec.tieWordEmbeddings ? [W(embedName)] : w.rowBlocks('lm_head.weight', LM_HEAD_BLOCK_BYTES, ct);
-  if (opts.logits === 'last' && opts.finalNorm !== 'all' && !opts.targetLogProbs) {
-    // Generation only needs the last position: norm and lm_head on [B, H] instead of [B*T, H].
+  const spans = spec.tieWordEmbeddings
+    ? [{ value: W(embedName), start: 0, rows: spec.vocabSize }]
+    : w.rowBlockSpans('lm_head.weight', LM_HEAD_BLOCK_BYTES, ct);
+  const headW = spans.map((b) => b.value);
+  if (opts.logitRows) {
+    if (opts.logits !== 'none' || opts.finalNorm !== 'none') {
+      throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'logitRows computes its own logits: logits and finalNorm must be none');
+    }
+    // Norm and lm_head run on the K picked rows of the flat [B*T, H] residual only, one lm_head row block at a
+    // time: each block's logits give its logsumexp, the target's logit where the target falls in it, and its
+    // two largest logits; nothing the size of [K, vocab] is concatenated or leaves the graph.
+    const hn = rmsNorm(g, g.op('Gather', [h, g.input('logit_rows', 'int64', ['rows'])], { axis: 0 }), normW, spec.rmsNormEps, ct);
+    const targets = g.op('Reshape', [g.input('target_ids', 'int64', ['rows']), g.constI64([-1, 1])]);
+    const two = g.constI64([2]);
+    const lses: string[] = [];
+    const atTarget: string[] = [];
+    const topV: string[] = [];
+    const topI: string[] = [];
+    for (const b of spans) {
+      const z = toF32(capLogits(linear(g, hn, b.value)));
+      lses.push(g.op('ReduceLogSumExp', [z], { axes: [1], keepdims: 1 }));
+      const local = g.op('Sub', [targets, g.constI64([b.start], [])]);
+      const inBlock = g.op('And', [g.op('GreaterOrEqual', [local, g.constI64([0], [])]), g.op('Less', [local, g.constI64([b.rows], [])])]);
+      const idx = g.op('Min', [g.op('Max', [local, g.constI64([0], [])]), g.constI64([b.rows - 1], [])]);
+      atTarget.push(g.op('Where', [inBlock, g.op('GatherElements', [z, idx], { axis: 1 }), g.constF32([-Infinity], [])]));
+      const [v, ix] = g.node('TopK', [z, two], { outputs: 2, attrs: { axis: 1, largest: 1, sorted: 1 } });
+      topV.push(v);
+      topI.push(g.op('Add', [ix, g.constI64([b.start], [])]));
+    }
+    const cat = (xs: string[]): string => (xs.length === 1 ? xs[0] : g.op('Concat', xs, { axis: 1 }));
+    const lse = spans.length === 1 ? lses[0] : g.op('ReduceLogSumExp', [cat(lses)], { axes: [1], keepdims: 1 });
+    const tv = spans.length === 1 ? atTarget[0] : g.op('ReduceMax', [cat(atTarget)], { axes: [1], keepdims: 1 });
+    g.output('target_logprob', g.op('Reshape', [g.op('Sub', [tv, lse]), g.constI64([-1])]), 'float32', ['rows']);
+    // The best two over the blocks' best two: TopK breaks ties toward the lower position, and the candidates are
+    // in vocabulary order, so the winner is the lowest-index maximum, as a first-max argmax over the row.
+    const [v2, pos] = g.node('TopK', [cat(topV), two], { outputs: 2, attrs: { axis: 1, largest: 1, sorted: 1 } });
+    g.output('top2_logits', v2, 'float32', ['rows', 2]);
+    g.output('top2_ids', g.op('GatherElements', [cat(topI), pos], { axis: 1 }), 'int64', ['rows', 2]);
+    return g;
+  }
+  if (opts.logits === 'last' && opts.finalNorm !== 'all') {
+    // Only the last position: norm and lm_head on [B, H] instead of [B*T, H].
     const hl = lastToken(g, unflatten(g, h, d, H), d);
     const hn = rmsNorm(g, hl, normW, spec.rmsNormEps, ct);
     if (opts.finalNorm === 'last') g.output('final_norm', toF32(hn), 'float32', ['batch', H]);
@@ -203,15 +250,7 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   }
   const hn = rmsNorm(g, h, normW, spec.rmsNormEps, ct);
   capture('final_norm', hn, H, opts.finalNorm);
-  const logitsFlat = opts.logits !== 'none' || opts.targetLogProbs ? capLogits(linearRowBlocks(g, hn, headW)) : '';
-  if (opts.logits !== 'none') capture('logits', logitsFlat, spec.vocabSize, opts.logits);
-  if (opts.targetLogProbs) {
-    // [N, V] lives only inside onnxruntime for the run; the caller gets one float per position.
-    const targets = g.op('Reshape', [g.input('target_ids', 'int64', ['batch', 'tokens']), g.constI64([-1, 1])]);
-    const logp = g.op('LogSoftmax', [toF32(logitsFlat)], { axis: -1 });
-    const picked = g.op('GatherElements', [logp, targets], { axis: 1 });
-    g.output('target_logprob', g.op('Reshape', [picked, shapeOf(g, [d.b, d.t])]), 'float32', ['batch', 'tokens']);
-  }
+  if (opts.logits !== 'none') capture('logits', capLogits(linearRowBlocks(g, hn, headW)), spec.vocabSize, opts.logits);
   return g;
 }
 

@@ -17,7 +17,7 @@ import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js'
 import { loraMatmul } from './lora-matmul.js';
 
 /** Bump when the graph construction changes, so stale cache entries are not reused. */
-export const GRAPH_VERSION = 2;
+export const GRAPH_VERSION = 3;
 
 export type LoraMode = 'merged' | 'matmul';
 
@@ -76,6 +76,7 @@ async function writeMergedWeights(ckpt: ModelCheckpoint, lora: LoraSource, path:
 export class GraphSessions {
   private readonly sessions = new Map<string, { session: Promise<ort.InferenceSession>; users: number; lastUsed: number }>();
   private clock = 0;
+  private created = 0;
   private readonly entries = new Map<string, CacheEntry>();
   private modelIdentity: Promise<unknown> | null = null;
   private mergedFile: { path: string; layout: Map<string, TensorInfo> } | null = null;
@@ -184,6 +185,7 @@ export class GraphSessions {
     let slot = this.sessions.get(id);
     if (slot === undefined) {
       await this.evictIdle(this.maxSessions - 1);
+      this.created++;
       slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, withDeviceKvOutputs(this.opts, options.kvCache === true, this.checkpoint.spec.numLayers))), users: 0, lastUsed: 0 };
       const created = slot;
       // A failed build must not poison later calls.
@@ -242,6 +244,11 @@ export class GraphSessions {
   /** Live sessions (for tests and metrics). */
   get liveSessions(): number {
     return this.sessions.size;
+  }
+
+  /** Sessions created so far, rebuilds after an eviction included (for tests and metrics). */
+  get sessionsCreated(): number {
+    return this.created;
   }
 
   async close(): Promise<void> {

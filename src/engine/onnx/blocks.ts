@@ -76,20 +76,25 @@ export class WeightTable {
    * so a released session hands it back to the OS instead of leaving it in the heap.
    */
   rowBlocks(name: string, minBlockBytes: number, to: ComputeDtype = 'float32'): string[] {
+    return this.rowBlockSpans(name, minBlockBytes, to).map((b) => b.value);
+  }
+
+  /** rowBlocks with each block's first row and row count. */
+  rowBlockSpans(name: string, minBlockBytes: number, to: ComputeDtype = 'float32'): { value: string; start: number; rows: number }[] {
     const r = this.ref(name);
-    if (r.shape.length !== 2 || this.patchOf(name) !== undefined) return [this.as(name, to)];
+    if (r.shape.length !== 2 || this.patchOf(name) !== undefined) return [{ value: this.as(name, to), start: 0, rows: r.shape[0] }];
     const [rows, cols] = r.shape;
     const blocks = Math.max(1, Math.floor((rows * cols * (to === 'float32' ? 4 : 2)) / minBlockBytes));
-    if (blocks === 1) return [this.as(name, to)];
+    if (blocks === 1) return [{ value: this.as(name, to), start: 0, rows }];
     const per = Math.ceil(rows / blocks);
     const rowBytes = r.length / rows;
     const t = elemTypeOfDType(r.dtype);
-    const out: string[] = [];
+    const out: { value: string; start: number; rows: number }[] = [];
     for (let start = 0; start < rows; start += per) {
       const n = Math.min(per, rows - start);
       const id = `${name}::rows${start}`;
       if (!this.g.has(id)) this.g.externalInit(id, t, [n, cols], { location: r.location, offset: r.offset + start * rowBytes, length: n * rowBytes });
-      out.push(t === to ? id : this.g.op('Cast', [id], { to: elemCode(to) }, `${id}::${to}`));
+      out.push({ value: t === to ? id : this.g.op('Cast', [id], { to: elemCode(to) }, `${id}::${to}`), start, rows: n });
     }
     return out;
   }

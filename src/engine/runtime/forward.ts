@@ -37,8 +37,12 @@ export interface StepInput {
   positionIds: BigInt64Array;
   past?: KvCache;
   tokenWeights?: Float32Array;
-  /** [B, T] targets of a teacher-forced scoring graph (target_ids). */
+  /** Flat positions b * T + t whose logits a logitRows graph computes (logit_rows, [K]). */
+  logitRows?: BigInt64Array;
+  /** [K] targets of those positions (target_ids); zeros (dummies) when absent. */
   targetIds?: BigInt64Array;
+  /** The outputs to fetch (default all): what is not asked for is not copied out of onnxruntime. */
+  fetches?: readonly string[];
   /** Further inputs fed by name when the graph has them (the engine's row patch, see patchedRows). */
   extraFeeds?: Record<string, ort.Tensor>;
 }
@@ -70,9 +74,12 @@ export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s:
   if (session.inputNames.includes('token_weights')) {
     feeds.token_weights = new ort.Tensor('float32', s.tokenWeights ?? new Float32Array(s.batch * s.length).fill(1), [s.batch, s.length]);
   }
-  if (session.inputNames.includes('target_ids')) {
-    if (s.targetIds === undefined) throw new FgsnError('ENGINE_RUN_FAILED', 'the scoring graph needs target ids');
-    feeds.target_ids = new ort.Tensor('int64', s.targetIds, [s.batch, s.length]);
+  if (session.inputNames.includes('logit_rows')) {
+    if (s.logitRows === undefined) throw new FgsnError('ENGINE_RUN_FAILED', 'the graph needs the rows to compute logits of');
+    const k = s.logitRows.length;
+    if (s.targetIds !== undefined && s.targetIds.length !== k) throw new FgsnError('ENGINE_RUN_FAILED', `${s.targetIds.length} target ids for ${k} logit rows`);
+    feeds.logit_rows = new ort.Tensor('int64', s.logitRows, [k]);
+    feeds.target_ids = new ort.Tensor('int64', s.targetIds ?? new BigInt64Array(k), [k]);
   }
   if (s.extraFeeds !== undefined) {
     for (const name of session.inputNames) {
@@ -83,11 +90,16 @@ export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s:
   let outputs: Record<string, ort.Tensor>;
   countForward(s.batch * s.length);
   try {
-    outputs = (await session.run(feeds, runOptions())) as Record<string, ort.Tensor>;
+    outputs = (s.fetches === undefined
+      ? await session.run(feeds, runOptions())
+      : await session.run(feeds, s.fetches, runOptions())) as Record<string, ort.Tensor>;
   } catch (e) {
     throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime run failed: ${(e as Error).message}`, { cause: e, details: { batch: s.batch, tokens: s.length } });
   }
-  if (!wantsKv) return { outputs };
+  for (const name of s.fetches ?? []) {
+    if (outputs[name] === undefined) throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime returned no output "${name}"`);
+  }
+  if (!wantsKv || outputs['present.0.key'] === undefined) return { outputs };
   const added: NewKv = { keys: [], values: [] };
   for (let i = 0; i < spec.numLayers; i++) {
     added.keys.push(outputs[`present.${i}.key`]);
