@@ -167,7 +167,7 @@ const asPolicyStep = (st: TargetStep): TargetStep & { taskLoss: number | null; o
  * reference answers (rise <= nllTolerance nats/token), and the hard utilityCeiling on the raw drops. A step
  * outside the ceiling (safety-first) or breaking a guardrail (guardrails-only) ends the g ladder at that q;
  * a q whose edit exceeds maxParams ends the search. When round 1 ends short of the target, round 2 ranks the
- * remaining rows again on round 1's chosen model (a static row patch on the fine-tune's attribution, not a
+ * remaining rows again on round 1's kept model (or its safest clean step: round2From) (a static row patch on the fine-tune's attribution, not a
  * written copy, under stepMode patch) and grows a second edit the same way (guardrails still vs
  * the fine-tune, the cap on both rounds together). The kept step follows policy.ts: the smallest clean step
  * at the target, else (safety-first) the smallest step at the target within the ceiling, else the safest
