@@ -1,6 +1,6 @@
-/** Pure helpers of the runtime: left padding, token weights, unpadding, argmax ties, length buckets, prompt files. */
+/** Pure helpers of the runtime: left padding, token weights, unpadding, length buckets, prompt files. */
 import { describe, expect, it } from 'vitest';
-import { argmax, leftPad, lengthBuckets, tokenWeights, unpadRows } from '../../src/engine/runtime/batch.js';
+import { leftPad, lengthBuckets, tokenWeights, unpadRows } from '../../src/engine/runtime/batch.js';
 import { parsePromptLines } from '../../src/engine/prompt-file.js';
 import { ropeInvFreq } from '../../src/engine/onnx/blocks.js';
 
@@ -30,13 +30,6 @@ describe('unpadRows', () => {
     const data = Float32Array.from([10, 11, 20, 21, 30, 31, 40, 41]); // [B=2, T=2, F=2]
     expect(Array.from(unpadRows(data, p, 0, 2))).toEqual([10, 11, 20, 21]);
     expect(Array.from(unpadRows(data, p, 1, 2))).toEqual([40, 41]);
-  });
-});
-
-describe('argmax', () => {
-  it('takes the first of tied maxima, like torch.argmax', () => {
-    expect(argmax(Float32Array.from([1, 3, 3, 2]))).toBe(1);
-    expect(argmax(Float32Array.from([9, 9, 1, 5, 5]), 2, 3)).toBe(1);
   });
 });
 

@@ -61,20 +61,6 @@ export function unpadRows(data: Float32Array, p: PaddedBatch, b: number, feature
   return data.slice(start, start + p.lengths[b] * features);
 }
 
-/** Index of the first maximum (torch.argmax picks the first on ties). */
-export function argmax(v: Float32Array, offset = 0, n = v.length - offset): number {
-  let best = 0;
-  let bestV = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const x = v[offset + i];
-    if (x > bestV) {
-      bestV = x;
-      best = i;
-    }
-  }
-  return best;
-}
-
 /** Groups indices into batches of similar length (sorted by length, stable), so little padding is needed. */
 export function lengthBuckets(lengths: readonly number[], batchSize: number): number[][] {
   const order = lengths.map((l, i) => [l, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(([, i]) => i);
