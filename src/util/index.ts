@@ -3,3 +3,4 @@ export * from './prng.js';
 export * from './sample.js';
 export * from './hash.js';
 export * from './jsonl.js';
+export * from './memory.js';

@@ -30,6 +30,11 @@ function added(batch: number, t: number): NewKv {
   return { keys: [make(), make()], values: [make(), make()] };
 }
 
+function copyKv(a: NewKv): NewKv {
+  const copy = (t: ort.Tensor): ort.Tensor => new ort.Tensor('float32', (t.data as Float32Array).slice(), t.dims);
+  return { keys: a.keys.map(copy), values: a.values.map(copy) };
+}
+
 function expectSame(a: KvCache, b: KvCache): void {
   expect(a.length).toBe(b.length);
   for (const kind of ['keys', 'values'] as const) {
@@ -48,7 +53,8 @@ describe('DeviceKvStore on the CPU provider', () => {
     const steps: [number, number, number[] | null][] = [[3, 4, null], [3, 1, [0, 2]], [2, 1, null], [2, 1, [1]], [1, 1, null]];
     for (const [batch, t, keep] of steps) {
       const a = added(batch, t);
-      host.append(a);
+      // The host store frees what it appended (KvStore.append): it gets its own copy.
+      host.append(copyKv(a));
       dev.append(a);
       if (keep !== null) {
         host.keepRows(keep);
@@ -65,6 +71,28 @@ describe('DeviceKvStore on the CPU provider', () => {
     const dev = new DeviceKvStore(merge, spec, 1);
     dev.append(added(1, 1));
     expect(() => dev.append(added(1, 1))).toThrow(/two appends/);
+  });
+});
+
+describe('the host KvStore frees its memory when done, not when V8 collects it', () => {
+  it('frees appended steps at once and its own buffers (and the last step) on dispose; views into shared buffers stay', () => {
+    const host = new KvStore(spec, 2, 4);
+    const a = added(2, 2);
+    const values = Array.from(a.keys[0].data as Float32Array);
+    host.append(a);
+    for (const t of [...a.keys, ...a.values]) expect((t.data as Float32Array).length).toBe(0);
+    const past = host.view();
+    // [B, KV, T, D] -> [T, B, KV, D]: position 0 of row 0, head 0 is the first D values of the step.
+    expect(Array.from((past.keys[0].data as Float32Array).subarray(0, spec.headDim))).toEqual(values.slice(0, spec.headDim));
+    const last = added(2, 1);
+    // A step whose tensors are views into one shared buffer (not the engine's case) is left alone.
+    const shared = new Float32Array(2 * 2 * 1 * 3 * 2);
+    const view = new ort.Tensor('float32', shared.subarray(0, 12), [2, 2, 1, 3]);
+    host.dispose({ keys: [...last.keys, view], values: last.values });
+    for (const t of [...last.keys, ...last.values]) expect((t.data as Float32Array).length).toBe(0);
+    expect((view.data as Float32Array).length).toBe(12);
+    expect((past.keys[0].data as Float32Array).length).toBe(0);
+    expect(host.length).toBe(0);
   });
 });
 

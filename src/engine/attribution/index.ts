@@ -29,6 +29,7 @@ import { statSync } from 'node:fs';
 import { linearWeightShape, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
 import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
+import { releaseBuffer } from '../../util/index.js';
 import { lengthBuckets } from '../runtime/batch.js';
 import { ort, type ExecutionProvider } from '../session/session.js';
 import { ChatTokenizer } from '../tokenizer/chat-tokenizer.js';
@@ -123,6 +124,7 @@ export function checkpointDifference(name: string, a: ModelCheckpoint, b: ModelC
         throw new FgsnError('DEFENSE_MODEL_MISMATCH', `${weight}: ${a.dir} and ${b.dir} differ in shape`, { details: { weight } });
       }
       for (let i = 0; i < x.length; i++) x[i] -= y[i];
+      releaseBuffer(y);
       return x;
     },
   };
@@ -199,6 +201,11 @@ export async function loadDirections(sources: DirectionSource[], spec: ModelSpec
   return out;
 }
 
+/** Frees what loadDirections allocated (its tensors' data are its own arrays). */
+function releaseDirections(dirs: Map<string, ort.Tensor>[]): void {
+  for (const m of dirs) for (const t of m.values()) releaseBuffer(t.data as Float32Array);
+}
+
 async function loadDirection(src: DirectionSource, spec: ModelSpec, weight: string): Promise<ort.Tensor> {
   const [rows, cols] = linearWeightShape(spec, weight) as [number, number];
   const data = new Float32Array(rows * cols);
@@ -264,10 +271,14 @@ export async function scoreSequences(
     const session = await AttributionSession.open(checkpoint, adapter, { ...patched, layerFrom: 0, layerTo: L });
     try {
       const dirs = await loadDirections(opts.directions, spec, session.weights);
-      for (const b of batches) {
-        const r = await session.run(b, dirs);
-        lossSum += r.lossSum;
-        add(r.scores);
+      try {
+        for (const b of batches) {
+          const r = await session.run(b, dirs);
+          lossSum += r.lossSum;
+          add(r.scores);
+        }
+      } finally {
+        releaseDirections(dirs);
       }
     } finally {
       await session.release();
@@ -308,12 +319,18 @@ export async function scoreSequences(
       try {
         const dirs = await loadDirections(opts.directions, spec, session.weights);
         const below: (Float32Array | undefined)[] = [];
-        for (const [i, b] of batches.entries()) {
-          const r = await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
-          add(r.scores);
-          below.push(r.gradIn);
-          // The residual entering this chunk is not needed again.
-          hiddens[i].delete(from);
+        try {
+          for (const [i, b] of batches.entries()) {
+            const r = await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
+            add(r.scores);
+            below.push(r.gradIn);
+            // The residual entering this chunk is not needed again.
+            hiddens[i].delete(from);
+          }
+        } finally {
+          // A chunk's directions (a quarter of the checkpoint's bytes by default) go now, not when V8
+          // collects them: otherwise the next chunk, or the search's engine, loads beside them.
+          releaseDirections(dirs);
         }
         grads = below;
       } finally {
