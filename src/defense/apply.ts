@@ -11,8 +11,9 @@ import {
   writeSafetensors,
 } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
+import { releaseBuffer } from '../util/index.js';
 import type { Mat } from './math/matrix.js';
-import { type ProjectionOptions, projectLoraB, projectRows } from './math/project.js';
+import { type ProjectionOptions, isRowLocal, projectLoraB, projectRows, projectRowsOnly } from './math/project.js';
 import type { Selection } from './math/select.js';
 import { writeModelFolder } from './io/model-writer.js';
 import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
@@ -21,9 +22,18 @@ import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDT
 /** New fp32 values of `rows` (sorted) of one matrix, [rows.length * dIn]. */
 export type RowCompute = (io: MatrixIO, rows: Uint32Array) => Promise<Float32Array>;
 
-/** The projection of method.md step 3 as a RowCompute. */
+/**
+ * The projection of method.md step 3 as a RowCompute. Row-local modes (add, row, restore) read only the
+ * selected rows; gram and subspace read the whole matrices.
+ */
 export function projectionCompute(opts: ProjectionOptions): RowCompute {
   return async (io, rows) => {
+    if (isRowLocal(opts.mode)) {
+      const m = await io.selectedRows(rows);
+      const out = projectRowsOnly(m, opts).data;
+      for (const x of [m.base, m.aligned, m.finetuned]) releaseBuffer(x.data);
+      return out;
+    }
     const [base, aligned, finetuned] = await Promise.all([io.base(), io.aligned(), io.finetuned()]);
     return projectRows({ base, aligned, finetuned }, rows, opts).values.data;
   };
@@ -61,7 +71,14 @@ export async function editRows(s: WeightSources, selection: Selection, compute: 
     if (rows === undefined || rows.length === 0) continue;
     const dtype = outputDType(s, name);
     const values = await compute(matrixIO(s, name), rows);
-    out.set(name, { rows, values: dtype === 'F32' ? values : decodeToF32(dtype, encodeFromF32(dtype, values)) });
+    if (dtype === 'F32') {
+      out.set(name, { rows, values });
+      continue;
+    }
+    const stored = encodeFromF32(dtype, values);
+    out.set(name, { rows, values: decodeToF32(dtype, stored) });
+    releaseBuffer(values);
+    releaseBuffer(stored);
   }
   return out;
 }

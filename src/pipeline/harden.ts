@@ -9,7 +9,7 @@ import type { Engine } from '../engine/index.js';
 import { type PassCounts, addPasses, passCounts, passDelta } from '../engine/index.js';
 import { evaluateModel } from '../eval/index.js';
 import { FgsnError } from '../errors.js';
-import { sha256File } from '../util/index.js';
+import { releaseBuffer, sha256File } from '../util/index.js';
 import {
   type Atlas, closeSources, combinedCompute, countEdit, countRows, type EditCounts, type EditPlan,
   type EditRows, editRows, type FgsnOptions, fgsnProjection, fgsnRanking, fgsnScores, getOrBuildAtlas,
@@ -282,8 +282,17 @@ async function targetDrivenSearch(
     : {
       measure: async (sel, strength) => {
         run.checkCancelled();
-        engine.setRowPatch(mergeEditRows(under, await editRows(src, sel, compute(strength))));
-        return measureWithEngine(engine, prompts, taskAnswered, stepCtx);
+        const patch = mergeEditRows(under, await editRows(src, sel, compute(strength)));
+        engine.setRowPatch(patch);
+        try {
+          return await measureWithEngine(engine, prompts, taskAnswered, stepCtx);
+        } finally {
+          // The step's rows go now, not when V8 collects them (tens of MiB per step at 125M); `under`'s
+          // (round 1's fixed rows) are shared by every round-2 step and stay.
+          engine.setRowPatch(new Map());
+          const kept = new Set([...under.values()].map((e) => e.values));
+          for (const e of patch.values()) if (!kept.has(e.values)) releaseBuffer(e.values);
+        }
       },
       // Back to the fine-tune, and its sessions released: round 2's backward passes come next.
       close: async () => {

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { combinedCompute, projectionCompute } from '../../src/defense/apply.js';
 import type { MatrixIO } from '../../src/defense/io/sources.js';
-import type { Mat } from '../../src/defense/math/matrix.js';
+import { gatherRows, type Mat } from '../../src/defense/math/matrix.js';
 
 const mat = (rows: number, cols: number, f: (i: number, j: number) => number): Mat =>
   ({ rows, cols, data: Float32Array.from({ length: rows * cols }, (_, k) => f(Math.floor(k / cols), k % cols)) });
@@ -14,6 +14,7 @@ describe('combinedCompute', () => {
     base: async () => mat(4, 2, () => 0),
     aligned: async () => mat(4, 2, (i) => i + 1),
     finetuned: async () => mat(4, 2, (i, j) => 10 * i + j),
+    selectedRows: async (rows) => ({ base: gatherRows(await io.base(), rows), aligned: gatherRows(await io.aligned(), rows), finetuned: gatherRows(await io.finetuned(), rows) }),
   };
   it('computes each row with the strength of the part that owns it', async () => {
     const compute = combinedCompute([

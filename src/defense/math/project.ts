@@ -10,6 +10,14 @@ import { topLeftSingular } from './svd.js';
 export const PROJECTION_MODES = ['gram', 'subspace', 'row', 'restore', 'add'] as const;
 export type ProjectionMode = (typeof PROJECTION_MODES)[number];
 
+/**
+ * Modes whose new row i reads only row i of the three matrices (gram and subspace read all of V and D): they
+ * can be computed from the selected rows alone (projectRowsOnly).
+ */
+export function isRowLocal(mode: ProjectionMode): boolean {
+  return mode === 'add' || mode === 'row' || mode === 'restore';
+}
+
 export interface ProjectionOptions {
   mode: ProjectionMode;
   /** Strength alpha of the correction (all modes but add); 1 = the plain projection. */
@@ -68,6 +76,15 @@ export function projectRows(m: MatrixTriple, rows: Uint32Array, opts: Projection
     for (let j = 0; j < cols; j++) out.data[o + j] = ft[j] + alpha * (al[j] + dPrime.data[o + j] - ft[j]);
   }
   return { values: out, info };
+}
+
+/**
+ * projectRows of a row-local mode (isRowLocal) from the selected rows alone: `m` holds rows N of each matrix,
+ * in order ([N.length, dIn] each); the result equals projectRows on the whole matrices, value for value.
+ */
+export function projectRowsOnly(m: MatrixTriple, opts: ProjectionOptions): Mat {
+  if (!isRowLocal(opts.mode)) throw new RangeError(`projectRowsOnly: mode ${opts.mode} reads whole matrices`);
+  return projectRows(m, Uint32Array.from({ length: m.finetuned.rows }, (_, i) => i), opts).values;
 }
 
 /** D'[N] for the projection modes (not add), [rows.length, dIn]. */
