@@ -4,13 +4,13 @@
  */
 import {
   linearModules, linearWeightName, linearWeightNames, linearWeightShape, LoraAdapter, ModelCheckpoint,
-  type ModelSpec, readGenerationConfig,
+  type ModelSpec, parameterCount, readGenerationConfig,
 } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import { SQSUM_INPUT_OF, type Capture, type DecoderGraphOptions } from './model/decoder-graph.js';
 import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { rowPatchInputNames } from './onnx/blocks.js';
-import { leftPad, lengthBuckets, tokenWeights, unpadRows } from './runtime/batch.js';
+import { leftPad, lengthBuckets, tokenWeights, unpadRows, type BucketBound } from './runtime/batch.js';
 import { generationKv, deviceKvFromEnv } from './runtime/device-kv.js';
 import { runStep } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
@@ -156,6 +156,35 @@ export interface AttributeOptions {
 
 const DEFAULT_BATCH = 16;
 
+/**
+ * What one generation or scoring bucket may hold beyond the session, as a share of the float32 weights' bytes
+ * (the session's own floor): the caller's batch size is a maximum, and a bucket has no more rows than fit.
+ * Measured on the 125M trio (bench/scale), whose 12 full KV heads make its KV cache large for its size: at
+ * batch 32 a generation bucket's host KV store alone was 135 MiB (a quarter of the weights), and a scoring
+ * batch of 8 x 60 tokens added ~140 MiB of [rows, vocab-block] head tensors; both set the search's peak RSS.
+ * At 1/16 the 125M trio runs generation buckets of ~7 rows (its 40-prompt generation took ~9-11 s instead of
+ * ~7-9 s at ~15) and scoring buckets of ~2 sequences (no slower than 8 there); TinyLlama-1.1B (4 KV heads)
+ * keeps the callers' batch sizes. Never below BUCKET_BUDGET_FLOOR: a 32 MiB bucket is small next to the
+ * process itself (~100 MiB), and small models (the dev testbed) keep the callers' batch sizes.
+ */
+const BUCKET_BUDGET_SHARE = 1 / 16;
+const BUCKET_BUDGET_FLOOR = 32 * 2 ** 20;
+
+const EMBED_WEIGHT = 'model.embed_tokens.weight';
+
+/** Host KV store bytes of one row per position (keys and values, float32, every layer). */
+export function kvBytesPerPosition(spec: ModelSpec): number {
+  return spec.numLayers * 2 * spec.numKvHeads * spec.headDim * 4;
+}
+
+/**
+ * Head bytes of one scored position: the logits row graph's live [rows, vocab-block] float32 tensors, counted as
+ * two vocabulary rows (measured ~5 live blocks of half the vocabulary at once on the 125M trio).
+ */
+export function headBytesPerPosition(spec: ModelSpec): number {
+  return 2 * spec.vocabSize * 4;
+}
+
 export class Engine {
   private constructor(
     readonly modelDir: string,
@@ -207,6 +236,27 @@ export class Engine {
     return this.checkpoint.spec;
   }
 
+  /**
+   * The rows graph's inputs_embeds for `ids` (DecoderGraphOptions.embedsInput): an untied model's embedding rows
+   * read from the checkpoint, each distinct id once, upcast to float32 as the graph's Cast would; nothing for
+   * a tied model, whose graph gathers from its lm_head table. LoRA adapters never target the embedding table.
+   */
+  private async embedFeeds(ids: BigInt64Array): Promise<Record<string, ort.Tensor>> {
+    if (this.spec.tieWordEmbeddings) return {};
+    const H = this.spec.hiddenSize;
+    const distinct = [...new Set(Array.from(ids, Number))];
+    const rows = await Promise.all(distinct.map((id) => this.checkpoint.readRowsF32(EMBED_WEIGHT, id, id + 1)));
+    const at = new Map(distinct.map((id, k) => [id, rows[k]]));
+    const data = new Float32Array(ids.length * H);
+    ids.forEach((id, k) => data.set(at.get(Number(id))!, k * H));
+    return { inputs_embeds: new ort.Tensor('float32', data, [ids.length, H]) };
+  }
+
+  /** Bytes a generation or scoring bucket may hold beyond the session (BUCKET_BUDGET_SHARE). */
+  private bucketBudget(): number {
+    return Math.max(BUCKET_BUDGET_FLOOR, parameterCount(this.spec) * 4 * BUCKET_BUDGET_SHARE);
+  }
+
   /** onnxruntime sessions currently loaded (each holds a float32 copy of the weights). */
   get liveSessions(): number {
     return this.graphs.liveSessions;
@@ -224,6 +274,7 @@ export class Engine {
   private rowsGraph(): DecoderGraphOptions {
     return {
       kvCache: true, logits: 'none', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false, logitRows: true,
+      embedsInput: true,
       ...(this.rowPatch ? { rowPatch: true } : {}),
     };
   }
@@ -354,7 +405,8 @@ export class Engine {
     const lease = await this.graphs.acquire(this.rowsGraph());
     try {
       const out: SequenceLogProbs[] = new Array(encoded.length);
-      for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH)) {
+      const headBound: BucketBound = { budgetBytes: this.bucketBudget(), rowBytes: (len) => len * headBytesPerPosition(this.spec) };
+      for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), opts.batchSize ?? DEFAULT_BATCH, headBound)) {
         const p = leftPad(bucket.map((j) => encoded[j].ids), this.tokenizer.padTokenId);
         const T = p.length;
         // Position t of a row predicts its token t + 1: every real position but the last is scored, in order.
@@ -371,7 +423,8 @@ export class Engine {
         let lp: Float32Array = new Float32Array(0);
         if (rows.length > 0) {
           const { outputs } = await runStep(lease.session, this.spec, {
-            ...p, logitRows: BigInt64Array.from(rows), targetIds: BigInt64Array.from(targets), fetches: ['target_logprob'], extraFeeds: this.patchFeeds,
+            ...p, logitRows: BigInt64Array.from(rows), targetIds: BigInt64Array.from(targets), fetches: ['target_logprob'],
+            extraFeeds: { ...this.patchFeeds, ...(await this.embedFeeds(p.inputIds)) },
           });
           lp = outputs.target_logprob.data as Float32Array;
         }
@@ -410,7 +463,8 @@ export class Engine {
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
 
-    for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), batchSize)) {
+    const kvBound: BucketBound = { budgetBytes: this.bucketBudget(), rowBytes: (len) => (len + maxNew) * kvBytesPerPosition(spec) };
+    for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), batchSize, kvBound)) {
       const p = leftPad(bucket.map((j) => encoded[j].ids), pad);
       const gen: number[][] = bucket.map(() => []);
       const margins: number[][] = bucket.map(() => []);
@@ -424,7 +478,7 @@ export class Engine {
       // Logits of each row's last position only: with left padding that is position T - 1 of every row (targets
       // are dummies: target_logprob is not read).
       const lastRows = BigInt64Array.from(bucket, (_, b) => BigInt(b * p.length + p.length - 1));
-      let step = await runStep(session, spec, { ...p, logitRows: lastRows, extraFeeds });
+      let step = await runStep(session, spec, { ...p, logitRows: lastRows, extraFeeds: { ...extraFeeds, ...(await this.embedFeeds(p.inputIds)) } });
       for (let n = 0; ; n++) {
         // The graph's two largest logits per row (ties to the lower id, as a first-max argmax): the token and
         // its margin over the runner-up.
@@ -453,18 +507,18 @@ export class Engine {
           masks = keep.map((r) => masks[r]);
         }
         const past = await cache.view();
-        const tokens = keep.map((r) => next[r]);
+        const tokens = BigInt64Array.from(keep.map((r) => next[r]), BigInt);
         masks = masks.map((m) => [...m, 1]);
         step = await runStep(session, spec, {
           batch: rows.length,
           length: 1,
-          inputIds: BigInt64Array.from(tokens, BigInt),
+          inputIds: tokens,
           attentionMask: BigInt64Array.from(masks.flat(), BigInt),
           positionIds: BigInt64Array.from(rows, (b) => BigInt(++lastPos[b])),
           past,
           // One new position per row: row r's is flat position r.
           logitRows: BigInt64Array.from(rows, (_, r) => BigInt(r)),
-          extraFeeds,
+          extraFeeds: { ...extraFeeds, ...(await this.embedFeeds(tokens)) },
         });
       }
       cache.dispose?.(step.added);

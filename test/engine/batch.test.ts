@@ -38,6 +38,18 @@ describe('lengthBuckets', () => {
     const b = lengthBuckets([5, 1, 4, 1, 9], 2);
     expect(b).toEqual([[1, 3], [2, 0], [4]]);
   });
+
+  it('with a memory bound, a bucket stops where its rows at its longest length pass the budget (one row at least)', () => {
+    // Sorted: lengths 1 (i1), 1 (i3), 4 (i2), 5 (i0), 9 (i4); a row costs 10 bytes per position, budget 100.
+    const bound = { budgetBytes: 100, rowBytes: (len: number) => 10 * len };
+    // [i1, i3] = 2 x 10; adding i2 would make 3 x 40 > 100: new bucket; [i2, i0] = 2 x 50 = 100 fits; i4 would
+    // make 3 x 90: alone. Under a budget smaller than one row, every row runs alone.
+    expect(lengthBuckets([5, 1, 4, 1, 9], 8, bound)).toEqual([[1, 3], [2, 0], [4]]);
+    expect(lengthBuckets([5, 1, 4, 1, 9], 8, { budgetBytes: 5, rowBytes: bound.rowBytes })).toEqual([[1], [3], [2], [0], [4]]);
+    // The count cap still applies under a loose bound.
+    expect(lengthBuckets([5, 1, 4, 1, 9], 2, { budgetBytes: 1e9, rowBytes: bound.rowBytes })).toEqual([[1, 3], [2, 0], [4]]);
+    expect(lengthBuckets([1, 1, 1, 1, 1], 8, { budgetBytes: 30, rowBytes: bound.rowBytes })).toEqual([[0, 1, 2], [3, 4]]);
+  });
 });
 
 describe('parsePromptLines', () => {

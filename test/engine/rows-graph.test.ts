@@ -6,8 +6,12 @@
  * (nothing to score) and chat-formatted responses.
  */
 import { join } from 'node:path';
+import onnxProto from 'onnx-proto';
 import { afterAll, describe, expect, it } from 'vitest';
+import { expectedTensors } from '../../src/checkpoint/model-config.js';
 import { loadEngine, type Engine } from '../../src/engine/index.js';
+import { buildDecoderGraph } from '../../src/engine/model/decoder-graph.js';
+import { tinySpec } from './attribution/tiny-model.js';
 import { tokenNll } from '../../src/pipeline/probe-eval.js';
 import { writeSyntheticModel, type SyntheticModelOptions } from '../support/synthetic/synthetic-model.js';
 import { tempDir } from './helpers.js';
@@ -90,3 +94,33 @@ for (const [label, model] of Object.entries(MODELS)) {
     });
   });
 }
+
+describe('the rows graph and the embedding table', () => {
+  const rowsGraph = (tie: boolean): onnxProto.onnx.ModelProto => {
+    const spec = { ...tinySpec('llama'), tieWordEmbeddings: tie };
+    const shapes = new Map(expectedTensors(spec).map((t) => [t.name, t.shape]));
+    const resolve = (name: string) => {
+      const shape = shapes.get(name);
+      return shape === undefined ? undefined : { dtype: 'BF16' as const, shape, location: 'w.bin', offset: 0, length: shape.reduce((a, b) => a * b, 1) * 2 };
+    };
+    const g = buildDecoderGraph(spec, resolve, {
+      kvCache: true, logits: 'none', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false, logitRows: true, embedsInput: true,
+    });
+    return onnxProto.onnx.ModelProto.decode(g.toModelBytes());
+  };
+  const inputs = (m: onnxProto.onnx.ModelProto): string[] => (m.graph?.input ?? []).map((i) => i.name ?? '');
+  const tableValues = (m: onnxProto.onnx.ModelProto): string[] => (m.graph?.initializer ?? []).map((t) => t.name ?? '').filter((n) => n.startsWith('model.embed_tokens.weight'));
+
+  it('an untied model takes its embedding rows as inputs_embeds: no table in the graph (it would be resident for nothing)', () => {
+    const m = rowsGraph(false);
+    expect(inputs(m)).toContain('inputs_embeds');
+    expect(inputs(m)).toContain('input_ids');
+    expect(tableValues(m)).toEqual([]);
+  });
+
+  it('a tied model gathers from its table, which is also its lm_head', () => {
+    const m = rowsGraph(true);
+    expect(inputs(m)).not.toContain('inputs_embeds');
+    expect(tableValues(m).length).toBeGreaterThan(0);
+  });
+});

@@ -60,6 +60,15 @@ export interface DecoderGraphOptions {
    * concatenated or output. Needs logits 'none' and finalNorm 'none'.
    */
   logitRows?: boolean;
+  /**
+   * An untied model's token embeddings come in as input inputs_embeds [batch * tokens, hidden] float32 (the
+   * engine reads the rows from the checkpoint) instead of a Gather over the table inside the graph. Why:
+   * onnxruntime faults in the whole mapped table at session creation, and for an untied table that is resident
+   * memory the graph never needs (46 MiB, 0.18x the checkpoint, on the 125M trio; bench/scale). input_ids stays
+   * an input (it gives the graph its batch and token dimensions). Ignored for tied embeddings, whose table is
+   * also the lm_head.
+   */
+  embedsInput?: boolean;
 }
 
 /** Smallest float32 lm_head block (see WeightTable.rowBlocks): above glibc's 32 MiB mmap threshold cap. */
@@ -139,11 +148,16 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   // An untied embedding table is gathered in its stored dtype and only the picked rows are cast: a
   // compute-type copy of the (often largest) table would cost up to 2x its size for nothing.
   const embedName = 'model.embed_tokens.weight';
-  const embedStored = w.stored(embedName);
-  const gatherFrom = spec.tieWordEmbeddings ? W(embedName) : embedStored.value;
-  let rows = g.op('Gather', [gatherFrom, inputIds], { axis: 0 });
-  if (gatherFrom === embedStored.value && embedStored.elem !== ct) rows = g.op('Cast', [rows], { to: elemCode(ct) });
-  let h = g.op('Reshape', [rows, g.constI64([-1, H])]);
+  let h: string;
+  if (opts.embedsInput === true && !spec.tieWordEmbeddings) {
+    h = castTo(g, g.input('inputs_embeds', 'float32', ['rows', H]), 'float32', ct);
+  } else {
+    const embedStored = w.stored(embedName);
+    const gatherFrom = spec.tieWordEmbeddings ? W(embedName) : embedStored.value;
+    let rows = g.op('Gather', [gatherFrom, inputIds], { axis: 0 });
+    if (gatherFrom === embedStored.value && embedStored.elem !== ct) rows = g.op('Cast', [rows], { to: elemCode(ct) });
+    h = g.op('Reshape', [rows, g.constI64([-1, H])]);
+  }
   if (spec.embedScale !== undefined) h = scaleBy(g, h, spec.embedScale, ct);
   capture('embed', h, H, opts.embed);
 

@@ -61,10 +61,30 @@ export function unpadRows(data: Float32Array, p: PaddedBatch, b: number, feature
   return data.slice(start, start + p.lengths[b] * features);
 }
 
-/** Groups indices into batches of similar length (sorted by length, stable), so little padding is needed. */
-export function lengthBuckets(lengths: readonly number[], batchSize: number): number[][] {
-  const order = lengths.map((l, i) => [l, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map(([, i]) => i);
+/** A memory bound on a bucket: its rows x `rowBytes(longest length in it)` stays within `budgetBytes`. */
+export interface BucketBound {
+  budgetBytes: number;
+  rowBytes(length: number): number;
+}
+
+/**
+ * Groups indices into batches of similar length (sorted by length, stable), so little padding is needed: at
+ * most `batchSize` per batch and, with `bound`, no more rows than fit its budget at the batch's longest length
+ * (one row at least, so an input larger than the budget still runs, alone).
+ */
+export function lengthBuckets(lengths: readonly number[], batchSize: number, bound?: BucketBound): number[][] {
+  const order = lengths.map((l, i) => [l, i] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   const out: number[][] = [];
-  for (let i = 0; i < order.length; i += batchSize) out.push(order.slice(i, i + batchSize));
+  let cur: number[] = [];
+  for (const [len, i] of order) {
+    // Sorted ascending: the row being added is the bucket's longest.
+    const full = cur.length >= batchSize || (bound !== undefined && cur.length > 0 && (cur.length + 1) * bound.rowBytes(len) > bound.budgetBytes);
+    if (full) {
+      out.push(cur);
+      cur = [];
+    }
+    cur.push(i);
+  }
+  if (cur.length > 0) out.push(cur);
   return out;
 }
