@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadEngine } from '../../src/engine/engine.js';
-import { withEngineProcessEnv, type ComputeDtype } from '../../src/engine/session/session.js';
+import { ENGINE_PROCESS_EXEC_ARGV, withEngineProcessEnv, type ComputeDtype } from '../../src/engine/session/session.js';
 import { syntheticParameterCount, writeSyntheticModel } from '../../test/support/synthetic/synthetic-model.js';
 import { matmulGflops, SYNTHETIC_350M, timeEngine, tokenPrompts } from './timing.js';
 
@@ -79,7 +79,7 @@ async function measure(modelDir: string): Promise<ChildResult> {
 
 function runChild(modelDir: string, cacheDir: string, compute: ComputeDtype): ChildResult {
   const self = fileURLToPath(import.meta.url);
-  const out = execFileSync(process.execPath, ['--import', 'tsx', self, '--child', modelDir, '--cache-dir', cacheDir, '--compute-dtype', compute,
+  const out = execFileSync(process.execPath, [...(values['plain-env'] ? [] : ENGINE_PROCESS_EXEC_ARGV), '--import', 'tsx', self, '--child', modelDir, '--cache-dir', cacheDir, '--compute-dtype', compute,
     '--batch', String(BATCH), '--prompt-tokens', String(PROMPT_TOKENS), '--new-tokens', String(NEW_TOKENS)], {
       encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20,
       // The child is an engine process like the worker's processors: the same environment defaults unless --plain-env.

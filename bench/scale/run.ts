@@ -16,7 +16,8 @@
  *   npm run bench -- scale [--size 125m|1.1b|both] [--probes N] [--runs default,fixed] [--format model|diff]
  *                          [--keep DIR] [--no-peer] [--plain-env] [--json FILE]
  * --keep DIR keeps (and reuses) the trios in DIR; otherwise they are written to a temp folder and removed.
- * The harden child runs with ENGINE_PROCESS_ENV (as the worker's processors) unless --plain-env.
+ * The harden child runs with ENGINE_PROCESS_ENV and ENGINE_PROCESS_EXEC_ARGV (as the worker's processors) unless
+ * --plain-env.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -27,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { ModelCheckpoint } from '../../src/checkpoint/index.js';
 import { checkpointDifference, scoreSequences, type ScoredSequence } from '../../src/engine/attribution/index.js';
 import { loadEngine } from '../../src/engine/engine.js';
-import { withEngineProcessEnv } from '../../src/engine/session/session.js';
+import { ENGINE_PROCESS_EXEC_ARGV, withEngineProcessEnv } from '../../src/engine/session/session.js';
 import { cacheBytes, cacheGroupRoots, scanCache } from '../../src/engine/session/cache-lifecycle.js';
 import type { SyntheticModelOptions } from '../../test/support/synthetic/synthetic-model.js';
 import { flopsPerToken, matmulGflops, tokenPrompts } from '../engine/timing.js';
@@ -147,7 +148,7 @@ interface RunCost {
 async function measuredHarden(label: string, trio: { base: string; aligned: string; finetuned: string }, probeDir: string, work: string, extra: string[]): Promise<RunCost> {
   const out = join(work, `out-${label}`);
   const cache = join(work, `cache-${label}`);
-  const args = ['--import', 'tsx', join(repo, 'src/cli/main.ts'), 'harden', '--base', trio.base, '--aligned', trio.aligned, '--finetuned', trio.finetuned,
+  const args = [...(values['plain-env'] ? [] : ENGINE_PROCESS_EXEC_ARGV), '--import', 'tsx', join(repo, 'src/cli/main.ts'), 'harden', '--base', trio.base, '--aligned', trio.aligned, '--finetuned', trio.finetuned,
     '--harmful', join(probeDir, 'harmful.jsonl'), '--benign', join(probeDir, 'benign.jsonl'), '--out', out, '--cache-dir', cache, '--format', values.format, ...extra];
   const selfBefore = ioWrite('self');
   const t0 = performance.now();

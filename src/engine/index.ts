@@ -26,7 +26,7 @@ export { readPromptFile, parsePromptLines, type PromptRecord } from './prompt-fi
 export { ENGINE_OPTION_HELP, ENGINE_OPTION_SPEC, engineOptions, positiveInt } from './cli-options.js';
 export { GRAPH_VERSION, type LoraMode } from './model/graph-sessions.js';
 export {
-  assertProviderAvailable, computeDtypeFromEnv, executionProviderFromEnv, withEngineProcessEnv, ENGINE_PROCESS_ENV,
+  assertProviderAvailable, computeDtypeFromEnv, executionProviderFromEnv, withEngineProcessEnv, ENGINE_PROCESS_ENV, ENGINE_PROCESS_EXEC_ARGV,
   type ComputeDtype, type ExecutionProvider,
 } from './session/session.js';
 export { defaultCacheRoot } from './session/model-cache.js';

@@ -16,7 +16,7 @@ import type { FgsnJobData, HardenJobResult } from './job-data.js';
 import { observeFinished, workerMetrics } from './metrics.js';
 import { HARDEN_QUEUE, cancelFlagKey } from './names.js';
 import { RUNTIME_ENV, runtimeToEnv } from './runtime.js';
-import { enforceCacheBound, withEngineProcessEnv } from '../engine/index.js';
+import { enforceCacheBound, ENGINE_PROCESS_EXEC_ARGV, withEngineProcessEnv } from '../engine/index.js';
 import { describeJob } from './status.js';
 import { expireJobRecord } from './queue.js';
 import { dataLayout } from '../storage/index.js';
@@ -66,7 +66,7 @@ export function startWorker(config: Config, opts: WorkerOptions = {}): RunningWo
     maxStalledCount: 2,
     useWorkerThreads: false,
     workerForkOptions: {
-      execArgv: [...execArgv, ...memory],
+      execArgv: [...execArgv, ...ENGINE_PROCESS_EXEC_ARGV, ...memory],
       env: { ...withEngineProcessEnv(process.env), [RUNTIME_ENV]: runtimeToEnv(config) },
     },
   });
