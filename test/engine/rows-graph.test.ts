@@ -41,6 +41,11 @@ const MODELS: Record<string, SyntheticModelOptions> = {
   'llama, untied lm_head, f32': {
     family: 'llama', vocabSize: 80, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: false, seed: 3, dtype: 'F32',
   },
+  // Untied: the rows graph reads the embedding rows from inputs_embeds (upcast in JS), the capture graph gathers
+  // and casts them in the graph; bf16 checks that both upcasts agree.
+  'llama, untied lm_head, bf16': {
+    family: 'llama', vocabSize: 80, hiddenSize: 32, intermediateSize: 48, numLayers: 2, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: false, seed: 5, dtype: 'BF16',
+  },
 };
 
 for (const [label, model] of Object.entries(MODELS)) {
