@@ -19,7 +19,7 @@ import { writeModelFolder } from './io/model-writer.js';
 import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
 import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf } from './io/sources.js';
 
-/** New fp32 values of `rows` (sorted) of one matrix, [rows.length * dIn]. */
+/** New fp32 values of `rows` (sorted) of one matrix, [rows.length * dIn], in a fresh array the caller owns (and may free). */
 export type RowCompute = (io: MatrixIO, rows: Uint32Array) => Promise<Float32Array>;
 
 /**
@@ -42,7 +42,8 @@ export function projectionCompute(opts: ProjectionOptions): RowCompute {
 /** Rows of each part computed by that part's compute, in the order the union asks for them. */
 export function combinedCompute(parts: { selection: Selection; compute: RowCompute }[]): RowCompute {
   return async (io, rows) => {
-    const dIn = (await io.finetuned()).cols;
+    // The column count without reading the matrix: row-local parts read only their rows.
+    const dIn = io.cols;
     const out = new Float32Array(rows.length * dIn);
     for (const part of parts) {
       const own = new Set(part.selection.get(io.name) ?? []);

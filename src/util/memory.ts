@@ -7,6 +7,8 @@
  * garbage buffers held 70-200 MiB beside the engine's weights (bench/scale).
  */
 export function releaseBuffer(a: ArrayBufferView): void {
-  const buf = a.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-  if (a.byteOffset === 0 && a.byteLength === buf.byteLength && typeof buf.transfer === 'function') buf.transfer(0);
+  const buf = a.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer; detached?: boolean };
+  // Released already (transfer would throw), or a runtime without transfer (the release is then V8's to do).
+  if (buf.detached === true || typeof buf.transfer !== 'function') return;
+  if (a.byteOffset === 0 && a.byteLength === buf.byteLength) buf.transfer(0);
 }

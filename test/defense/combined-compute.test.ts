@@ -11,6 +11,7 @@ describe('combinedCompute', () => {
   // base 0, aligned = V with V[i][j] = i + 1, fine-tune = 10 * i + j: add gives W_ft[i] + g * (i + 1)
   const io: MatrixIO = {
     name: 'w',
+    cols: 2,
     base: async () => mat(4, 2, () => 0),
     aligned: async () => mat(4, 2, (i) => i + 1),
     finetuned: async () => mat(4, 2, (i, j) => 10 * i + j),

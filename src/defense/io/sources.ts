@@ -141,10 +141,12 @@ export function rowRuns(rows: Uint32Array): [number, number, number][] {
 /** Lazily read, memoised triple for one matrix. */
 export interface MatrixIO {
   name: string;
+  /** Input features (columns) of the matrix, without reading it. */
+  cols: number;
   base(): Promise<Mat>;
   aligned(): Promise<Mat>;
   finetuned(): Promise<Mat>;
-  /** Rows `rows` (sorted) of the three, [rows.length, cols] each, without reading the whole matrices. */
+  /** Rows `rows` (sorted) of the three, [rows.length, cols] each, without reading the whole matrices; fresh arrays the caller owns. */
   selectedRows(rows: Uint32Array): Promise<{ base: Mat; aligned: Mat; finetuned: Mat }>;
 }
 
@@ -164,6 +166,7 @@ export function matrixIO(s: WeightSources, name: string): MatrixIO {
   };
   return {
     name,
+    cols: shapeOf(s, name)[1],
     base: () => once('b', () => readMat(s.base, name)),
     aligned: () => once('a', () => readMat(s.aligned, name)),
     finetuned: () => once('f', () => readFinetuned(s, name)),

@@ -150,7 +150,7 @@ export function buildDecoderGraph(spec: ModelSpec, resolve: WeightResolver, opts
   const embedName = 'model.embed_tokens.weight';
   let h: string;
   if (opts.embedsInput === true && !spec.tieWordEmbeddings) {
-    h = castTo(g, g.input('inputs_embeds', 'float32', ['rows', H]), 'float32', ct);
+    h = castTo(g, g.input('inputs_embeds', 'float32', ['batch_tokens', H]), 'float32', ct);
   } else {
     const embedStored = w.stored(embedName);
     const gatherFrom = spec.tieWordEmbeddings ? W(embedName) : embedStored.value;
