@@ -521,7 +521,7 @@ export class Engine {
           extraFeeds: { ...extraFeeds, ...(await this.embedFeeds(tokens)) },
         });
       }
-      cache.dispose?.(step.added);
+      cache.dispose(step.added);
       await Promise.all(bucket.map(async (j, b) => {
         results[j] = {
           text: await this.tokenizer.decode(gen[b]),

@@ -91,12 +91,9 @@ export async function readMat(ck: ModelCheckpoint, name: string): Promise<Mat> {
 
 export async function readFinetuned(s: WeightSources, name: string): Promise<Mat> {
   if (s.finetuned) return readMat(s.finetuned, name);
-  const al = await readMat(s.aligned, name);
-  if (!s.adapter!.targets().includes(name)) return al;
-  const delta = await s.adapter!.deltaRowsF32(name, 0, al.rows);
-  const out = new Float32Array(al.data.length);
-  for (let k = 0; k < out.length; k++) out[k] = Math.fround(al.data[k] + delta[k]);
-  return { rows: al.rows, cols: al.cols, data: out };
+  if (!s.adapter!.targets().includes(name)) return readMat(s.aligned, name);
+  // Every row, as one run: the adapter merge is readFinetunedRows'.
+  return readFinetunedRows(s, name, Uint32Array.from({ length: shapeOf(s, name)[0] }, (_, i) => i));
 }
 
 /**

@@ -31,6 +31,7 @@ import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { releaseBuffer } from '../../util/index.js';
 import { lengthBuckets } from '../runtime/batch.js';
+import { releaseTensors } from '../runtime/forward.js';
 import { ort, type ExecutionProvider } from '../session/session.js';
 import { ChatTokenizer } from '../tokenizer/chat-tokenizer.js';
 import { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
@@ -203,7 +204,7 @@ export async function loadDirections(sources: DirectionSource[], spec: ModelSpec
 
 /** Frees what loadDirections allocated (its tensors' data are its own arrays). */
 function releaseDirections(dirs: Map<string, ort.Tensor>[]): void {
-  for (const m of dirs) for (const t of m.values()) releaseBuffer(t.data as Float32Array);
+  for (const m of dirs) releaseTensors([...m.values()]);
 }
 
 async function loadDirection(src: DirectionSource, spec: ModelSpec, weight: string): Promise<ort.Tensor> {

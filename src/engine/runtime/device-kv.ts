@@ -30,8 +30,8 @@ export interface GenerationKv {
   append(added: NewKv): void | Promise<void>;
   keepRows(keep: number[]): void | Promise<void>;
   view(): KvCache | Promise<KvCache>;
-  /** Releases device memory now; `extra`: the last step's new KV, never appended. */
-  dispose?(extra?: NewKv): void;
+  /** Releases its memory now (host or device); `extra`: the last step's new KV, never appended. */
+  dispose(extra?: NewKv): void;
 }
 
 /** FGSN_CUDA_DEVICE_KV=1 turns device-resident KV on for CUDA engines unless the engine option says otherwise. */
