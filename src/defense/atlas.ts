@@ -16,7 +16,7 @@ import { linearWeightNames, ModelCheckpoint, SafetensorsFile, type TensorSource,
 import { enforceCacheBound, holdEntry, loadEngine } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../probes.js';
-import { sha256Text } from '../util/index.js';
+import { releaseBuffer, sha256Text } from '../util/index.js';
 import { kmeans } from './math/kmeans.js';
 import { layerCurve, layerWeights, selectBand, type LayerCurve } from './math/layers.js';
 import { normsFromSquareSums, wandaRowScores } from './math/scores.js';
@@ -191,11 +191,19 @@ async function buildAtlas(
   const benignSqSums = bCap.inputSquareSums!;
   const wanda = new Map<string, Float32Array>();
   const ck = await ModelCheckpoint.open(alignedDir);
+  // One float32 buffer for every matrix in turn (the largest's size), freed at the end.
+  let scratch = new Float32Array(0);
   try {
     for (const name of linearWeightNames(ck.spec)) {
-      wanda.set(name, wandaRowScores(await readMat(ck, name), normsFromSquareSums(harmfulSqSums.get(name)!)));
+      const n = ck.tensor(name).shape.reduce((a, b) => a * b, 1);
+      if (scratch.length < n) {
+        releaseBuffer(scratch);
+        scratch = new Float32Array(n);
+      }
+      wanda.set(name, wandaRowScores(await readMat(ck, name, scratch), normsFromSquareSums(harmfulSqSums.get(name)!)));
     }
   } finally {
+    releaseBuffer(scratch);
     await ck.close();
   }
   lap('scores');

@@ -127,6 +127,29 @@ describe('SafetensorsFile reads into caller buffers and in chunks', () => {
       await f.close();
     }
   });
+
+  it('overlapping decodes on one file (its decode scratch is reused, never shared) each get their own values', async () => {
+    const path = join(dir, 'overlap.safetensors');
+    const { encodeFromF32 } = await import('../../src/checkpoint/dtypes.js');
+    const a = Float32Array.from({ length: 300_000 }, (_, i) => (i % 97) - 48);
+    const b = Float32Array.from({ length: 300_000 }, (_, i) => 100 + (i % 89));
+    await writeSafetensors(path, [
+      { name: 'a', dtype: 'BF16', shape: [300, 1000], data: () => encodeFromF32('BF16', a) },
+      { name: 'b', dtype: 'F16', shape: [300, 1000], data: () => encodeFromF32('F16', b) },
+    ]);
+    const f = await SafetensorsFile.open(path);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const reads = await Promise.all([f.readF32('a'), f.readRowsF32('b', 10, 290), f.readRowsF32('a', 0, 5), f.readF32('b')]);
+        expect(Array.from(reads[0])).toEqual(Array.from(a));
+        expect(Array.from(reads[1])).toEqual(Array.from(b.subarray(10_000, 290_000)));
+        expect(Array.from(reads[2])).toEqual(Array.from(a.subarray(0, 5000)));
+        expect(Array.from(reads[3])).toEqual(Array.from(b));
+      }
+    } finally {
+      await f.close();
+    }
+  });
 });
 
 describe('writeSafetensors', () => {

@@ -72,6 +72,28 @@ describe('Engine.attribute (engine facade)', () => {
     for (const [w, v] of direct.scores.get('V')!) expect(maxAbsDiff(viaDefense.scores.get(w)!, v), w).toBeLessThan(1e-6);
   }, 300_000);
 
+  it('checkpointDifference writes V into the buffer it is given; overlapping calls never share its scratch', async () => {
+    const v = checkpointDifference('V', aligned, base);
+    const expected = async (w: string, r0: number, r1: number): Promise<Float32Array> => {
+      const [x, y] = await Promise.all([aligned.readRowsF32(w, r0, r1), base.readRowsF32(w, r0, r1)]);
+      return x.map((e, i) => e - y[i]);
+    };
+    const wq = 'model.layers.0.self_attn.q_proj.weight';
+    const wd = 'model.layers.1.mlp.down_proj.weight';
+    const cols = aligned.tensor(wq).shape[1];
+    const out = new Float32Array(3 * cols);
+    for (let round = 0; round < 2; round++) {
+      const [a, b, c] = await Promise.all([v.rows(wq, 2, 5, out), v.rows(wd, 0, 4), v.rows(wq, 0, 1)]);
+      expect(a.buffer).toBe(out.buffer);
+      expect(a.byteOffset).toBe(out.byteOffset);
+      const [ea, eb, ec] = await Promise.all([expected(wq, 2, 5), expected(wd, 0, 4), expected(wq, 0, 1)]);
+      expect(ea.some((x) => x !== 0)).toBe(true);
+      expect(Array.from(a)).toEqual(Array.from(ea));
+      expect(Array.from(b)).toEqual(Array.from(eb));
+      expect(Array.from(c)).toEqual(Array.from(ec));
+    }
+  });
+
   it('refuses prompts and responses of different lengths', async () => {
     await expect(engine.attribute(prompts, responses.slice(1), { directions: [checkpointDifference('V', aligned, base)] }))
       .rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });

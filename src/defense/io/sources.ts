@@ -83,9 +83,14 @@ export function outputDType(s: WeightSources, name: string): DType {
   return s.layout.tensor(name).dtype;
 }
 
-export async function readMat(ck: ModelCheckpoint, name: string): Promise<Mat> {
+/**
+ * A whole matrix upcast to float32: its own storage, or with `scratch` (at least rows x cols values) a view of
+ * its prefix, valid until the scratch is reused: a loop over every matrix then touches no fresh memory.
+ */
+export async function readMat(ck: ModelCheckpoint, name: string, scratch?: Float32Array): Promise<Mat> {
   const t = ck.tensor(name);
-  const data = await ck.readF32(name);
+  const data = await ck.readF32(name, scratch);
+  if (scratch !== undefined) return { rows: t.shape[0], cols: t.shape[1], data };
   return { rows: t.shape[0], cols: t.shape[1], data: data.buffer.byteLength === data.byteLength ? data : data.slice() };
 }
 

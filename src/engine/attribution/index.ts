@@ -25,14 +25,13 @@
  * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
  * whole checkpoint.
  */
-import { statSync } from 'node:fs';
 import { linearWeightShape, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
 import type { ModelSpec } from '../../checkpoint/index.js';
 import { FgsnError } from '../../errors.js';
 import { releaseBuffer } from '../../util/index.js';
 import { lengthBuckets } from '../runtime/batch.js';
 import { releaseTensors } from '../runtime/forward.js';
-import { ort, type ExecutionProvider } from '../session/session.js';
+import { fileBytes, ort, type ExecutionProvider } from '../session/session.js';
 import { ChatTokenizer } from '../tokenizer/chat-tokenizer.js';
 import { attributionBatch, responseTokens, type ScoredSequence } from './batch.js';
 import { scoredWeights } from './graph.js';
@@ -44,10 +43,16 @@ export { buildAttributionGraph, scoredWeights, type AttributionGraphOptions } fr
 export { AttributionSession, type AttributionBatch, type AttributionSessionOptions, type BatchScores } from './session.js';
 export { checkRowPatch, preparePatch, type PreparedPatch, type RowPatch } from './patch.js';
 
-/** One direction set: M[weight] rows [r0, r1) as row-major float32 [(r1 - r0) * in]. */
+/**
+ * One direction set: M[weight] rows [r0, r1) as row-major float32 [(r1 - r0) * in]. With `out` (at least that
+ * long: the graph input being filled) the values go into its prefix and a view of it comes back; else fresh
+ * storage. A source may ignore `out`: its values are then copied. `release` frees what the source keeps
+ * between calls (scratch); the source stays usable.
+ */
 export interface DirectionSource {
   name: string;
-  rows(weight: string, r0: number, r1: number): Promise<Float32Array>;
+  rows(weight: string, r0: number, r1: number, out?: Float32Array): Promise<Float32Array>;
+  release?(): void;
 }
 
 export type Reduction = 'mean' | 'sum';
@@ -111,22 +116,48 @@ const MIN_DEFAULT_DIRECTION_BYTES = 64 << 20;
  * every chunk costs two session builds (the dev testbed's attribution would go from 1 session to 9).
  */
 export function defaultDirectionBytes(checkpoint: ModelCheckpoint): number {
-  const bytes = checkpoint.files.reduce((n, f) => n + statSync(f).size, 0);
+  const bytes = fileBytes(checkpoint.files);
   return Math.min(MAX_DEFAULT_DIRECTION_BYTES, Math.max(MIN_DEFAULT_DIRECTION_BYTES, Math.floor(bytes / 4)));
 }
 
-/** M = a - b, read row block by row block from two checkpoints of the same architecture. */
+/**
+ * M = a - b, read row block by row block from two checkpoints of the same architecture. `a` is decoded
+ * straight into the destination and `b` into one scratch block reused across calls: a fresh pair of blocks
+ * per call (each its own zeroed mapping) and a copy into the graph input made loading V for the 1.1B bench
+ * trio take 19.6 s of a 72 s attribution; written in place it is about a third of that (docs/scale.md).
+ */
 export function checkpointDifference(name: string, a: ModelCheckpoint, b: ModelCheckpoint): DirectionSource {
+  // Taken while a call uses it, so calls that overlap never share it.
+  let spare: Float32Array | null = null;
   return {
     name,
-    async rows(weight, r0, r1) {
-      const [x, y] = await Promise.all([a.readRowsF32(weight, r0, r1), b.readRowsF32(weight, r0, r1)]);
-      if (x.length !== y.length) {
+    async rows(weight, r0, r1, out) {
+      const ta = a.tensor(weight);
+      const tb = b.tensor(weight);
+      if (ta.shape.join(',') !== tb.shape.join(',')) {
         throw new FgsnError('DEFENSE_MODEL_MISMATCH', `${weight}: ${a.dir} and ${b.dir} differ in shape`, { details: { weight } });
       }
-      for (let i = 0; i < x.length; i++) x[i] -= y[i];
-      releaseBuffer(y);
+      const n = (r1 - r0) * ta.shape.slice(1).reduce((p, d) => p * d, 1);
+      if (!(Number.isSafeInteger(r0) && Number.isSafeInteger(r1) && r0 >= 0 && r0 <= r1 && r1 <= ta.shape[0]) || (out !== undefined && out.length < n)) {
+        throw new FgsnError('DEFENSE_MODEL_MISMATCH', `${weight}: rows [${r0}, ${r1}) of ${a.dir} - ${b.dir} (shape [${ta.shape.join(', ')}]) do not fit the ${out?.length ?? 'requested'} values asked for`, {
+          details: { weight, shape: ta.shape, rows: [r0, r1] },
+        });
+      }
+      let buf = spare;
+      spare = null;
+      if (buf === null || buf.length < n) {
+        if (buf !== null) releaseBuffer(buf);
+        buf = new Float32Array(n);
+      }
+      // Two reads at once: one can wait on the disk while the other decodes.
+      const [x, y] = await Promise.all([a.readRowsF32(weight, r0, r1, out), b.readRowsF32(weight, r0, r1, buf)]);
+      for (let i = 0; i < n; i++) x[i] -= y[i];
+      spare = buf;
       return x;
+    },
+    release() {
+      if (spare !== null) releaseBuffer(spare);
+      spare = null;
     },
   };
 }
@@ -136,10 +167,18 @@ export function adapterDirection(name: string, adapter: LoraAdapter, spec: Model
   const targets = new Set(adapter.targets());
   return {
     name,
-    async rows(weight, r0, r1) {
-      if (targets.has(weight)) return adapter.deltaRowsF32(weight, r0, r1);
-      const shape = linearWeightShape(spec, weight);
-      return new Float32Array((r1 - r0) * (shape?.[1] ?? 0));
+    async rows(weight, r0, r1, out) {
+      if (!targets.has(weight)) {
+        const n = (r1 - r0) * (linearWeightShape(spec, weight)?.[1] ?? 0);
+        return out === undefined ? new Float32Array(n) : out.subarray(0, n).fill(0);
+      }
+      const d = await adapter.deltaRowsF32(weight, r0, r1);
+      // A delta that does not fit goes back as is, for the caller's shape check to name.
+      if (out === undefined || d.length > out.length) return d;
+      const n = d.length;
+      out.set(d);
+      releaseBuffer(d);
+      return out.subarray(0, n);
     },
   };
 }
@@ -196,7 +235,12 @@ export async function loadDirections(sources: DirectionSource[], spec: ModelSpec
   const out: Map<string, ort.Tensor>[] = [];
   for (const src of sources) {
     const m = new Map<string, ort.Tensor>();
-    for (const w of weights) m.set(w, await loadDirection(src, spec, w));
+    try {
+      for (const w of weights) m.set(w, await loadDirection(src, spec, w));
+    } finally {
+      // The source's scratch goes now, not when V8 collects the source.
+      src.release?.();
+    }
     out.push(m);
   }
   return out;
@@ -213,13 +257,15 @@ async function loadDirection(src: DirectionSource, spec: ModelSpec, weight: stri
   const block = Math.max(1, Math.floor(ROW_BLOCK_BYTES / (4 * cols)));
   for (let r0 = 0; r0 < rows; r0 += block) {
     const r1 = Math.min(rows, r0 + block);
-    const part = await src.rows(weight, r0, r1);
+    const dst = data.subarray(r0 * cols, r1 * cols);
+    const part = await src.rows(weight, r0, r1, dst);
     if (!(part instanceof Float32Array) || part.length !== (r1 - r0) * cols) {
       throw new FgsnError('DEFENSE_MODEL_MISMATCH', `direction "${src.name}" gave ${part?.length} values for rows ${r0}..${r1} of ${weight} [${rows}, ${cols}]`, {
         details: { direction: src.name, weight },
       });
     }
-    data.set(part, r0 * cols);
+    // Sources that fill `dst` return a view of it; others' values are copied in.
+    if (part.buffer !== data.buffer || part.byteOffset !== dst.byteOffset) data.set(part, r0 * cols);
   }
   return new ort.Tensor('float32', data, [rows, cols]);
 }
