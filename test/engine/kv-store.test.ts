@@ -1,8 +1,14 @@
 /** The append-only, time-major KV cache of generation: layout, row dropping and views, by hand. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ModelSpec } from '../../src/checkpoint/types.js';
+import { GraphBuilder } from '../../src/engine/onnx/graph-builder.js';
 import { KvStore, type NewKv } from '../../src/engine/runtime/forward.js';
-import { ENGINE_PROCESS_ENV, ort, withEngineProcessEnv } from '../../src/engine/session/session.js';
+import {
+  ARENA_AUTO_MIN_BYTES, cpuArenaEnabled, createSession, ENGINE_PROCESS_ENV, ort, runOptions, withEngineProcessEnv,
+} from '../../src/engine/session/session.js';
 
 // 1 layer, 1 KV head of dim 2: an entry is (b, t, d) -> 100 * b + 10 * t + d (t = absolute position)
 const spec = { numLayers: 1, numKvHeads: 1, headDim: 2 } as ModelSpec;
@@ -48,5 +54,41 @@ describe('engine process environment', () => {
   it('fills the defaults, and a value the host set wins', () => {
     expect(withEngineProcessEnv({ PATH: '/bin' })).toEqual({ PATH: '/bin', ...ENGINE_PROCESS_ENV });
     expect(withEngineProcessEnv({ FGSN_ORT_ARENA: '1' }).FGSN_ORT_ARENA).toBe('1');
+    expect(withEngineProcessEnv({ GLIBC_TUNABLES: 'glibc.malloc.tcache_count=0' }).GLIBC_TUNABLES).toBe('glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=1');
+    expect(withEngineProcessEnv({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' }).GLIBC_TUNABLES).toBe('glibc.malloc.hugetlb=0');
+  });
+
+  it('FGSN_ORT_ARENA=auto gives the arena to big checkpoints only, and only arena sessions are asked to shrink it', async () => {
+    const before = process.env.FGSN_ORT_ARENA;
+    const dir = mkdtempSync(join(tmpdir(), 'fgsn-arena-'));
+    try {
+      process.env.FGSN_ORT_ARENA = 'auto';
+      expect([cpuArenaEnabled(), cpuArenaEnabled(ARENA_AUTO_MIN_BYTES - 1), cpuArenaEnabled(ARENA_AUTO_MIN_BYTES)]).toEqual([false, false, true]);
+      process.env.FGSN_ORT_ARENA = '0';
+      expect(cpuArenaEnabled(ARENA_AUTO_MIN_BYTES)).toBe(false);
+      delete process.env.FGSN_ORT_ARENA;
+      expect(cpuArenaEnabled()).toBe(true);
+      const g = new GraphBuilder('mm');
+      const a = g.input('a', 'float32', [2, 2]);
+      g.output('c', g.op('MatMul', [a, a]), 'float32', [2, 2]);
+      writeFileSync(join(dir, 'mm.onnx'), g.toModelBytes());
+      process.env.FGSN_ORT_ARENA = 'auto';
+      const small = await createSession(join(dir, 'mm.onnx'), { checkpointBytes: 1 << 20 });
+      const big = await createSession(join(dir, 'mm.onnx'), { checkpointBytes: ARENA_AUTO_MIN_BYTES });
+      try {
+        expect(runOptions(small)).toEqual({});
+        expect(runOptions(big)).toEqual({ extra: { memory: { enable_memory_arena_shrinkage: 'cpu:0' } } });
+        // onnxruntime runs each with its own options.
+        const feeds = { a: new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [2, 2]) };
+        for (const s of [small, big]) expect([...((await s.run(feeds, runOptions(s))).c.data as Float32Array)]).toEqual([7, 10, 15, 22]);
+      } finally {
+        await small.release();
+        await big.release();
+      }
+    } finally {
+      if (before === undefined) delete process.env.FGSN_ORT_ARENA;
+      else process.env.FGSN_ORT_ARENA = before;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

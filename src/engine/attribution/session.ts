@@ -12,7 +12,7 @@ import type { WeightRef } from '../onnx/blocks.js';
 import type { PaddedBatch } from '../runtime/batch.js';
 import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint, locationFor } from '../session/model-cache.js';
 import { countBackward, countForward } from '../runtime/counters.js';
-import { createSession, ort, runOptions, type ExecutionProvider } from '../session/session.js';
+import { createSession, fileBytes, ort, runOptions, type ExecutionProvider } from '../session/session.js';
 import { loraMatmul } from '../model/lora-matmul.js';
 import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
 import { patchFile, type PreparedPatch } from './patch.js';
@@ -129,7 +129,7 @@ export class AttributionSession {
     // No prepacking: every weight feeds a forward Gemm and a backward MatMul, and onnxruntime would keep a
     // packed copy per consuming node beside the float32 initializer (measured on the 125M bench trio: the
     // whole-model pass peaked 0.5 GB higher with it, at the same speed).
-    const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads, disablePrepacking: true });
+    const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads, disablePrepacking: true, checkpointBytes: fileBytes(ckpt.files) });
     const weights = opts.boundaries === undefined ? scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo) : [];
     const segment = opts.mode === 'segment';
     const counts = opts.mode === 'head'
@@ -164,7 +164,7 @@ export class AttributionSession {
 
   private async exec(feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
     try {
-      return await this.session.run(feeds, runOptions());
+      return await this.session.run(feeds, runOptions(this.session));
     } catch (e) {
       throw new FgsnError('ENGINE_RUN_FAILED', `attribution graph failed: ${(e as Error).message}`, { cause: e });
     }

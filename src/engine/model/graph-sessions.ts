@@ -12,7 +12,7 @@ import { FgsnError } from '../../errors.js';
 import type { ComputeDtype, WeightRef } from '../onnx/blocks.js';
 import { cacheKey, ensureEntry, fileFingerprint, linkOrCopy, locationFor, type CacheEntry } from '../session/model-cache.js';
 import { withDeviceKvOutputs } from '../runtime/device-kv.js';
-import { createSession, ort, type SessionConfig } from '../session/session.js';
+import { createSession, fileBytes, ort, type SessionConfig } from '../session/session.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from './decoder-graph.js';
 import { loraMatmul } from './lora-matmul.js';
 
@@ -86,6 +86,12 @@ export class GraphSessions {
     readonly lora: LoraSource | null,
     private readonly opts: GraphSessionsOptions,
   ) {}
+
+  private bytes: number | null = null;
+
+  private checkpointBytes(): number {
+    return (this.bytes ??= fileBytes(this.checkpoint.files));
+  }
 
   /** The session config its sessions are made with (generation reads `deviceKv`). */
   get sessionConfig(): SessionConfig {
@@ -186,7 +192,7 @@ export class GraphSessions {
     if (slot === undefined) {
       await this.evictIdle(this.maxSessions - 1);
       this.created++;
-      slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, withDeviceKvOutputs(this.opts, options.kvCache === true, this.checkpoint.spec.numLayers))), users: 0, lastUsed: 0 };
+      slot = { session: this.entry(options).then((e) => createSession(e.onnxPath, { ...withDeviceKvOutputs(this.opts, options.kvCache === true, this.checkpoint.spec.numLayers), checkpointBytes: this.checkpointBytes() })), users: 0, lastUsed: 0 };
       const created = slot;
       // A failed build must not poison later calls.
       created.session.catch(() => {

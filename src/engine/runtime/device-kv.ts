@@ -140,7 +140,7 @@ export class DeviceKvStore implements GenerationKv {
     }
     let out: Record<string, ort.Tensor>;
     try {
-      out = (await this.merge.run(feeds, runOptions())) as Record<string, ort.Tensor>;
+      out = (await this.merge.run(feeds, runOptions(this.merge))) as Record<string, ort.Tensor>;
     } catch (e) {
       throw new FgsnError('ENGINE_RUN_FAILED', `device KV merge failed: ${(e as Error).message}`, { cause: e });
     }

@@ -92,8 +92,8 @@ export async function runStep(session: ort.InferenceSession, spec: ModelSpec, s:
   countForward(s.batch * s.length);
   try {
     outputs = (s.fetches === undefined
-      ? await session.run(feeds, runOptions())
-      : await session.run(feeds, s.fetches, runOptions())) as Record<string, ort.Tensor>;
+      ? await session.run(feeds, runOptions(session))
+      : await session.run(feeds, s.fetches, runOptions(session))) as Record<string, ort.Tensor>;
   } catch (e) {
     throw new FgsnError('ENGINE_RUN_FAILED', `onnxruntime run failed: ${(e as Error).message}`, { cause: e, details: { batch: s.batch, tokens: s.length } });
   }

@@ -3,7 +3,7 @@
  * on the calling thread (after a setImmediate), so a long run blocks that thread's event loop; the API
  * therefore runs the engine in a worker thread (see worker/run-in-worker.ts).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { FgsnError } from '../../errors.js';
@@ -27,6 +27,8 @@ export interface SessionConfig {
   disablePrepacking?: boolean;
   /** CUDA only (ignored on the CPU provider, whose tensors are host tensors): where outputs are returned. */
   preferredOutputLocation?: ort.InferenceSession.SessionOptions['preferredOutputLocation'];
+  /** Bytes of the checkpoint the session's weights come from: FGSN_ORT_ARENA=auto decides the arena by it. */
+  checkpointBytes?: number;
 }
 
 export function executionProviderFromEnv(): ExecutionProvider {
@@ -73,25 +75,25 @@ export function assertProviderAvailable(ep: ExecutionProvider): void {
 }
 
 /**
- * The CPU arena is on unless FGSN_ORT_ARENA=0. Measured on a bf16 llama (bench/engine/throughput.ts): without
- * it every intermediate tensor is a plain malloc, and the freed activations and per-step KV outputs stay
- * in glibc's heap (fragmented, not returned): after a batch-8 prefill RSS sat at 2.26x the checkpoint
- * instead of ~2.05x. With the arena, activations reuse its chunks, and `runOptions()` shrinks it after each
- * run so a large batch's memory still goes back.
- */
-/**
  * Environment defaults for a process that hosts the engine, applied where fgsn spawns one (the worker's
  * sandboxed processors, the throughput bench's child); a value already in the environment wins. glibc reads
  * MALLOC_MMAP_THRESHOLD_ only at process start, so a process cannot set it for itself. With it, float32
- * weights and large tensors are their own mappings and go back to the OS when a session is released; with
- * the arena off they are not held in onnxruntime's chunks either. Measured (bench/engine/throughput.ts, 350M
+ * weights and large tensors are their own mappings and go back to the OS when a session is released; where
+ * the arena is off (FGSN_ORT_ARENA=auto: checkpoints under 1 GiB) they are not held in onnxruntime's chunks
+ * either. GLIBC_TUNABLES is joined to a host value that does not set glibc.malloc.hugetlb. Measured (bench/engine/throughput.ts, 350M
  * bf16, 2026-11-27, with the append-only KV cache): peak 2.10-2.13x the checkpoint with these, 2.24-2.30x
  * without, decode tok/s unchanged. Before the KV cache was append-only, the same settings cost about 25% of
  * decode speed (every step mapped and unmapped a whole cache), which is why they were not set then.
  */
 export const ENGINE_PROCESS_ENV: Readonly<Record<string, string>> = {
   MALLOC_MMAP_THRESHOLD_: '262144',
-  FGSN_ORT_ARENA: '0',
+  // onnxruntime's arena for big checkpoints only (ARENA_AUTO_MIN_BYTES).
+  FGSN_ORT_ARENA: 'auto',
+  // Those mappings in transparent huge pages where the kernel allows it (THP "madvise"): the kernel zeroes
+  // every fresh mapping page by page. A by-hand fixed-budget harden of the 1.1B bench trio spent 81 s of
+  // system time in 154 s of wall time (perf: 19 % of its CPU samples in clear_page_erms); with huge pages
+  // 55 s, and 127 s of wall time (docs/scale.md).
+  GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1',
   // onnxruntime's worker threads otherwise get glibc arenas of their own, each keeping its freed chunks: with
   // two, the engine-only search pattern on the 125M trio peaked ~20 MiB lower (676-678 vs 700-703 MiB).
   MALLOC_ARENA_MAX: '2',
@@ -105,34 +107,80 @@ export const ENGINE_PROCESS_ENV: Readonly<Record<string, string>> = {
  */
 export const ENGINE_PROCESS_EXEC_ARGV: readonly string[] = ['--max-semi-space-size=2'];
 
-/** `env` with ENGINE_PROCESS_ENV filled in where `env` does not set a value. */
+/**
+ * `env` with ENGINE_PROCESS_ENV filled in where `env` does not set a value; a GLIBC_TUNABLES of the host's
+ * that does not mention glibc.malloc.hugetlb gets ours appended (glibc takes a colon-separated list).
+ */
 export function withEngineProcessEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return { ...ENGINE_PROCESS_ENV, ...env };
+  const out: NodeJS.ProcessEnv = { ...ENGINE_PROCESS_ENV, ...env };
+  const host = env.GLIBC_TUNABLES;
+  if (host !== undefined && host !== '' && !host.includes('glibc.malloc.hugetlb')) out.GLIBC_TUNABLES = `${host}:${ENGINE_PROCESS_ENV.GLIBC_TUNABLES}`;
+  return out;
 }
 
-export function cpuArenaEnabled(): boolean {
-  return process.env.FGSN_ORT_ARENA !== '0';
+/**
+ * FGSN_ORT_ARENA=auto turns the CPU arena on for checkpoints of at least this many bytes. Measured with the
+ * engine process environment (bench/scale, 16 + 16 probes, 2026-12-04): on the 125M trio (256 MiB) the arena
+ * raised the default budget's peak from 2.81x to 3.05x the checkpoint (over issue 11's 3x) for a 15 % shorter
+ * search; on the 1.1B trio (2.05 GiB) it cost 0.1x (4.52 -> 4.74 GiB) and took the fixed budget from 138.6 to
+ * 119.6 s (132.4 s in a second run): without it every activation is a fresh mapping the kernel zeroes. The bound sits between the two.
+ */
+export const ARENA_AUTO_MIN_BYTES = 1 << 30;
+
+/**
+ * Whether an engine session gets onnxruntime's CPU arena: FGSN_ORT_ARENA=0 never, =auto for checkpoints of
+ * ARENA_AUTO_MIN_BYTES or more (`checkpointBytes`; off when unknown), anything else (unset included) always.
+ * Measured on a bf16 llama in a process with the host's malloc (bench/engine/throughput.ts): without the arena
+ * every intermediate tensor is a plain malloc, and the freed activations and per-step KV outputs stay in glibc's
+ * heap (fragmented, not returned): after a batch-8 prefill RSS sat at 2.26x the checkpoint instead of ~2.05x.
+ * With it, activations reuse its chunks, and `runOptions` shrinks it after each run so a large batch's memory
+ * still goes back.
+ */
+export function cpuArenaEnabled(checkpointBytes?: number): boolean {
+  const v = process.env.FGSN_ORT_ARENA;
+  if (v === '0') return false;
+  if (v === 'auto') return checkpointBytes !== undefined && checkpointBytes >= ARENA_AUTO_MIN_BYTES;
+  return true;
 }
 
-/** Options for every `session.run` of an engine session: shrink the CPU arena back after the run. */
-export function runOptions(): ort.InferenceSession.RunOptions {
-  return cpuArenaEnabled() ? { extra: { memory: { enable_memory_arena_shrinkage: 'cpu:0' } } } : {};
+/** Bytes of a checkpoint's weight files (what `checkpointBytes` and the attribution's direction budget count). */
+export function fileBytes(files: readonly string[]): number {
+  return files.reduce((n, f) => n + statSync(f).size, 0);
+}
+
+/** Sessions created with the CPU arena on (runOptions asks those, and only those, to shrink it). */
+const arenaSessions = new WeakSet<ort.InferenceSession>();
+
+/**
+ * Options for every `session.run` of an engine session: a session with the CPU arena shrinks it back after the
+ * run; one without gets no shrink request (onnxruntime would accept and ignore it).
+ */
+export function runOptions(session: ort.InferenceSession): ort.InferenceSession.RunOptions {
+  return arenaSessions.has(session) ? { extra: { memory: { enable_memory_arena_shrinkage: 'cpu:0' } } } : {};
 }
 
 export async function createSession(onnxPath: string, cfg: SessionConfig = {}): Promise<ort.InferenceSession> {
   const ep = cfg.executionProvider ?? 'cpu';
   assertProviderAvailable(ep);
+  const arena = cpuArenaEnabled(cfg.checkpointBytes);
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: ep === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
-    graphOptimizationLevel: 'all',
+    // On CPU, 'basic' (constant folding, redundant-node elimination): 'all' adds fusions that cost session
+    // builds seconds per GB of weights and bought no run time. Measured on the 1.1B bench trio (2026-12-04,
+    // bf16, arena on): building the generation graph 19.1 s with 'all', 16.0 with 'extended', 12.4 with
+    // 'basic'; 40-token generation of 16 prompts 12.3 / 12.1 / 12.6 s; a fixed-budget harden 128 -> 109 s,
+    // its diff byte-identical. CUDA keeps 'all' (not measured there).
+    graphOptimizationLevel: ep === 'cuda' ? 'all' : 'basic',
     logSeverityLevel: 3,
-    enableCpuMemArena: cpuArenaEnabled(),
+    enableCpuMemArena: arena,
   };
   if (cfg.threads !== undefined) options.intraOpNumThreads = cfg.threads;
   if (cfg.disablePrepacking === true) options.extra = { session: { disable_prepacking: '1' } };
   if (ep === 'cuda' && cfg.preferredOutputLocation !== undefined) options.preferredOutputLocation = cfg.preferredOutputLocation;
   try {
-    return await ort.InferenceSession.create(onnxPath, options);
+    const session = await ort.InferenceSession.create(onnxPath, options);
+    if (arena) arenaSessions.add(session);
+    return session;
   } catch (e) {
     const msg = (e as Error).message;
     // onnxruntime-node's message for a provider that cannot load is "...AppendExecutionProvider_Cuda: Failed
