@@ -230,7 +230,8 @@ function countersOf(report: Record<string, unknown> | null, stage: string): { pa
     return passes === null && tokens === null ? null : { passes, tokens };
   };
   if (report === null) return { passes: null, tokens: null };
-  for (const key of ['counters', 'cost', 'passes', 'timings']) {
+  // The report's per-stage `costs` (forward/backward passes and tokens, src/engine/runtime/counters.ts).
+  for (const key of ['costs', 'counters', 'cost', 'passes', 'timings']) {
     const v = (report[key] as Record<string, unknown> | undefined)?.[stage];
     const c = pick(v);
     if (c) return c;
@@ -261,8 +262,10 @@ function ioFloor(trio: { base: string; aligned: string; finetuned: string }, out
  * FLOPs of the passes a fixed-budget job needs, from the atlas' token counts (harmful prompt+response and
  * benign tokens): the aligned model's responses (one token-forward per generated token), one forward over the
  * harmful sequences and one over the benign prompts (atlas), forward+backward (3x) over the task (benign) and
- * the harmful sequences (task neurons, attribution). A target-driven run adds, per search step, what the
- * pipeline reports it ran when it counts passes, else one probe generation of the harmful and benign probes.
+ * the harmful sequences (task neurons, attribution). A target-driven run adds, per search step, one probe
+ * generation of the harmful and benign probes (probes x (18 prompt + 40 new tokens) each). The pipeline's own
+ * per-stage counts (the report's `costs`, printed in the table) are not used here: its selection stage also
+ * holds the attributions already counted above, which would count them twice.
  */
 function computeFloorFlops(spec: SyntheticModelOptions, run: RunCost, probes: number): number {
   const ctx = 48;
@@ -273,8 +276,7 @@ function computeFloorFlops(spec: SyntheticModelOptions, run: RunCost, probes: nu
   const generated = probes * 40;
   let flops = perToken * (generated + harmfulTokens + benignTokens + 3 * (harmfulTokens + benignTokens));
   const steps = ((run.report?.selection as { target?: { steps?: unknown[] } } | undefined)?.target?.steps ?? []).length;
-  const counted = run.stages.find((s) => s.stage === 'selection')?.tokens;
-  if (steps > 0) flops += perToken * (counted ?? steps * 2 * (probes * 18 + probes * 40));
+  if (steps > 0) flops += perToken * steps * 2 * (probes * 18 + probes * 40);
   return flops;
 }
 
