@@ -191,15 +191,11 @@ async function buildAtlas(
   const benignSqSums = bCap.inputSquareSums!;
   const wanda = new Map<string, Float32Array>();
   const ck = await ModelCheckpoint.open(alignedDir);
-  // One float32 buffer for every matrix in turn (the largest's size), freed at the end.
-  let scratch = new Float32Array(0);
+  const names = linearWeightNames(ck.spec);
+  // One float32 buffer of the largest matrix's size for every matrix in turn, freed at the end.
+  const scratch = new Float32Array(Math.max(...names.map((n) => ck.tensor(n).shape[0] * ck.tensor(n).shape[1])));
   try {
-    for (const name of linearWeightNames(ck.spec)) {
-      const n = ck.tensor(name).shape.reduce((a, b) => a * b, 1);
-      if (scratch.length < n) {
-        releaseBuffer(scratch);
-        scratch = new Float32Array(n);
-      }
+    for (const name of names) {
       wanda.set(name, wandaRowScores(await readMat(ck, name, scratch), normsFromSquareSums(harmfulSqSums.get(name)!)));
     }
   } finally {
