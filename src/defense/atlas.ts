@@ -142,9 +142,12 @@ async function buildAtlas(
   };
   const engine = await loadEngine(alignedDir, {
     cacheDir: opts.engineCacheDir ?? join(cacheDir, 'engine'),
-    // Generation then three captures, each graph used once in turn: a second live session (a second float32
-    // copy of the weights) would never be reused, so one at a time costs no rebuild (bench/scale measures it).
+    // Generation and the captures share generation's graph (its outputs include the last hidden states and the
+    // input square sums the captures read): one session build, and the harmful prompts' last hidden states come
+    // from generation's prefill instead of a forward of their own. On the 1.1B bench trio a second graph cost
+    // a 3 s session build and the prompts' forward ~2 s (docs/scale.md).
     maxSessions: 1,
+    rowsCapture: { hidden: 'last', inputSquareSums: true },
     ...(opts.executionProvider ? { executionProvider: opts.executionProvider } : {}),
   });
   let harmfulResponses: string[];
@@ -154,16 +157,18 @@ async function buildAtlas(
   try {
     await onStep?.('generating the aligned model\'s responses to the harmful probes');
     const missing = harmful.map((p, i) => (p.response === undefined ? i : -1)).filter((i) => i >= 0);
-    const gens = missing.length > 0 ? await engine.generate(missing.map((i) => harmful[i].prompt), { maxNewTokens: options.maxNewTokens, batchSize: 32 }) : [];
+    const gens = missing.length > 0
+      ? await engine.generate(missing.map((i) => harmful[i].prompt), { maxNewTokens: options.maxNewTokens, batchSize: 32, hidden: 'last' })
+      : [];
     harmfulResponses = harmful.map((p) => p.response ?? '');
     missing.forEach((i, k) => (harmfulResponses[i] = gens[k].text));
     lap('generate');
     await onStep?.('capturing activations');
-    // The three captures ask for one graph variant (last hidden state + input square sums; each reads what it
-    // needs): with one live session, a variant per capture cost a session build each (a float32 cast of every
-    // weight: seconds per GB of checkpoint, bench/scale).
+    // Every capture runs on generation's session (EngineOptions.rowsCapture), each reading what it needs.
     const what = { hidden: 'last', inputSquareSums: true } as const;
-    hLast = await engine.capture(harmful.map((p) => p.prompt), what, { batchSize: 32 });
+    hLast = missing.length === harmful.length
+      ? { sequences: gens.map((g) => ({ ids: g.promptIds, promptLength: g.promptIds.length, hidden: g.promptHidden! })) }
+      : await engine.capture(harmful.map((p) => p.prompt), { hidden: 'last' }, { batchSize: 32 });
     bCap = await engine.capture(benign.map((p) => p.prompt), what, {
       batchSize: SQSUM_BATCH,
       ...(benign.every((p) => p.response !== undefined) ? { responses: benign.map((p) => p.response!) } : {}),

@@ -12,7 +12,7 @@ import { GraphSessions, type LoraMode } from './model/graph-sessions.js';
 import { rowPatchInputNames } from './onnx/blocks.js';
 import { leftPad, lengthBuckets, tokenWeights, unpadRows, type BucketBound } from './runtime/batch.js';
 import { generationKv, deviceKvFromEnv } from './runtime/device-kv.js';
-import { runStep } from './runtime/forward.js';
+import { runStep, type StepInput } from './runtime/forward.js';
 import { defaultCacheRoot } from './session/model-cache.js';
 import { computeDtypeFromEnv, executionProviderFromEnv, ort, type ComputeDtype, type ExecutionProvider } from './session/session.js';
 
@@ -53,6 +53,20 @@ export interface EngineOptions {
    * patch is set. One loaded engine then measures any number of edits of its model without writing one.
    */
   rowPatch?: boolean;
+  /**
+   * Captures generation's graph also outputs, so one session serves generation, scoring and the captures
+   * they cover (capture() runs there when every output it asks for is one of these; generate() can return
+   * each prompt's last hidden states from its prefill). For a caller that generates and then captures on the
+   * same model, as the atlas does: a second graph would be a second session build (a float32 copy of the
+   * weights, seconds per GB) and would run the prompts' forward again. Default: none.
+   */
+  rowsCapture?: RowsCapture;
+}
+
+/** Outputs added to generation's graph (EngineOptions.rowsCapture). */
+export interface RowsCapture {
+  hidden?: 'last';
+  inputSquareSums?: boolean;
 }
 
 export type { RowPatch };
@@ -119,6 +133,12 @@ export interface GenerateOptions {
   stopTokenIds?: readonly number[];
   /** Called after each batch with the prompts finished so far (progress bars; does not change batching). */
   onBatch?: (done: number, total: number) => void;
+  /**
+   * 'last': each generation also carries `promptHidden`, the residual after every layer at the prompt's last
+   * token, read from the prefill (as capture(prompts, { hidden: 'last' }) gives). Needs an engine loaded with
+   * rowsCapture.hidden 'last'.
+   */
+  hidden?: 'last';
 }
 
 export interface Generation {
@@ -129,6 +149,8 @@ export interface Generation {
   finishReason: 'stop' | 'length';
   /** Gap between the best and second-best logit at each generated step (small = near-tie). */
   margins: number[];
+  /** With GenerateOptions.hidden 'last': per layer [hidden], the residual at the prompt's last token. */
+  promptHidden?: Float32Array[];
 }
 
 /** What `Engine.attribute` scores: the NLL of these responses, teacher-forced, under this engine's model (+ adapter). */
@@ -185,6 +207,15 @@ export function headBytesPerPosition(spec: ModelSpec): number {
   return 2 * spec.vocabSize * 4;
 }
 
+/**
+ * Whether a session of `have` computes every output `want` asks for (capture modes equal or not asked;
+ * logits, MLP activations, embeddings and the final norm never come from generation's graph).
+ */
+function coveredBy(want: DecoderGraphOptions, have: DecoderGraphOptions): boolean {
+  const none = want.logits === 'none' && want.mlpAct === 'none' && want.embed === 'none' && want.finalNorm === 'none';
+  return none && (want.hidden === 'none' || want.hidden === have.hidden) && (!want.inputSquareSums || have.inputSquareSums);
+}
+
 export class Engine {
   private constructor(
     readonly modelDir: string,
@@ -197,6 +228,7 @@ export class Engine {
     private readonly rowPatch: boolean,
     /** Where and how attribution sessions run: the same cache and provider as the forward graphs. */
     private readonly runtime: { cacheRoot: string; executionProvider: ExecutionProvider; threads?: number },
+    private readonly rowsCapture: RowsCapture | undefined,
   ) {}
 
   /** Patch inputs of every linear weight (empty until setRowPatch), fed to every run of a rowPatch engine. */
@@ -222,7 +254,7 @@ export class Engine {
         maxSessions: opts.maxSessions,
         deviceKv: opts.deviceKv ?? deviceKvFromEnv(),
       });
-      const engine = new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs, opts.rowPatch ?? false, runtime);
+      const engine = new Engine(modelDir, checkpoint, adapter, tokenizer, eos, gen?.maxNewTokens ?? 40, graphs, opts.rowPatch ?? false, runtime, opts.rowsCapture);
       if (engine.rowPatch) engine.setRowPatch(new Map());
       return engine;
     } catch (e) {
@@ -273,8 +305,8 @@ export class Engine {
    */
   private rowsGraph(): DecoderGraphOptions {
     return {
-      kvCache: true, logits: 'none', hidden: 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none', inputSquareSums: false, logitRows: true,
-      embedsInput: true,
+      kvCache: true, logits: 'none', hidden: this.rowsCapture?.hidden ?? 'none', mlpAct: 'none', embed: 'none', finalNorm: 'none',
+      inputSquareSums: this.rowsCapture?.inputSquareSums ?? false, logitRows: true, embedsInput: true,
       ...(this.rowPatch ? { rowPatch: true } : {}),
     };
   }
@@ -332,16 +364,24 @@ export class Engine {
       ...(this.rowPatch ? { rowPatch: true } : {}),
     };
     const encoded = await this.encodeInputs(inputs, opts.responses);
-    const lease = await this.graphs.acquire(graph);
+    const rows = this.rowsGraph();
+    const onRows = this.rowsCapture !== undefined && coveredBy(graph, rows);
+    const lease = await this.graphs.acquire(onRows ? rows : graph);
     const session = lease.session;
     try {
-      return await this.captureWith(session, graph, encoded, opts);
+      return await this.captureWith(session, graph, encoded, opts, onRows);
     } finally {
       lease.release();
     }
   }
 
-  private async captureWith(session: ort.InferenceSession, graph: DecoderGraphOptions, encoded: { ids: number[]; promptLength: number }[], opts: CaptureOptions): Promise<CaptureResult> {
+  /**
+   * `graph` names what to capture; `onRows`: the session is generation's graph (rowsGraph), which computes at
+   * least that: its logits run on one dummy row and only the asked-for outputs are fetched.
+   */
+  private async captureWith(
+    session: ort.InferenceSession, graph: DecoderGraphOptions, encoded: { ids: number[]; promptLength: number }[], opts: CaptureOptions, onRows: boolean,
+  ): Promise<CaptureResult> {
     const spec = this.spec;
     const sequences: SequenceCapture[] = encoded.map((e) => ({ ids: e.ids, promptLength: e.promptLength }));
     const sums = new Map<string, Float64Array>();
@@ -359,7 +399,14 @@ export class Engine {
           (b) => (which === 'prompt' ? encoded[bucket[b]].promptLength : p.lengths[b]),
         )
         : undefined;
-      const { outputs } = await runStep(session, spec, { ...p, tokenWeights: tw, extraFeeds: this.patchFeeds });
+      const rowsFeeds: Partial<StepInput> = onRows
+        ? {
+          logitRows: new BigInt64Array(1),
+          fetches: session.outputNames.filter((n) => (graph.hidden !== 'none' && n.startsWith('hidden.')) || (graph.inputSquareSums && n.startsWith('sqsum.'))),
+        }
+        : {};
+      const extraFeeds = onRows ? { ...this.patchFeeds, ...(await this.embedFeeds(p.inputIds)) } : this.patchFeeds;
+      const { outputs } = await runStep(session, spec, { ...p, tokenWeights: tw, extraFeeds, ...rowsFeeds });
       const data = (name: string): Float32Array => outputs[name].data as Float32Array;
       bucket.forEach((j, b) => {
         const s = sequences[j];
@@ -445,10 +492,13 @@ export class Engine {
   async generate(prompts: readonly CaptureInput[], opts: GenerateOptions = {}): Promise<Generation[]> {
     const maxNew = opts.maxNewTokens ?? this.defaultMaxNewTokens;
     const stop = new Set(opts.stopTokenIds ?? this.eosTokenIds);
+    if (opts.hidden !== undefined && this.rowsCapture?.hidden !== opts.hidden) {
+      throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `generate(hidden: '${opts.hidden}') needs an engine loaded with rowsCapture.hidden '${opts.hidden}'`);
+    }
     const encoded = await this.encodeInputs(prompts);
     const lease = await this.graphs.acquire(this.rowsGraph());
     try {
-      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH, opts.onBatch);
+      return await this.generateWith(lease.session, encoded, maxNew, stop, opts.batchSize ?? DEFAULT_BATCH, opts.onBatch, opts.hidden === 'last');
     } finally {
       lease.release();
     }
@@ -457,6 +507,7 @@ export class Engine {
   private async generateWith(
     session: ort.InferenceSession, encoded: { ids: number[]; promptLength: number }[], maxNew: number, stop: Set<number>, batchSize: number,
     onBatch?: (done: number, total: number) => void,
+    promptHidden = false,
   ): Promise<Generation[]> {
     let finished = 0;
     const spec = this.spec;
@@ -479,6 +530,16 @@ export class Engine {
       // are dummies: target_logprob is not read).
       const lastRows = BigInt64Array.from(bucket, (_, b) => BigInt(b * p.length + p.length - 1));
       let step = await runStep(session, spec, { ...p, logitRows: lastRows, extraFeeds: { ...extraFeeds, ...(await this.embedFeeds(p.inputIds)) } });
+      // The prefill's hidden outputs are [B, hidden] at position T - 1: every row's last prompt token.
+      const hiddenOf = (b: number): Float32Array[] | undefined => (promptHidden
+        ? Array.from({ length: spec.numLayers }, (_, i) => (step.outputs[`hidden.${i}`].data as Float32Array).slice(b * spec.hiddenSize, (b + 1) * spec.hiddenSize))
+        : undefined);
+      const prefillHidden = bucket.map((_, b) => hiddenOf(b));
+      // A decode step reads the next tokens and the new keys and values: the captures a rowsCapture graph also
+      // computes stay inside onnxruntime.
+      const decodeFetches = this.rowsCapture === undefined
+        ? undefined
+        : ['top2_logits', 'top2_ids', ...Array.from({ length: spec.numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat()];
       for (let n = 0; ; n++) {
         // The graph's two largest logits per row (ties to the lower id, as a first-max argmax): the token and
         // its margin over the runner-up.
@@ -519,6 +580,7 @@ export class Engine {
           // One new position per row: row r's is flat position r.
           logitRows: BigInt64Array.from(rows, (_, r) => BigInt(r)),
           extraFeeds: { ...extraFeeds, ...(await this.embedFeeds(tokens)) },
+          ...(decodeFetches !== undefined ? { fetches: decodeFetches } : {}),
         });
       }
       cache.dispose(step.added);
@@ -529,6 +591,7 @@ export class Engine {
           promptIds: encoded[j].ids,
           finishReason: done[b] ?? 'length',
           margins: margins[b],
+          ...(prefillHidden[b] !== undefined ? { promptHidden: prefillHidden[b] } : {}),
         };
       }));
       finished += bucket.length;

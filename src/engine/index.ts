@@ -14,7 +14,7 @@ export {
   Engine, loadEngine,
   type EngineOptions, type AttributeOptions, type RowPatch, type SequenceLogProbs,
   type CaptureMode, type CaptureRequest, type CaptureInput, type CaptureOptions, type CaptureResult,
-  type SequenceCapture, type GenerateOptions, type Generation,
+  type SequenceCapture, type GenerateOptions, type Generation, type RowsCapture,
 } from './engine.js';
 export {
   attributionScores, checkpointDifference, adapterDirection,

@@ -97,6 +97,49 @@ for (const [label, model] of Object.entries(MODELS)) {
         await e.close();
       }
     });
+
+    it('rowsCapture: generation, last hidden states and square sums on one session, equal to the capture graph (1e-5)', async () => {
+      const dir = join(tmp.path, 'model');
+      const plain = await loadEngine(dir, { cacheDir: join(tmp.path, 'cache'), maxSessions: 1 });
+      const shared = await loadEngine(dir, { cacheDir: join(tmp.path, 'cache-rows'), maxSessions: 1, rowsCapture: { hidden: 'last', inputSquareSums: true } });
+      const close = (got: Float32Array, want: Float32Array, what: string): void => {
+        expect(got.length, what).toBe(want.length);
+        const scale = Math.max(1, ...Array.from(want, Math.abs));
+        expect(Math.max(...Array.from(got, (v, k) => Math.abs(v - want[k]))), what).toBeLessThanOrEqual(1e-5 * scale);
+      };
+      try {
+        const what = { hidden: 'last', inputSquareSums: true } as const;
+        const gens = await shared.generate(PROMPTS, { maxNewTokens: 4, batchSize: 3, stopTokenIds: [], hidden: 'last' });
+        const got = await shared.capture(SEQS, what, { batchSize: 2 });
+        const gotText = await shared.capture(['hello there', 'x y'], { inputSquareSums: true }, { responses: ['a b c d e', 'z'], squareSumTokens: 'response' });
+        expect(shared.sessionsCreated).toBe(1);
+        const wantPrompts = await plain.capture(PROMPTS, { hidden: 'last' }, { batchSize: 3 });
+        const want = await plain.capture(SEQS, what, { batchSize: 2 });
+        const wantText = await plain.capture(['hello there', 'x y'], { inputSquareSums: true }, { responses: ['a b c d e', 'z'], squareSumTokens: 'response' });
+        const L = shared.spec.numLayers;
+        gens.forEach((g, i) => {
+          expect(g.promptIds).toEqual(PROMPTS[i]);
+          for (let l = 0; l < L; l++) close(g.promptHidden![l], wantPrompts.sequences[i].hidden![l], `prompt ${i} layer ${l}`);
+        });
+        want.sequences.forEach((s, i) => {
+          for (let l = 0; l < L; l++) close(got.sequences[i].hidden![l], s.hidden![l], `sequence ${i} layer ${l}`);
+        });
+        for (const [w, g] of [[want, got], [wantText, gotText]] as const) {
+          expect(g.squareSumTokenCount).toBe(w.squareSumTokenCount);
+          expect([...g.inputSquareSums!.keys()]).toEqual([...w.inputSquareSums!.keys()]);
+          for (const [name, v] of w.inputSquareSums!) close(g.inputSquareSums!.get(name)!, v, name);
+        }
+        // Only what was asked for leaves the shared graph.
+        expect(gotText.sequences[0].hidden).toBeUndefined();
+        // A capture the rows graph does not compute gets its own graph.
+        await shared.capture([PROMPTS[0]], { logits: 'last' });
+        expect(shared.sessionsCreated).toBe(2);
+        await expect(plain.generate(PROMPTS, { maxNewTokens: 2, hidden: 'last' })).rejects.toThrow(/rowsCapture/);
+      } finally {
+        await plain.close();
+        await shared.close();
+      }
+    });
   });
 }
 
