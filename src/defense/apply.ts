@@ -15,7 +15,7 @@ import { releaseBuffer } from '../util/index.js';
 import type { Mat } from './math/matrix.js';
 import { type ProjectionOptions, isRowLocal, projectLoraB, projectRows, projectRowsOnly } from './math/project.js';
 import type { Selection } from './math/select.js';
-import { writeModelFolder } from './io/model-writer.js';
+import { writeModelFolder, type WrittenFile } from './io/model-writer.js';
 import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
 import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf } from './io/sources.js';
 
@@ -155,6 +155,8 @@ export interface WriteOutcome {
   modelFiles?: string[];
   adapterFiles?: string[];
   sourceSha256: Record<string, string>;
+  /** Weight files written (absolute path -> size and sha256 of the bytes written). */
+  written: Map<string, WrittenFile>;
 }
 
 /**
@@ -169,8 +171,12 @@ export async function writeHardened(
   metadata: Record<string, string>,
   onMatrix?: (name: string) => void | Promise<void>,
 ): Promise<WriteOutcome> {
-  const sourceSha256 = await checkpointHashes(s.layout);
-  const outcome: WriteOutcome = { sourceSha256 };
+  // The sources' hashes (provenance in the report and the diff) are computed on a worker thread while the
+  // outputs are written; only a diff output, which records them in its header, waits for them first.
+  const hashing = checkpointHashes(s.layout);
+  // A rejection is taken by the awaits below; never left unhandled while the writes run.
+  hashing.catch(() => undefined);
+  const outcome: WriteOutcome = { sourceSha256: {}, written: new Map() };
   if (targets.diffPath !== undefined || targets.modelDir !== undefined) {
     const tmpDir = targets.diffPath === undefined ? await mkdirTmp(targets.modelDir!) : null;
     const diffPath = targets.diffPath ?? join(tmpDir!, 'rows.diff.safetensors');
@@ -197,13 +203,17 @@ export async function writeHardened(
         });
       }
       await mkdir(dirname(diffPath), { recursive: true });
-      const md = { ...metadata, 'fgsn.source_sha256': JSON.stringify(sourceSha256) };
+      // The model-only case writes its diff to a temporary folder: its header needs no provenance.
+      const md = targets.diffPath === undefined ? metadata : { ...metadata, 'fgsn.source_sha256': JSON.stringify(await hashing) };
       const w = await writeRowDiff(diffPath, plans, md);
-      if (targets.diffPath !== undefined) outcome.diff = { path: diffPath, ...w };
+      if (targets.diffPath !== undefined) {
+        outcome.diff = { path: diffPath, ...w };
+        outcome.written.set(resolve(diffPath), w);
+      }
       if (targets.modelDir !== undefined) {
         const diff = await RowDiff.open(diffPath);
         try {
-          outcome.modelFiles = await writeModelFolder(s.layout, s.configDir, diff, targets.modelDir);
+          outcome.modelFiles = await writeModelFolder(s.layout, s.configDir, diff, targets.modelDir, outcome.written);
         } finally {
           await diff.close();
         }
@@ -212,6 +222,7 @@ export async function writeHardened(
       if (tmpDir) await rm(tmpDir, { recursive: true, force: true });
     }
   }
+  outcome.sourceSha256 = await hashing;
   if (targets.adapterDir !== undefined) {
     outcome.adapterFiles = targets.adapterProjection !== undefined
       ? await writeProjectedAdapter(s, selection, targets.adapterProjection, targets.adapterDir)

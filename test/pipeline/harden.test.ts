@@ -14,6 +14,7 @@ import { RowDiff } from '../../src/defense/io/row-diff.js';
 import { countRows } from '../../src/defense/math/select.js';
 import { measureOnProbes } from '../../src/pipeline/probe-eval.js';
 import { readProbes } from '../../src/probes.js';
+import { sha256File } from '../../src/util/index.js';
 import type { HardenRequest, ProbeRecord, StageProgress } from '../../src/pipeline/types.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
@@ -62,6 +63,8 @@ describeTestbed('runHarden on ft_sst_p10', () => {
     expect(r.summary.paramsChangedPctLinear).toBeGreaterThan(0.3);
     expect(r.summary.paramsChangedPctLinear).toBeLessThan(3);
     expect(r.artifacts.map((a) => a.name)).toEqual(expect.arrayContaining(['diff.safetensors', 'model/model.safetensors', 'model/fgsn-report.json', 'model/tokenizer.json', 'report.json']));
+    // Hashes of the files this job wrote come from the writer, the others from reading them: all true.
+    for (const a of r.artifacts) expect(await sha256File(join(tmp, 'default', a.name)), a.name).toBe(a.sha256);
     const report = JSON.parse(await readFile(join(tmp, 'default', 'model', 'fgsn-report.json'), 'utf8'));
     expect(report.atlas.id).toMatch(/^[0-9a-f]{32}$/);
     expect(report.edit.rows).toBe(r.summary.rowsChanged);

@@ -4,10 +4,16 @@
  * rows a row diff overwrites.
  */
 import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { ModelCheckpoint, SafetensorsFile } from '../../checkpoint/index.js';
 import { writeSafetensors } from '../../checkpoint/index.js';
 import type { RowDiff } from './row-diff.js';
+
+/** A file this process wrote: its size and the sha256 of the bytes written. */
+export interface WrittenFile {
+  bytes: number;
+  sha256: string;
+}
 
 /** Files copied beside the weights: configs, tokenizer files, chat templates (never weights or pickles). */
 export function isCopiedConfigFile(name: string): boolean {
@@ -26,7 +32,13 @@ export async function copyConfigFiles(fromDir: string, toDir: string): Promise<s
   return copied;
 }
 
-export async function writeModelFolder(layout: ModelCheckpoint, configDir: string, diff: RowDiff | null, outDir: string): Promise<string[]> {
+/**
+ * `hashes`, when given, receives each weight file written (its path) with its size and the sha256 of the bytes
+ * as written, so a caller listing its artifacts does not read gigabytes back to hash them.
+ */
+export async function writeModelFolder(
+  layout: ModelCheckpoint, configDir: string, diff: RowDiff | null, outDir: string, hashes?: Map<string, WrittenFile>,
+): Promise<string[]> {
   await mkdir(outDir, { recursive: true });
   const written = await copyConfigFiles(configDir, outDir);
   const files = new Map<string, SafetensorsFile>();
@@ -36,7 +48,7 @@ export async function writeModelFolder(layout: ModelCheckpoint, configDir: strin
   }
   for (const [path, f] of [...files].sort(([a], [b]) => a.localeCompare(b))) {
     const out = join(outDir, basename(path));
-    await writeSafetensors(
+    const w = await writeSafetensors(
       out,
       f.names().map((name) => {
         const t = f.tensor(name);
@@ -50,6 +62,7 @@ export async function writeModelFolder(layout: ModelCheckpoint, configDir: strin
       }),
       f.metadata,
     );
+    hashes?.set(resolve(out), w);
     written.push(basename(path));
   }
   if (layout.sharded) {

@@ -5,7 +5,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { linearWeightNames, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
 import type { DType, ModelSpec } from '../../checkpoint/index.js';
-import { sha256File } from '../../util/index.js';
+import { sha256FileOffThread } from '../../util/index.js';
 import { FgsnError } from '../../errors.js';
 import type { Mat } from '../math/matrix.js';
 
@@ -186,7 +186,8 @@ export function checkpointHashes(ck: ModelCheckpoint): Promise<Record<string, st
   if (!p) {
     p = (async () => {
       const out: Record<string, string> = {};
-      for (const f of ck.files) out[f.split('/').pop()!] = await sha256File(f);
+      // Off the main thread, so a caller can hash while it does other work (writeHardened writes the model).
+      for (const f of ck.files) out[f.split('/').pop()!] = await sha256FileOffThread(f);
       return out;
     })();
     hashMemo.set(ck, p);
