@@ -12,8 +12,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { linearWeightNames, ModelCheckpoint, SafetensorsFile, type TensorSource, writeSafetensors } from '../checkpoint/index.js';
-import { enforceCacheBound, holdEntry, loadEngine } from '../engine/index.js';
+import { linearWeightNames, ModelCheckpoint, parameterCount, SafetensorsFile, type ModelSpec, type TensorSource, writeSafetensors } from '../checkpoint/index.js';
+import { enforceCacheBound, holdEntry, loadEngine, type RowsCapture } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../probes.js';
 import { releaseBuffer, sha256Text } from '../util/index.js';
@@ -101,6 +101,7 @@ export async function getOrBuildAtlas(
   const options = defaults(opts);
   const ck = await ModelCheckpoint.open(alignedDir);
   let sha: Record<string, string>;
+  const spec = ck.spec;
   try {
     sha = await checkpointHashes(ck);
   } finally {
@@ -116,13 +117,30 @@ export async function getOrBuildAtlas(
       if (!(e instanceof FgsnError && e.code === 'ATLAS_NOT_FOUND')) throw e;
     }
   }
-  const atlas = await buildAtlas(alignedDir, sha, id, harmful, benign, cacheDir, options, opts, onStep);
+  const atlas = await buildAtlas(alignedDir, spec, sha, id, harmful, benign, cacheDir, options, opts, onStep);
   if (holdAtlas(dir)) enforceCacheBound(join(cacheDir, 'atlas'));
   return { atlas, cached: false };
 }
 
+/**
+ * Largest share of the float32 weights an untied lm_head may be for the captures to run on generation's graph
+ * (EngineOptions.rowsCapture), which holds it where a capture graph does not. On the 125M bench trio (lm_head
+ * 18 % of the float32 weights) sharing raised the atlas' peak from 685 to 780 MB (2.68x -> 3.05x the
+ * checkpoint); on the 1.1B trio (6 %) the peak stayed within run-to-run noise (4.81-4.87 GiB) and the shared
+ * session saved a 3 s build (docs/scale.md).
+ */
+export const SHARED_GRAPH_MAX_HEAD_SHARE = 0.1;
+
+/** What the atlas engine's generation graph also outputs (see SHARED_GRAPH_MAX_HEAD_SHARE). */
+export function atlasRowsCapture(spec: ModelSpec): RowsCapture {
+  const head = spec.tieWordEmbeddings ? 0 : spec.vocabSize * spec.hiddenSize;
+  // The last hidden states always: generation's prefill computes them for the prompts' own capture.
+  return head <= SHARED_GRAPH_MAX_HEAD_SHARE * parameterCount(spec) ? { hidden: 'last', inputSquareSums: true } : { hidden: 'last' };
+}
+
 async function buildAtlas(
   alignedDir: string,
+  spec: ModelSpec,
   sha: Record<string, string>,
   id: string,
   harmful: ProbeRecord[],
@@ -142,12 +160,11 @@ async function buildAtlas(
   };
   const engine = await loadEngine(alignedDir, {
     cacheDir: opts.engineCacheDir ?? join(cacheDir, 'engine'),
-    // Generation and the captures share generation's graph (its outputs include the last hidden states and the
-    // input square sums the captures read): one session build, and the harmful prompts' last hidden states come
-    // from generation's prefill instead of a forward of their own. On the 1.1B bench trio a second graph cost
-    // a 3 s session build and the prompts' forward ~2 s (docs/scale.md).
+    // The harmful prompts' last hidden states come from generation's prefill instead of a forward of their own,
+    // and where the untied lm_head is small the captures share generation's graph (one session build; on the
+    // 1.1B bench trio a second graph cost a 3 s build and the prompts' forward ~2 s, docs/scale.md).
     maxSessions: 1,
-    rowsCapture: { hidden: 'last', inputSquareSums: true },
+    rowsCapture: atlasRowsCapture(spec),
     ...(opts.executionProvider ? { executionProvider: opts.executionProvider } : {}),
   });
   let harmfulResponses: string[];
@@ -164,7 +181,7 @@ async function buildAtlas(
     missing.forEach((i, k) => (harmfulResponses[i] = gens[k].text));
     lap('generate');
     await onStep?.('capturing activations');
-    // Every capture runs on generation's session (EngineOptions.rowsCapture), each reading what it needs.
+    // One graph variant for the captures (generation's where shared), each reading what it needs.
     const what = { hidden: 'last', inputSquareSums: true } as const;
     hLast = missing.length === harmful.length
       ? { sequences: gens.map((g) => ({ ids: g.promptIds, promptLength: g.promptIds.length, hidden: g.promptHidden! })) }

@@ -2,7 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { addCategory, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas } from '../../src/defense/atlas.js';
+import { addCategory, atlasRowsCapture, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas } from '../../src/defense/atlas.js';
+import { tinySpec } from '../engine/attribution/tiny-model.js';
 import { readProbes } from '../../src/probes.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
@@ -12,6 +13,17 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
+});
+
+it('the captures share generation\'s graph unless an untied lm_head is a large share of the weights', () => {
+  // TinyLlama-1.1B's shape: lm_head 32000 x 2048, 6 % of 1.1B parameters.
+  const tiny11 = { ...tinySpec('llama'), vocabSize: 32000, hiddenSize: 2048, intermediateSize: 5632, numLayers: 22, numHeads: 32, numKvHeads: 4, headDim: 64, tieWordEmbeddings: false };
+  expect(atlasRowsCapture(tiny11)).toEqual({ hidden: 'last', inputSquareSums: true });
+  // The 125M bench shape: lm_head 32000 x 768, 18 % of 134M parameters.
+  const m125 = { ...tiny11, hiddenSize: 768, intermediateSize: 3072, numLayers: 12, numHeads: 12, numKvHeads: 12 };
+  expect(atlasRowsCapture(m125)).toEqual({ hidden: 'last' });
+  // Tied: the table is in every graph anyway.
+  expect(atlasRowsCapture({ ...m125, tieWordEmbeddings: true })).toEqual({ hidden: 'last', inputSquareSums: true });
 });
 
 describeTestbed('safety atlas on the dev aligned model', () => {
