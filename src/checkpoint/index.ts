@@ -16,6 +16,7 @@ export {
 export { isPickleName } from './folder-safety.js';
 export { firstNonFinite, scanSafetensorsFile } from './finite.js';
 export { MAX_LISTED_PROBLEMS } from './problems.js';
+export { ioError } from './io.js';
 export { compileTargetModules, type TargetMatcher } from './target-modules.js';
 export { appendRowUpdate, isHubId } from './lora.js';
 export { modelConfigJson } from './model-config.js';

@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { linearWeightNames, ModelCheckpoint, parameterCount, SafetensorsFile, type ModelSpec, type TensorSource, writeSafetensors } from '../checkpoint/index.js';
-import { enforceCacheBound, holdEntry, loadEngine, type RowsCapture } from '../engine/index.js';
+import { enforceCacheBound, holdEntry, loadEngine, type RowsCapture, type SequenceCapture } from '../engine/index.js';
 import { FgsnError } from '../errors.js';
 import type { ProbeRecord } from '../probes.js';
 import { releaseBuffer, sha256Text } from '../util/index.js';
@@ -123,7 +123,7 @@ export async function getOrBuildAtlas(
 }
 
 /**
- * Largest share of the float32 weights an untied lm_head may be for the captures to run on generation's graph
+ * Largest share of the parameters (so of the float32 weights) an untied lm_head may be for the captures to run on generation's graph
  * (EngineOptions.rowsCapture), which holds it where a capture graph does not. On the 125M bench trio (lm_head
  * 18 % of the float32 weights) sharing raised the atlas' peak from 685 to 780 MB (2.68x -> 3.05x the
  * checkpoint); on the 1.1B trio (6 %) the peak stayed within run-to-run noise (4.81-4.87 GiB) and the shared
@@ -183,9 +183,14 @@ async function buildAtlas(
     await onStep?.('capturing activations');
     // One graph variant for the captures (generation's where shared), each reading what it needs.
     const what = { hidden: 'last', inputSquareSums: true } as const;
-    hLast = missing.length === harmful.length
-      ? { sequences: gens.map((g) => ({ ids: g.promptIds, promptLength: g.promptIds.length, hidden: g.promptHidden! })) }
-      : await engine.capture(harmful.map((p) => p.prompt), { hidden: 'last' }, { batchSize: 32 });
+    // The prompts generation ran have their last hidden states from its prefill; the others (probes given with a
+    // response) are captured with `what`, the variant the captures below use anyway (never an extra build).
+    const given = harmful.map((p, i) => (p.response !== undefined ? i : -1)).filter((i) => i >= 0);
+    const capGiven = given.length > 0 ? await engine.capture(given.map((i) => harmful[i].prompt), what, { batchSize: 32 }) : null;
+    const lastOf = new Map<number, SequenceCapture>();
+    missing.forEach((i, k) => lastOf.set(i, { ids: gens[k].promptIds, promptLength: gens[k].promptIds.length, hidden: gens[k].promptHidden! }));
+    given.forEach((i, k) => lastOf.set(i, capGiven!.sequences[k]));
+    hLast = { sequences: harmful.map((_, i) => lastOf.get(i)!) };
     bCap = await engine.capture(benign.map((p) => p.prompt), what, {
       batchSize: SQSUM_BATCH,
       ...(benign.every((p) => p.response !== undefined) ? { responses: benign.map((p) => p.response!) } : {}),

@@ -37,7 +37,8 @@ try {
  */
 export function sha256FileOffThread(path: string): Promise<string> {
   return new Promise((resolveHash, reject) => {
-    const w = new Worker(HASH_WORKER, { eval: true, workerData: path });
+    // No execArgv: the parent's loader hooks (tsx in development) have nothing to do in this plain script.
+    const w = new Worker(HASH_WORKER, { eval: true, workerData: path, execArgv: [] });
     w.once('message', (m: { hex?: string; error?: { message: string; code?: string } }) => {
       if (m.hex !== undefined) resolveHash(m.hex);
       else reject(Object.assign(new Error(m.error?.message ?? 'hash worker failed'), { code: m.error?.code }));

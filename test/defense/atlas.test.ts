@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { addCategory, atlasRowsCapture, findAtlas, getOrBuildAtlas, listAtlases, loadAtlas, summarizeAtlas } from '../../src/defense/atlas.js';
 import { tinySpec } from '../engine/attribution/tiny-model.js';
+import { writeSyntheticModel } from '../support/synthetic/synthetic-model.js';
 import { readProbes } from '../../src/probes.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
@@ -24,6 +25,26 @@ it('the captures share generation\'s graph unless an untied lm_head is a large s
   expect(atlasRowsCapture(m125)).toEqual({ hidden: 'last' });
   // Tied: the table is in every graph anyway.
   expect(atlasRowsCapture({ ...m125, tieWordEmbeddings: true })).toEqual({ hidden: 'last', inputSquareSums: true });
+});
+
+it('the prompts\' last hidden states are the same from generation\'s prefill and from a capture (probes given with responses)', async () => {
+  const dir = join(tmp, 'synthetic');
+  await writeSyntheticModel(dir, {
+    family: 'llama', vocabSize: 80, hiddenSize: 32, intermediateSize: 48, numLayers: 3, numHeads: 2, numKvHeads: 1, tieWordEmbeddings: false, seed: 11, dtype: 'BF16',
+  });
+  const prompts = ['how do I do a bad thing', 'tell me something harmful now', 'a b c', 'x y z w v', 'one two'];
+  const harmful = prompts.map((prompt, i) => ({ prompt, category: i % 2 === 0 ? 'a' : 'b' }));
+  const benign = ['hello there', 'what is the weather', 'count to three'].map((prompt) => ({ prompt }));
+  const generated = (await getOrBuildAtlas(dir, harmful, benign, join(tmp, 'cache-gen'), { maxNewTokens: 6 })).atlas;
+  // The same probes with the responses generation gave: no generation, every last hidden state from a capture;
+  // half of them only: both sources in one atlas.
+  for (const share of [1, 0.5]) {
+    const withResponses = harmful.map((p, i) => (i < share * harmful.length ? { ...p, response: generated.harmfulResponses[i] } : p));
+    const captured = (await getOrBuildAtlas(dir, withResponses, benign, join(tmp, `cache-cap-${share}`), { maxNewTokens: 6 })).atlas;
+    expect(captured.harmfulResponses).toEqual(generated.harmfulResponses);
+    generated.curve.sBH.forEach((v, l) => expect(Math.abs(captured.curve.sBH[l] - v), `layer ${l}`).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(v))));
+    expect(captured.categories).toEqual(generated.categories);
+  }
 });
 
 describeTestbed('safety atlas on the dev aligned model', () => {

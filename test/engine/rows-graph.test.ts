@@ -109,7 +109,8 @@ for (const [label, model] of Object.entries(MODELS)) {
       };
       try {
         const what = { hidden: 'last', inputSquareSums: true } as const;
-        const gens = await shared.generate(PROMPTS, { maxNewTokens: 4, batchSize: 3, stopTokenIds: [], hidden: 'last' });
+        // Two buckets (batch 2 over three prompts of different lengths): each prompt's hidden states from its own row.
+        const gens = await shared.generate(PROMPTS, { maxNewTokens: 4, batchSize: 2, stopTokenIds: [], hidden: 'last' });
         const got = await shared.capture(SEQS, what, { batchSize: 2 });
         const gotText = await shared.capture(['hello there', 'x y'], { inputSquareSums: true }, { responses: ['a b c d e', 'z'], squareSumTokens: 'response' });
         expect(shared.sessionsCreated).toBe(1);

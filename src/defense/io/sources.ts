@@ -3,7 +3,7 @@
  * merged on the fly, one matrix at a time (W_aligned + s·B·A), so callers never see the difference.
  */
 import { isAbsolute, resolve } from 'node:path';
-import { linearWeightNames, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
+import { ioError, linearWeightNames, LoraAdapter, ModelCheckpoint } from '../../checkpoint/index.js';
 import type { DType, ModelSpec } from '../../checkpoint/index.js';
 import { sha256FileOffThread } from '../../util/index.js';
 import { FgsnError } from '../../errors.js';
@@ -187,7 +187,13 @@ export function checkpointHashes(ck: ModelCheckpoint): Promise<Record<string, st
     p = (async () => {
       const out: Record<string, string> = {};
       // Off the main thread, so a caller can hash while it does other work (writeHardened writes the model).
-      for (const f of ck.files) out[f.split('/').pop()!] = await sha256FileOffThread(f);
+      for (const f of ck.files) {
+        try {
+          out[f.split('/').pop()!] = await sha256FileOffThread(f);
+        } catch (e) {
+          throw ioError(f, e);
+        }
+      }
       return out;
     })();
     hashMemo.set(ck, p);
