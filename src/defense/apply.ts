@@ -172,14 +172,16 @@ export async function writeHardened(
   onMatrix?: (name: string) => void | Promise<void>,
 ): Promise<WriteOutcome> {
   // The sources' hashes (provenance in the report and the diff) are computed on a worker thread while the
-  // outputs are written; only a diff output, which records them in its header, waits for them first.
+  // outputs are written: with a model output the diff is first written to scratch without them and the model
+  // from it, and a diff output is then written again, with them, from the scratch diff's values (the same
+  // encoding of the same values: byte-identical to writing it directly). Only a diff-only job waits for them.
   const hashing = checkpointHashes(s.layout);
   // A rejection is taken by the awaits below; never left unhandled while the writes run.
   hashing.catch(() => undefined);
   const outcome: WriteOutcome = { sourceSha256: {}, written: new Map() };
   if (targets.diffPath !== undefined || targets.modelDir !== undefined) {
-    const tmpDir = targets.diffPath === undefined ? await mkdirTmp(targets.modelDir!) : null;
-    const diffPath = targets.diffPath ?? join(tmpDir!, 'rows.diff.safetensors');
+    const tmpDir = targets.modelDir !== undefined ? await mkdirTmp(targets.modelDir) : null;
+    const diffPath = tmpDir !== null ? join(tmpDir, 'rows.diff.safetensors') : targets.diffPath!;
     try {
       const plans: DiffTensorPlan[] = [];
       for (const name of linearWeightNames(s.spec)) {
@@ -203,20 +205,25 @@ export async function writeHardened(
         });
       }
       await mkdir(dirname(diffPath), { recursive: true });
-      // The model-only case writes its diff to a temporary folder: its header needs no provenance.
-      const md = targets.diffPath === undefined ? metadata : { ...metadata, 'fgsn.source_sha256': JSON.stringify(await hashing) };
-      const w = await writeRowDiff(diffPath, plans, md);
-      if (targets.diffPath !== undefined) {
-        outcome.diff = { path: diffPath, ...w };
-        outcome.written.set(resolve(diffPath), w);
-      }
+      const provenance = async (): Promise<Record<string, string>> => ({ ...metadata, 'fgsn.source_sha256': JSON.stringify(await hashing) });
+      const w = await writeRowDiff(diffPath, plans, tmpDir !== null ? metadata : await provenance());
+      let published = w;
       if (targets.modelDir !== undefined) {
         const diff = await RowDiff.open(diffPath);
         try {
           outcome.modelFiles = await writeModelFolder(s.layout, s.configDir, diff, targets.modelDir, outcome.written);
+          if (targets.diffPath !== undefined) {
+            await mkdir(dirname(targets.diffPath), { recursive: true });
+            const again = plans.map((p) => ({ ...p, values: () => diff.file.readF32(`${p.name}.values`) }));
+            published = await writeRowDiff(targets.diffPath, again, await provenance());
+          }
         } finally {
           await diff.close();
         }
+      }
+      if (targets.diffPath !== undefined) {
+        outcome.diff = { path: targets.diffPath, ...published };
+        outcome.written.set(resolve(targets.diffPath), published);
       }
     } finally {
       if (tmpDir) await rm(tmpDir, { recursive: true, force: true });

@@ -7,6 +7,8 @@ import { LoraAdapter } from '../../src/checkpoint/lora.js';
 import { applyRowDiff } from '../../src/defense/apply-diff.js';
 import { countEdit, projectionCompute, writeHardened } from '../../src/defense/apply.js';
 import { closeSources, openSources } from '../../src/defense/io/sources.js';
+import { RowDiff } from '../../src/defense/io/row-diff.js';
+import { sha256File } from '../../src/util/index.js';
 import { describeTestbed, testbedPath } from '../support/testbed.js';
 
 let tmp: string;
@@ -26,6 +28,30 @@ async function sameFiles(a: string, b: string, names: string[]): Promise<void> {
 }
 
 describeTestbed('streaming projection on the dev testbed', () => {
+  it('a diff written beside a model (from the scratch diff, after the model) is the same bytes as one written alone', async () => {
+    const s = await openSources({ basePath: testbedPath('base'), alignedPath: testbedPath('aligned'), finetunedPath: testbedPath('ft_agnews_p10') });
+    const both = join(tmp, 'diff-with-model');
+    const alone = join(tmp, 'diff-alone');
+    try {
+      const r1 = await writeHardened(s, sel(), projectionCompute({ mode: 'add', strength: 2 }), { diffPath: join(both, 'diff.safetensors'), modelDir: join(both, 'model') }, { 'fgsn.method': 'test' });
+      const r2 = await writeHardened(s, sel(), projectionCompute({ mode: 'add', strength: 2 }), { diffPath: join(alone, 'diff.safetensors') }, { 'fgsn.method': 'test' });
+      expect(Buffer.compare(await readFile(join(both, 'diff.safetensors')), await readFile(join(alone, 'diff.safetensors')))).toBe(0);
+      expect(r1.diff!.sha256).toBe(await sha256File(join(both, 'diff.safetensors')));
+      expect(r1.diff!.sha256).toBe(r2.diff!.sha256);
+      const d = await RowDiff.open(join(both, 'diff.safetensors'));
+      try {
+        expect(JSON.parse(d.metadata['fgsn.source_sha256'])).toEqual(r1.sourceSha256);
+        expect(Object.keys(r1.sourceSha256).length).toBeGreaterThan(0);
+      } finally {
+        await d.close();
+      }
+      // No scratch left beside the model.
+      expect((await readdir(both)).sort()).toEqual(['diff.safetensors', 'model']);
+    } finally {
+      await closeSources(s);
+    }
+  });
+
   it('restore on a sharded fine-tune: selected rows become aligned, everything else byte-identical; apply-diff reproduces it', async () => {
     const s = await openSources({ basePath: testbedPath('base'), alignedPath: testbedPath('aligned'), finetunedPath: testbedPath('ft_agnews_p10') });
     const out = join(tmp, 'agnews');
