@@ -8,14 +8,14 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import {
   appendRowUpdate, decodeToF32, encodeFromF32, isHubId, linearParameterCount, linearWeightNames,
-  writeSafetensors,
+  writeSafetensors, type WriteResult,
 } from '../checkpoint/index.js';
 import { FgsnError } from '../errors.js';
 import { releaseBuffer } from '../util/index.js';
 import type { Mat } from './math/matrix.js';
 import { type ProjectionOptions, isRowLocal, projectLoraB, projectRows, projectRowsOnly } from './math/project.js';
 import type { Selection } from './math/select.js';
-import { writeModelFolder, type WrittenFile } from './io/model-writer.js';
+import { writeModelFolder } from './io/model-writer.js';
 import { RowDiff, writeRowDiff, type DiffTensorPlan } from './io/row-diff.js';
 import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDType, shapeOf } from './io/sources.js';
 
@@ -156,7 +156,7 @@ export interface WriteOutcome {
   adapterFiles?: string[];
   sourceSha256: Record<string, string>;
   /** Weight files written (absolute path -> size and sha256 of the bytes written). */
-  written: Map<string, WrittenFile>;
+  written: Map<string, WriteResult>;
 }
 
 /**

@@ -514,6 +514,13 @@ export class Engine {
     const results: Generation[] = new Array(encoded.length);
     const pad = this.tokenizer.padTokenId;
 
+    // With rowsCapture, what the graph also computes stays inside onnxruntime unless asked for (promptHidden).
+    const stepFetches = this.rowsCapture === undefined
+      ? undefined
+      : ['top2_logits', 'top2_ids', ...Array.from({ length: spec.numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat()];
+    const prefillFetches = stepFetches !== undefined && promptHidden
+      ? [...stepFetches, ...Array.from({ length: spec.numLayers }, (_, i) => `hidden.${i}`)]
+      : stepFetches;
     const kvBound: BucketBound = { budgetBytes: this.bucketBudget(), rowBytes: (len) => (len + maxNew) * kvBytesPerPosition(spec) };
     for (const bucket of lengthBuckets(encoded.map((e) => e.ids.length), batchSize, kvBound)) {
       const p = leftPad(bucket.map((j) => encoded[j].ids), pad);
@@ -529,21 +536,13 @@ export class Engine {
       // Logits of each row's last position only: with left padding that is position T - 1 of every row (targets
       // are dummies: target_logprob is not read).
       const lastRows = BigInt64Array.from(bucket, (_, b) => BigInt(b * p.length + p.length - 1));
-      // With rowsCapture, what the graph also computes stays inside onnxruntime unless asked for (promptHidden).
-      const stepFetches = this.rowsCapture === undefined
-        ? undefined
-        : ['top2_logits', 'top2_ids', ...Array.from({ length: spec.numLayers }, (_, i) => [`present.${i}.key`, `present.${i}.value`]).flat()];
-      const prefillFetches = stepFetches !== undefined && promptHidden
-        ? [...stepFetches, ...Array.from({ length: spec.numLayers }, (_, i) => `hidden.${i}`)]
-        : stepFetches;
       let step = await runStep(session, spec, {
         ...p, logitRows: lastRows, extraFeeds: { ...extraFeeds, ...(await this.embedFeeds(p.inputIds)) }, ...(prefillFetches !== undefined ? { fetches: prefillFetches } : {}),
       });
       // The prefill's hidden outputs are [B, hidden] at position T - 1: every row's last prompt token.
-      const hiddenOf = (b: number): Float32Array[] | undefined => (promptHidden
+      const prefillHidden = bucket.map((_, b) => (promptHidden
         ? Array.from({ length: spec.numLayers }, (_, i) => (step.outputs[`hidden.${i}`].data as Float32Array).slice(b * spec.hiddenSize, (b + 1) * spec.hiddenSize))
-        : undefined);
-      const prefillHidden = bucket.map((_, b) => hiddenOf(b));
+        : undefined));
       for (let n = 0; ; n++) {
         // The graph's two largest logits per row (ties to the lower id, as a first-max argmax): the token and
         // its margin over the runner-up.

@@ -9,13 +9,13 @@ import type { Engine } from '../engine/index.js';
 import { type PassCounts, addPasses, passCounts, passDelta } from '../engine/index.js';
 import { evaluateModel } from '../eval/index.js';
 import { FgsnError } from '../errors.js';
-import { releaseBuffer, sha256File } from '../util/index.js';
+import { releaseBuffer, sha256FileUnlessKnown } from '../util/index.js';
 import {
   type Atlas, closeSources, combinedCompute, countEdit, countRows, type EditCounts, type EditPlan,
   type EditRows, editRows, type FgsnOptions, fgsnProjection, fgsnRanking, fgsnScores, getOrBuildAtlas,
   JobScores, linearRowCount, mergeEditRows, openSources, parseMethodOptions, pickerExcluding, planMethod,
   projectionCompute, type RowCompute, rowSparseAdapterRank, type Selection, selectionToJSON, shapeOf, union,
-  type WeightSources, writeHardened,
+  type WeightSources, writeHardened, type WriteOutcome,
 } from '../defense/index.js';
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { writeModelCard } from './model-card.js';
@@ -472,17 +472,14 @@ export function targetSummary(details: Record<string, unknown> | undefined): Pic
  * Every file under outDir with its size and sha256; `written` (absolute path -> what this job wrote there) spares
  * reading a model's gigabytes back to hash them (2.6 s of a 1.1B job, bench/scale).
  */
-async function artifactList(outDir: string, written: ReadonlyMap<string, { bytes: number; sha256: string }>): Promise<ArtifactInfo[]> {
+async function artifactList(outDir: string, written: WriteOutcome['written']): Promise<ArtifactInfo[]> {
   const out: ArtifactInfo[] = [];
   const walk = async (dir: string): Promise<void> => {
     for (const name of (await readdir(dir)).sort()) {
       const p = join(dir, name);
       const st = await stat(p);
       if (st.isDirectory()) await walk(p);
-      else {
-        const w = written.get(resolve(p));
-        out.push({ name: relative(outDir, p), bytes: st.size, sha256: w !== undefined && w.bytes === st.size ? w.sha256 : await sha256File(p) });
-      }
+      else out.push({ name: relative(outDir, p), bytes: st.size, sha256: await sha256FileUnlessKnown(p, st.size, written.get(resolve(p))) });
     }
   };
   await walk(outDir);

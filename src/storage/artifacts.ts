@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { FgsnError } from '../errors.js';
-import { sha256File } from '../util/index.js';
+import { sha256FileUnlessKnown } from '../util/index.js';
 import { assertSafeKey } from './keys.js';
 import type { BlobStore } from './types.js';
 
@@ -61,8 +61,7 @@ export async function publishArtifacts(
     assertSafeKey(name);
     const path = join(outDir, ...name.split('/'));
     const bytes = (await stat(path)).size;
-    const k = byName.get(name);
-    const sha256 = k !== undefined && k.bytes === bytes ? k.sha256 : await sha256File(path);
+    const sha256 = await sha256FileUnlessKnown(path, bytes, byName.get(name));
     const key = `jobs/${jobId}/${attempt}/${name}`;
     await store.putFile(key, path, { move: opts.move });
     artifacts.push({ name, bytes, sha256, key });

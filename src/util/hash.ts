@@ -10,6 +10,14 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
+/**
+ * The sha256 of a file of `bytes` bytes: `known`'s when it describes the same size (a digest taken by whoever
+ * wrote the file, e.g. writeSafetensors), else read from disk. Spares reading gigabytes back after writing them.
+ */
+export async function sha256FileUnlessKnown(path: string, bytes: number, known: { bytes: number; sha256: string } | undefined): Promise<string> {
+  return known !== undefined && known.bytes === bytes ? known.sha256 : sha256File(path);
+}
+
 // Plain CommonJS run with eval: nothing to resolve or compile, under tsx as in the built package.
 const HASH_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { sha256File, sha256FileOffThread } from '../../src/util/index.js';
+import { sha256File, sha256FileOffThread, sha256FileUnlessKnown } from '../../src/util/index.js';
 import { tempDir } from '../engine/helpers.js';
 
 const tmp = tempDir('fgsn-hash-');
@@ -23,4 +23,13 @@ it('sha256FileOffThread equals sha256File and the digest of the bytes (empty, on
 
 it('a missing file rejects with ENOENT', async () => {
   await expect(sha256FileOffThread(join(tmp.path, 'missing'))).rejects.toMatchObject({ code: 'ENOENT' });
+});
+
+it('sha256FileUnlessKnown takes a known digest only for the same size, else reads the file', async () => {
+  const path = join(tmp.path, 'known');
+  writeFileSync(path, 'abc');
+  const real = createHash('sha256').update('abc').digest('hex');
+  expect(await sha256FileUnlessKnown(path, 3, { bytes: 3, sha256: 'written-digest' })).toBe('written-digest');
+  expect(await sha256FileUnlessKnown(path, 3, { bytes: 4, sha256: 'written-digest' })).toBe(real);
+  expect(await sha256FileUnlessKnown(path, 3, undefined)).toBe(real);
 });

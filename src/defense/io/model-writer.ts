@@ -5,15 +5,9 @@
  */
 import { copyFile, mkdir, readdir, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import type { ModelCheckpoint, SafetensorsFile } from '../../checkpoint/index.js';
+import type { ModelCheckpoint, SafetensorsFile, WriteResult } from '../../checkpoint/index.js';
 import { writeSafetensors } from '../../checkpoint/index.js';
 import type { RowDiff } from './row-diff.js';
-
-/** A file this process wrote: its size and the sha256 of the bytes written. */
-export interface WrittenFile {
-  bytes: number;
-  sha256: string;
-}
 
 /** Files copied beside the weights: configs, tokenizer files, chat templates (never weights or pickles). */
 export function isCopiedConfigFile(name: string): boolean {
@@ -37,7 +31,7 @@ export async function copyConfigFiles(fromDir: string, toDir: string): Promise<s
  * as written, so a caller listing its artifacts does not read gigabytes back to hash them.
  */
 export async function writeModelFolder(
-  layout: ModelCheckpoint, configDir: string, diff: RowDiff | null, outDir: string, hashes?: Map<string, WrittenFile>,
+  layout: ModelCheckpoint, configDir: string, diff: RowDiff | null, outDir: string, hashes?: Map<string, WriteResult>,
 ): Promise<string[]> {
   await mkdir(outDir, { recursive: true });
   const written = await copyConfigFiles(configDir, outDir);
