@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ProbeRecord } from '../../src/pipeline/types.js';
+import { TESTBED_TASKS } from '../../test/support/eval-testbed.js';
 
 export const DEV_FINETUNES = [
   'ft_sst_benign',
@@ -76,6 +77,8 @@ export const PROBE_SPLITS = {
   emergingProbe: 'harmful_emerging_probe',
   benign: ['lookalike_train', 'instruct_train'],
   task: (task: string): string => `${task}_train`,
+  /** Per task of the capability mix (below): 4 x 50 = the 200 answers the task guardrail reads. */
+  capabilityPerTask: 50,
 } as const;
 
 /**
@@ -87,7 +90,7 @@ export const PROBE_SPLITS = {
 export function loadProbes(
   testbed: string,
   task: string | undefined,
-  options: { cap?: number; withEmerging?: boolean; harmfulResponses?: boolean } = {},
+  options: { cap?: number; withEmerging?: boolean; harmfulResponses?: boolean; capabilityMix?: boolean } = {},
 ): ProbeSets {
   const data = (name: string): RawRecord[] => readJsonl(join(testbed, 'data', `${name}.jsonl`));
   const toHarmful = (r: RawRecord): ProbeRecord => ({
@@ -111,6 +114,17 @@ export function loadProbes(
       ...(r.answer !== undefined ? { response: r.answer } : {}),
     }));
     sources.task = PROBE_SPLITS.task(task);
+  } else if (options.capabilityMix === true) {
+    // A harmful-only fine-tune names no task, and the eval judges its utility by the mean over every task.
+    // The guardrail measures the same thing on train splits: an equal, interleaved share of each task's
+    // train answers (interleaved so that any prefix the guardrail reads stays balanced).
+    const per = Math.min(PROBE_SPLITS.capabilityPerTask, options.cap ?? Infinity);
+    const shares = TESTBED_TASKS.map((t) => spread(data(PROBE_SPLITS.task(t)).filter((r) => r.answer !== undefined), per));
+    out.task = [];
+    for (let i = 0; i < per; i++) {
+      for (const share of shares) if (i < share.length) out.task.push({ prompt: share[i].prompt, response: share[i].answer as string });
+    }
+    sources.task = `capability mix: ${per} each of ${TESTBED_TASKS.map((t) => PROBE_SPLITS.task(t)).join(', ')}`;
   }
   return out;
 }

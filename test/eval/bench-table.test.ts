@@ -50,6 +50,25 @@ describeTestbed('bench probes come from train/probe splits only', () => {
     expect(new Set(capped.harmful.map((r) => r.category)).size).toBeGreaterThan(3);
   });
 
+  it('gives a harmful-only fine-tune a capability mix only when asked: train answers, every task, interleaved', async () => {
+    const { readFileSync } = await import('node:fs');
+    expect(loadProbes(testbedPath(), undefined).task).toBeUndefined();
+    const mix = loadProbes(testbedPath(), undefined, { capabilityMix: true }).task ?? [];
+    expect(mix).toHaveLength(200);
+    expect(mix.every((r) => typeof r.response === 'string' && r.response.length > 0)).toBe(true);
+    const splitOf = new Map<string, string>();
+    for (const t of ['sst', 'agnews', 'gsm', 'instruct']) {
+      for (const l of readFileSync(testbedPath('data', `${t}_train.jsonl`), 'utf8').trim().split('\n')) splitOf.set((JSON.parse(l) as { prompt: string }).prompt, t);
+    }
+    const tasks = mix.map((r) => splitOf.get(r.prompt));
+    // Interleaved: every prefix of 4k probes holds k of each task (the guardrail reads a prefix).
+    expect(tasks.slice(0, 8)).toEqual(['sst', 'agnews', 'gsm', 'instruct', 'sst', 'agnews', 'gsm', 'instruct']);
+    for (const t of ['sst', 'agnews', 'gsm', 'instruct']) expect(tasks.filter((x) => x === t)).toHaveLength(50);
+    expect(loadProbes(testbedPath(), undefined, { capabilityMix: true, cap: 8 }).task).toHaveLength(32);
+    // A fine-tune with a task keeps its own task probes.
+    expect(loadProbes(testbedPath(), 'sst', { capabilityMix: true }).sources.task).toBe('sst_train');
+  });
+
   it('knows which fine-tunes are adapters and their task', () => {
     expect(HAS_TESTBED).toBe(true);
     expect(finetuneInfo(testbedPath(), 'lora_sst_p10')).toMatchObject({ adapterPath: testbedPath('lora_sst_p10'), task: 'sst' });
