@@ -259,13 +259,17 @@ function ioFloor(trio: { base: string; aligned: string; finetuned: string }, out
 }
 
 /**
- * FLOPs of the passes a fixed-budget job needs, from the atlas' token counts (harmful prompt+response and
- * benign tokens): the aligned model's responses (one token-forward per generated token), one forward over the
- * harmful sequences and one over the benign prompts (atlas), forward+backward (3x) over the task (benign) and
- * the harmful sequences (task neurons, attribution). A target-driven run adds, per search step, one probe
- * generation of the harmful and benign probes (probes x (18 prompt + 40 new tokens) each). The pipeline's own
- * per-stage counts (the report's `costs`, printed in the table) are not used here: its selection stage also
- * holds the attributions already counted above, which would count them twice.
+ * FLOPs of the passes a job needs, from the atlas' token counts (harmful prompt+response and benign tokens):
+ * the aligned model's responses (one token-forward per generated token), one forward over the harmful
+ * sequences and one over the benign prompts (atlas), forward+backward (3x) over the task (benign) and the
+ * harmful sequences (task neurons, attribution). A target-driven run ranks on the `rank` share of the harmful
+ * probes (the rest judge the search), once per round it ran (round 2 re-ranks on round 1's step), and measures
+ * the fine-tune and every search step: one generation of the harmful and benign probes (probes x (18 prompt +
+ * 40 new tokens) each) and the refusal log-prob margin (issue 14: the aligned model's refusal, 40 tokens,
+ * teacher-forced after each benign probe; its prompts are the ones generation prefilled, so only the
+ * refusal's tokens count). The pipeline's own per-stage counts (the report's `costs`, printed in the table)
+ * are not used here: its selection stage also holds the attributions already counted above, which would
+ * count them twice.
  */
 function computeFloorFlops(spec: SyntheticModelOptions, run: RunCost, probes: number): number {
   const ctx = 48;
@@ -274,10 +278,13 @@ function computeFloorFlops(spec: SyntheticModelOptions, run: RunCost, probes: nu
   const harmfulTokens = tokens?.harmful ?? probes * (18 + 40);
   const benignTokens = tokens?.benign ?? probes * 15;
   const generated = probes * 40;
-  let flops = perToken * (generated + harmfulTokens + benignTokens + 3 * (harmfulTokens + benignTokens));
-  const steps = ((run.report?.selection as { target?: { steps?: unknown[] } } | undefined)?.target?.steps ?? []).length;
-  if (steps > 0) flops += perToken * steps * 2 * (probes * 18 + probes * 40);
-  return flops;
+  const target = (run.report?.selection as { target?: { steps?: { round?: number }[]; probes?: { harmful: number; rank: number } } } | undefined)?.target;
+  const steps = target?.steps ?? [];
+  if (steps.length === 0) return perToken * (generated + harmfulTokens + benignTokens + 3 * (harmfulTokens + benignTokens));
+  const rankShare = target?.probes !== undefined ? target.probes.rank / target.probes.harmful : 1;
+  const rounds = Math.max(1, ...steps.map((s) => s.round ?? 1));
+  const measurement = 2 * (probes * 18 + probes * 40) + Math.min(probes, 100) * 40;
+  return perToken * (generated + harmfulTokens + benignTokens + rounds * 3 * (rankShare * harmfulTokens + benignTokens) + (steps.length + 1) * measurement);
 }
 
 // ------------------------------------------------------------------ fgsn vs PyTorch passes
