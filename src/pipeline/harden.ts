@@ -212,7 +212,7 @@ async function targetDrivenSearch(
   const split = splitProbes(atlas.harmful.map((p) => p.category), o.judgeShare, o.splitSeed);
   // Ranking on the rank part only: the judged ASR is then measured on prompts the ranking never saw.
   const rankJob = split.split
-    ? new JobScores(s, subsetAtlas(atlas, split.rank), task, { ...ctx, batchSize: o.batchSize, ...(o.layersPerPass ? { layersPerPass: o.layersPerPass } : {}) })
+    ? job.withAtlas(subsetAtlas(atlas, split.rank))
     : job;
   const ranking = await fgsnRanking(rankJob, o);
   const prompts = atlas.harmful.map((p) => p.prompt);

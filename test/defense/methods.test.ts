@@ -125,6 +125,17 @@ describe('the plan of every registered method on the tiny planted model', () => 
     // Every method but a thresholded Safe LoRA (which may find no matrix below it) edits something here.
     if (method !== 'safelora') expect(rows).toBeGreaterThan(0);
   }, 120_000);
+
+  it('a job over another atlas shares the scores that do not read the atlas, not the attribution', async () => {
+    const job = new JobScores(sources, atlas, demoSets().taskProbes, { cacheDir: join(tmp, 'cache') });
+    const other = job.withAtlas({ ...atlas });
+    const task = [job.taskScores(), other.taskScores()];
+    const grads = [job.gradDotV(), other.gradDotV()];
+    // One task-neuron computation for both (the search's ranking job would otherwise run it a second time).
+    expect(task[1]).toBe(task[0]);
+    expect(grads[1]).not.toBe(grads[0]);
+    await Promise.all([...task, ...grads]);
+  }, 120_000);
 });
 
 describe('method options: the current values kept', () => {

@@ -13,9 +13,9 @@ import { type EngineContext, attributionGradDotV, loadFinetunedEngine, taskRowSc
 
 /** Lazily computed per-job inputs that need the fine-tuned model in the engine. */
 export class JobScores {
-  private task?: Promise<RowScores>;
+  /** The scores that do not read the atlas, shared with the jobs `withAtlas` derives. */
+  private shared: { task?: Promise<RowScores>; utility?: Promise<{ scores: RowScores; loss: number; tokens: number }> } = {};
   private attribution?: Promise<{ scores: RowScores; loss: number; tokens: number }>;
-  private utility?: Promise<{ scores: RowScores; loss: number; tokens: number }>;
   private clusterScores?: Promise<{ name: string; scores: RowScores; tokens: number }[]>;
 
   constructor(
@@ -34,7 +34,18 @@ export class JobScores {
       // They read the fine-tune's weights and activations as they are: a patch would be silently ignored.
       return Promise.reject(new FgsnError('DEFENSE_OPTION_INVALID', 'task-neuron scores are not computed under a row patch'));
     }
-    return (this.task ??= this.withEngine((e) => taskRowScores(this.sources, e, this.taskProbes)));
+    return (this.shared.task ??= this.withEngine((e) => taskRowScores(this.sources, e, this.taskProbes)));
+  }
+
+  /**
+   * This job over another atlas (the target-driven search ranks on a share of the harmful probes): the
+   * attributions read the atlas' probes and are its own; task-neuron scores and the utility gradient read only
+   * the fine-tune and the task probes, so they are computed once for both.
+   */
+  withAtlas(atlas: Atlas): JobScores {
+    const other = new JobScores(this.sources, atlas, this.taskProbes, this.ctx);
+    other.shared = this.shared;
+    return other;
   }
 
   gradDotV(): Promise<{ scores: RowScores; loss: number; tokens: number }> {
@@ -70,7 +81,7 @@ export class JobScores {
     if (answered.length === 0) {
       throw new FgsnError('PROBES_EMPTY', 'utilityWeight needs task or benign probes with a "response" (or "answer")');
     }
-    return (this.utility ??= this.withEngine((e) =>
+    return (this.shared.utility ??= this.withEngine((e) =>
       attributionGradDotV(this.sources, e, answered.map((p) => p.prompt), answered.map((p) => p.response!), this.ctx)));
   }
 
