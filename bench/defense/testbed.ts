@@ -119,10 +119,15 @@ export function loadProbes(
     // The guardrail measures the same thing on train splits: an equal, interleaved share of each task's
     // train answers (interleaved so that any prefix the guardrail reads stays balanced).
     const per = Math.min(PROBE_SPLITS.capabilityPerTask, options.cap ?? Infinity);
-    const shares = TESTBED_TASKS.map((t) => spread(data(PROBE_SPLITS.task(t)).filter((r) => r.answer !== undefined), per));
+    const shares = TESTBED_TASKS.map((t) => {
+      const share = spread(data(PROBE_SPLITS.task(t)).filter((r) => r.answer !== undefined), per);
+      // A short split would tilt the mix toward the other tasks without saying so.
+      if (share.length < per) throw new Error(`capability mix: ${PROBE_SPLITS.task(t)} has ${share.length} answers, ${per} needed`);
+      return share;
+    });
     out.task = [];
     for (let i = 0; i < per; i++) {
-      for (const share of shares) if (i < share.length) out.task.push({ prompt: share[i].prompt, response: share[i].answer as string });
+      for (const share of shares) out.task.push({ prompt: share[i].prompt, response: share[i].answer as string });
     }
     sources.task = `capability mix: ${per} each of ${TESTBED_TASKS.map((t) => PROBE_SPLITS.task(t)).join(', ')}`;
   }

@@ -32,6 +32,7 @@ import { ENGINE_PROCESS_EXEC_ARGV, withEngineProcessEnv } from '../../src/engine
 import { cacheBytes, cacheGroupRoots, scanCache } from '../../src/engine/session/cache-lifecycle.js';
 import type { SyntheticModelOptions } from '../../test/support/synthetic/synthetic-model.js';
 import { flopsPerToken, matmulGflops, tokenPrompts } from '../engine/timing.js';
+import { floorTokens, type FloorReport } from './floor.js';
 import { SHAPE_125M, SHAPE_1_1B, trioProbes, writeTrio } from './trio.js';
 
 const { values } = parseArgs({
@@ -258,33 +259,16 @@ function ioFloor(trio: { base: string; aligned: string; finetuned: string }, out
   return read + write;
 }
 
-/**
- * FLOPs of the passes a job needs, from the atlas' token counts (harmful prompt+response and benign tokens):
- * the aligned model's responses (one token-forward per generated token), one forward over the harmful
- * sequences and one over the benign prompts (atlas), forward+backward (3x) over the task (benign) and the
- * harmful sequences (task neurons, attribution). A target-driven run ranks on the `rank` share of the harmful
- * probes (the rest judge the search), once per round it ran (round 2 re-ranks on round 1's step), and measures
- * the fine-tune and every search step: one generation of the harmful and benign probes (probes x (18 prompt +
- * 40 new tokens) each) and the refusal log-prob margin (issue 14: the aligned model's refusal, 40 tokens,
- * teacher-forced after each benign probe; its prompts are the ones generation prefilled, so only the
- * refusal's tokens count). The pipeline's own per-stage counts (the report's `costs`, printed in the table)
- * are not used here: its selection stage also holds the attributions already counted above, which would
- * count them twice.
- */
+/** FLOPs of the passes the job needs (bench/scale/floor.ts says which), at the bench trio's context. */
 function computeFloorFlops(spec: SyntheticModelOptions, run: RunCost, probes: number): number {
-  const ctx = 48;
-  const perToken = flopsPerToken({ ...spec, headDim: spec.headDim ?? spec.hiddenSize / spec.numHeads } as never, ctx);
+  const perToken = flopsPerToken({ ...spec, headDim: spec.headDim ?? spec.hiddenSize / spec.numHeads } as never, 48);
   const tokens = (run.report as { atlasTokens?: { harmful: number; benign: number } } | null)?.atlasTokens;
-  const harmfulTokens = tokens?.harmful ?? probes * (18 + 40);
-  const benignTokens = tokens?.benign ?? probes * 15;
-  const generated = probes * 40;
-  const target = (run.report?.selection as { target?: { steps?: { round?: number }[]; probes?: { harmful: number; rank: number } } } | undefined)?.target;
-  const steps = target?.steps ?? [];
-  if (steps.length === 0) return perToken * (generated + harmfulTokens + benignTokens + 3 * (harmfulTokens + benignTokens));
-  const rankShare = target?.probes !== undefined ? target.probes.rank / target.probes.harmful : 1;
-  const rounds = Math.max(1, ...steps.map((s) => s.round ?? 1));
-  const measurement = 2 * (probes * 18 + probes * 40) + Math.min(probes, 100) * 40;
-  return perToken * (generated + harmfulTokens + benignTokens + rounds * 3 * (rankShare * harmfulTokens + benignTokens) + (steps.length + 1) * measurement);
+  return perToken * floorTokens(run.report as FloorReport | null, {
+    harmfulTokens: tokens?.harmful ?? probes * (18 + 40),
+    benignTokens: tokens?.benign ?? probes * 15,
+    harmfulProbes: probes,
+    benignProbes: probes,
+  });
 }
 
 // ------------------------------------------------------------------ fgsn vs PyTorch passes
@@ -408,7 +392,7 @@ async function main(): Promise<void> {
         gflops = Math.max(gflops, after);
         const io = ioFloor(trio, Math.max(run.outputBytes, 1), work);
         const computeS = computeFloorFlops(spec, run, nProbes) / (gflops * 1e9);
-        const steps = ((run.report?.selection as { target?: { steps?: unknown[] } } | undefined)?.target?.steps ?? []).length;
+        const steps = (run.report as FloorReport | null)?.selection?.target?.steps?.length ?? 0;
         console.log(`\n-- harden ${label} (${RUNS[label].join(' ') || 'default options'}): ${steps} search steps, exit ${run.exitCode}`);
         console.log(`${'stage'.padEnd(14)}${pad('wall s', 9)}${pad('written', 12)}${pad('peak RSS', 12)}${pad('xckpt', 7)}${pad('passes', 8)}${pad('tokens', 9)}`);
         for (const s of run.stages) {

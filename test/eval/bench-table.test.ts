@@ -56,14 +56,16 @@ describeTestbed('bench probes come from train/probe splits only', () => {
     const mix = loadProbes(testbedPath(), undefined, { capabilityMix: true }).task ?? [];
     expect(mix).toHaveLength(200);
     expect(mix.every((r) => typeof r.response === 'string' && r.response.length > 0)).toBe(true);
-    const splitOf = new Map<string, string>();
-    for (const t of ['sst', 'agnews', 'gsm', 'instruct']) {
-      for (const l of readFileSync(testbedPath('data', `${t}_train.jsonl`), 'utf8').trim().split('\n')) splitOf.set((JSON.parse(l) as { prompt: string }).prompt, t);
+    const order = ['sst', 'agnews', 'gsm', 'instruct'];
+    const train = new Map<string, { task: string; answer: string }>();
+    for (const t of order) {
+      for (const l of readFileSync(testbedPath('data', `${t}_train.jsonl`), 'utf8').trim().split('\n')) {
+        const r = JSON.parse(l) as { prompt: string; answer: string };
+        train.set(r.prompt, { task: t, answer: r.answer });
+      }
     }
-    const tasks = mix.map((r) => splitOf.get(r.prompt));
-    // Interleaved: every prefix of 4k probes holds k of each task (the guardrail reads a prefix).
-    expect(tasks.slice(0, 8)).toEqual(['sst', 'agnews', 'gsm', 'instruct', 'sst', 'agnews', 'gsm', 'instruct']);
-    for (const t of ['sst', 'agnews', 'gsm', 'instruct']) expect(tasks.filter((x) => x === t)).toHaveLength(50);
+    // Each probe is a train prompt with its own answer, the tasks interleaved (the guardrail reads a prefix).
+    expect(mix.map((r) => train.get(r.prompt))).toEqual(mix.map((r, i) => ({ task: order[i % 4], answer: r.response })));
     expect(loadProbes(testbedPath(), undefined, { capabilityMix: true, cap: 8 }).task).toHaveLength(32);
     // A fine-tune with a task keeps its own task probes.
     expect(loadProbes(testbedPath(), 'sst', { capabilityMix: true }).sources.task).toBe('sst_train');
