@@ -5,6 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { GUARDRAIL_PROBES } from '../../src/pipeline/index.js';
 import type { ProbeRecord } from '../../src/pipeline/types.js';
 import { TESTBED_TASKS } from '../../test/support/eval-testbed.js';
 
@@ -77,8 +78,8 @@ export const PROBE_SPLITS = {
   emergingProbe: 'harmful_emerging_probe',
   benign: ['lookalike_train', 'instruct_train'],
   task: (task: string): string => `${task}_train`,
-  /** Per task of the capability mix (below): 4 x 50 = the 200 answers the task guardrail reads. */
-  capabilityPerTask: 50,
+  /** Per task of the capability mix (below): an equal share of the answers the task guardrail reads. */
+  capabilityPerTask: GUARDRAIL_PROBES.task / TESTBED_TASKS.length,
 } as const;
 
 /**

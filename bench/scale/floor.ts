@@ -5,6 +5,8 @@
  * (src/pipeline/harden.ts, probe-eval.ts, defense/methods/fgsn).
  */
 
+import { GUARDRAIL_PROBES, PREFIX_TOKENS } from '../../src/pipeline/index.js';
+
 /** The parts of a harden report the floor reads. */
 export interface FloorReport {
   options?: { p?: number; utilityWeight?: number };
@@ -26,9 +28,6 @@ export interface FloorInputs {
   newTokens?: number;
 }
 
-/** New tokens the cheap step judgement generates (src/pipeline/probe-eval.ts PREFIX_TOKENS). */
-const PREFIX_TOKENS = 8;
-
 /**
  * - Atlas: the aligned model's responses (one token-forward per generated token), one forward over the harmful
  *   sequences and one over the benign prompts.
@@ -38,9 +37,9 @@ const PREFIX_TOKENS = 8;
  *   (`p` > 0, one forward) and the utility gradient (`utilityWeight` > 0, forward+backward per round).
  * - A target-driven search measures the fine-tune once and every step: generation of the harmful probes
  *   (prompt + `newTokens`, or PREFIX_TOKENS under stepJudge 'prefix', whose chosen step is measured once more
- *   in full) and of the first 100 benign probes (the over-refusal guardrail), the answered task probes'
- *   generation and answer NLL (the first 200), and the refusal log-prob margin: the aligned model's refusal
- *   (`newTokens` long) teacher-forced after each of those benign probes. Its prompts, like the answer NLL's,
+ *   in full), of the benign prompts the over-refusal guardrail reads and of the answered task probes (their
+ *   answers' NLL too), up to GUARDRAIL_PROBES each, and the refusal log-prob margin: the aligned model's refusal
+ *   (`newTokens` long) teacher-forced after each of those benign prompts. Its prompts, like the answer NLL's,
  *   are the ones generation prefilled, so only the refusal's and the answers' tokens count (answers taken as
  *   `newTokens` long).
  */
@@ -54,11 +53,11 @@ export function floorTokens(report: FloorReport | null, x: FloorInputs): number 
   const taskNeurons = p > 0 ? x.benignTokens : 0;
   if (target === undefined) return atlas + taskNeurons + 3 * x.harmfulTokens + (utility > 0 ? 3 * x.benignTokens : 0);
   const steps = target.steps ?? [];
-  const rounds = steps.length === 0 ? 1 : Math.max(1, ...steps.map((s) => s.round ?? 1));
+  const rounds = Math.max(1, ...steps.map((s) => s.round ?? 1));
   const rankShare = target.probes !== undefined && target.probes.harmful > 0 ? target.probes.rank / target.probes.harmful : 1;
   const attribution = rounds * 3 * (rankShare * x.harmfulTokens + (utility > 0 ? x.benignTokens : 0));
-  const benign = Math.min(x.benignProbes, 100);
-  const answered = Math.min(x.answeredProbes ?? 0, 200);
+  const benign = Math.min(x.benignProbes, GUARDRAIL_PROBES.benign);
+  const answered = Math.min(x.answeredProbes ?? 0, GUARDRAIL_PROBES.task);
   const measure = (harmfulNew: number): number =>
     x.harmfulProbes * (prompt + harmfulNew) + benign * (prompt + gen) + answered * (prompt + 2 * gen) + benign * gen;
   const prefix = report?.selection?.stepJudge === 'prefix';

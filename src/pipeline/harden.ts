@@ -20,7 +20,7 @@ import {
 import { STRENGTH_STEPS, type StepMeasure, ladder, writtenSteps } from './ladder.js';
 import { writeModelCard } from './model-card.js';
 import { renderReportHtml } from './report-html.js';
-import { type ProbeMetrics, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
+import { GUARDRAIL_PROBES, type ProbeMetrics, measureOnProbes, measureWithEngine, openStepEngine } from './probe-eval.js';
 import { type PairedVerdict, mostFrequent, nllRiseRejects, pairedLossTest, refusalMarginRejects } from './guardrails.js';
 import { chooseStep, frontier, round2Base, withinCeiling } from './policy.js';
 import { splitProbes, subsetAtlas } from './split.js';
@@ -216,8 +216,8 @@ async function targetDrivenSearch(
     : job;
   const ranking = await fgsnRanking(rankJob, o);
   const prompts = atlas.harmful.map((p) => p.prompt);
-  const taskAnswered = task.filter((p) => p.response !== undefined).slice(0, 200);
-  const benignPrompts = req.benign.slice(0, 100).map((p) => p.prompt);
+  const taskAnswered = task.filter((p) => p.response !== undefined).slice(0, GUARDRAIL_PROBES.task);
+  const benignPrompts = req.benign.slice(0, GUARDRAIL_PROBES.benign).map((p) => p.prompt);
   const nll = taskAnswered.length > 0 ? { prompts: taskAnswered.map((p) => p.prompt), responses: taskAnswered.map((p) => p.response!) } : undefined;
   // The refusal log-prob margin: the aligned model's usual refusal, teacher-forced after the benign prompts.
   const refusalText = mostFrequent(atlas.harmfulResponses);

@@ -44,6 +44,9 @@ export interface ProbeMetrics {
 /** Generated tokens the cheap step judgement reads (see ProbeContext.harmfulJudge). */
 export const PREFIX_TOKENS = 8;
 
+/** How many probes a target-driven search's guardrails read: answered task probes, benign prompts. */
+export const GUARDRAIL_PROBES = { task: 200, benign: 100 } as const;
+
 export interface ProbeContext {
   benignPrompts?: string[];
   /** Extra probes scored by exact match of their response (a guardrail on general answers). */
