@@ -167,6 +167,8 @@ export interface AttributeOptions {
    */
   layersPerPass?: number;
   maxDirectionBytes?: number;
+  /** Forward activations kept for the top chunks' backward (attribution/index.ts; default the checkpoint's bytes). */
+  keepActivationBytes?: number;
   /**
    * Attribute under this engine's model with these rows replaced (absolute new values, as a written model
    * would hold them; the same map `setRowPatch` takes), as a static patch in the attribution graphs: the
@@ -625,6 +627,7 @@ export class Engine {
       ...(opts.reduction !== undefined ? { reduction: opts.reduction } : {}),
       ...(opts.batchSize !== undefined ? { batchSize: opts.batchSize } : {}),
       ...(maxDirectionBytes !== undefined ? { maxDirectionBytes } : {}),
+      ...(opts.keepActivationBytes !== undefined ? { keepActivationBytes: opts.keepActivationBytes } : {}),
       ...(opts.patch !== undefined ? { patch: opts.patch } : {}),
       ...this.runtime,
       padTokenId: this.tokenizer.padTokenId,

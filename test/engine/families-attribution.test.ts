@@ -10,6 +10,7 @@ import { linearWeightNames, linearWeightShape } from '../../src/checkpoint/model
 import { ModelCheckpoint } from '../../src/checkpoint/model-folder.js';
 import { attributionBatch, type ScoredSequence } from '../../src/engine/attribution/batch.js';
 import { AttributionSession } from '../../src/engine/attribution/session.js';
+import { keptActivationBytes, scoreSequences } from '../../src/engine/attribution/index.js';
 import { ort } from '../../src/engine/session/session.js';
 import { writeSyntheticFromConfig } from '../support/synthetic/synthetic-model.js';
 import { mulberry32 } from '../../src/util/prng.js';
@@ -94,6 +95,33 @@ for (const [name, config] of Object.entries(FAMILY_CONFIGS)) {
       }
       console.info(`${name}: attribution graph vs finite differences, worst rel err ${worst.toExponential(2)}`);
       expect(worst).toBeLessThan(1e-3);
+
+      // In layer chunks (one layer each), recomputing every chunk's forward or keeping the forward sweep's
+      // activations for all chunks or for the top one only gives the scores of the whole-model graph above.
+      const src = [{ name: 'm', rows: async (wn: string, r0: number, r1: number): Promise<Float32Array> => {
+        const cols = (linearWeightShape(spec, wn) as [number, number])[1];
+        return (dirs.get(wn) as Float32Array).slice(r0 * cols, r1 * cols);
+      } }];
+      const L = spec.numLayers;
+      const batches = [attributionBatch(seqs, 0)];
+      const top = keptActivationBytes(spec, batches, L - 1, L);
+      expect(top).toBeGreaterThan(0);
+      for (const [keep, chunksKept] of [[0, 0], [top, 1], [Infinity, L]] as const) {
+        const res = await scoreSequences(ckpt, null, seqs, {
+          directions: src, reduction: 'sum', layersPerPass: 1, batchSize: seqs.length, keepActivationBytes: keep, cacheRoot: join(tmp.path, 'cache'), threads: 1,
+        });
+        expect(res.layerChunks).toHaveLength(L);
+        expect(res.keptChunks, `keep ${keep}`).toBe(chunksKept);
+        expect(Math.abs(res.loss - got.lossSum) / Math.abs(got.lossSum)).toBeLessThan(1e-5);
+        let rel = 0;
+        for (const n of names) {
+          const a = res.scores.get('m')?.get(n) as Float32Array;
+          const b = got.scores[0].get(n) as Float32Array;
+          const scale = Math.max(...b.map(Math.abs), 1e-12);
+          for (let i = 0; i < b.length; i++) rel = Math.max(rel, Math.abs(a[i] - b[i]) / scale);
+        }
+        expect(rel, `keep ${keep}`).toBeLessThan(1e-4);
+      }
     });
   });
 }

@@ -62,11 +62,20 @@ export interface AttributionGraphOptions {
    * chunk by chunk with only one chunk's weights in a session).
    */
   boundaries?: number[];
+  /**
+   * With mode 'segment', the two halves of a segment, so a caller with memory to spare skips the backward's
+   * forward recompute: 'output' is forward-only (like `boundaries`) and outputs, besides hidden.{layerTo},
+   * every tensor the backward of its layers reads, as act.{layer}.{key}; 'input' builds only the backward,
+   * taking those tensors as inputs (and grad_out, never a loss head; no hidden_in: act.{layerFrom}.hIn is it).
+   */
+  activations?: 'output' | 'input';
 }
 
 export const directionInputName = (k: number, weight: string): string => `dir.${k}.${weight}`;
 export const scoreOutputName = (k: number, weight: string): string => `score.${k}.${weight}`;
 export const boundaryOutputName = (layer: number): string => `hidden.${layer}`;
+export const ACTIVATION_PREFIX = 'act.';
+const activationName = (layer: number, key: string): string => `${ACTIVATION_PREFIX}${layer}.${key}`;
 
 /** Weight names scored by a graph built with these options, layer-major in linearModules(spec) order. */
 export function scoredWeights(spec: ModelSpec, layerFrom = 0, layerTo = spec.numLayers): string[] {
@@ -195,6 +204,10 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   }
   const boundaries = opts.boundaries ?? null;
   const segment = opts.mode === 'segment';
+  const acts = opts.activations ?? null;
+  if (acts !== null && (!segment || boundaries !== null || (acts === 'input' && hi === L && opts.lossHead !== false))) {
+    throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', 'attribution graph: activations need mode segment, no boundaries, and (as input) lossHead false at the top');
+  }
   const lowest = segment ? lo + 1 : 1;
   if (boundaries !== null && (boundaries.length === 0 || boundaries.some((b) => !Number.isInteger(b) || b < lowest || b > L))) {
     throw new FgsnError('ENGINE_GRAPH_UNSUPPORTED', `attribution graph: boundaries must be layers in [${lowest}, ${L}], got ${JSON.stringify(boundaries)}`);
@@ -264,10 +277,12 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
 
   // ---- forward, keeping what the backward needs ----
   const flat = ['rows', H];
-  let h = first === 0
-    ? g.op('Reshape', [g.op('Gather', [w.f32('model.embed_tokens.weight'), inputIds], { axis: 0 }), g.constI64([-1, H])])
-    : g.input('hidden_in', 'float32', flat);
-  if (first === 0 && spec.embedScale !== undefined) h = scaleBy(g, h, spec.embedScale, 'float32');
+  let h = acts === 'input'
+    ? ''
+    : first === 0
+      ? g.op('Reshape', [g.op('Gather', [w.f32('model.embed_tokens.weight'), inputIds], { axis: 0 }), g.constI64([-1, H])])
+      : g.input('hidden_in', 'float32', flat);
+  if (acts !== 'input' && first === 0 && spec.embedScale !== undefined) h = scaleBy(g, h, spec.embedScale, 'float32');
   interface Saved {
     hIn: string; n1: Norm; q: Linear; k: Linear; v: Linear; qkv: Linear | null; o: Linear; qg: string; kh: string; vh: string; pg: string; ctx: string;
     hMid: string; n2: Norm; gate: Linear; up: Linear; gateUp: Linear | null; down: Linear; gateOut: string; sig: string; upOut: string; act: string;
@@ -275,16 +290,67 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     attnRaw: string; attnPost: Norm | null; mlpRaw: string; mlpPost: Norm | null;
   }
   const saved: Saved[] = [];
-  for (let i = first; i < last; i++) {
+  /** The tensors of a layer's Saved the backward reads, by key (act.{layer}.{key} with `activations`). */
+  const tensorsOf = (s: Saved): [string, string][] => {
+    // Not the norms' outputs, sig or act: the backward half recomputes them elementwise from these, with the
+    // same operations as the forward (so the same values), for 2 (hidden + intermediate) fewer floats a token.
+    const out: [string, string][] = [
+      ['hIn', s.hIn], ['n1.inv', s.n1.inv], ['qg', s.qg], ['kh', s.kh], ['vh', s.vh], ['pg', s.pg], ['ctx', s.ctx],
+      ['hMid', s.hMid], ['n2.inv', s.n2.inv], ['gateOut', s.gateOut], ['upOut', s.upOut],
+    ];
+    if (s.qn !== null && s.kn !== null) out.push(['qRaw', s.qRaw], ['kRaw', s.kRaw], ['qn.inv', s.qn.inv], ['kn.inv', s.kn.inv]);
+    if (s.capT !== null) out.push(['capT', s.capT]);
+    if (s.attnPost !== null) out.push(['attnRaw', s.attnRaw], ['attnPost.inv', s.attnPost.inv]);
+    if (s.mlpPost !== null) out.push(['mlpRaw', s.mlpRaw], ['mlpPost.inv', s.mlpPost.inv]);
+    return out;
+  };
+  // Phi-3: one [q; k; v] product; the Linear records of q/k/v are then only shapes for the backward's split
+  // (and likewise [gate; up]).
+  const attnLinears = (i: number): Pick<Saved, 'qkv' | 'q' | 'k' | 'v' | 'o'> => ({
+    qkv: fused ? lin(i, 'qkv_proj', (NH + 2 * KV) * D) : null,
+    q: fused ? { name: '', w: '', outFeatures: NH * D } : lin(i, 'q_proj', NH * D),
+    k: fused ? { name: '', w: '', outFeatures: KV * D } : lin(i, 'k_proj', KV * D),
+    v: fused ? { name: '', w: '', outFeatures: KV * D } : lin(i, 'v_proj', KV * D),
+    o: lin(i, 'o_proj', H),
+  });
+  const mlpLinears = (i: number): Pick<Saved, 'gateUp' | 'gate' | 'up' | 'down'> => ({
+    gateUp: fused ? lin(i, 'gate_up_proj', 2 * I) : null,
+    gate: fused ? { name: '', w: '', outFeatures: I } : lin(i, 'gate_proj', I),
+    up: fused ? { name: '', w: '', outFeatures: I } : lin(i, 'up_proj', I),
+    down: lin(i, 'down_proj', H),
+  });
+  if (acts === 'input') {
+    // The backward only: each layer's Saved from the inputs the 'output' half gave (unknown shapes: the feeds').
+    for (let i = first; i < last; i++) {
+      const a = (key: string): string => g.input(activationName(i, key), 'float32', null);
+      const normOf = (key: string): Norm => ({ y: '', inv: a(`${key}.inv`) });
+      // rmsNormKeep's y, the gate's sig and act, as the forward computes them.
+      const normed = (x: string, inv: string, weight: string): Norm => ({ y: g.op('Mul', [g.op('Mul', [x, inv]), weight]), inv });
+      const withQkNorm = spec.qkNorm === true;
+      const p = `model.layers.${i}`;
+      const hIn = a('hIn');
+      const hMid = a('hMid');
+      const gateOut = a('gateOut');
+      const upOut = a('upOut');
+      const n2Weight = normW(`${p}.${spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
+      const sig = gelu ? geluTanhInner(g, gateOut) : g.op('Sigmoid', [gateOut]);
+      saved.push({
+        ...attnLinears(i), ...mlpLinears(i),
+        hIn, n1: normed(hIn, a('n1.inv'), normW(`${p}.input_layernorm.weight`)), qg: a('qg'), kh: a('kh'), vh: a('vh'), pg: a('pg'), ctx: a('ctx'),
+        hMid, n2: normed(hMid, a('n2.inv'), n2Weight), gateOut, upOut,
+        sig, act: gelu ? geluTanhGate(g, gateOut, upOut) : g.op('Mul', [g.op('Mul', [gateOut, sig]), upOut]),
+        qRaw: withQkNorm ? a('qRaw') : '', kRaw: withQkNorm ? a('kRaw') : '', qn: withQkNorm ? normOf('qn') : null, kn: withQkNorm ? normOf('kn') : null,
+        rope: ropeOf(i), capT: spec.attnSoftcap ? a('capT') : null,
+        attnRaw: spec.sandwichNorms ? a('attnRaw') : '', attnPost: spec.sandwichNorms ? normOf('attnPost') : null,
+        mlpRaw: spec.sandwichNorms ? a('mlpRaw') : '', mlpPost: spec.sandwichNorms ? normOf('mlpPost') : null,
+      });
+    }
+  }
+  for (let i = first; i < (acts === 'input' ? first : last); i++) {
     if (boundaries?.includes(i)) g.output(boundaryOutputName(i), h, 'float32', flat);
     const p = `model.layers.${i}`;
     const n1 = rmsNormKeep(g, h, normW(`${p}.input_layernorm.weight`), spec.rmsNormEps);
-    // Phi-3: one [q; k; v] product; the Linear records of q/k/v are then only shapes for the backward's split.
-    const qkv = fused ? lin(i, 'qkv_proj', (NH + 2 * KV) * D) : null;
-    const q = fused ? { name: '', w: '', outFeatures: NH * D } : lin(i, 'q_proj', NH * D);
-    const k = fused ? { name: '', w: '', outFeatures: KV * D } : lin(i, 'k_proj', KV * D);
-    const v = fused ? { name: '', w: '', outFeatures: KV * D } : lin(i, 'v_proj', KV * D);
-    const o = lin(i, 'o_proj', H);
+    const { qkv, q, k, v, o } = attnLinears(i);
     const [qf, kf, vf] = qkv !== null
       ? splitLast(g, fwd(n1.y, qkv, false), [NH * D, KV * D, KV * D])
       : [fwd(n1.y, q, spec.qkvBias), fwd(n1.y, k, spec.qkvBias), fwd(n1.y, v, spec.qkvBias)];
@@ -315,10 +381,7 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     const hMid = g.op('Add', [h, attnPost?.y ?? attnRaw]);
 
     const n2 = rmsNormKeep(g, hMid, normW(`${p}.${spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`), spec.rmsNormEps);
-    const gateUp = fused ? lin(i, 'gate_up_proj', 2 * I) : null;
-    const gate = fused ? { name: '', w: '', outFeatures: I } : lin(i, 'gate_proj', I);
-    const up = fused ? { name: '', w: '', outFeatures: I } : lin(i, 'up_proj', I);
-    const down = lin(i, 'down_proj', H);
+    const { gateUp, gate, up, down } = mlpLinears(i);
     const [gateOut, upOut] = gateUp !== null
       ? splitLast(g, fwd(n2.y, gateUp, false), [I, I])
       : [fwd(n2.y, gate, spec.mlpBias), fwd(n2.y, up, spec.mlpBias)];
@@ -336,6 +399,13 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
   }
   if (boundaries !== null) {
     g.output(boundaryOutputName(last), h, 'float32', flat);
+    return g;
+  }
+  if (acts === 'output') {
+    g.output(boundaryOutputName(last), h, 'float32', flat);
+    saved.forEach((s, j) => {
+      for (const [key, value] of tensorsOf(s)) g.outputInPlace(activationName(first + j, key), value, 'float32');
+    });
     return g;
   }
   let dh = withHead ? lossHead(g, w, spec, h) : g.input('grad_out', 'float32', flat);

@@ -20,7 +20,8 @@
  * chunk boundary (4 * tokens * hidden bytes per boundary); then the chunks run top-down as segments, each
  * passing the gradient at its lower boundary to the next: one backward and two forwards in all, with one
  * chunk's float32 weights and directions in memory at a time (a bf16 125M job: 3.0 GB -> 0.7 GB peak,
- * docs/scale.md). The loss head runs on the response rows only and never forms a log-softmax or one-hot
+ * docs/scale.md). The top chunks whose forward activations fit `keepActivationBytes` (default the
+ * checkpoint's bytes) keep them from the forward sweep and skip the second forward (graph.ts `activations`). The loss head runs on the response rows only and never forms a log-softmax or one-hot
  * [rows, vocab] tensor (graph.ts).
  * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
  * whole checkpoint.
@@ -69,6 +70,11 @@ export interface CommonAttributionOptions {
   maxDirectionBytes?: number;
   /** Layers per pass; overrides maxDirectionBytes. */
   layersPerPass?: number;
+  /**
+   * With layer chunks: bytes of forward activations kept from the forward sweep for the backward of the top
+   * chunks that fit (default defaultKeepBytes), which then skip their forward recompute; 0 recomputes every chunk.
+   */
+  keepActivationBytes?: number;
   executionProvider?: ExecutionProvider;
   threads?: number;
   /** Graph cache folder (default: the engine's, FGSN_CACHE_DIR or <tmp>/fgsn-engine-cache). */
@@ -101,6 +107,8 @@ export interface AttributionResult {
   scores: Map<string, Map<string, Float32Array>>;
   /** Layer ranges [from, to) run as separate passes. */
   layerChunks: [number, number][];
+  /** Of those, the chunks whose backward took the forward sweep's activations (no recompute). */
+  keptChunks: number;
   seconds: number;
 }
 
@@ -193,6 +201,38 @@ export function layerChunks(spec: ModelSpec, directionSets: number, budget: numb
   const out: [number, number][] = [];
   for (let l = 0; l < spec.numLayers; l += per) out.push([l, Math.min(spec.numLayers, l + per)]);
   return out;
+}
+
+/**
+ * Default budget of kept activations: the checkpoint's bytes. On the 1.1B bench trio (16 harmful sequences, 8
+ * chunks) every chunk fits (1.4 GB): the attribution took 52.5-54.3 s instead of 63.7 s, peak 2.17 -> 3.58 GB
+ * (by hand, 2026-12-06, docs/scale.md); the job's peak stays the atlas' (2.36x). On the 125M trio, where the
+ * process itself is ~0.7x the checkpoint, 1.25x took the fixed budget's peak from 2.63x to 2.87x (issue 11's
+ * bound is 3x); 1x keeps more margin.
+ */
+export function defaultKeepBytes(checkpoint: ModelCheckpoint): number {
+  return fileBytes(checkpoint.files);
+}
+
+/**
+ * Bytes of the activations an 'output' half of layers [from, to) gives for these batches (graph.ts tensorsOf:
+ * per token and layer the two residuals and 1/rms of their norms, q (grouped), k and v in heads, the attention
+ * probabilities (one per head and key), the context, the gate's and up's outputs, and the family's extras).
+ */
+export function keptActivationBytes(spec: ModelSpec, batches: readonly AttributionBatch[], from: number, to: number): number {
+  const H = spec.hiddenSize;
+  const NH = spec.numHeads;
+  const KV = spec.numKvHeads;
+  const D = spec.headDim;
+  const I = spec.intermediateSize;
+  let floats = 0;
+  for (const b of batches) {
+    const T = b.padded.length;
+    const perToken = 2 * H + 2 + 2 * NH * D + 2 * KV * D + NH * T + 2 * I
+      + (spec.qkNorm ? NH * D + KV * D + NH + KV : 0) + (spec.attnSoftcap ? NH * T : 0) + (spec.sandwichNorms ? 2 * H + 2 : 0);
+    floats += b.padded.batch * T * perToken;
+  }
+  return floats * 4 * (to - from);
 }
 
 /** Rows per run of the loss head: its [rows, vocab] float32 tensors stay near 16 MiB each. */
@@ -314,6 +354,7 @@ export async function scoreSequences(
   const patched = { ...sessionOpts, ...(patch ? { patch } : {}) };
   const L = spec.numLayers;
   let lossSum = 0;
+  let keptChunks = 0;
   if (chunks.length === 1) {
     const session = await AttributionSession.open(checkpoint, adapter, { ...patched, layerFrom: 0, layerTo: L });
     try {
@@ -334,55 +375,88 @@ export async function scoreSequences(
     // The forward chunk by chunk, bottom-up, each chunk's session holding only its own layers' weights and
     // keeping the residual leaving it; the loss head a few response rows at a time; then the segments
     // top-down, each handing the gradient at its lower boundary to the one below: two forwards + one
-    // backward in all, one chunk's float32 weights and directions in memory at a time, and [rows, vocab]
-    // tensors of HEAD_ROWS rows whatever the batch.
+    // backward in all (less the kept chunks' recompute), one chunk's float32 weights and directions in memory
+    // at a time, and [rows, vocab] tensors of HEAD_ROWS rows whatever the batch.
     const hiddens: Map<number, Float32Array>[] = batches.map(() => new Map());
-    for (const [from, to] of chunks) {
-      const fwd = await AttributionSession.open(checkpoint, adapter, { ...patched, layerFrom: from, layerTo: to, mode: 'segment', boundaries: [to] });
-      try {
-        for (const [i, b] of batches.entries()) {
-          const out = await fwd.boundaryHiddens(b, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined });
-          hiddens[i].set(to, out.get(to) as Float32Array);
-        }
-      } finally {
-        await fwd.release();
-      }
+    // The top chunks whose activations fit the budget keep them from the forward sweep: their backward
+    // halves skip the recompute (the one cost of chunking beyond session builds: a forward of those layers).
+    const budget = opts.keepActivationBytes ?? defaultKeepBytes(checkpoint);
+    const kept = new Map<number, (Map<string, ort.Tensor> | undefined)[]>();
+    let keptBytes = 0;
+    for (let c = chunks.length - 1; c >= 0; c--) {
+      keptBytes += keptActivationBytes(spec, batches, chunks[c][0], chunks[c][1]);
+      if (keptBytes > budget) break;
+      kept.set(chunks[c][0], []);
     }
-    let grads: (Float32Array | undefined)[] = [];
-    const head = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: L, layerTo: L, mode: 'head' });
+    keptChunks = kept.size;
     try {
-      for (const [i, b] of batches.entries()) {
-        const top = hiddens[i].get(L) as Float32Array;
-        hiddens[i].delete(L);
-        const r = await headGradient(head, b, top, spec.hiddenSize, headRows(spec.vocabSize));
-        lossSum += r.lossSum;
-        grads.push(r.grad);
-      }
-    } finally {
-      await head.release();
-    }
-    for (const [from, to] of [...chunks].reverse()) {
-      const session = await AttributionSession.open(checkpoint, adapter, { ...patched, layerFrom: from, layerTo: to, mode: 'segment', lossHead: false });
-      try {
-        const dirs = await loadDirections(opts.directions, spec, session.weights);
-        const below: (Float32Array | undefined)[] = [];
+      for (const [from, to] of chunks) {
+        const acts = kept.get(from);
+        const fwd = await AttributionSession.open(checkpoint, adapter, {
+          ...patched, layerFrom: from, layerTo: to, mode: 'segment', ...(acts !== undefined ? { activations: 'output' as const } : { boundaries: [to] }),
+        });
         try {
           for (const [i, b] of batches.entries()) {
-            const r = await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
-            add(r.scores);
-            below.push(r.gradIn);
-            // The residual entering this chunk is not needed again.
-            hiddens[i].delete(from);
+            const hiddenIn = from > 0 ? hiddens[i].get(from) : undefined;
+            if (acts !== undefined) {
+              const out = await fwd.forwardKeep(b, { hiddenIn });
+              hiddens[i].set(to, out.top);
+              acts.push(out.acts);
+            } else {
+              const out = await fwd.boundaryHiddens(b, { hiddenIn });
+              hiddens[i].set(to, out.get(to) as Float32Array);
+            }
           }
         } finally {
-          // A chunk's directions (a quarter of the checkpoint's bytes by default) go now, not when V8
-          // collects them: otherwise the next chunk, or the search's engine, loads beside them.
-          releaseDirections(dirs);
+          await fwd.release();
         }
-        grads = below;
-      } finally {
-        await session.release();
       }
+      let grads: (Float32Array | undefined)[] = [];
+      const head = await AttributionSession.open(checkpoint, adapter, { ...sessionOpts, layerFrom: L, layerTo: L, mode: 'head' });
+      try {
+        for (const [i, b] of batches.entries()) {
+          const top = hiddens[i].get(L) as Float32Array;
+          hiddens[i].delete(L);
+          const r = await headGradient(head, b, top, spec.hiddenSize, headRows(spec.vocabSize));
+          lossSum += r.lossSum;
+          grads.push(r.grad);
+        }
+      } finally {
+        await head.release();
+      }
+      for (const [from, to] of [...chunks].reverse()) {
+        const acts = kept.get(from);
+        const session = await AttributionSession.open(checkpoint, adapter, {
+          ...patched, layerFrom: from, layerTo: to, mode: 'segment', lossHead: false, ...(acts !== undefined ? { activations: 'input' as const } : {}),
+        });
+        try {
+          const dirs = await loadDirections(opts.directions, spec, session.weights);
+          const below: (Float32Array | undefined)[] = [];
+          try {
+            for (const [i, b] of batches.entries()) {
+              const r = acts !== undefined
+                ? await session.run(b, dirs, { acts: acts[i], gradOut: grads[i] })
+                : await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
+              if (acts?.[i] !== undefined) releaseTensors([...acts[i]!.values()]);
+              if (acts !== undefined) acts[i] = undefined;
+              add(r.scores);
+              below.push(r.gradIn);
+              // The residual entering this chunk is not needed again.
+              hiddens[i].delete(from);
+            }
+          } finally {
+            // A chunk's directions (a quarter of the checkpoint's bytes by default) go now, not when V8
+            // collects them: otherwise the next chunk, or the search's engine, loads beside them.
+            releaseDirections(dirs);
+          }
+          grads = below;
+        } finally {
+          await session.release();
+        }
+      }
+    } finally {
+      // What a failed run left kept goes now, not when V8 collects it.
+      for (const acts of kept.values()) for (const a of acts) if (a !== undefined) releaseTensors([...a.values()]);
     }
   }
   const div = reduction === 'mean' ? tokens : 1;
@@ -392,7 +466,7 @@ export async function scoreSequences(
     for (const w of scoredWeights(spec)) m.set(w, Float32Array.from(acc[k].get(w) as Float64Array, (x) => x / div));
     scores.set(d.name, m);
   });
-  return { loss: lossSum / div, reduction, tokens, scores, layerChunks: chunks, seconds: (performance.now() - t0) / 1000 };
+  return { loss: lossSum / div, reduction, tokens, scores, layerChunks: chunks, keptChunks, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** Tokenizes prompt + response with the model's chat template, then scores (see the module comment). */

@@ -14,11 +14,11 @@ import { cacheKey, defaultCacheRoot, ensureEntry, fileFingerprint, locationFor }
 import { countBackward, countForward } from '../runtime/counters.js';
 import { createSession, fileBytes, ort, runOptions, type ExecutionProvider } from '../session/session.js';
 import { loraMatmul } from '../model/lora-matmul.js';
-import { buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
+import { ACTIVATION_PREFIX, buildAttributionGraph, directionInputName, scoreOutputName, scoredWeights } from './graph.js';
 import { patchFile, type PreparedPatch } from './patch.js';
 
 /** Bump when the attribution graph changes, so stale cache entries are not reused. */
-export const ATTRIBUTION_GRAPH_VERSION = 2;
+export const ATTRIBUTION_GRAPH_VERSION = 3;
 
 export interface AttributionSessionOptions {
   directionSets: number;
@@ -33,6 +33,8 @@ export interface AttributionSessionOptions {
    * 'segment' it starts at layerFrom (from hidden_in when layerFrom > 0).
    */
   boundaries?: number[];
+  /** See AttributionGraphOptions.activations (forwardKeep runs an 'output' graph; run takes `acts` with 'input'). */
+  activations?: 'output' | 'input';
   cacheRoot?: string;
   executionProvider?: ExecutionProvider;
   threads?: number;
@@ -57,6 +59,13 @@ export interface BatchScores {
   gradIn?: Float32Array;
   /** scores[k].get(weight) = [out] gradient-direction inner products of loss_sum. */
   scores: Map<string, Float32Array>[];
+}
+
+/** What a segment run takes besides the batch (see run and forwardKeep). */
+export interface SegmentFeeds {
+  hiddenIn?: Float32Array;
+  gradOut?: Float32Array;
+  acts?: Map<string, ort.Tensor>;
 }
 
 function refOf(t: TensorInfo, location: string): WeightRef {
@@ -104,6 +113,7 @@ export class AttributionSession {
       mode: opts.mode,
       lossHead: opts.lossHead,
       boundaries: opts.boundaries,
+      ...(opts.activations !== undefined ? { activations: opts.activations } : {}),
       lora: loraEdges.size > 0 ? loraEdges : undefined,
     };
     const patch = opts.patch === undefined ? undefined : await patchFile(entry.dir, opts.patch, lora, new Set(loraEdges.keys()));
@@ -130,15 +140,16 @@ export class AttributionSession {
     // packed copy per consuming node beside the float32 initializer (measured on the 125M bench trio: the
     // whole-model pass peaked 0.5 GB higher with it, at the same speed).
     const session = await createSession(onnxPath, { executionProvider: opts.executionProvider, threads: opts.threads, disablePrepacking: true, checkpointBytes: fileBytes(ckpt.files) });
-    const weights = opts.boundaries === undefined ? scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo) : [];
+    const forwardOnly = opts.boundaries !== undefined || opts.activations === 'output';
+    const weights = forwardOnly ? [] : scoredWeights(ckpt.spec, opts.layerFrom, opts.layerTo);
     const segment = opts.mode === 'segment';
     const counts = opts.mode === 'head'
       ? { forward: false, backward: false }
       : { forward: !segment || opts.layerFrom === 0, backward: !segment || opts.layerTo === ckpt.spec.numLayers };
-    return new AttributionSession(session, weights, opts.boundaries === undefined ? opts.directionSets : 0, ckpt.spec.hiddenSize, counts);
+    return new AttributionSession(session, weights, forwardOnly ? 0 : opts.directionSets, ckpt.spec.hiddenSize, counts);
   }
 
-  private feeds(batch: AttributionBatch, seg: { hiddenIn?: Float32Array; gradOut?: Float32Array }): Record<string, ort.Tensor> {
+  private feeds(batch: AttributionBatch, seg: SegmentFeeds): Record<string, ort.Tensor> {
     const { padded: p } = batch;
     const dims = [p.batch, p.length];
     const rows = [p.batch * p.length, this.hidden];
@@ -153,8 +164,16 @@ export class AttributionSession {
     };
     const feeds: Record<string, ort.Tensor> = {};
     for (const name of this.session.inputNames) {
+      const kept = name.startsWith(ACTIVATION_PREFIX) ? seg.acts?.get(name) : undefined;
+      if (kept !== undefined) {
+        feeds[name] = kept;
+        continue;
+      }
       const make = all[name];
-      if (make === undefined) continue;
+      if (make === undefined) {
+        if (name.startsWith(ACTIVATION_PREFIX)) throw new FgsnError('ENGINE_RUN_FAILED', `attribution: the graph needs the kept activation ${name}`);
+        continue;
+      }
       const t = make();
       if (t === undefined) throw new FgsnError('ENGINE_RUN_FAILED', `attribution: the graph needs input ${name}`);
       feeds[name] = t;
@@ -184,10 +203,28 @@ export class AttributionSession {
   }
 
   /**
-   * Runs one batch; `directions[k]` maps each scored weight to its ort tensor [out, in] (reused across
-   * batches). A segment takes the residual entering it (`hiddenIn`) and the gradient leaving it (`gradOut`).
+   * 'output' graph (opened with activations 'output'): the residual leaving the segment, [N, H], and the
+   * activations its backward half reads, to feed to run() of the 'input' graph of the same layers.
    */
-  async run(batch: AttributionBatch, directions: Map<string, ort.Tensor>[], seg: { hiddenIn?: Float32Array; gradOut?: Float32Array } = {}): Promise<BatchScores> {
+  async forwardKeep(batch: AttributionBatch, seg: { hiddenIn?: Float32Array } = {}): Promise<{ top: Float32Array; acts: Map<string, ort.Tensor> }> {
+    if (this.counts.forward) countForward(batch.padded.batch * batch.padded.length);
+    const out = await this.exec(this.feeds(batch, seg));
+    const acts = new Map<string, ort.Tensor>();
+    let top: Float32Array | undefined;
+    for (const name of this.session.outputNames) {
+      if (name.startsWith(ACTIVATION_PREFIX)) acts.set(name, out[name] as ort.Tensor);
+      else if (name.startsWith('hidden.')) top = out[name].data as Float32Array;
+    }
+    if (top === undefined) throw new FgsnError('ENGINE_RUN_FAILED', 'attribution: the forward half gave no boundary residual');
+    return { top, acts };
+  }
+
+  /**
+   * Runs one batch; `directions[k]` maps each scored weight to its ort tensor [out, in] (reused across
+   * batches). A segment takes the residual entering it (`hiddenIn`) and the gradient leaving it (`gradOut`);
+   * a backward half ('input' graph) takes its forward half's activations (`acts`) instead of `hiddenIn`.
+   */
+  async run(batch: AttributionBatch, directions: Map<string, ort.Tensor>[], seg: SegmentFeeds = {}): Promise<BatchScores> {
     const feeds = this.feeds(batch, seg);
     for (let k = 0; k < this.directionSets; k++) {
       for (const name of this.weights) {

@@ -102,6 +102,8 @@ export class GraphBuilder {
   private readonly inputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly outputs: onnxProto.onnx.IValueInfoProto[] = [];
   private readonly names = new Set<string>();
+  /** Values outputInPlace renamed, by their old name. */
+  private readonly renamed = new Map<string, string>();
   private counter = 0;
 
   constructor(readonly graphName: string) {}
@@ -124,7 +126,8 @@ export class GraphBuilder {
     return this.names.has(name);
   }
 
-  input(name: string, t: ElemType, shape: Dim[]): string {
+  /** A graph input; `shape` null leaves its rank and dimensions to the feeds. */
+  input(name: string, t: ElemType, shape: Dim[] | null): string {
     this.inputs.push(valueInfo(this.claim(name), t, shape));
     return name;
   }
@@ -133,6 +136,27 @@ export class GraphBuilder {
   output(name: string, value: string, t: ElemType, shape: Dim[] | null = null): void {
     if (name !== value) this.node('Identity', [value], { outputs: [name] });
     this.outputs.push(valueInfo(name, t, shape));
+  }
+
+  /**
+   * Declares `value` as a graph output named `name` without output()'s Identity (a copy of the tensor in
+   * every run) where `value` is a node's output: the value is renamed in place, so callers must not use
+   * `value` afterwards (emit these last). A graph input or initializer, or a value already output under
+   * another name, gets the Identity.
+   */
+  outputInPlace(name: string, value: string, t: ElemType): void {
+    const earlier = this.renamed.get(value);
+    const producer = earlier === undefined ? this.nodes.find((n) => n.output?.includes(value)) : undefined;
+    if (producer === undefined || this.outputs.some((o) => o.name === value) || this.names.has(name)) {
+      this.output(name, earlier ?? value, t);
+      return;
+    }
+    this.claim(name);
+    this.renamed.set(value, name);
+    this.names.delete(value);
+    producer.output = producer.output!.map((o) => (o === value ? name : o));
+    for (const n of this.nodes) if (n.input?.includes(value)) n.input = n.input.map((x) => (x === value ? name : x));
+    this.outputs.push(valueInfo(name, t, null));
   }
 
   /** Adds a node; returns its output names. `outputs` is a count (fresh names) or explicit names. */
