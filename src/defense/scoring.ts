@@ -45,8 +45,9 @@ export async function taskRowScores(s: WeightSources, engine: Engine, task: Prob
  * s_i = <dL/dW_i, V_i> for every linear weight row, L = summed NLL of `responses` (teacher-forced) under the
  * fine-tune, through the engine's attribution (Engine.attribute: a forward chunk by chunk, then segments
  * top-down), which keeps one chunk's float32 weights and V in memory at a time: `layersPerPass` layers when
- * given, else its default budget (a quarter of the checkpoint's bytes of V per pass), which keeps a bf16 job
- * under 3x the checkpoint (docs/scale.md). `rowPatch`: the loss is that of the fine-tune with these rows
+ * given, else its default budget (a quarter of the checkpoint's bytes of V per pass), and then, on CPU, the top
+ * chunks' forward activations up to the checkpoint's bytes (no forward recompute for them), which keeps a bf16
+ * job under 3x the checkpoint (docs/scale.md). `rowPatch`: the loss is that of the fine-tune with these rows
  * replaced (an edit's rows from editRows), a static patch in the attribution graphs: nothing is written.
  */
 export async function attributionGradDotV(

@@ -95,32 +95,57 @@ for (const [name, config] of Object.entries(FAMILY_CONFIGS)) {
       }
       console.info(`${name}: attribution graph vs finite differences, worst rel err ${worst.toExponential(2)}`);
       expect(worst).toBeLessThan(1e-3);
+    });
 
-      // In layer chunks (one layer each), recomputing every chunk's forward or keeping the forward sweep's
-      // activations for all chunks or for the top one only gives the scores of the whole-model graph above.
-      const src = [{ name: 'm', rows: async (wn: string, r0: number, r1: number): Promise<Float32Array> => {
-        const cols = (linearWeightShape(spec, wn) as [number, number])[1];
-        return (dirs.get(wn) as Float32Array).slice(r0 * cols, r1 * cols);
-      } }];
-      const L = spec.numLayers;
-      const batches = [attributionBatch(seqs, 0)];
-      const top = keptActivationBytes(spec, batches, L - 1, L);
-      expect(top).toBeGreaterThan(0);
-      for (const [keep, chunksKept] of [[0, 0], [top, 1], [Infinity, L]] as const) {
-        const res = await scoreSequences(ckpt, null, seqs, {
-          directions: src, reduction: 'sum', layersPerPass: 1, batchSize: seqs.length, keepActivationBytes: keep, cacheRoot: join(tmp.path, 'cache'), threads: 1,
-        });
-        expect(res.layerChunks).toHaveLength(L);
-        expect(res.keptChunks, `keep ${keep}`).toBe(chunksKept);
-        expect(Math.abs(res.loss - got.lossSum) / Math.abs(got.lossSum)).toBeLessThan(1e-5);
-        let rel = 0;
-        for (const n of names) {
-          const a = res.scores.get('m')?.get(n) as Float32Array;
-          const b = got.scores[0].get(n) as Float32Array;
-          const scale = Math.max(...b.map(Math.abs), 1e-12);
-          for (let i = 0; i < b.length; i++) rel = Math.max(rel, Math.abs(a[i] - b[i]) / scale);
+    it('in layer chunks, keeping the forward sweep\'s activations (all, the top chunk, none) gives the whole graph\'s scores', async () => {
+      // Four layers in chunks of two: a kept chunk's graph carries one layer's output into the next, and (Gemma)
+      // sliding and global layers, local and global rope, side by side.
+      const deep = join(tmp.path, 'deep');
+      await writeSyntheticFromConfig(deep, { ...config, num_hidden_layers: 4 }, { dtype: 'F32', seed: 6, std: 0.15 });
+      const ck = await ModelCheckpoint.open(deep);
+      try {
+        const spec = ck.spec;
+        const r = mulberry32(22);
+        const lengths = LENGTH_DEPENDENT_ROPE.has(name) ? [9, 12] : [9, 12, 5];
+        const seqs: ScoredSequence[] = lengths.map((n) => ({ ids: Array.from({ length: n }, (_, i) => (i === 0 ? 2 : 7 + Math.floor(r() * 50))), promptLength: n - 3 }));
+        const names = linearWeightNames(spec);
+        const dirs = new Map(names.map((n) => {
+          const [rows, cols] = linearWeightShape(spec, n) as [number, number];
+          return [n, Float32Array.from({ length: rows * cols }, () => r() - 0.5)] as const;
+        }));
+        const whole = await AttributionSession.open(ck, null, { directionSets: 1, layerFrom: 0, layerTo: spec.numLayers, cacheRoot: join(tmp.path, 'cache'), threads: 1 });
+        let ref;
+        try {
+          ref = await whole.run(attributionBatch(seqs, 0), [new Map([...dirs].map(([n, m]) => [n, new ort.Tensor('float32', m, linearWeightShape(spec, n) as [number, number])]))]);
+        } finally {
+          await whole.release();
         }
-        expect(rel, `keep ${keep}`).toBeLessThan(1e-4);
+        const src = [{ name: 'm', rows: async (wn: string, r0: number, r1: number): Promise<Float32Array> => {
+          const cols = (linearWeightShape(spec, wn) as [number, number])[1];
+          return (dirs.get(wn) as Float32Array).slice(r0 * cols, r1 * cols);
+        } }];
+        const top = keptActivationBytes(spec, [attributionBatch(seqs, 0)], 2, 4);
+        expect(top).toBeGreaterThan(0);
+        for (const [keep, chunksKept] of [[0, 0], [top, 1], [Infinity, 2]] as const) {
+          const res = await scoreSequences(ck, null, seqs, {
+            directions: src, reduction: 'sum', layersPerPass: 2, batchSize: seqs.length, keepActivationBytes: keep, cacheRoot: join(tmp.path, 'cache'), threads: 1,
+          });
+          expect(res.layerChunks).toEqual([[0, 2], [2, 4]]);
+          expect(res.keptChunks, `keep ${keep}`).toBe(chunksKept);
+          expect(Math.abs(res.loss - ref.lossSum) / Math.abs(ref.lossSum)).toBeLessThan(1e-5);
+          let rel = 0;
+          for (const n of names) {
+            const a = res.scores.get('m')?.get(n) as Float32Array;
+            const b = ref.scores[0].get(n) as Float32Array;
+            const scale = Math.max(...b.map(Math.abs), 1e-12);
+            for (let i = 0; i < b.length; i++) rel = Math.max(rel, Math.abs(a[i] - b[i]) / scale);
+          }
+          expect(rel, `keep ${keep}`).toBeLessThan(1e-4);
+        }
+        await expect(scoreSequences(ck, null, seqs, { directions: src, layersPerPass: 2, keepActivationBytes: Number.NaN, cacheRoot: join(tmp.path, 'cache') }))
+          .rejects.toMatchObject({ code: 'DEFENSE_OPTION_INVALID' });
+      } finally {
+        await ck.close();
       }
     });
   });

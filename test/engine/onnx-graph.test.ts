@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import onnxProto from 'onnx-proto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bf16ToF32, f32ToBf16 } from '../../src/checkpoint/dtypes.js';
 import { WeightTable, linearRowBlocks } from '../../src/engine/onnx/blocks.js';
@@ -13,6 +14,7 @@ import { GraphBuilder, f } from '../../src/engine/onnx/graph-builder.js';
 import { ensureEntry, fileFingerprint } from '../../src/engine/session/model-cache.js';
 import { tempDir } from './helpers.js';
 
+const { onnx } = onnxProto;
 const tmp = tempDir('fgsn-onnx-');
 afterAll(() => tmp.remove());
 
@@ -92,6 +94,33 @@ describe('GraphBuilder', () => {
   it('refuses external locations that leave the graph folder', () => {
     for (const bad of ['../w.bin', '/abs/w.bin', 'a/../../w.bin', 'a\\w.bin']) {
       expect(() => gemmGraph(bad), bad).toThrow(expect.objectContaining({ code: 'ENGINE_GRAPH_UNSUPPORTED' }));
+    }
+  });
+
+  it('outputInPlace renames a node\'s output (no Identity copy), and copies inputs and values output already', async () => {
+    const g = new GraphBuilder('t');
+    const x = g.input('x', 'float32', ['n']);
+    const y = g.op('Add', [x, x]);
+    const z = g.op('Mul', [y, y]);
+    g.output('z', z, 'float32');
+    g.outputInPlace('a', y, 'float32');
+    g.outputInPlace('b', y, 'float32');
+    g.outputInPlace('c', x, 'float32');
+    const bytes = g.toModelBytes();
+    const model = onnx.ModelProto.decode(bytes);
+    // z's own Identity, then b's and c's; a is the Add's output renamed, read by the Mul under its new name.
+    expect(model.graph!.node!.filter((n) => n.opType === 'Identity').map((n) => n.output![0])).toEqual(['z', 'b', 'c']);
+    expect(model.graph!.node!.find((n) => n.opType === 'Add')!.output).toEqual(['a']);
+    expect(model.graph!.node!.find((n) => n.opType === 'Mul')!.input).toEqual(['a', 'a']);
+    const s = await ort.InferenceSession.create(bytes);
+    try {
+      const out = await s.run({ x: new ort.Tensor('float32', new Float32Array([1, 2]), [2]) });
+      expect([...(out.a.data as Float32Array)]).toEqual([2, 4]);
+      expect([...(out.b.data as Float32Array)]).toEqual([2, 4]);
+      expect([...(out.c.data as Float32Array)]).toEqual([1, 2]);
+      expect([...(out.z.data as Float32Array)]).toEqual([4, 16]);
+    } finally {
+      await s.release();
     }
   });
 

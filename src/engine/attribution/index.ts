@@ -21,7 +21,8 @@
  * passing the gradient at its lower boundary to the next: one backward and two forwards in all, with one
  * chunk's float32 weights and directions in memory at a time (a bf16 125M job: 3.0 GB -> 0.7 GB peak,
  * docs/scale.md). The top chunks whose forward activations fit `keepActivationBytes` (default the
- * checkpoint's bytes) keep them from the forward sweep and skip the second forward (graph.ts `activations`). The loss head runs on the response rows only and never forms a log-softmax or one-hot
+ * checkpoint's bytes, on CPU with the default chunking) keep them from the forward sweep and skip the second
+ * forward (graph.ts `activations`): up to that many more bytes in memory, less than the atlas' peak at 1.1B. The loss head runs on the response rows only and never forms a log-softmax or one-hot
  * [rows, vocab] tensor (graph.ts).
  * Directions are read row block by row block (<= 4 MiB each) through `DirectionSource.rows`, never a
  * whole checkpoint.
@@ -72,7 +73,8 @@ export interface CommonAttributionOptions {
   layersPerPass?: number;
   /**
    * With layer chunks: bytes of forward activations kept from the forward sweep for the backward of the top
-   * chunks that fit (default defaultKeepBytes), which then skip their forward recompute; 0 recomputes every chunk.
+   * chunks that fit, which then skip their forward recompute; 0 recomputes every chunk. Default: defaultKeepBytes
+   * on the CPU provider when neither layersPerPass nor maxDirectionBytes is given, else 0.
    */
   keepActivationBytes?: number;
   executionProvider?: ExecutionProvider;
@@ -119,7 +121,8 @@ const MIN_DEFAULT_DIRECTION_BYTES = 64 << 20;
 /**
  * The default direction budget of one pass: a quarter of the checkpoint's bytes, within [64 MiB, 1 GiB].
  * With one direction set that is about half the checkpoint's bytes of float32 weights + directions per
- * pass, so the pass, its activations and the process stay under 3x the checkpoint (docs/scale.md). The
+ * pass, so the pass, its activations and the process stay under 3x the checkpoint (docs/scale.md; kept
+ * activations, keepActivationBytes, come on top within their own budget). The
  * floor keeps small models in one pass: below it the memory saved is less than the process's own, and
  * every chunk costs two session builds (the dev testbed's attribution would go from 1 session to 9).
  */
@@ -332,6 +335,9 @@ export async function scoreSequences(
       throw new FgsnError('ENGINE_SEQUENCE_TOO_LONG', `sequence ${i} has ${s.ids.length} tokens, the model takes ${spec.maxPositionEmbeddings}`, { details: { index: i } });
     }
   }
+  if (opts.keepActivationBytes !== undefined && !(opts.keepActivationBytes >= 0)) {
+    throw new FgsnError('DEFENSE_OPTION_INVALID', `keepActivationBytes must be >= 0 (bytes, or Infinity), got ${opts.keepActivationBytes}`);
+  }
   const tokens = sequences.reduce((n, s) => n + responseTokens(s), 0);
   if (tokens === 0) throw new FgsnError('PROBES_INVALID', 'no response tokens to score: every response is empty');
   const reduction = opts.reduction ?? 'mean';
@@ -380,7 +386,11 @@ export async function scoreSequences(
     const hiddens: Map<number, Float32Array>[] = batches.map(() => new Map());
     // The top chunks whose activations fit the budget keep them from the forward sweep: their backward
     // halves skip the recompute (the one cost of chunking beyond session builds: a forward of those layers).
-    const budget = opts.keepActivationBytes ?? defaultKeepBytes(checkpoint);
+    // Explicit memory settings (a smaller direction budget, fewer layers per pass) or a GPU provider (where
+    // the recompute is cheap and kept tensors would round-trip through host memory) keep nothing by default.
+    const explicitMemory = opts.layersPerPass !== undefined || opts.maxDirectionBytes !== undefined;
+    const onCpu = (opts.executionProvider ?? 'cpu') === 'cpu';
+    const budget = opts.keepActivationBytes ?? (explicitMemory || !onCpu ? 0 : defaultKeepBytes(checkpoint));
     const kept = new Map<number, (Map<string, ort.Tensor> | undefined)[]>();
     let keptBytes = 0;
     for (let c = chunks.length - 1; c >= 0; c--) {
@@ -402,6 +412,8 @@ export async function scoreSequences(
               const out = await fwd.forwardKeep(b, { hiddenIn });
               hiddens[i].set(to, out.top);
               acts.push(out.acts);
+              // act.{from}.hIn holds it now.
+              hiddens[i].delete(from);
             } else {
               const out = await fwd.boundaryHiddens(b, { hiddenIn });
               hiddens[i].set(to, out.get(to) as Float32Array);
