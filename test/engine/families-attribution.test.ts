@@ -36,6 +36,22 @@ function loss(spec: ModelCheckpoint['spec'], w: Weights, seqs: ScoredSequence[])
   return sum;
 }
 
+/**
+ * Seeded sequences (lengths past the tiny sliding windows; one call-length class for length-dependent rope, see
+ * families.test.ts) and one random direction per scored weight; `r` goes on drawing from the same stream.
+ */
+function probe(spec: ModelCheckpoint['spec'], family: string, seed: number): { r: () => number; seqs: ScoredSequence[]; names: string[]; dirs: Map<string, Float32Array> } {
+  const r = mulberry32(seed);
+  const lengths = LENGTH_DEPENDENT_ROPE.has(family) ? [9, 12] : [9, 12, 5];
+  const seqs: ScoredSequence[] = lengths.map((n) => ({ ids: Array.from({ length: n }, (_, i) => (i === 0 ? 2 : 7 + Math.floor(r() * 50))), promptLength: n - 3 }));
+  const names = linearWeightNames(spec);
+  const dirs = new Map(names.map((n) => {
+    const [rows, cols] = linearWeightShape(spec, n) as [number, number];
+    return [n, Float32Array.from({ length: rows * cols }, () => r() - 0.5)] as const;
+  }));
+  return { r, seqs, names, dirs };
+}
+
 for (const [name, config] of Object.entries(FAMILY_CONFIGS)) {
   describe(`attribution graph on a tiny ${name}`, () => {
     const tmp = tempDir(`fgsn-fattr-${name}-`);
@@ -54,15 +70,7 @@ for (const [name, config] of Object.entries(FAMILY_CONFIGS)) {
 
     it('scores match central finite differences of the reference loss (< 1e-3 relative)', async () => {
       const spec = ckpt.spec;
-      const r = mulberry32(21);
-      // Lengths past the tiny sliding windows; one call-length class for length-dependent rope (see families.test.ts).
-      const lengths = LENGTH_DEPENDENT_ROPE.has(name) ? [9, 12] : [9, 12, 5];
-      const seqs: ScoredSequence[] = lengths.map((n) => ({ ids: Array.from({ length: n }, (_, i) => (i === 0 ? 2 : 7 + Math.floor(r() * 50))), promptLength: n - 3 }));
-      const names = linearWeightNames(spec);
-      const dirs = new Map(names.map((n) => {
-        const [rows, cols] = linearWeightShape(spec, n) as [number, number];
-        return [n, Float32Array.from({ length: rows * cols }, () => r() - 0.5)] as const;
-      }));
+      const { r, seqs, names, dirs } = probe(spec, name, 21);
       const session = await AttributionSession.open(ckpt, null, { directionSets: 1, layerFrom: 0, layerTo: ckpt.spec.numLayers, cacheRoot: join(tmp.path, 'cache'), threads: 1 });
       let got;
       try {
@@ -105,14 +113,7 @@ for (const [name, config] of Object.entries(FAMILY_CONFIGS)) {
       const ck = await ModelCheckpoint.open(deep);
       try {
         const spec = ck.spec;
-        const r = mulberry32(22);
-        const lengths = LENGTH_DEPENDENT_ROPE.has(name) ? [9, 12] : [9, 12, 5];
-        const seqs: ScoredSequence[] = lengths.map((n) => ({ ids: Array.from({ length: n }, (_, i) => (i === 0 ? 2 : 7 + Math.floor(r() * 50))), promptLength: n - 3 }));
-        const names = linearWeightNames(spec);
-        const dirs = new Map(names.map((n) => {
-          const [rows, cols] = linearWeightShape(spec, n) as [number, number];
-          return [n, Float32Array.from({ length: rows * cols }, () => r() - 0.5)] as const;
-        }));
+        const { seqs, names, dirs } = probe(spec, name, 22);
         const whole = await AttributionSession.open(ck, null, { directionSets: 1, layerFrom: 0, layerTo: spec.numLayers, cacheRoot: join(tmp.path, 'cache'), threads: 1 });
         let ref;
         try {
