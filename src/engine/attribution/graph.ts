@@ -100,6 +100,11 @@ interface Norm {
 function rmsNormKeep(g: GraphBuilder, x: string, weight: string, eps: number): Norm {
   const variance = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
   const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [variance, g.scalarF32(eps)])])]);
+  return normWith(g, x, inv, weight);
+}
+
+/** y = x * inv * w given 1/rms: rmsNormKeep's output, and how a backward half rebuilds it from a kept inv. */
+function normWith(g: GraphBuilder, x: string, inv: string, weight: string): Norm {
   return { y: g.op('Mul', [g.op('Mul', [x, inv]), weight]), inv };
 }
 
@@ -319,13 +324,17 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     up: fused ? { name: '', w: '', outFeatures: I } : lin(i, 'up_proj', I),
     down: lin(i, 'down_proj', H),
   });
+  // sig: sigmoid(gate) for SiLU; for the tanh GELU, tanh(sqrt(2/pi) (z + 0.044715 z^3)); act: the gated product.
+  const gateAct = (gateOut: string, upOut: string): { sig: string; act: string } => {
+    const sig = gelu ? geluTanhInner(g, gateOut) : g.op('Sigmoid', [gateOut]);
+    return { sig, act: gelu ? geluTanhGate(g, gateOut, upOut) : g.op('Mul', [g.op('Mul', [gateOut, sig]), upOut]) };
+  };
   if (acts === 'input') {
     // The backward only: each layer's Saved from the inputs the 'output' half gave (unknown shapes: the feeds').
     for (let i = first; i < last; i++) {
       const a = (key: string): string => g.input(activationName(i, key), 'float32', null);
       const normOf = (key: string): Norm => ({ y: '', inv: a(`${key}.inv`) });
-      // rmsNormKeep's y, the gate's sig and act, as the forward computes them.
-      const normed = (x: string, inv: string, weight: string): Norm => ({ y: g.op('Mul', [g.op('Mul', [x, inv]), weight]), inv });
+      // The norms' outputs, the gate's sig and act, as the forward computes them.
       const withQkNorm = spec.qkNorm === true;
       const p = `model.layers.${i}`;
       const hIn = a('hIn');
@@ -333,12 +342,12 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
       const gateOut = a('gateOut');
       const upOut = a('upOut');
       const n2Weight = normW(`${p}.${spec.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
-      const sig = gelu ? geluTanhInner(g, gateOut) : g.op('Sigmoid', [gateOut]);
+      const { sig, act } = gateAct(gateOut, upOut);
       saved.push({
         ...attnLinears(i), ...mlpLinears(i),
-        hIn, n1: normed(hIn, a('n1.inv'), normW(`${p}.input_layernorm.weight`)), qg: a('qg'), kh: a('kh'), vh: a('vh'), pg: a('pg'), ctx: a('ctx'),
-        hMid, n2: normed(hMid, a('n2.inv'), n2Weight), gateOut, upOut,
-        sig, act: gelu ? geluTanhGate(g, gateOut, upOut) : g.op('Mul', [g.op('Mul', [gateOut, sig]), upOut]),
+        hIn, n1: normWith(g, hIn, a('n1.inv'), normW(`${p}.input_layernorm.weight`)), qg: a('qg'), kh: a('kh'), vh: a('vh'), pg: a('pg'), ctx: a('ctx'),
+        hMid, n2: normWith(g, hMid, a('n2.inv'), n2Weight), gateOut, upOut,
+        sig, act,
         qRaw: withQkNorm ? a('qRaw') : '', kRaw: withQkNorm ? a('kRaw') : '', qn: withQkNorm ? normOf('qn') : null, kn: withQkNorm ? normOf('kn') : null,
         rope: ropeOf(i), capT: spec.attnSoftcap ? a('capT') : null,
         attnRaw: spec.sandwichNorms ? a('attnRaw') : '', attnPost: spec.sandwichNorms ? normOf('attnPost') : null,
@@ -385,9 +394,7 @@ export function buildAttributionGraph(spec: ModelSpec, resolve: WeightResolver, 
     const [gateOut, upOut] = gateUp !== null
       ? splitLast(g, fwd(n2.y, gateUp, false), [I, I])
       : [fwd(n2.y, gate, spec.mlpBias), fwd(n2.y, up, spec.mlpBias)];
-    // sig: sigmoid(gate) for SiLU; for the tanh GELU, tanh(sqrt(2/pi) (z + 0.044715 z^3)).
-    const sig = gelu ? geluTanhInner(g, gateOut) : g.op('Sigmoid', [gateOut]);
-    const act = gelu ? geluTanhGate(g, gateOut, upOut) : g.op('Mul', [g.op('Mul', [gateOut, sig]), upOut]);
+    const { sig, act } = gateAct(gateOut, upOut);
     const mlpRaw = fwd(act, down, spec.mlpBias);
     const mlpPost = spec.sandwichNorms ? rmsNormKeep(g, mlpRaw, normW(`${p}.post_feedforward_layernorm.weight`), spec.rmsNormEps) : null;
     const hOut = g.op('Add', [hMid, mlpPost?.y ?? mlpRaw]);
