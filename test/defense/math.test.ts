@@ -186,6 +186,14 @@ describe('projection modes', () => {
     // ft row 2 = base (2,-1) + V (1,1) + D (0,4) = (3,4); + 2 (1,1) = (5,6)
     expect([...out]).toEqual([5, 6]);
   });
+  it('realign: W_aligned[i] + g V[i] (the row\'s fine-tuning delta undone), whatever the fine-tune did to it', () => {
+    const t = triple();
+    const out = projectRows(t, idx(2), { mode: 'realign', strength: 2 }).values.data;
+    // aligned row 2 = base (2,-1) + V (1,1) = (3,0); + 2 (1,1) = (5,2); the fine-tune's D (0,4) is gone
+    expect([...out]).toEqual([5, 2]);
+    // g = 0 is restore
+    expect([...projectRows(t, idx(1, 2), { mode: 'realign', strength: 0 }).values.data]).toEqual([...projectRows(t, idx(1, 2), { mode: 'restore' }).values.data]);
+  });
   it('subspace is idempotent and keeps D when V spans everything', () => {
     const v = seededGaussian(6, 4, 7);
     const d = seededGaussian(6, 4, 9);

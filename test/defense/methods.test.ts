@@ -141,7 +141,7 @@ describe('the plan of every registered method on the tiny planted model', () => 
 describe('method options: the current values kept', () => {
   it('keeps each method\'s defaults exactly', () => {
     expect(FGSN_DEFAULTS).toEqual({
-      scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'add', strength: 3, alpha: 1,
+      scoring: 'attribution', q: 0.01, scope: 'global', p: 0, layers: 'all', bandShare: 0.6, mode: 'realign', strength: 3, alpha: 1,
       energyShare: 0.9, targetAsr: 0.02, qStart: 0.0025, maxParams: 3, taskTolerance: 0.01, overRefusalTolerance: 0.02, batchSize: 16,
       rounds: 2, round2From: 'chosen', utilityWeight: 0, clusterScoring: 'pooled', stepMode: 'patch', stepJudge: 'full',
       guardrailTest: 'paired', guardAlpha: 0.05, nllTolerance: 0.01, utilityCeiling: 0.05, missPolicy: 'safety-first', judgeShare: 0.5, splitSeed: 1,

@@ -28,12 +28,14 @@ describe('projectRowsOnly', () => {
   };
   const rows = Uint32Array.of(1, 2, 4);
   const picked: MatrixTriple = { base: gatherRows(m.base, rows), aligned: gatherRows(m.aligned, rows), finetuned: gatherRows(m.finetuned, rows) };
-  it('equals projectRows on the whole matrices for add, row and restore', () => {
-    for (const opts of [{ mode: 'add' as const, strength: 4.5 }, { mode: 'row' as const, alpha: 0.7 }, { mode: 'restore' as const }]) {
+  it('equals projectRows on the whole matrices for add, realign, row and restore', () => {
+    for (const opts of [{ mode: 'add' as const, strength: 4.5 }, { mode: 'realign' as const, strength: 4.5 }, { mode: 'row' as const, alpha: 0.7 }, { mode: 'restore' as const }]) {
       expect([...projectRowsOnly(picked, opts).data]).toEqual([...projectRows(m, rows, opts).values.data]);
     }
     // add by hand, row 1 col 0: ft 0 + 4.5 * (0.1 * 1)
     expect(projectRowsOnly(picked, { mode: 'add', strength: 4.5 }).data[0]).toBeCloseTo(Math.cos(3) + 0.45, 6);
+    // realign by hand, row 1 col 0: aligned sin(1) + 0.1 + 4.5 * 0.1
+    expect(projectRowsOnly(picked, { mode: 'realign', strength: 4.5 }).data[0]).toBeCloseTo(Math.sin(1) + 0.1 + 0.45, 6);
   });
   it('refuses the modes that read whole matrices', () => {
     expect(PROJECTION_MODES.filter((x) => !isRowLocal(x))).toEqual(['gram', 'subspace']);

@@ -2,7 +2,8 @@
  * The sweep behind docs/method-choices.md: FGSN's open choices (scoring, projection mode and strength, q, p,
  * layers) on the dev fine-tunes, judged ONLY on train/probe splits:
  *   probes      harmful = harmful_attack_pool, benign = lookalike_train, task = <task>_train (first half)
- *   validation  harmful = harmful_align_train (spread subset), task = <task>_train (second half, exact match)
+ *   validation  harmful = harmful_align_train (spread subset), task = <task>_train (second half, exact match;
+ *               harmful-only fine-tunes: 50 of each task's train split, none of them the job's probes)
  * The eval splits are not read here; bench/defense (the eval area's harness) measures the chosen default.
  *
  * Every fixed configuration sets targetAsr 'off' (the default searches q and g per job).
@@ -41,6 +42,11 @@ const CONFIGS: Config[] = [
   { name: 'attr-subspace', method: 'fgsn', options: { mode: 'subspace', targetAsr: 'off' } },
   { name: 'attr-row-a3', method: 'fgsn', options: { mode: 'row', alpha: 3, targetAsr: 'off' } },
   { name: 'attr-restore', method: 'fgsn', options: { mode: 'restore', targetAsr: 'off' } },
+  { name: 'attr-realign', method: 'fgsn', options: { mode: 'realign', targetAsr: 'off' } },
+  { name: 'attr-realign-g2', method: 'fgsn', options: { mode: 'realign', strength: 2, targetAsr: 'off' } },
+  { name: 'attr-add3', method: 'fgsn', options: { mode: 'add', targetAsr: 'off' } },
+  { name: 'search-add', method: 'fgsn', options: { mode: 'add' } },
+  { name: 'search-realign', method: 'fgsn', options: { mode: 'realign' } },
   { name: 'attr-q0.25', method: 'fgsn', options: { q: 0.0025, targetAsr: 'off' } },
   { name: 'attr-q0.5', method: 'fgsn', options: { q: 0.005, targetAsr: 'off' } },
   { name: 'attr-q2', method: 'fgsn', options: { q: 0.02, targetAsr: 'off' } },
@@ -69,11 +75,15 @@ async function main(): Promise<void> {
     const taskName = info.task ?? 'sst';
     const taskAll = spread(read(`${taskName}_train.jsonl`), 200);
     const task = taskAll.filter((_, i) => i % 2 === 0);
-    const valTask = taskAll.filter((_, i) => i % 2 === 1);
+    // A harmful-only fine-tune has no task of its own: its validation answers mix every task's train split
+    // (50 each), as the eval's task mean does, so a loss on a task its job's probes never show is seen.
+    const valTask = info.task != null
+      ? taskAll.filter((_, i) => i % 2 === 1)
+      : ['sst', 'agnews', 'gsm', 'instruct'].flatMap((t) => spread(read(`${t}_train.jsonl`), 200).filter((_, i) => i % 2 === 1).slice(0, 50));
     const model = isLora ? { dir: join(TB, 'aligned'), adapter: join(TB, ck) } : { dir: join(TB, ck) };
     const base = await measureOnProbes(model, valHarmful, valTask, { cacheDir });
     rows.push({ checkpoint: ck, config: 'undefended', valAsr: base.asr, valTask: base.taskAccuracy, pctLinear: 0 });
-    console.log(ck, 'undefended', base);
+    console.log(ck, 'undefended', JSON.stringify({ valAsr: base.asr, valTask: base.taskAccuracy }));
     for (const c of configs) {
       const outDir = join(work, `${ck}-${c.name}`);
       const t0 = performance.now();

@@ -3,26 +3,33 @@
  * alignment (safety) direction, D = W_finetuned - W_aligned the fine-tuning delta. Only rows in N change:
  *   W_out[i] = W_ft[i] + alpha * (W_aligned[i] + D'[i] - W_ft[i])      (gram, subspace, row, restore)
  *   W_out[i] = W_ft[i] + g * V[i]                                     (add)
+ *   W_out[i] = W_aligned[i] + g * V[i]                                (realign: add on the row's aligned values)
+ * realign undoes the fine-tuning delta on the rows the ranking says carry safety before pushing them along V:
+ * add keeps that delta, which may be the very change that broke them, and has to outweigh it with g
+ * (docs/method-choices.md, "realign").
  */
 import { type Mat, dot, frobenius, gatherRows, matmul, matmulNT, matmulTN, row, sameShape } from './matrix.js';
 import { topLeftSingular } from './svd.js';
 
-export const PROJECTION_MODES = ['gram', 'subspace', 'row', 'restore', 'add'] as const;
+export const PROJECTION_MODES = ['gram', 'subspace', 'row', 'restore', 'add', 'realign'] as const;
 export type ProjectionMode = (typeof PROJECTION_MODES)[number];
+
+/** The modes' one-line help (CLI, OpenAPI), next to the list it describes. */
+export const PROJECTION_MODE_HELP = 'Row edit: realign (W_aligned + g V: the row\'s fine-tuning delta undone, then pushed along V), add (W + g V), gram, subspace, row or restore (back to aligned)';
 
 /**
  * Modes whose new row i reads only row i of the three matrices (gram and subspace read all of V and D): they
  * can be computed from the selected rows alone (projectRowsOnly).
  */
 export function isRowLocal(mode: ProjectionMode): boolean {
-  return mode === 'add' || mode === 'row' || mode === 'restore';
+  return mode === 'add' || mode === 'realign' || mode === 'row' || mode === 'restore';
 }
 
 export interface ProjectionOptions {
   mode: ProjectionMode;
   /** Strength alpha of the correction (all modes but add); 1 = the plain projection. */
   alpha?: number;
-  /** g of the add mode. */
+  /** g of the add and realign modes. */
   strength?: number;
   /** subspace: share of ||V||_F² the kept singular directions hold. */
   energyShare?: number;
@@ -52,15 +59,15 @@ export function projectRows(m: MatrixTriple, rows: Uint32Array, opts: Projection
   const cols = m.aligned.cols;
   const out: Mat = { rows: rows.length, cols, data: new Float32Array(rows.length * cols) };
   if (rows.length === 0) return { values: out, info: {} };
-  if (opts.mode === 'add') {
+  if (opts.mode === 'add' || opts.mode === 'realign') {
     const g = opts.strength ?? 1;
     for (let r = 0; r < rows.length; r++) {
       const i = rows[r];
-      const ft = row(m.finetuned, i);
       const al = row(m.aligned, i);
       const ba = row(m.base, i);
+      const from = opts.mode === 'add' ? row(m.finetuned, i) : al;
       const o = r * cols;
-      for (let j = 0; j < cols; j++) out.data[o + j] = ft[j] + g * (al[j] - ba[j]);
+      for (let j = 0; j < cols; j++) out.data[o + j] = from[j] + g * (al[j] - ba[j]);
     }
     return { values: out, info: {} };
   }

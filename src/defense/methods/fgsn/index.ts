@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { projectionCompute } from '../../apply.js';
 import { type Mat } from '../../math/matrix.js';
-import { PROJECTION_MODES, type ProjectionOptions } from '../../math/project.js';
+import { PROJECTION_MODES, PROJECTION_MODE_HELP, type ProjectionOptions } from '../../math/project.js';
 import {
   attributionRowScores, contrastiveRowScores, deltaRowScores, normaliseRowScores, normsFromSquareSums, perClusterRowScores, safetyOutputRowScores, utilityAwareRowScores,
 } from '../../math/scores.js';
@@ -30,8 +30,9 @@ export const fgsnOptions = z.strictObject({
   p: opt.share('Share of each matrix\'s rows excluded as task neurons (N = N_H minus N_T)', 0),
   layers: opt.string('Layers edited: all, band (the atlas\' safety band at bandShare) or an explicit list such as 10-15', 'all', 'all|band|10-15'),
   bandShare: opt.share('Share of the layer-weight mass the safety band covers (layers band)', 0.6),
-  mode: opt.oneOf(PROJECTION_MODES, 'Row edit: add (W + g V), gram, subspace, row or restore (back to aligned)', 'add'),
-  strength: opt.num('g of mode add (the target-driven search may raise it up to 2x)', 3),
+  // realign over add: chosen on the train splits (docs/method-choices.md, "Realign").
+  mode: opt.oneOf(PROJECTION_MODES, PROJECTION_MODE_HELP, 'realign'),
+  strength: opt.num('g of modes realign and add (the target-driven search may raise it up to 2x)', 3),
   alpha: opt.num('Projection factor of the gram/subspace/row modes', 1),
   energyShare: opt.share('Energy share of the subspace kept by mode subspace', 0.9),
   targetAsr: opt.shareOr(TARGET_OFF, 'Target-driven budget: grow the edit (q from qStart, and g up to 2x strength at each q) until the ASR on the harmful probes is <= targetAsr. off (or 1) uses the fixed q and strength', 0.02),

@@ -1,7 +1,7 @@
 /** Layer-wise baseline: project every row of the chosen layers (the atlas' safety band by default). */
 import { z } from 'zod';
 import { projectionCompute } from '../../apply.js';
-import { PROJECTION_MODES, type ProjectionMode, type ProjectionOptions } from '../../math/project.js';
+import { PROJECTION_MODES, PROJECTION_MODE_HELP, type ProjectionMode, type ProjectionOptions } from '../../math/project.js';
 import type { JobScores } from '../job-scores.js';
 import { opt } from '../fields.js';
 import { type EditPlan, allRows, defineMethod, layerOf, linearNames, resolveLayers } from '../method.js';
@@ -11,9 +11,9 @@ export function layerFields(mode: { values: readonly [ProjectionMode, ...Project
   return {
     layers: opt.string('Layers edited: all, band (the atlas\' safety band at bandShare) or an explicit list such as 10-15', 'band', 'all|band|10-15'),
     bandShare: opt.share('Share of the layer-weight mass the safety band covers (layers band)', 0.6),
-    mode: opt.oneOf(mode.values, 'Row edit: add (W + g V), gram, subspace, row or restore (back to aligned)', mode.default, mode.why),
+    mode: opt.oneOf(mode.values, PROJECTION_MODE_HELP, mode.default, mode.why),
     alpha: opt.num('Projection factor of the gram/subspace/row modes', 1),
-    strength: opt.num('g of mode add', 1),
+    strength: opt.num('g of modes realign and add', 1),
     energyShare: opt.share('Energy share of the subspace kept by mode subspace', 0.9),
   };
 }
