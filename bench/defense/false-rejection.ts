@@ -82,7 +82,7 @@ for (const name of checkpoints) {
       basePath: join(testbed, 'base'), alignedPath: join(testbed, 'aligned'),
       ...(info.finetunedPath !== undefined ? { finetunedPath: info.finetunedPath } : { adapterPath: info.adapterPath! }),
       harmful: probes.harmful, benign: probes.benign, ...(probes.task ? { task: probes.task } : {}),
-      method: 'fgsn', options: { targetAsr: 'off', q, strength: g }, outputs: ['model'], outDir: out, cacheDir,
+      method: 'fgsn', options: { targetAsr: 'off', q, strength: g, mode: 'add' /* the mode the documented table was measured with */ }, outputs: ['model'], outDir: out, cacheDir,
     });
     const m = await measureOnProbes({ dir: join(out, 'model') }, [], taskPool, ctx);
     rmSync(out, { recursive: true, force: true });

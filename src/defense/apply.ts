@@ -23,7 +23,7 @@ import { type MatrixIO, type WeightSources, checkpointHashes, matrixIO, outputDT
 export type RowCompute = (io: MatrixIO, rows: Uint32Array) => Promise<Float32Array>;
 
 /**
- * The projection of method.md step 3 as a RowCompute. Row-local modes (add, row, restore) read only the
+ * The projection of method.md step 3 as a RowCompute. Row-local modes (realign, add, row, restore) read only the
  * selected rows; gram and subspace read the whole matrices.
  */
 export function projectionCompute(opts: ProjectionOptions): RowCompute {

@@ -97,13 +97,13 @@ async function mergeError(hardenedDir: string, baseDir: string, adapterDir: stri
 const sel = (): Map<string, Uint32Array> => new Map([[Q, Uint32Array.of(3, 17)], [GATE, Uint32Array.of(5)], [DOWN, Uint32Array.of(0, 83, 90)]]);
 
 describe('row-sparse adapter output', () => {
-  it('LoRA input, add mode: the rank grows by the most rows per matrix and the merge equals the hardened model', async () => {
-    const input = join(tmp, 'lora-in');
+  it.each(['add', 'realign'] as const)('LoRA input, %s mode: the rank grows by the most rows per matrix and the merge equals the hardened model', async (mode) => {
+    const input = join(tmp, `lora-in-${mode}`);
     await writeRandomAdapter(input, { base_model_name_or_path: '/srv/private/aligned' });
-    const out = join(tmp, 'lora-out');
+    const out = join(tmp, `lora-out-${mode}`);
     const s = await openSources({ basePath: tb.base, alignedPath: tb.aligned, adapterPath: input });
     try {
-      await writeHardened(s, sel(), projectionCompute({ mode: 'add', strength: 2 }), { modelDir: join(out, 'model'), adapterDir: join(out, 'adapter') }, { 'fgsn.method': 'test' });
+      await writeHardened(s, sel(), projectionCompute({ mode, strength: 2 }), { modelDir: join(out, 'model'), adapterDir: join(out, 'adapter') }, { 'fgsn.method': 'test' });
       expect(countEdit(s, sel()).rows).toBe(6);
     } finally {
       await closeSources(s);
@@ -118,6 +118,18 @@ describe('row-sparse adapter output', () => {
     const { maxErr, changed } = await mergeError(join(out, 'model'), tb.aligned, join(out, 'adapter'));
     expect(changed).toBeGreaterThan(0);
     expect(maxErr).toBeLessThanOrEqual(1e-6);
+    // Row 3 of q_proj (a LoRA target): realign drops the adapter's delta there (aligned + 2 V), add keeps it.
+    const [hard, al, ba] = await Promise.all([join(out, 'model'), tb.aligned, tb.base].map((d) => ModelCheckpoint.open(d)));
+    try {
+      const [h, a, b] = await Promise.all([hard, al, ba].map((c) => c.readF32(Q)));
+      const dIn = hard.tensor(Q).shape[1];
+      let fromAligned = 0;
+      for (let j = 3 * dIn; j < 4 * dIn; j++) fromAligned = Math.max(fromAligned, Math.abs(h[j] - (a[j] + 2 * (a[j] - b[j]))));
+      if (mode === 'realign') expect(fromAligned).toBeLessThanOrEqual(1e-6);
+      else expect(fromAligned).toBeGreaterThan(1e-4);
+    } finally {
+      await Promise.all([hard, al, ba].map((c) => c.close()));
+    }
   });
 
   it('full fine-tune input: a fresh adapter over the fine-tune; its merge equals the hardened model', async () => {

@@ -6,7 +6,8 @@
  *               harmful-only fine-tunes: 50 of each task's train split, none of them the job's probes)
  * The eval splits are not read here; bench/defense (the eval area's harness) measures the chosen default.
  *
- * Every fixed configuration sets targetAsr 'off' (the default searches q and g per job).
+ * Every fixed configuration sets targetAsr 'off' (the default searches q and g per job). Configurations measured
+ * before `realign` became the default (2026-12-06) name `mode: 'add'`, so they reproduce their tables.
  *
  *   npx tsx test/defense/sweep.ts [--checkpoints ft_sst_p10,...] [--configs name,...] [--out FILE]
  */
@@ -26,34 +27,33 @@ const spread = <T>(xs: T[], n: number): T[] => xs.filter((_, i) => i % Math.max(
 interface Config { name: string; method: DefenseMethod; options: Record<string, unknown> }
 const CONFIGS: Config[] = [
   { name: 'default', method: 'fgsn', options: {} },
-  { name: 'fixed-q1-g3', method: 'fgsn', options: { targetAsr: 'off' } },
-  { name: 'target0.02', method: 'fgsn', options: { targetAsr: 0.02 } },
-  { name: 'target0', method: 'fgsn', options: { targetAsr: 0 } },
+  { name: 'fixed-q1-g3', method: 'fgsn', options: { mode: 'add', targetAsr: 'off' } },
+  { name: 'target0.02', method: 'fgsn', options: { mode: 'add', targetAsr: 0.02 } },
+  { name: 'target0', method: 'fgsn', options: { mode: 'add', targetAsr: 0 } },
   { name: 'wanda-paper', method: 'fgsn', options: { scoring: 'wanda', layers: 'band', q: 0.05, p: 0.05, scope: 'per-matrix', mode: 'gram', targetAsr: 'off' } },
-  { name: 'wanda-add3', method: 'fgsn', options: { scoring: 'wanda', targetAsr: 'off' } },
-  { name: 'contrastive-add3', method: 'fgsn', options: { scoring: 'contrastive', targetAsr: 'off' } },
-  { name: 'delta-add3', method: 'fgsn', options: { scoring: 'delta', targetAsr: 'off' } },
-  { name: 'vx-add3', method: 'fgsn', options: { scoring: 'vx', targetAsr: 'off' } },
-  { name: 'attr-per-cluster', method: 'fgsn', options: { clusterScoring: 'per-cluster', targetAsr: 'off' } },
-  { name: 'attr-add1', method: 'fgsn', options: { strength: 1, targetAsr: 'off' } },
-  { name: 'attr-add2', method: 'fgsn', options: { strength: 2, targetAsr: 'off' } },
-  { name: 'attr-add4', method: 'fgsn', options: { strength: 4, targetAsr: 'off' } },
+  { name: 'wanda-add3', method: 'fgsn', options: { mode: 'add', scoring: 'wanda', targetAsr: 'off' } },
+  { name: 'contrastive-add3', method: 'fgsn', options: { mode: 'add', scoring: 'contrastive', targetAsr: 'off' } },
+  { name: 'delta-add3', method: 'fgsn', options: { mode: 'add', scoring: 'delta', targetAsr: 'off' } },
+  { name: 'vx-add3', method: 'fgsn', options: { mode: 'add', scoring: 'vx', targetAsr: 'off' } },
+  { name: 'attr-per-cluster', method: 'fgsn', options: { mode: 'add', clusterScoring: 'per-cluster', targetAsr: 'off' } },
+  { name: 'attr-add1', method: 'fgsn', options: { mode: 'add', strength: 1, targetAsr: 'off' } },
+  { name: 'attr-add2', method: 'fgsn', options: { mode: 'add', strength: 2, targetAsr: 'off' } },
+  { name: 'attr-add4', method: 'fgsn', options: { mode: 'add', strength: 4, targetAsr: 'off' } },
   { name: 'attr-gram', method: 'fgsn', options: { mode: 'gram', targetAsr: 'off' } },
   { name: 'attr-subspace', method: 'fgsn', options: { mode: 'subspace', targetAsr: 'off' } },
   { name: 'attr-row-a3', method: 'fgsn', options: { mode: 'row', alpha: 3, targetAsr: 'off' } },
   { name: 'attr-restore', method: 'fgsn', options: { mode: 'restore', targetAsr: 'off' } },
   { name: 'attr-realign', method: 'fgsn', options: { mode: 'realign', targetAsr: 'off' } },
   { name: 'attr-realign-g2', method: 'fgsn', options: { mode: 'realign', strength: 2, targetAsr: 'off' } },
-  { name: 'attr-add3', method: 'fgsn', options: { mode: 'add', targetAsr: 'off' } },
   { name: 'search-add', method: 'fgsn', options: { mode: 'add' } },
   { name: 'search-realign', method: 'fgsn', options: { mode: 'realign' } },
-  { name: 'attr-q0.25', method: 'fgsn', options: { q: 0.0025, targetAsr: 'off' } },
-  { name: 'attr-q0.5', method: 'fgsn', options: { q: 0.005, targetAsr: 'off' } },
-  { name: 'attr-q2', method: 'fgsn', options: { q: 0.02, targetAsr: 'off' } },
-  { name: 'attr-p5', method: 'fgsn', options: { p: 0.05, targetAsr: 'off' } },
-  { name: 'attr-band', method: 'fgsn', options: { layers: 'band', targetAsr: 'off' } },
-  { name: 'attr-permatrix', method: 'fgsn', options: { scope: 'per-matrix', targetAsr: 'off' } },
-  { name: 'target0.05', method: 'fgsn', options: { targetAsr: 0.05 } },
+  { name: 'attr-q0.25', method: 'fgsn', options: { mode: 'add', q: 0.0025, targetAsr: 'off' } },
+  { name: 'attr-q0.5', method: 'fgsn', options: { mode: 'add', q: 0.005, targetAsr: 'off' } },
+  { name: 'attr-q2', method: 'fgsn', options: { mode: 'add', q: 0.02, targetAsr: 'off' } },
+  { name: 'attr-p5', method: 'fgsn', options: { mode: 'add', p: 0.05, targetAsr: 'off' } },
+  { name: 'attr-band', method: 'fgsn', options: { mode: 'add', layers: 'band', targetAsr: 'off' } },
+  { name: 'attr-permatrix', method: 'fgsn', options: { mode: 'add', scope: 'per-matrix', targetAsr: 'off' } },
+  { name: 'target0.05', method: 'fgsn', options: { mode: 'add', targetAsr: 0.05 } },
 ];
 
 const { values } = parseArgs({ options: { checkpoints: { type: 'string' }, configs: { type: 'string' }, out: { type: 'string' } } });

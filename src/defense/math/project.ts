@@ -6,7 +6,7 @@
  *   W_out[i] = W_aligned[i] + g * V[i]                                (realign: add on the row's aligned values)
  * realign undoes the fine-tuning delta on the rows the ranking says carry safety before pushing them along V:
  * add keeps that delta, which may be the very change that broke them, and has to outweigh it with g
- * (docs/method-choices.md, "realign").
+ * (docs/method-choices.md, "Realign").
  */
 import { type Mat, dot, frobenius, gatherRows, matmul, matmulNT, matmulTN, row, sameShape } from './matrix.js';
 import { topLeftSingular } from './svd.js';
@@ -27,7 +27,7 @@ export function isRowLocal(mode: ProjectionMode): boolean {
 
 export interface ProjectionOptions {
   mode: ProjectionMode;
-  /** Strength alpha of the correction (all modes but add); 1 = the plain projection. */
+  /** Strength alpha of the correction (all modes but add and realign); 1 = the plain projection. */
   alpha?: number;
   /** g of the add and realign modes. */
   strength?: number;
@@ -94,7 +94,7 @@ export function projectRowsOnly(m: MatrixTriple, opts: ProjectionOptions): Mat {
   return projectRows(m, Uint32Array.from({ length: m.finetuned.rows }, (_, i) => i), opts).values;
 }
 
-/** D'[N] for the projection modes (not add), [rows.length, dIn]. */
+/** D'[N] for the projection modes (not add or realign), [rows.length, dIn]. */
 export function projectedDelta(v: Mat, d: Mat, rows: Uint32Array, opts: ProjectionOptions): { dPrime: Mat; info: ProjectionInfo } {
   // gram/subspace only need V and D to share rows (D may be a LoRA B [dOut, r]); row needs equal shapes.
   if (v.rows !== d.rows) throw new RangeError(`projectedDelta: V has ${v.rows} rows, D has ${d.rows}`);
