@@ -22,7 +22,7 @@ with M = weights of A_DIR - weights of B_DIR (or an adapter's scaling * B A). Pr
   --adapter <dir>                PEFT LoRA adapter applied on top of <model-dir> for the loss
   --reduction mean|sum           mean over all response tokens (default) or sum
   --batch-size N                 sequences per onnxruntime run (default 8)
-  --max-direction-mb N           memory for direction inputs per pass (default 1024; smaller = more passes)
+  --max-direction-mb N           memory for direction inputs per pass (default: a quarter of the checkpoint, 64-1024; smaller = more passes)
   --execution-provider cpu|cuda  default cpu
   --cache-dir <dir>              graph cache (default FGSN_CACHE_DIR or <tmp>/fgsn-engine-cache)
   --threads N                    onnxruntime intra-op threads
