@@ -446,11 +446,13 @@ export async function scoreSequences(
           const below: (Float32Array | undefined)[] = [];
           try {
             for (const [i, b] of batches.entries()) {
-              const r = acts !== undefined
-                ? await session.run(b, dirs, { acts: acts[i], gradOut: grads[i] })
-                : await session.run(b, dirs, { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined, gradOut: grads[i] });
-              if (acts?.[i] !== undefined) releaseTensors([...acts[i]!.values()]);
-              if (acts !== undefined) acts[i] = undefined;
+              const input = acts !== undefined ? { acts: acts[i] } : { hiddenIn: from > 0 ? hiddens[i].get(from) : undefined };
+              const r = await session.run(b, dirs, { ...input, gradOut: grads[i] });
+              if (acts !== undefined) {
+                // This batch's kept activations are spent: freed now, not when V8 collects them.
+                if (acts[i] !== undefined) releaseTensors([...acts[i]!.values()]);
+                acts[i] = undefined;
+              }
               add(r.scores);
               below.push(r.gradIn);
               // The residual entering this chunk is not needed again.
